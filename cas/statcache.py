@@ -1,0 +1,175 @@
+"""The stat cache (hash memo): `(dev, inode) -> (size, mtime_ns, ctime_ns, oid)`.
+
+One per store, shared by every workspace of it (the project and each run directory
+under `.tally/tmp/`), so a file hashed anywhere is never hashed again while it is
+unchanged. It is only a cache: losing it costs re-hashing, never correctness; it must
+never be *wrong*, which is what the racy rule below is for.
+
+Racy-timestamp rule (git's, with the filesystem's own clock). Timestamps come from a
+coarse kernel clock (and some filesystems truncate them to seconds), so a file changed
+twice within one tick can keep the same (size, mtime, ctime). Before hashing, the
+caller reads the clock through `now_ns()`: the mtime of a marker file it just touched,
+i.e. the same clock and truncation as the files. An entry is recorded only when the
+file's max(mtime, ctime) is strictly older than that reading: any later change to the
+file then moves its mtime or ctime past the reading, so a stale entry can never match.
+Files that are too new are simply hashed again next time.
+
+A checkout records what it wrote: it writes the files, then waits out the clock tick
+(`wait_past`), so every file it just wrote is strictly older than the reading, and
+records them with the ids it wrote. Nothing just restored is hashed again.
+
+Storage: SQLite in WAL mode (concurrent readers and writers across processes, atomic
+batches); one row per (dev, inode); loaded whole into a dict on first lookup because a
+50k-file status wants 50k lookups, and one SELECT is ~100x cheaper than 50k.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    oid TEXT NOT NULL,
+    PRIMARY KEY (dev, ino)
+) WITHOUT ROWID;
+"""
+BUSY_TIMEOUT_MS = 30_000
+MAX_TICK_WAIT = 2.5  # seconds: covers filesystems with 1 s or 2 s timestamp granularity
+
+
+class StatCache:
+    """Hash memo for one store. Thread-safe; cheap to construct (opens lazily)."""
+
+    def __init__(self, db_path: Path, *, clock_dir: Path) -> None:
+        self.db_path = Path(db_path)
+        self.clock_dir = Path(clock_dir)
+        self._db: sqlite3.Connection | None = None
+        self._map: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
+        self._lock = threading.Lock()
+
+    # -- clock -------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        """The filesystem's current time: the mtime of a marker file touched now."""
+        self.clock_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.clock_dir / f"clock-{os.getpid()}-{threading.get_ident()}"
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.utime(fd)
+            ns = os.fstat(fd).st_mtime_ns
+        finally:
+            os.close(fd)
+            os.unlink(marker)
+        return ns
+
+    def wait_past(self, newest_ns: int) -> int:
+        """Wait until the filesystem clock is strictly past `newest_ns`; return the reading."""
+        deadline = time.monotonic() + MAX_TICK_WAIT
+        while True:
+            now = self.now_ns()
+            if now > newest_ns or time.monotonic() > deadline:
+                return now
+            time.sleep(0.002)
+
+    # -- lookups -----------------------------------------------------------------------
+    def lookup(self, st: os.stat_result) -> str | None:
+        """The id recorded for this exact file state, or None."""
+        m = self._map if self._map is not None else self._load()
+        hit = m.get((st.st_dev, st.st_ino))
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns \
+                and hit[2] == st.st_ctime_ns:
+            return hit[3]
+        return None
+
+    def record(self, items: list[tuple[os.stat_result, str]], *, clock_ns: int) -> int:
+        """Remember `items` (stat taken before hashing, id) if they are older than `clock_ns`.
+
+        `clock_ns` must come from now_ns() read *before* the files were stat'ed and
+        hashed (or, for a checkout, from wait_past() after they were written). Returns
+        how many entries were recorded.
+        """
+        rows = []
+        for st, oid in items:
+            if max(st.st_mtime_ns, st.st_ctime_ns) < clock_ns:
+                rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                             clock_ns, oid))
+        if not rows:
+            return 0
+        with self._lock:
+            db = self._connect()
+            with db:
+                db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows)
+            if self._map is not None:
+                for r in rows:
+                    self._map[(r[0], r[1])] = (r[2], r[3], r[4], r[6])
+        return len(rows)
+
+    def forget_oids(self, oids: set[str]) -> int:
+        """Drop entries naming any of `oids` (gc removed those objects). Returns rows removed."""
+        if not oids:
+            return 0
+        with self._lock:
+            db = self._connect()
+            with db:
+                cur = db.executemany("DELETE FROM entries WHERE oid = ?", [(o,) for o in oids])
+            self._map = None
+            return cur.rowcount
+
+    def clear(self) -> None:
+        with self._lock:
+            db = self._connect()
+            with db:
+                db.execute("DELETE FROM entries")
+            self._map = None
+
+    def __len__(self) -> int:
+        return len(self._map if self._map is not None else self._load())
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- internals ---------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                 isolation_level="DEFERRED", check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                # A cache: NORMAL keeps WAL atomic (never torn), only the last commits
+                # may be lost on power failure, which costs a re-hash, not correctness.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(SCHEMA)
+            except sqlite3.DatabaseError:
+                # A damaged cache is thrown away, never trusted.
+                db.close()
+                for suffix in ("", "-wal", "-shm"):
+                    try:
+                        os.unlink(str(self.db_path) + suffix)
+                    except FileNotFoundError:
+                        pass
+                db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                     check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(SCHEMA)
+            self._db = db
+        return self._db
+
+    def _load(self) -> dict[tuple[int, int], tuple[int, int, int, str]]:
+        with self._lock:
+            if self._map is None:
+                db = self._connect()
+                self._map = {(d, i): (s, m, c, o) for d, i, s, m, c, o in
+                             db.execute("SELECT dev, ino, size, mtime_ns, ctime_ns, oid FROM entries")}
+            return self._map

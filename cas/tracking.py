@@ -1,0 +1,226 @@
+"""Use cases for data tracked by pointer: add, status, checkout, unprotect.
+
+Each function takes an opened Project and returns plain data; cli/ renders it.
+Write ordering for `add` (spec/store.md): objects (blobs, then trees bottom-up) are
+published by the store's Writer, and only after its flush does the pointer file get
+written, atomically. A crash at any instant leaves either the old pointer or the new
+one, and whichever it is names objects that exist.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checkout as co
+from . import git, pointer, tree, workspace
+from .errors import NotFound, ObjectMissing, UsageError
+from .fsops import can_reflink
+from .pointer import Pointer
+from .project import Project
+from .workspace import Progress
+
+_reflink_ok: dict[str, bool] = {}
+
+
+def ingest_mode(project: Project) -> str:
+    """How `add` moves bytes into the store, from the first usable checkout link type.
+
+    reflink -> clone (when the filesystem can); hardlink and symlink -> link the file
+    itself in (zero copies; symlink mode then swaps in a symlink); copy -> copy.
+    """
+    for mode in project.config.link_order:
+        if mode == "reflink":
+            key = os.fspath(project.store.tmp)
+            if key not in _reflink_ok:
+                project.store.ensure_dirs()
+                _reflink_ok[key] = can_reflink(project.store.tmp)
+            if _reflink_ok[key]:
+                return "reflink"
+        elif mode in ("hardlink", "symlink"):
+            return "hardlink"
+        elif mode == "copy":
+            return "copy"
+    return "copy"
+
+
+@dataclass(frozen=True)
+class Added:
+    """One path stored by `add`."""
+
+    path: str
+    pointer: Pointer
+    hashed: int  # files read this time
+    changed: bool  # the pointer's id differs from before
+
+
+def add(project: Project, paths: list[str], *, progress: Progress | None = None,
+        cwd: Path | None = None) -> list[Added]:
+    """Store each path and write its pointer file; add the path to `.gitignore`.
+
+    Raises:
+        UsageError: a path outside the project, inside another tracked directory,
+            tracked by Git, or a pointer file itself.
+        NotFound: a path that does not exist.
+    """
+    rels = [_check_add_path(project, p, cwd) for p in paths]
+    out = []
+    mode = ingest_mode(project)
+    with project.lock("store", shared=True, timeout=60, purpose="tally add"):
+        for rel in rels:
+            before = _read_pointer_quiet(project, rel)
+            abs_path = project.root / rel
+            with project.store.writer() as writer:
+                snap = workspace.snapshot(abs_path, statcache=project.statcache, writer=writer,
+                                          ingest=mode, progress=progress)
+            ptr = Pointer(path=rel, oid=snap.oid, is_dir=snap.is_dir, size=snap.size,
+                          files=snap.files, mode=snap.mode if not snap.is_dir else 0)
+            pointer.write(project.root, ptr)
+            git.ensure_ignored(project.root, rel)
+            if "symlink" in project.config.link_order[:1]:
+                co.checkout(project.store, _target(ptr), abs_path, links=("symlink",),
+                            statcache=project.statcache, force=True)
+            out.append(Added(rel, ptr, snap.hashed, before is None or before.oid != ptr.oid))
+    return out
+
+
+def _check_add_path(project: Project, path: str, cwd: Path | None) -> str:
+    rel = project.relpath(path, cwd=cwd)
+    if rel == ".":
+        raise UsageError("cannot add the whole project", path=path,
+                         hint="add the data directories or files one by one")
+    if rel.endswith(pointer.SUFFIX):
+        raise UsageError(f"{rel} is a pointer file", path=path,
+                         hint=f"add the data itself: `tally add {rel[:-len(pointer.SUFFIX)]}`")
+    abs_path = project.root / rel
+    if not os.path.lexists(abs_path):
+        raise NotFound(f"{rel} does not exist", path=path)
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if (project.root / pointer.pointer_path(parent)).exists():
+            raise UsageError(f"{rel} is inside {parent}, which is already tracked", path=path,
+                             hint=f"re-add the whole directory: `tally add {parent}`")
+    tracked = [os.fsdecode(f) for f in
+               git._out(project.root, ["ls-files", "-z", "--", rel]).split(b"\0") if f]
+    if tracked:
+        raise UsageError(f"{rel} is tracked by Git ({len(tracked)} file(s), e.g. {tracked[0]})",
+                         path=path, hint=f"stop tracking it in Git first: `git rm -r --cached {rel}`")
+    return rel
+
+
+def _read_pointer_quiet(project: Project, rel: str) -> Pointer | None:
+    try:
+        return pointer.read(project.root, rel)
+    except (NotFound, UsageError):
+        return None
+
+
+def _target(ptr: Pointer) -> co.Target:
+    return co.Target(oid=ptr.oid, is_dir=ptr.is_dir, mode=ptr.mode)
+
+
+@dataclass
+class Status:
+    """One pointer's state against the workspace and the store."""
+
+    path: str
+    state: str  # unchanged | modified | missing | not-in-store
+    added: list[str] = field(default_factory=list)  # files new in the workspace
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # files the workspace lacks
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "state": self.state, "added": self.added,
+                "modified": self.modified, "deleted": self.deleted}
+
+
+def _select(project: Project, paths: list[str] | None, cwd: Path | None) -> list[str]:
+    if not paths:
+        return pointer.find_all(project.root)
+    out = []
+    for p in paths:
+        rel = project.relpath(p, cwd=cwd)
+        if rel.endswith(pointer.SUFFIX):
+            rel = rel[: -len(pointer.SUFFIX)]
+        if not (project.root / pointer.pointer_path(rel)).exists():
+            raise NotFound(f"{rel} is not tracked (no {rel}{pointer.SUFFIX})", path=p,
+                           hint=f"`tally add {rel}` to track it")
+        out.append(rel)
+    return out
+
+
+def status(project: Project, paths: list[str] | None = None, *,
+           cwd: Path | None = None) -> list[Status]:
+    """Compare each tracked path with its pointer (nothing is written to the store)."""
+    out = []
+    for rel in _select(project, paths, cwd):
+        ptr = pointer.read(project.root, rel)
+        abs_path = project.root / rel
+        st = Status(rel, "unchanged")
+        if not project.store.has(ptr.oid):
+            st.state = "not-in-store"
+        if not os.path.lexists(abs_path):
+            st.state = "missing"
+            out.append(st)
+            continue
+        mem: dict[str, tree.Tree] = {}
+        snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem)
+        if snap.oid != ptr.oid or snap.is_dir != ptr.is_dir:
+            if st.state == "unchanged":
+                st.state = "modified"
+            if snap.is_dir and ptr.is_dir and project.store.has(ptr.oid):
+                def load(oid: str) -> tree.Tree:
+                    return mem[oid] if oid in mem else tree.decode(project.store.get(oid))
+                try:
+                    for ch in tree.diff(ptr.oid, snap.oid, load):
+                        (st.added if ch.old is None else st.deleted if ch.new is None
+                         else st.modified).append(ch.path)
+                except ObjectMissing:
+                    st.state = "not-in-store"
+        out.append(st)
+    return out
+
+
+def checkout(project: Project, paths: list[str] | None = None, *, force: bool = False,
+             progress: Progress | None = None, cwd: Path | None = None) -> dict[str, co.Report]:
+    """Materialize each tracked path from its pointer, touching only what differs.
+
+    All pointers are read and every object checked present before the first file is
+    touched, so a missing object fails the command without a half-done checkout.
+    """
+    rels = _select(project, paths, cwd)
+    ptrs = [pointer.read(project.root, rel) for rel in rels]
+    for ptr in ptrs:
+        if not project.store.has(ptr.oid):
+            raise ObjectMissing(ptr.oid, path=pointer.pointer_path(ptr.path),
+                                hint="the data was never stored here or was gc'd; "
+                                     "`tally add` it again from a copy")
+    reports = {}
+    with project.lock("store", shared=True, timeout=60, purpose="tally checkout"):
+        for ptr in ptrs:
+            reports[ptr.path] = co.checkout(
+                project.store, _target(ptr), project.root / ptr.path,
+                links=project.config.link_order, statcache=project.statcache, force=force,
+                progress=progress)
+    return reports
+
+
+def unprotect(project: Project, paths: list[str], *, cwd: Path | None = None) -> list[str]:
+    """Make linked (read-only) files under `paths` independent and writable.
+
+    Returns the files that were changed.
+    """
+    changed = []
+    for p in paths:
+        rel = project.relpath(p, cwd=cwd)
+        abs_path = project.root / rel
+        if not os.path.lexists(abs_path):
+            raise NotFound(f"{rel} does not exist", path=p)
+        targets = [abs_path] if not abs_path.is_dir() or abs_path.is_symlink() else \
+            [Path(d) / f for d, _, fs in os.walk(abs_path) for f in fs]
+        for t in targets:
+            if co.unprotect(t):
+                changed.append(Path(t).relative_to(project.root).as_posix())
+    return changed

@@ -1,0 +1,207 @@
+"""Snapshot a file or directory of the workspace into ids (and, when asked, the store).
+
+A snapshot is three passes, so the expensive middle one runs in parallel:
+
+1. walk: one scandir per directory, one lstat per entry (no other syscalls);
+2. hash (and store): only the files the stat cache does not vouch for, in chunks on a
+   thread pool (reads, writes and BLAKE3 release the GIL);
+3. build: trees bottom-up, children before parents, so every tree is stored after
+   the objects it names (the write-ordering invariant) and an unchanged directory
+   encodes to the same bytes and id as before.
+
+Names tally never snapshots: `.git` and `.tally` directories (another repository or
+store nested inside data is not data).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import hashing, tree
+from .errors import NotFound, UsageError, from_os_error
+from .statcache import StatCache
+from .store import Writer
+
+SKIP_NAMES = frozenset({".git", ".tally"})
+CHUNK = 256  # files per pool task: amortizes the executor's per-task cost
+WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+Progress = Callable[[int, int], None]  # (done, total) files hashed
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a path hashed to."""
+
+    oid: str
+    is_dir: bool
+    size: int  # bytes (a directory: total of its files)
+    files: int  # regular files (1 for a file)
+    mode: int  # 0o644/0o755 for a file, 0 for a directory
+    hashed: int  # files read this time (the rest came from the stat cache)
+
+
+@dataclass(slots=True)
+class _File:
+    name: str
+    path: str
+    st: os.stat_result
+    kind: int  # tree.FILE or tree.SYMLINK
+    oid: str | None = None
+
+
+def file_mode(st: os.stat_result) -> int:
+    """The tree mode of a regular file: executable by anyone -> 0o755, else 0o644."""
+    return 0o755 if st.st_mode & 0o111 else 0o644
+
+
+def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
+             ingest: str = "copy", progress: Progress | None = None,
+             trees: dict[str, tree.Tree] | None = None) -> Snapshot:
+    """Hash the file or directory at `path`; with a writer, store it too.
+
+    Args:
+        path: an existing regular file or directory (symlinks inside a directory are
+            recorded as links; `path` itself is followed).
+        statcache: vouches for unchanged files; gains entries for the files hashed.
+        writer: when given, every blob and tree is put into its store.
+        ingest: how blobs enter the store ("copy", "reflink", "hardlink").
+        progress: called with (done, total) as files are hashed.
+        trees: when given, receives every tree built, by id (to diff without storing).
+    Raises:
+        NotFound: `path` does not exist.
+        UsageError: a special file (socket, fifo, device) or a name that is not UTF-8.
+    """
+    clock = statcache.now_ns()  # before any stat: see statcache's racy rule
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise from_os_error(exc, path=path, doing="reading") from None
+    if stat_mod.S_ISREG(st.st_mode):
+        f = _File(path.name, os.fspath(path), st, tree.FILE)
+        hashed = _hash_files([f], statcache, writer, ingest, progress, clock)
+        return Snapshot(f.oid, False, st.st_size, 1, file_mode(st), hashed)  # type: ignore[arg-type]
+    if not stat_mod.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path} is not a regular file or directory", path=path)
+
+    dirs = _walk(os.fspath(path))
+    all_files = [f for d in dirs for f in d[2]]
+    hashed = _hash_files(all_files, statcache, writer, ingest, progress, clock)
+
+    # Build bottom-up: _walk lists parents before children, so reverse it.
+    built: dict[str, tuple[str, int, int]] = {}  # dir path -> (oid, bytes, files)
+    for dpath, subdirs, files in reversed(dirs):
+        entries = [tree.Entry(f.name, f.kind, f.oid, f.st.st_size,  # type: ignore[arg-type]
+                              file_mode(f.st) if f.kind == tree.FILE else 0) for f in files]
+        sub_files = {}
+        for name in subdirs:
+            oid, nbytes, nfiles = built.pop(f"{dpath}/{name}")
+            entries.append(tree.Entry(name, tree.DIR, oid, nbytes, 0))
+            sub_files[name] = nfiles
+        t = tree.make(entries, subtree_files=sub_files)
+        data = tree.encode(t)
+        oid = writer.put_bytes(data, compress=True) if writer else hashing.hash_bytes(data)
+        if trees is not None:
+            trees[oid] = t
+        built[dpath] = (oid, t.total_bytes, t.total_files)
+    oid, nbytes, nfiles = built[os.fspath(path)]
+    return Snapshot(oid, True, nbytes, nfiles, 0, hashed)
+
+
+def _walk(root: str) -> list[tuple[str, list[str], list[_File]]]:
+    """Every directory below `root` (pre-order) with its subdirectory names and files."""
+    out = []
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        subdirs: list[str] = []
+        files: list[_File] = []
+        try:
+            it = os.scandir(d)
+        except OSError as exc:
+            raise from_os_error(exc, path=d, doing="listing a directory") from None
+        with it:
+            for ent in it:
+                name = ent.name
+                if name in SKIP_NAMES:
+                    continue
+                _check_name(name, ent.path)
+                if ent.is_dir(follow_symlinks=False):
+                    subdirs.append(name)
+                    continue
+                st = ent.stat(follow_symlinks=False)
+                if stat_mod.S_ISREG(st.st_mode):
+                    files.append(_File(name, ent.path, st, tree.FILE))
+                elif stat_mod.S_ISLNK(st.st_mode):
+                    files.append(_File(name, ent.path, st, tree.SYMLINK))
+                else:
+                    raise UsageError(f"{ent.path} is a special file (socket, fifo or device)",
+                                     path=ent.path, hint="move it out of the tracked directory")
+        out.append((d, subdirs, files))
+        stack.extend(f"{d}/{n}" for n in reversed(subdirs))
+    # Pre-order with children after parents is all that build needs; keep parents first.
+    return out
+
+
+def _check_name(name: str, path: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"file name is not valid UTF-8: {path!r}", path=path,
+                         hint="rename the file; tally stores names as UTF-8") from None
+
+
+def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None, ingest: str,
+                progress: Progress | None, clock: int) -> int:
+    """Fill in every file's oid, from the stat cache or by reading it. Returns files read."""
+    todo = []
+    for f in files:
+        if f.kind == tree.SYMLINK:
+            target = os.readlink(f.path).encode("utf-8", "surrogateescape")
+            f.oid = writer.put_bytes(target, compress=False) if writer else hashing.hash_bytes(target)
+            continue
+        oid = statcache.lookup(f.st)
+        if oid is not None and (writer is None or writer.put_file(f.path, known_oid=oid) == oid):
+            f.oid = oid
+        else:
+            todo.append(f)
+    if not todo:
+        return 0
+    total = len(todo)
+    done = 0
+
+    def work(chunk: list[_File]) -> list[tuple[os.stat_result, str]]:
+        out = []
+        for f in chunk:
+            try:
+                if writer is not None:
+                    f.oid = writer.put_file(f.path, ingest=ingest)
+                    if ingest == "hardlink":
+                        f.st = os.stat(f.path)  # chmod 0444 moved its ctime
+                else:
+                    f.oid = hashing.hash_file(f.path, size=f.st.st_size)
+            except FileNotFoundError:
+                raise NotFound(f"{f.path} vanished while it was being read", path=f.path,
+                               hint="something else is changing this directory; rerun when it is done") from None
+            out.append((f.st, f.oid))
+        return out
+
+    chunks = [todo[i:i + CHUNK] for i in range(0, total, CHUNK)]
+    records: list[tuple[os.stat_result, str]] = []
+    if len(chunks) == 1 and len(todo) < 16:
+        records = work(todo)
+        done = total
+    else:
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for rec in pool.map(work, chunks):
+                records.extend(rec)
+                done += len(rec)
+                if progress:
+                    progress(done, total)
+    statcache.record(records, clock_ns=clock)
+    return total
