@@ -1,0 +1,636 @@
+"""Params files (YAML, JSON, TOML) and `-S` overrides.
+
+A params file is a mapping of (possibly nested) keys to values. The format is chosen
+by suffix: `.yaml`/`.yml`, `.json`, `.toml`; anything else is a ParamError. YAML is
+read as YAML 1.2 (ruamel.yaml), so `yes`/`on` are strings and `1e-3` is a float.
+
+Keys are dotted paths: `train.lr`, and list items by index, `layers.0.size` (the
+DVC templating form `layers[0].size` means the same). A mapping key that itself
+contains dots (`"a.b": 1`) is found too: lookup tries the longest dotted prefix
+that names a key at each level.
+
+Overrides follow DVC's `-S/--set-param` (Hydra basic grammar):
+
+    [FILE:]KEY=VALUE     change an existing key (FILE defaults to params.yaml)
+    [FILE:]+KEY=VALUE    add a key that must not exist yet (parents are created)
+    [FILE:]++KEY=VALUE   add or change
+    [FILE:]~KEY          delete an existing key
+
+VALUE is read as a YAML scalar (`0.1` float, `true` bool, `null` None, `[1,2]` a
+list, `{a: 1}` a mapping, `'a,b'` a quoted string, anything else the text as is).
+Sweeps expand one spec into several values: `lr=0.1,0.01` (commas outside quotes
+and brackets), `choice(0.1,0.01)`, and `range(start, stop[, step])` (end exclusive,
+float steps allowed). `expand_grid` gives the cartesian product of all specs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import itertools
+import json
+import os
+import posixpath
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+from cas.errors import NotFound, ParamError, from_os_error
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
+# Safety nets against `range(0, 1e9)` and grids nobody meant to queue: a sweep or a
+# grid this large is almost certainly a typo, and expanding it would exhaust memory.
+MAX_SWEEP_VALUES = 10_000
+MAX_GRID_POINTS = 100_000
+
+Op = Literal["set", "add", "force", "delete"]
+_MISSING = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Override:
+    """One edit to one params file: `op` on dotted `key`, with `value` (None for delete)."""
+
+    file: str = DEFAULT_PARAMS_FILE
+    key: str
+    op: Op = "set"
+    value: Any = None
+    spec: str = field(default="", compare=False)  # the `-S` text it came from, for messages
+
+
+# ---------------------------------------------------------------- reading
+
+def params_format(path: str | os.PathLike[str]) -> Literal["yaml", "json", "toml"]:
+    """The format of a params file, from its suffix. Raises ParamError for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return FORMATS[suffix]  # type: ignore[return-value]
+    except KeyError:
+        raise ParamError(f"{path}: unsupported params file format {suffix or '(no suffix)'!r}",
+                         path=path, hint="use a .yaml, .yml, .json or .toml file") from None
+
+
+def load_params(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a params file into plain nested Python values (dict, list, str, int, float, ...).
+
+    An empty YAML file is `{}`. Raises NotFound if the file is missing, ParamError
+    (naming the file and line) if it is malformed or its top level is not a mapping.
+    """
+    fmt, doc = _read(Path(path))
+    return _plain(doc)
+
+
+def get_value(data: Any, key: str, *, default: Any = _MISSING, file: str | None = None) -> Any:
+    """The value at dotted `key` in `data`. Missing: `default` if given, else ParamError."""
+    try:
+        keys = _locate(data, _split_key(key, file=file))
+    except _Missing as exc:
+        if default is not _MISSING:
+            return default
+        where = f"{file}: " if file else ""
+        raise ParamError(f"{where}key {key!r} not found (no {exc.at!r})", path=file) from None
+    node = data
+    for k in keys:
+        node = node[k]
+    return node
+
+
+def flatten(data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"lr": 0.1}}` -> `{"train.lr": 0.1}`. Lists and empty mappings are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, prefix=f"{name}."))
+        else:
+            out[name] = v
+    return out
+
+
+# ---------------------------------------------------------------- overrides
+
+def parse_value(text: str) -> Any:
+    """Read one override value as a YAML scalar, flow list or flow mapping (see module doc)."""
+    s = text.strip()
+    if not s:
+        return ""  # `key=` sets the empty string, as in Hydra
+    try:
+        value = _safe_yaml().load(s)
+    except Exception as exc:  # ruamel raises several unrelated classes here
+        if s[0] in "[{'\"":
+            raise ParamError(f"cannot parse value {s!r}: {_yaml_problem(exc)}") from None
+        return s
+    if s[0] in "[{'\"":
+        return _dates_to_str(value)
+    # Plain text keeps its exact spelling unless YAML reads it as a number, bool or null:
+    # `2020-01-01` stays a string, and so do `a: b` and `x #y` (no mapping, no comment).
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return s
+
+
+def parse_override(spec: str, *, default_file: str = DEFAULT_PARAMS_FILE) -> list[Override]:
+    """Parse one `-S` spec into its overrides: one, or one per value of a sweep.
+
+    Raises ParamError for a malformed spec (empty key, missing `=`, bad value or range,
+    an unsupported file suffix, a file path outside the project).
+    """
+    body = spec.strip()
+    op: Op = "set"
+    body, op = _strip_op(body, op)
+    lhs = body.split("=", 1)[0]
+    file = default_file
+    if ":" in lhs:
+        file, body = body.split(":", 1)
+        body, op = _strip_op(body.strip(), op)
+        file = file.strip()
+    file = _check_file(file, spec)
+    if op == "delete":
+        if "=" in body:
+            raise ParamError(f"-S {spec!r}: delete takes no value; write ~KEY", hint="e.g. -S '~train.dropout'")
+        key = _norm_key(body, spec)
+        return [Override(file=file, key=key, op="delete", spec=spec)]
+    if "=" not in body:
+        raise ParamError(f"-S {spec!r}: expected KEY=VALUE", hint="e.g. -S train.lr=0.01 or -S other.yaml:lr=0.1")
+    key_text, raw = body.split("=", 1)
+    key = _norm_key(key_text, spec)
+    return [Override(file=file, key=key, op=op, value=v, spec=spec) for v in _sweep_values(raw, spec)]
+
+
+def expand_grid(specs: Iterable[str], *, default_file: str = DEFAULT_PARAMS_FILE) -> list[list[Override]]:
+    """The cartesian product of every spec's values, in a stable order.
+
+    The order is that of nested loops over the specs as given, the last spec varying
+    fastest. Specs without sweeps contribute their single override to every point. No
+    specs gives one empty point `[[]]`. Raises ParamError if two specs name the same
+    file and key (ambiguous in a sweep), or if the grid exceeds MAX_GRID_POINTS.
+    """
+    axes = [parse_override(s, default_file=default_file) for s in specs]
+    seen: dict[tuple[str, str], str] = {}
+    total = 1
+    for axis in axes:
+        ident = (axis[0].file, axis[0].key)
+        if ident in seen:
+            raise ParamError(f"-S {axis[0].spec!r}: {ident[0]}:{ident[1]} is already set by -S {seen[ident]!r}")
+        seen[ident] = axis[0].spec
+        total *= len(axis)
+    if total > MAX_GRID_POINTS:
+        raise ParamError(f"the sweep expands to {total} runs (limit {MAX_GRID_POINTS})",
+                         hint="narrow the ranges or split the sweep")
+    return [list(point) for point in itertools.product(*axes)]
+
+
+def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override]) -> list[str]:
+    """Edit params files under `root` in place, keeping comments, key order and quoting.
+
+    Overrides are applied in order, grouped by file. Every file is read and every edit
+    checked before anything is written, so a bad override leaves all files untouched.
+    Each file is then replaced atomically (temp file in the same directory, fsync,
+    os.replace), keeping its permission bits; a file whose text does not change is not
+    rewritten. Returns the files written (POSIX, relative to root).
+
+    Raises NotFound if a params file does not exist; ParamError if a file is malformed
+    or unsupported, `key=v` names a missing key, `+key=v` an existing one, `~key` a
+    missing one, or a value cannot be stored in the format (null in TOML).
+    """
+    root = Path(root)
+    by_file: dict[str, list[Override]] = {}
+    for ov in overrides:
+        by_file.setdefault(_check_file(ov.file, ov.spec), []).append(ov)
+    pending: list[tuple[Path, str, str]] = []
+    for rel, ovs in by_file.items():
+        path = root / rel
+        fmt, doc = _read(path, round_trip=True)
+        original = doc.text
+        data = doc.data
+        for ov in ovs:
+            data = _apply_one(data, ov, fmt=fmt, file=rel)
+        text = _dump(fmt, data, original)
+        if text != original:
+            pending.append((path, rel, text))
+    for path, _, text in pending:
+        _atomic_write(path, text)
+    return [rel for _, rel, _ in pending]
+
+
+# ---------------------------------------------------------------- internals: keys
+
+class _Missing(Exception):
+    def __init__(self, at: str, depth: int, node: Any) -> None:
+        super().__init__(at)
+        self.at, self.depth, self.node = at, depth, node
+
+
+def _split_key(key: str, *, file: str | None = None) -> list[str]:
+    parts = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
+    if not key.strip() or any(p == "" for p in parts):
+        where = f"{file}: " if file else ""
+        raise ParamError(f"{where}malformed key {key!r}", hint="keys look like train.lr or layers.0.size")
+    return parts
+
+
+def _norm_key(text: str, spec: str) -> str:
+    try:
+        return ".".join(_split_key(text))
+    except ParamError:
+        raise ParamError(f"-S {spec!r}: malformed key {text.strip()!r}",
+                         hint="keys look like train.lr or layers.0.size") from None
+
+
+def _locate(node: Any, parts: list[str]) -> list[Any]:
+    """The real keys/indices of `parts` in `node`; raises _Missing where the path stops."""
+    keys: list[Any] = []
+    i = 0
+    while i < len(parts):
+        if isinstance(node, Mapping):
+            # Longest dotted prefix first, so a key spelled "a.b" is found as one key.
+            for j in range(len(parts), i, -1):
+                cand: Any = ".".join(parts[i:j])
+                if cand not in node and cand.isdigit() and int(cand) in node:
+                    cand = int(cand)
+                if cand in node:
+                    keys.append(cand)
+                    node = node[cand]
+                    i = j
+                    break
+            else:
+                raise _Missing(".".join(parts[: i + 1]), i, node)
+        elif isinstance(node, Sequence) and not isinstance(node, str):
+            p = parts[i]
+            if not p.isdigit() or int(p) >= len(node):
+                raise _Missing(".".join(parts[: i + 1]), i, node)
+            keys.append(int(p))
+            node = node[int(p)]
+            i += 1
+        else:
+            raise _Missing(".".join(parts[: i + 1]), i, node)
+    return keys
+
+
+def _strip_op(body: str, op: Op) -> tuple[str, Op]:
+    if body.startswith("++"):
+        return body[2:].lstrip(), "force"
+    if body.startswith("+"):
+        return body[1:].lstrip(), "add"
+    if body.startswith("~"):
+        return body[1:].lstrip(), "delete"
+    return body, op
+
+
+def _check_file(file: str, spec: str) -> str:
+    rel = posixpath.normpath(file.replace("\\", "/")) if file else ""
+    if not rel or rel.startswith("/") or rel == ".." or rel.startswith("../") or re.match(r"^[A-Za-z]:", rel):
+        raise ParamError(f"-S {spec!r}: params file {file!r} is not a path inside the project")
+    try:
+        params_format(rel)
+    except ParamError as exc:
+        raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
+    return rel
+
+
+# ---------------------------------------------------------------- internals: sweeps
+
+def _split_top(text: str, spec: str) -> list[str]:
+    """Split on commas that are not inside quotes, brackets, braces or parentheses."""
+    pieces, buf, depth, quote, escaped = [], [], 0, "", False
+    pairs = {"[": "]", "{": "}", "(": ")"}
+    closers = set(pairs.values())
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif quote:
+            if ch == quote:
+                quote = ""
+            escaped = quote == '"' and ch == "\\"  # YAML "..." escapes; '...' doubles quotes
+        elif ch in "'\"":
+            quote = ch
+        elif ch in pairs:
+            depth += 1
+        elif ch in closers:
+            depth -= 1
+            if depth < 0:
+                raise ParamError(f"-S {spec!r}: unbalanced {ch!r} in value")
+        elif ch == "," and depth == 0:
+            pieces.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    if quote or depth:
+        raise ParamError(f"-S {spec!r}: unclosed {quote or 'bracket'} in value")
+    pieces.append("".join(buf))
+    return pieces
+
+
+def _sweep_values(raw: str, spec: str) -> list[Any]:
+    try:
+        return _sweep_values_unchecked(raw, spec)
+    except ParamError as exc:
+        if exc.message.startswith("-S "):
+            raise
+        raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
+
+
+def _sweep_values_unchecked(raw: str, spec: str) -> list[Any]:
+    s = raw.strip()
+    m = re.fullmatch(r"(range|choice)\s*\((.*)\)", s, flags=re.S)
+    if m:
+        args = _split_top(m.group(2), spec)
+        if m.group(1) == "choice" and any(not a.strip() for a in args):
+            raise ParamError(f"-S {spec!r}: empty value in choice()")
+        values = _range(args, spec) if m.group(1) == "range" else [parse_value(a) for a in args]
+    else:
+        pieces = _split_top(s, spec)
+        if len(pieces) > 1 and any(not p.strip() for p in pieces):
+            raise ParamError(f"-S {spec!r}: empty value in sweep list",
+                             hint="quote a value that contains commas: x=\"'a,b'\"")
+        values = [parse_value(p) for p in pieces]
+    if not values:
+        raise ParamError(f"-S {spec!r}: the sweep has no values")
+    if len(values) > MAX_SWEEP_VALUES:
+        raise ParamError(f"-S {spec!r}: {len(values)} values (limit {MAX_SWEEP_VALUES})")
+    return values
+
+
+def _range(args: list[str], spec: str) -> list[Any]:
+    """Python's range(), extended to float steps, end exclusive.
+
+    Floats are stepped in Decimal from their written form, so range(0,1,0.1) gives
+    0.3, not 0.30000000000000004, and never an extra value from accumulated error.
+    """
+    nums = [parse_value(a) for a in args]
+    if not 1 <= len(nums) <= 3 or any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in nums):
+        raise ParamError(f"-S {spec!r}: range() takes 1 to 3 numbers: range([start,] stop[, step])")
+    if len(nums) == 1:
+        args, nums = ["0", args[0]], [0, nums[0]]
+    if len(nums) == 2:
+        args, nums = [*args, "1"], [*nums, 1]
+    if nums[2] == 0:
+        raise ParamError(f"-S {spec!r}: range() step must not be zero")
+    if all(isinstance(n, int) for n in nums):
+        count = len(range(*nums))
+        if count > MAX_SWEEP_VALUES:
+            raise ParamError(f"-S {spec!r}: {count} values (limit {MAX_SWEEP_VALUES})")
+        return list(range(*nums))
+    try:
+        start, stop, step = (Decimal(a.strip()) for a in args)
+    except InvalidOperation:
+        start, stop, step = (Decimal(repr(float(n))) for n in nums)
+    count = max(0, int(((stop - start) / step).to_integral_value(rounding=ROUND_CEILING)))
+    if count > MAX_SWEEP_VALUES:
+        raise ParamError(f"-S {spec!r}: {count} values (limit {MAX_SWEEP_VALUES})")
+    return [float(start + i * step) for i in range(count)]
+
+
+# ---------------------------------------------------------------- internals: files
+
+@dataclass
+class _Doc:
+    data: Any
+    text: str
+
+
+_REPRESENTER: Any = None
+
+
+def _yaml_rt() -> Any:
+    global _REPRESENTER
+    from ruamel.yaml import YAML
+
+    if _REPRESENTER is None:
+        from ruamel.yaml.representer import RoundTripRepresenter
+        from ruamel.yaml.scalarfloat import ScalarFloat
+
+        class ExactFloatRepresenter(RoundTripRepresenter):
+            # ruamel rebuilds a float's text from its parsed width/precision, which can
+            # drop a digit (4.380572351291849e+16 -> ...848e+16): an edit would silently
+            # change a value nobody touched. Keep that text only if it reads back equal.
+            def represent_scalar_float(self, data: Any) -> Any:
+                node = super().represent_scalar_float(data)
+                try:
+                    exact = data != data or float(node.value.replace("_", "")) == float(data)
+                except ValueError:
+                    exact = node.value in (".inf", "-.inf", "+.inf", ".nan")
+                return node if exact else self.represent_float(float(data))
+
+        ExactFloatRepresenter.add_representer(ScalarFloat, ExactFloatRepresenter.represent_scalar_float)
+        _REPRESENTER = ExactFloatRepresenter
+    yaml = YAML()  # round-trip: keeps comments, order, quoting, flow style
+    yaml.Representer = _REPRESENTER
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap long strings the user wrote on one line
+    return yaml
+
+
+_SAFE: Any = None
+
+
+def _safe_yaml() -> Any:
+    global _SAFE
+    if _SAFE is None:
+        from ruamel.yaml import YAML
+
+        _SAFE = YAML(typ="safe", pure=True)
+    return _SAFE
+
+
+def _yaml_problem(exc: Exception) -> str:
+    return str(getattr(exc, "problem", None) or exc).strip()
+
+
+def _read(path: Path, *, round_trip: bool = False) -> tuple[str, Any]:
+    fmt = params_format(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"params file {path} does not exist", path=path) from None
+    except IsADirectoryError:
+        raise ParamError(f"{path}: is a directory, not a params file", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise ParamError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
+    except OSError as exc:
+        raise from_os_error(exc, path=path, doing="reading params") from None
+    if fmt == "yaml":
+        try:
+            data = _yaml_rt().load(text)
+        except Exception as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ParamError(f"{path}{line}: malformed YAML: {_yaml_problem(exc)}", path=path) from None
+        if data is None:
+            from ruamel.yaml.comments import CommentedMap
+
+            data = CommentedMap()
+    elif fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ParamError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})",
+                             path=path) from None
+    else:
+        import tomlkit
+        from tomlkit.exceptions import ParseError as TomlParseError
+
+        try:
+            data = tomlkit.parse(text)
+        except TomlParseError as exc:
+            raise ParamError(f"{path}:{exc.line}: malformed TOML: {exc}", path=path) from None
+    if not isinstance(data, Mapping):
+        raise ParamError(f"{path}: top level must be a mapping of keys, not {type(data).__name__}", path=path)
+    return fmt, (_Doc(data, text) if round_trip else data)
+
+
+def _plain(node: Any) -> Any:
+    """Round-trip containers and scalar subclasses -> plain dict/list/str/int/float/bool."""
+    if hasattr(node, "unwrap"):  # tomlkit items and documents
+        return node.unwrap()
+    if isinstance(node, Mapping):
+        return {_plain(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    for kind in (int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
+
+
+def _dates_to_str(node: Any) -> Any:
+    if isinstance(node, (datetime.date, datetime.datetime)):
+        return node.isoformat()
+    if isinstance(node, dict):
+        return {k: _dates_to_str(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_dates_to_str(v) for v in node]
+    return node
+
+
+def _apply_one(data: Any, ov: Override, *, fmt: str, file: str) -> Any:
+    parts = _split_key(ov.key, file=file)
+    hint_spec = ov.spec or ov.key
+    try:
+        keys = _locate(data, parts)
+    except _Missing as miss:
+        if ov.op in ("set", "delete"):
+            raise ParamError(
+                f"{file}: key {ov.key!r} does not exist (no {miss.at!r})", path=file,
+                hint=f"to add it, write +{ov.key}=..." if ov.op == "set" else None) from None
+        _create(miss.node, parts[miss.depth:], _convert(ov.value, None, fmt=fmt, file=file, key=ov.key),
+                file=file, key=ov.key)
+        return data
+    if ov.op == "add":
+        raise ParamError(f"{file}: key {ov.key!r} already exists ({hint_spec!r} adds a new key)", path=file,
+                         hint=f"to change it, write {ov.key}=...; to add or change, ++{ov.key}=...")
+    parent = data
+    for k in keys[:-1]:
+        parent = parent[k]
+    if ov.op == "delete":
+        del parent[keys[-1]]
+    else:
+        parent[keys[-1]] = _convert(ov.value, parent[keys[-1]], fmt=fmt, file=file, key=ov.key)
+    return data
+
+
+def _create(node: Any, rest: list[str], value: Any, *, file: str, key: str) -> None:
+    for i, part in enumerate(rest):
+        last = i == len(rest) - 1
+        if isinstance(node, MutableMapping):
+            if last:
+                node[part] = value
+            else:
+                node[part] = {}
+                node = node[part]
+        elif isinstance(node, MutableSequence) and part.isdigit() and int(part) == len(node):
+            node.append(value if last else {})  # `+layers.3=...` on a 3-item list appends
+            node = node[-1]
+        else:
+            raise ParamError(f"{file}: cannot add {key!r}: {'.'.join(rest[:i]) or 'its parent'} "
+                             f"is a {type(node).__name__}, not a mapping", path=file)
+
+
+def _convert(value: Any, old: Any, *, fmt: str, file: str, key: str) -> Any:
+    """Fit a new value to the file: keep the old quoting or flow style in YAML."""
+    if fmt == "toml" and value is None:
+        raise ParamError(f"{file}: cannot set {key!r} to null: TOML has no null", path=file)
+    if fmt == "yaml":
+        from ruamel.yaml.comments import CommentedSeq
+        from ruamel.yaml.scalarstring import ScalarString
+
+        if isinstance(old, ScalarString) and isinstance(value, str):
+            return type(old)(value)
+        if isinstance(old, CommentedSeq) and old.fa.flow_style() and isinstance(value, list):
+            seq = CommentedSeq(value)
+            seq.fa.set_flow_style()
+            return seq
+    return value
+
+
+def _dump(fmt: str, data: Any, original: str) -> str:
+    if fmt == "yaml":
+        yaml = _yaml_rt()
+        mapping, sequence, offset = _yaml_indent(original)
+        yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+        buf = io.StringIO()
+        yaml.dump(data, buf)
+        return buf.getvalue()
+    if fmt == "json":
+        indent = _json_indent(original)
+        text = json.dumps(data, indent=indent, ensure_ascii=False)
+        return text + "\n" if original.endswith("\n") or not original else text
+    import tomlkit
+
+    return tomlkit.dumps(data)
+
+
+def _yaml_indent(text: str) -> tuple[int, int, int]:
+    """(mapping, sequence, offset) indents as the file uses them, so a dump keeps its look."""
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    try:
+        _, seq_indent, seq_offset = load_yaml_guess_indent(text)
+    except Exception:
+        seq_indent, seq_offset = None, None
+    # ruamel guesses sequences only; a mapping's indent is the smallest nesting seen.
+    indents = [len(ln) - len(ln.lstrip(" ")) for ln in text.splitlines()
+               if ln.strip() and not ln.lstrip().startswith(("#", "-")) and ln.startswith(" ")]
+    mapping = min(indents) if indents else None
+    offset = seq_offset or 0
+    sequence = seq_indent or (offset + 2)
+    if mapping is None:
+        mapping = max(sequence - offset, 2)
+    return mapping, sequence, offset
+
+
+def _json_indent(text: str) -> int | str | None:
+    for ln in text.splitlines()[1:]:
+        if ln.strip():
+            ws = ln[: len(ln) - len(ln.lstrip())]
+            return ws if "\t" in ws else (len(ws) or None)
+    return None if text.strip() else 2
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # Same directory as the target, so os.replace is a rename on one filesystem: a
+    # reader sees the old file or the new one, never half of either.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise from_os_error(exc, path=path, doing="writing params") from None
