@@ -26,6 +26,7 @@ float steps allowed). `expand_grid` gives the cartesian product of all specs.
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import itertools
 import json
@@ -81,8 +82,7 @@ def load_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     An empty YAML file is `{}`. Raises NotFound if the file is missing, ParamError
     (naming the file and line) if it is malformed or its top level is not a mapping.
     """
-    fmt, doc = _read(Path(path))
-    return _plain(doc)
+    return _plain(_read(Path(path))[1])
 
 
 def get_value(data: Any, key: str, *, default: Any = _MISSING, file: str | None = None) -> Any:
@@ -137,29 +137,27 @@ def parse_value(text: str) -> Any:
 def parse_override(spec: str, *, default_file: str = DEFAULT_PARAMS_FILE) -> list[Override]:
     """Parse one `-S` spec into its overrides: one, or one per value of a sweep.
 
-    Raises ParamError for a malformed spec (empty key, missing `=`, bad value or range,
-    an unsupported file suffix, a file path outside the project).
+    Raises ParamError (quoting the spec) for a malformed spec: empty key, missing `=`,
+    bad value or range, an unsupported file suffix, a file path outside the project.
     """
-    body = spec.strip()
-    op: Op = "set"
-    body, op = _strip_op(body, op)
-    lhs = body.split("=", 1)[0]
-    file = default_file
-    if ":" in lhs:
-        file, body = body.split(":", 1)
-        body, op = _strip_op(body.strip(), op)
-        file = file.strip()
-    file = _check_file(file, spec)
-    if op == "delete":
-        if "=" in body:
-            raise ParamError(f"-S {spec!r}: delete takes no value; write ~KEY", hint="e.g. -S '~train.dropout'")
-        key = _norm_key(body, spec)
-        return [Override(file=file, key=key, op="delete", spec=spec)]
-    if "=" not in body:
-        raise ParamError(f"-S {spec!r}: expected KEY=VALUE", hint="e.g. -S train.lr=0.01 or -S other.yaml:lr=0.1")
-    key_text, raw = body.split("=", 1)
-    key = _norm_key(key_text, spec)
-    return [Override(file=file, key=key, op=op, value=v, spec=spec) for v in _sweep_values(raw, spec)]
+    try:
+        body, op = _strip_op(spec.strip())
+        file = default_file
+        if ":" in body.split("=", 1)[0]:
+            file, body = body.split(":", 1)
+            body, op = _strip_op(body.strip(), op)
+        file = _check_file(file.strip())
+        if op == "delete":
+            if "=" in body:
+                raise ParamError("delete takes no value; write ~KEY", hint="e.g. -S '~train.dropout'")
+            return [Override(file=file, key=".".join(_split_key(body)), op="delete", spec=spec)]
+        if "=" not in body:
+            raise ParamError("expected KEY=VALUE", hint="e.g. -S train.lr=0.01 or -S other.yaml:lr=0.1")
+        key_text, raw = body.split("=", 1)
+        key = ".".join(_split_key(key_text))
+        return [Override(file=file, key=key, op=op, value=v, spec=spec) for v in _sweep_values(raw)]
+    except ParamError as exc:
+        raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
 
 
 def expand_grid(specs: Iterable[str], *, default_file: str = DEFAULT_PARAMS_FILE) -> list[list[Override]]:
@@ -201,13 +199,11 @@ def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override])
     root = Path(root)
     by_file: dict[str, list[Override]] = {}
     for ov in overrides:
-        by_file.setdefault(_check_file(ov.file, ov.spec), []).append(ov)
+        by_file.setdefault(_check_file(ov.file), []).append(ov)
     pending: list[tuple[Path, str, str]] = []
     for rel, ovs in by_file.items():
         path = root / rel
-        fmt, doc = _read(path, round_trip=True)
-        original = doc.text
-        data = doc.data
+        fmt, data, original = _read(path)
         for ov in ovs:
             data = _apply_one(data, ov, fmt=fmt, file=rel)
         text = _dump(fmt, data, original)
@@ -232,14 +228,6 @@ def _split_key(key: str, *, file: str | None = None) -> list[str]:
         where = f"{file}: " if file else ""
         raise ParamError(f"{where}malformed key {key!r}", hint="keys look like train.lr or layers.0.size")
     return parts
-
-
-def _norm_key(text: str, spec: str) -> str:
-    try:
-        return ".".join(_split_key(text))
-    except ParamError:
-        raise ParamError(f"-S {spec!r}: malformed key {text.strip()!r}",
-                         hint="keys look like train.lr or layers.0.size") from None
 
 
 def _locate(node: Any, parts: list[str]) -> list[Any]:
@@ -272,30 +260,24 @@ def _locate(node: Any, parts: list[str]) -> list[Any]:
     return keys
 
 
-def _strip_op(body: str, op: Op) -> tuple[str, Op]:
-    if body.startswith("++"):
-        return body[2:].lstrip(), "force"
-    if body.startswith("+"):
-        return body[1:].lstrip(), "add"
-    if body.startswith("~"):
-        return body[1:].lstrip(), "delete"
+def _strip_op(body: str, op: Op = "set") -> tuple[str, Op]:
+    for prefix, new_op in (("++", "force"), ("+", "add"), ("~", "delete")):
+        if body.startswith(prefix):
+            return body[len(prefix):].lstrip(), new_op  # type: ignore[return-value]
     return body, op
 
 
-def _check_file(file: str, spec: str) -> str:
+def _check_file(file: str) -> str:
     rel = posixpath.normpath(file.replace("\\", "/")) if file else ""
     if not rel or rel.startswith("/") or rel == ".." or rel.startswith("../") or re.match(r"^[A-Za-z]:", rel):
-        raise ParamError(f"-S {spec!r}: params file {file!r} is not a path inside the project")
-    try:
-        params_format(rel)
-    except ParamError as exc:
-        raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
+        raise ParamError(f"params file {file!r} is not a path inside the project")
+    params_format(rel)
     return rel
 
 
 # ---------------------------------------------------------------- internals: sweeps
 
-def _split_top(text: str, spec: str) -> list[str]:
+def _split_top(text: str) -> list[str]:
     """Split on commas that are not inside quotes, brackets, braces or parentheses."""
     pieces, buf, depth, quote, escaped = [], [], 0, "", False
     pairs = {"[": "]", "{": "}", "(": ")"}
@@ -314,49 +296,37 @@ def _split_top(text: str, spec: str) -> list[str]:
         elif ch in closers:
             depth -= 1
             if depth < 0:
-                raise ParamError(f"-S {spec!r}: unbalanced {ch!r} in value")
+                raise ParamError(f"unbalanced {ch!r} in value")
         elif ch == "," and depth == 0:
             pieces.append("".join(buf))
             buf = []
             continue
         buf.append(ch)
     if quote or depth:
-        raise ParamError(f"-S {spec!r}: unclosed {quote or 'bracket'} in value")
+        raise ParamError(f"unclosed {quote or 'bracket'} in value")
     pieces.append("".join(buf))
     return pieces
 
 
-def _sweep_values(raw: str, spec: str) -> list[Any]:
-    try:
-        return _sweep_values_unchecked(raw, spec)
-    except ParamError as exc:
-        if exc.message.startswith("-S "):
-            raise
-        raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
-
-
-def _sweep_values_unchecked(raw: str, spec: str) -> list[Any]:
+def _sweep_values(raw: str) -> list[Any]:
     s = raw.strip()
     m = re.fullmatch(r"(range|choice)\s*\((.*)\)", s, flags=re.S)
     if m:
-        args = _split_top(m.group(2), spec)
+        args = _split_top(m.group(2))
         if m.group(1) == "choice" and any(not a.strip() for a in args):
-            raise ParamError(f"-S {spec!r}: empty value in choice()")
-        values = _range(args, spec) if m.group(1) == "range" else [parse_value(a) for a in args]
+            raise ParamError("empty value in choice()")
+        values = _range(args) if m.group(1) == "range" else [parse_value(a) for a in args]
     else:
-        pieces = _split_top(s, spec)
+        pieces = _split_top(s)
         if len(pieces) > 1 and any(not p.strip() for p in pieces):
-            raise ParamError(f"-S {spec!r}: empty value in sweep list",
-                             hint="quote a value that contains commas: x=\"'a,b'\"")
+            raise ParamError("empty value in sweep list", hint="quote a value that contains commas: x=\"'a,b'\"")
         values = [parse_value(p) for p in pieces]
     if not values:
-        raise ParamError(f"-S {spec!r}: the sweep has no values")
-    if len(values) > MAX_SWEEP_VALUES:
-        raise ParamError(f"-S {spec!r}: {len(values)} values (limit {MAX_SWEEP_VALUES})")
+        raise ParamError("the sweep has no values")
     return values
 
 
-def _range(args: list[str], spec: str) -> list[Any]:
+def _range(args: list[str]) -> list[Any]:
     """Python's range(), extended to float steps, end exclusive.
 
     Floats are stepped in Decimal from their written form, so range(0,1,0.1) gives
@@ -364,35 +334,29 @@ def _range(args: list[str], spec: str) -> list[Any]:
     """
     nums = [parse_value(a) for a in args]
     if not 1 <= len(nums) <= 3 or any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in nums):
-        raise ParamError(f"-S {spec!r}: range() takes 1 to 3 numbers: range([start,] stop[, step])")
+        raise ParamError("range() takes 1 to 3 numbers: range([start,] stop[, step])")
     if len(nums) == 1:
         args, nums = ["0", args[0]], [0, nums[0]]
     if len(nums) == 2:
         args, nums = [*args, "1"], [*nums, 1]
     if nums[2] == 0:
-        raise ParamError(f"-S {spec!r}: range() step must not be zero")
+        raise ParamError("range() step must not be zero")
     if all(isinstance(n, int) for n in nums):
         count = len(range(*nums))
-        if count > MAX_SWEEP_VALUES:
-            raise ParamError(f"-S {spec!r}: {count} values (limit {MAX_SWEEP_VALUES})")
+    else:
+        try:
+            start, stop, step = (Decimal(a.strip()) for a in args)
+        except InvalidOperation:
+            start, stop, step = (Decimal(repr(float(n))) for n in nums)
+        count = max(0, int(((stop - start) / step).to_integral_value(rounding=ROUND_CEILING)))
+    if count > MAX_SWEEP_VALUES:  # checked before building the list: range(0, 1e12) must not hang
+        raise ParamError(f"{count} values (limit {MAX_SWEEP_VALUES})")
+    if all(isinstance(n, int) for n in nums):
         return list(range(*nums))
-    try:
-        start, stop, step = (Decimal(a.strip()) for a in args)
-    except InvalidOperation:
-        start, stop, step = (Decimal(repr(float(n))) for n in nums)
-    count = max(0, int(((stop - start) / step).to_integral_value(rounding=ROUND_CEILING)))
-    if count > MAX_SWEEP_VALUES:
-        raise ParamError(f"-S {spec!r}: {count} values (limit {MAX_SWEEP_VALUES})")
     return [float(start + i * step) for i in range(count)]
 
 
 # ---------------------------------------------------------------- internals: files
-
-@dataclass
-class _Doc:
-    data: Any
-    text: str
-
 
 _REPRESENTER: Any = None
 
@@ -426,23 +390,19 @@ def _yaml_rt() -> Any:
     return yaml
 
 
-_SAFE: Any = None
-
-
+@functools.cache
 def _safe_yaml() -> Any:
-    global _SAFE
-    if _SAFE is None:
-        from ruamel.yaml import YAML
+    from ruamel.yaml import YAML
 
-        _SAFE = YAML(typ="safe", pure=True)
-    return _SAFE
+    return YAML(typ="safe", pure=True)
 
 
 def _yaml_problem(exc: Exception) -> str:
     return str(getattr(exc, "problem", None) or exc).strip()
 
 
-def _read(path: Path, *, round_trip: bool = False) -> tuple[str, Any]:
+def _read(path: Path) -> tuple[str, Any, str]:
+    """(format, round-trip data, text) of a params file; the errors load_params documents."""
     fmt = params_format(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -481,7 +441,7 @@ def _read(path: Path, *, round_trip: bool = False) -> tuple[str, Any]:
             raise ParamError(f"{path}:{exc.line}: malformed TOML: {exc}", path=path) from None
     if not isinstance(data, Mapping):
         raise ParamError(f"{path}: top level must be a mapping of keys, not {type(data).__name__}", path=path)
-    return fmt, (_Doc(data, text) if round_trip else data)
+    return fmt, data, text
 
 
 def _plain(node: Any) -> Any:
@@ -512,7 +472,6 @@ def _dates_to_str(node: Any) -> Any:
 
 def _apply_one(data: Any, ov: Override, *, fmt: str, file: str) -> Any:
     parts = _split_key(ov.key, file=file)
-    hint_spec = ov.spec or ov.key
     try:
         keys = _locate(data, parts)
     except _Missing as miss:
@@ -524,7 +483,7 @@ def _apply_one(data: Any, ov: Override, *, fmt: str, file: str) -> Any:
                 file=file, key=ov.key)
         return data
     if ov.op == "add":
-        raise ParamError(f"{file}: key {ov.key!r} already exists ({hint_spec!r} adds a new key)", path=file,
+        raise ParamError(f"{file}: key {ov.key!r} already exists (+KEY only adds new keys)", path=file,
                          hint=f"to change it, write {ov.key}=...; to add or change, ++{ov.key}=...")
     parent = data
     for k in keys[:-1]:
