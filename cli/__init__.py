@@ -1,0 +1,1 @@
+"""The tally command line: parse, call one cas function, render. No logic lives here."""

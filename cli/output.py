@@ -1,0 +1,71 @@
+"""Rendering shared by every command: data to stdout, diagnostics to stderr.
+
+`--json` output is one JSON document on stdout with stable keys. Progress bars go to
+stderr and only when stderr is a terminal, so pipes and CI logs stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+EXIT_CODES = """\
+Exit codes: 0 ok; 1 unexpected failure; 2 bad usage or malformed input file;
+3 not found; 4 conflict (would overwrite work, name taken: see --force);
+5 corruption found; 6 store unusable (no store, newer format, not a Git repo,
+disk full, read-only); 7 lock busy; 8 a stage command failed; 130 interrupted."""
+
+
+def emit_json(data: Any) -> None:
+    """Write `data` as JSON to stdout."""
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+@contextmanager
+def progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A (done, total) callback drawing a bar on stderr, or None when not a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = bar.add_task(label, total=None)
+    with bar:
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield update
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned text table (no colour: it is data, and often piped)."""
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, cell in enumerate(r):
+            widths[i] = max(widths[i], len(cell))
+    lines = ["  ".join(h.ljust(widths[i]) for i, h in enumerate(headers)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    return "\n".join(lines)
