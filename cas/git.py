@@ -171,6 +171,13 @@ def list_workspace_files(root: Path) -> list[str]:
     return sorted(os.fsdecode(n) for n in present - deleted)
 
 
+def tracked_files(root: Path, path: str) -> list[str]:
+    """Files Git tracks at or below `path` (relative POSIX), sorted; [] when none."""
+    _check_path(path)
+    out = _out(root, ["ls-files", "-z", "--cached", "--", f":(literal){path}"])
+    return sorted(os.fsdecode(n) for n in out.split(b"\0") if n)
+
+
 def is_ignored(root: Path, paths: Collection[str]) -> set[str]:
     """Return the subset of `paths` (relative to `root`) that Git ignores, spelled as given.
 

@@ -102,8 +102,7 @@ def _check_add_path(project: Project, path: str, cwd: Path | None) -> str:
         if (project.root / pointer.pointer_path(parent)).exists():
             raise UsageError(f"{rel} is inside {parent}, which is already tracked", path=path,
                              hint=f"re-add the whole directory: `tally add {parent}`")
-    tracked = [os.fsdecode(f) for f in
-               git._out(project.root, ["ls-files", "-z", "--", rel]).split(b"\0") if f]
+    tracked = git.tracked_files(project.root, rel)
     if tracked:
         raise UsageError(f"{rel} is tracked by Git ({len(tracked)} file(s), e.g. {tracked[0]})",
                          path=path, hint=f"stop tracking it in Git first: `git rm -r --cached {rel}`")
