@@ -89,7 +89,7 @@ def checkout(paths: Optional[List[str]] = typer.Argument(None, help="Tracked pat
              force: bool = typer.Option(False, "--force", "-f",
                                         help="Overwrite modified files that are not in the store."),
              json_out: bool = JSON) -> None:
-    """Materialize tracked data from the store (e.g. after `git checkout`).
+    """Materialize tracked data from the store, as after `git checkout`.
 
     Only files that differ are touched. Refuses (exit 4) to overwrite changes that are
     not in the store, naming them, unless --force.
