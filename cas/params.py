@@ -82,13 +82,13 @@ def load_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     An empty YAML file is `{}`. Raises NotFound if the file is missing, ParamError
     (naming the file and line) if it is malformed or its top level is not a mapping.
     """
-    return _plain(_read(Path(path))[1])
+    return to_plain(_read(Path(path))[1])
 
 
 def get_value(data: Any, key: str, *, default: Any = _MISSING, file: str | None = None) -> Any:
     """The value at dotted `key` in `data`. Missing: `default` if given, else ParamError."""
     try:
-        keys = _locate(data, _split_key(key, file=file))
+        keys = _locate(data, split_key(key, file=file))
     except _Missing as exc:
         if default is not _MISSING:
             return default
@@ -110,6 +110,31 @@ def flatten(data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = v
     return out
+
+
+def split_key(key: str, *, file: str | None = None) -> list[str]:
+    """`"a.b[0].c"` -> `["a", "b", "0", "c"]`. Raises ParamError for an empty part."""
+    parts = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
+    if not key.strip() or any(p == "" for p in parts):
+        where = f"{file}: " if file else ""
+        raise ParamError(f"{where}malformed key {key!r}", hint="keys look like train.lr or layers.0.size")
+    return parts
+
+
+def to_plain(node: Any) -> Any:
+    """ruamel/tomlkit containers and scalar subclasses -> plain dict/list/str/int/float/bool."""
+    if hasattr(node, "unwrap"):  # tomlkit items and documents
+        return node.unwrap()
+    if isinstance(node, Mapping):
+        return {to_plain(k): to_plain(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [to_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    for kind in (int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
 
 
 # ---------------------------------------------------------------- overrides
@@ -150,11 +175,11 @@ def parse_override(spec: str, *, default_file: str = DEFAULT_PARAMS_FILE) -> lis
         if op == "delete":
             if "=" in body:
                 raise ParamError("delete takes no value; write ~KEY", hint="e.g. -S '~train.dropout'")
-            return [Override(file=file, key=".".join(_split_key(body)), op="delete", spec=spec)]
+            return [Override(file=file, key=".".join(split_key(body)), op="delete", spec=spec)]
         if "=" not in body:
             raise ParamError("expected KEY=VALUE", hint="e.g. -S train.lr=0.01 or -S other.yaml:lr=0.1")
         key_text, raw = body.split("=", 1)
-        key = ".".join(_split_key(key_text))
+        key = ".".join(split_key(key_text))
         return [Override(file=file, key=key, op=op, value=v, spec=spec) for v in _sweep_values(raw)]
     except ParamError as exc:
         raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
@@ -220,14 +245,6 @@ class _Missing(Exception):
     def __init__(self, at: str, depth: int, node: Any) -> None:
         super().__init__(at)
         self.at, self.depth, self.node = at, depth, node
-
-
-def _split_key(key: str, *, file: str | None = None) -> list[str]:
-    parts = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
-    if not key.strip() or any(p == "" for p in parts):
-        where = f"{file}: " if file else ""
-        raise ParamError(f"{where}malformed key {key!r}", hint="keys look like train.lr or layers.0.size")
-    return parts
 
 
 def _locate(node: Any, parts: list[str]) -> list[Any]:
@@ -444,22 +461,6 @@ def _read(path: Path) -> tuple[str, Any, str]:
     return fmt, data, text
 
 
-def _plain(node: Any) -> Any:
-    """Round-trip containers and scalar subclasses -> plain dict/list/str/int/float/bool."""
-    if hasattr(node, "unwrap"):  # tomlkit items and documents
-        return node.unwrap()
-    if isinstance(node, Mapping):
-        return {_plain(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    for kind in (int, float, str):
-        if isinstance(node, kind):
-            return kind(node)
-    return node
-
-
 def _dates_to_str(node: Any) -> Any:
     if isinstance(node, (datetime.date, datetime.datetime)):
         return node.isoformat()
@@ -471,7 +472,7 @@ def _dates_to_str(node: Any) -> Any:
 
 
 def _apply_one(data: Any, ov: Override, *, fmt: str, file: str) -> Any:
-    parts = _split_key(ov.key, file=file)
+    parts = split_key(ov.key, file=file)
     try:
         keys = _locate(data, parts)
     except _Missing as miss:
