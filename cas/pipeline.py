@@ -13,8 +13,9 @@ Semantics follow DVC (dvc/parsing, dvc/schema.py, dvc/repo/graph.py):
 - Generated names: `name@value` for a foreach list of scalars, `name@index` for a list
   holding lists/mappings, `name@key` for a mapping; matrix stages join one fragment per
   axis with `-` (`train@adam-0.1`), a list/mapping value giving `axis<index>`.
-- Params read through `${...}` from a params file become param deps of the stage, as
-  DVC records them in dvc.lock; values from inline `vars` and `item`/`key` do not.
+- Params read through `${...}` from a params file are the stage's `tracked_params`
+  (DVC's tracked vars: shown and compared, not deps; their values already shape the
+  cmd and paths). Values from inline `vars` and `item`/`key` are not tracked.
 
 Every schema error is a PipelineError whose message reads `FILE:LINE: WHERE: what`.
 """
@@ -76,7 +77,8 @@ class Stage:
     cmd: tuple[str, ...]
     wdir: str = "."
     deps: tuple[str, ...] = ()
-    params: tuple[ParamRef, ...] = ()
+    params: tuple[ParamRef, ...] = ()  # declared deps (`params:`)
+    tracked_params: tuple[ParamRef, ...] = ()  # read through ${...}; not deps
     outs: tuple[Out, ...] = ()
     frozen: bool = False
     always_changed: bool = False
@@ -412,10 +414,9 @@ class _Loader:
             desc = get("desc")
         finally:
             self.reserved = ()
-        whole = {r.file for r in refs if r.key is None}
-        refs.extend(dict.fromkeys(r for r in used if r.file not in whole and r not in refs))  # ${} reads are deps
         return Stage(name=name, cmd=tuple(cmds), wdir=wdir, deps=deps, params=tuple(refs), outs=tuple(outs),
-                     desc=None if desc is None else str(desc), line=line, **flags)
+                     tracked_params=tuple(dict.fromkeys(used)), desc=None if desc is None else str(desc),
+                     line=line, **flags)
 
     def _outs(self, stage: str, item: Any, kind: str, wdir: str, line: int, where: str, raw: Any) -> list[Out]:
         allowed = PLOT_KEYS if kind == "plot" else OUT_KEYS
@@ -468,8 +469,7 @@ class _Loader:
             if st.name in seen:
                 raise self.fail(st.line, f"stages.{st.name}", "two stages have this name")
             seen.add(st.name)
-        # Every output, and every directory above one, so "is d inside/around an out" is
-        # a few dict lookups per path, not a scan of all outputs.
+        # Outputs, and the directories above them: each overlap check is a dict lookup, not a scan.
         owner: dict[str, Stage] = {}
         below: dict[str, list[str]] = {}
         for st in stages:
@@ -536,7 +536,7 @@ class _Loader:
             return [(i, _line(data, key, i) or _line(data, key), v) for i, v in enumerate(value or [])]
 
         params_files = [self._path(p, ".", ln, f"params[{i}]") for i, ln, p in entries("params")]
-        params_files += [r.file for st in stages for r in st.params]
+        params_files += [r.file for st in stages for r in (*st.params, *st.tracked_params)]
         metrics = [self._path(p, ".", ln, f"metrics[{i}]") for i, ln, p in entries("metrics")]
         metrics += [o.path for st in stages for o in st.outs if o.kind == "metric"]
         plots: list[Plot] = []

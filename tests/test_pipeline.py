@@ -215,21 +215,26 @@ def test_interpolation_from_params_and_vars(tmp_path: Path) -> None:
     assert st.deps == ("data/x.csv",) and st.outs[0].path == "results/model-3.pkl"
     assert st.outs[1] == Out(path="results/log", cache=False)
     assert st.frozen is True and st.desc == "epochs 3"
-    # values read from params files are param deps, as DVC records them; vars mappings are not
-    assert set(st.params) == {ParamRef(file="params.yaml", key=k) for k in
-                              ("train.lr", "train.layers.0", "train.opts", "flags.frozen", "train.epochs")} | {
-                              ParamRef(file="config.json", key="data.path")}
+    # values read from params files are tracked (DVC's tracked vars), not deps; vars mappings are not
+    assert st.params == ()
+    assert st.tracked_params == (
+        ParamRef(file="params.yaml", key="train.lr"), ParamRef(file="params.yaml", key="train.layers.0"),
+        ParamRef(file="params.yaml", key="train.opts"), ParamRef(file="config.json", key="data.path"),
+        ParamRef(file="params.yaml", key="train.epochs"), ParamRef(file="params.yaml", key="flags.frozen"))
+    assert p.params == ("params.yaml", "config.json")
 
 
-def test_interpolated_params_not_duplicated(tmp_path: Path) -> None:
+def test_tracked_params_are_separate_from_declared(tmp_path: Path) -> None:
     p = load(tmp_path, """
         stages:
-          a: {cmd: "x ${train.lr} ${train.epochs}", params: [train.lr, {params.yaml: }]}
-          b: {cmd: "x ${train.lr}", params: [train.lr]}
+          a: {cmd: "x ${train.lr} ${train.lr} ${train.epochs}", params: [train.lr, {params.yaml: }]}
+          b: {foreach: [1], do: {cmd: "y ${item}"}}
     """, PARAMS)
     assert p.stage("a").params == (ParamRef(file="params.yaml", key="train.lr"),
                                    ParamRef(file="params.yaml", key=None))
-    assert p.stage("b").params == (ParamRef(file="params.yaml", key="train.lr"),)
+    assert p.stage("a").tracked_params == (ParamRef(file="params.yaml", key="train.lr"),
+                                           ParamRef(file="params.yaml", key="train.epochs"))
+    assert p.stage("b@1").tracked_params == ()  # item/key are not params
 
 
 def test_stage_vars_relative_to_wdir(tmp_path: Path) -> None:
@@ -241,7 +246,7 @@ def test_stage_vars_relative_to_wdir(tmp_path: Path) -> None:
             cmd: run ${n} ${extra}
     """, files={"sub/local.yaml": "n: 7\n"})
     assert p.stages[0].cmd == ("run 7 5",)
-    assert ParamRef(file="sub/local.yaml", key="n") in p.stages[0].params
+    assert p.stages[0].tracked_params == (ParamRef(file="sub/local.yaml", key="n"),)
 
 
 @pytest.mark.parametrize(("body", "needles"), [
