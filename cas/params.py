@@ -576,7 +576,8 @@ def _json_indent(text: str) -> int | str | None:
 
 def _atomic_write(path: Path, text: str) -> None:
     # Same directory as the target, so os.replace is a rename on one filesystem: a
-    # reader sees the old file or the new one, never half of either.
+    # reader sees the old file or the new one, never half of either. A symlink or a
+    # hardlink is replaced, never written through: it may be a read-only store object.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:

@@ -395,3 +395,18 @@ def test_property_spec_value_round_trip(value: object) -> None:
     text = json.dumps(value) if isinstance(value, (str, bool)) else repr(value)
     [ov] = parse_override(f"k={text}")
     assert ov.value == value and type(ov.value) is type(value)
+
+
+def test_apply_replaces_links_instead_of_writing_through(tmp_path: Path) -> None:
+    # A workspace file may be a (read-only) link to a store object: editing it in place
+    # would corrupt the store, so the link is replaced by a new file.
+    store = write(tmp_path / "store" / "obj", YAML_TEXT)
+    store.chmod(0o444)
+    os.link(store, tmp_path / "params.yaml")
+    (tmp_path / "conf").mkdir()
+    os.symlink(store, tmp_path / "conf" / "params.yaml")
+    apply_overrides(tmp_path, [*parse_override("train.lr=2"), *parse_override("conf/params.yaml:train.lr=3")])
+    assert store.read_text() == YAML_TEXT
+    assert load_params(tmp_path / "params.yaml")["train"]["lr"] == 2
+    assert not (tmp_path / "conf" / "params.yaml").is_symlink()
+    assert load_params(tmp_path / "conf" / "params.yaml")["train"]["lr"] == 3
