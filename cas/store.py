@@ -71,6 +71,19 @@ class StoreOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object file as found on disk by FileStore.scan (one lstat, no read)."""
+
+    oid: str
+    path: str
+    compressed: bool
+    size: int  # bytes on disk
+    mtime_ns: int
+    ctime_ns: int  # link(2), chmod and utime all move it: the object's last publish/freshen
+    nlink: int  # > 1: a workspace hardlink shares the bytes, deleting frees nothing
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """Where and how an object is stored."""
 
@@ -259,6 +272,52 @@ class FileStore(ObjectStore):
                 oid = shard.name + name
                 if hashing.is_oid(oid):
                     yield oid
+
+    def scan(self) -> Iterator[StoredObject]:
+        """Every object file with its lstat, shard by shard (gc's inventory).
+
+        An object present in both forms yields two entries with the same oid. Names
+        that are not objects (a stray file, a temp name) are skipped, as iter_oids does.
+        """
+        try:
+            shards = sorted(os.scandir(self.objects), key=lambda d: d.name)
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            if len(shard.name) != 2 or not shard.is_dir():
+                continue
+            for ent in os.scandir(shard.path):
+                compressed = ent.name.endswith(ZST_SUFFIX)
+                oid = shard.name + (ent.name[:-len(ZST_SUFFIX)] if compressed else ent.name)
+                if not hashing.is_oid(oid):
+                    continue
+                try:
+                    st = ent.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                yield StoredObject(oid, ent.path, compressed, st.st_size, st.st_mtime_ns,
+                                   st.st_ctime_ns, st.st_nlink)
+
+    def read_head(self, oid: str, n: int) -> bytes:
+        """The first `n` bytes of the object's content (decompressed), unverified.
+
+        Enough to read a structured object's envelope header without reading the
+        object. Raises ObjectMissing, or CorruptObject for a bad zstd frame.
+        """
+        info = self.info(oid)
+        try:
+            with open(info.path, "rb") as f:
+                if not info.compressed:
+                    return f.read(n)
+                with zstandard.ZstdDecompressor().stream_reader(f) as reader:
+                    head = b""
+                    while len(head) < n and (chunk := reader.read(n - len(head))):
+                        head += chunk
+                    return head
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(oid, f"bad zstd frame: {exc}", path=info.path) from None
+        except FileNotFoundError:
+            raise ObjectMissing(oid) from None
 
     # -- writing -------------------------------------------------------------------
     def put_bytes(self, data: bytes, *, compress: bool | None = None) -> str:
