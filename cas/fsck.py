@@ -71,6 +71,25 @@ def register_roots(provider: RootProvider) -> None:
         _providers.append(provider)
 
 
+# Modules that register root providers when imported (experiment refs, run-cache,
+# queue). fsck and gc load them first, so their roots count even when nothing else in
+# the process imported them.
+PROVIDER_MODULES = ("cas.refs", "cas.runcache", "cas.queue")
+
+
+def load_providers() -> list[RootProvider]:
+    """Every root provider: pointers first, then those the provider modules register."""
+    import importlib
+
+    for name in PROVIDER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return [pointer_roots, *_providers]
+
+
 def pointer_roots(project: Project) -> Iterable[tuple[str, str, bool]]:
     for rel in pointer.find_all(project.root):
         ptr = pointer.read(project.root, rel)
@@ -109,7 +128,7 @@ def fsck(project: Project, *, repair: bool = False,
     # Reachability from every root.
     seen_trees: set[str] = set()
     incomplete: list[str] = []
-    providers: list[RootProvider] = [pointer_roots, *_providers]
+    providers = load_providers()
     for provider in providers:
         try:
             roots = list(provider(project))
@@ -184,4 +203,4 @@ def _check_reachable(store, oid: str, is_dir: bool, label: str, seen: set[str],
     return broken
 
 
-__all__ = ["fsck", "Report", "Problem", "register_roots", "pointer_roots"]
+__all__ = ["fsck", "Report", "Problem", "register_roots", "pointer_roots", "load_providers"]
