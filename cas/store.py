@@ -404,14 +404,24 @@ class Writer:
     def _put_data(self, oid: str, data: bytes, compress: bool | None) -> str:
         if self._exists(oid):
             return oid
+        payload = None
         if compress is None:
-            compress = self._auto_compress(None, memoryview(data)[:SAMPLE_SIZE])
+            if self.opts.compression != "auto":
+                compress = self.opts.compression == "zstd"
+            elif len(data) <= SAMPLE_SIZE:
+                # Small: compress once at the real level and keep it only if it pays.
+                payload = _cctx(self.opts.zstd_level).compress(data) if len(data) >= 64 else data
+                compress = len(payload) <= len(data) * (1 - AUTO_MIN_SAVING)
+            else:
+                compress = self._auto_compress(None, memoryview(data)[:SAMPLE_SIZE])
         tmp = self.store.tmp_path()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Created read-only: the descriptor still writes, and no fchmod is needed.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OBJECT_MODE)
             try:
                 if compress:
-                    payload = _cctx(self.opts.zstd_level).compress(data)
+                    if payload is None:
+                        payload = _cctx(self.opts.zstd_level).compress(data)
                     if self.opts.verify and _decompress(oid, payload, max_size=len(data)) != data:
                         raise CorruptObject(oid, "compressed output failed verification")
                 else:
@@ -548,7 +558,6 @@ class Writer:
             self.flush()
 
     def _seal(self, fd: int, tmp: str) -> None:
-        os.fchmod(fd, OBJECT_MODE)
         if self.opts.fsync == "each":
             os.fsync(fd)
 
@@ -570,7 +579,7 @@ class Writer:
     def _put_copy(self, src: str, st: os.stat_result, compress: bool) -> str:
         tmp = self.store.tmp_path()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OBJECT_MODE)
             try:
                 if compress:
                     oid = self._write_zst(src, fd, st.st_size)

@@ -173,35 +173,165 @@ def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None,
     if not todo:
         return 0
     total = len(todo)
-    done = 0
-
-    def work(chunk: list[_File]) -> list[tuple[os.stat_result, str]]:
-        out = []
-        for f in chunk:
-            try:
-                if writer is not None:
-                    f.oid = writer.put_file(f.path, ingest=ingest)
-                    if ingest == "hardlink":
-                        f.st = os.stat(f.path)  # chmod 0444 moved its ctime
-                else:
-                    f.oid = hashing.hash_file(f.path, size=f.st.st_size)
-            except FileNotFoundError:
-                raise NotFound(f"{f.path} vanished while it was being read", path=f.path,
-                               hint="something else is changing this directory; rerun when it is done") from None
-            out.append((f.st, f.oid))
-        return out
-
-    chunks = [todo[i:i + CHUNK] for i in range(0, total, CHUNK)]
-    records: list[tuple[os.stat_result, str]] = []
-    if len(chunks) == 1 and len(todo) < 16:
-        records = work(todo)
-        done = total
+    counter = _Counter(total, progress)
+    # Many small files: per-file Python work holds the GIL, so threads do not scale;
+    # forked processes do. Large files stay on threads: BLAKE3's own thread pool
+    # (rayon) does not survive fork, and big reads release the GIL anyway.
+    small = [f for f in todo if f.st.st_size < hashing.MMAP_THRESHOLD]
+    large = [f for f in todo if f.st.st_size >= hashing.MMAP_THRESHOLD]
+    if len(small) >= PROCESS_MIN_FILES and PROCESSES > 1 and hasattr(os, "fork"):
+        _in_processes(small, writer, ingest, counter)
     else:
-        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            for rec in pool.map(work, chunks):
-                records.extend(rec)
-                done += len(rec)
-                if progress:
-                    progress(done, total)
-    statcache.record(records, clock_ns=clock)
+        large = todo
+    if large:
+        chunks = [large[i:i + CHUNK] for i in range(0, len(large), CHUNK)]
+        if len(large) < 16:
+            _work(large, writer, ingest)
+            counter.add(len(large))
+        else:
+            with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+                for n in pool.map(lambda c: _work(c, writer, ingest), chunks):
+                    counter.add(n)
+    if ingest == "hardlink" and writer is not None:
+        # Linking made each file read-only, which moved its ctime past `clock`: these
+        # are our own writes, recorded like a checkout's after the clock tick passes.
+        newest = max(max(f.st.st_mtime_ns, f.st.st_ctime_ns) for f in todo)
+        clock = statcache.wait_past(newest)
+    statcache.record([(f.st, f.oid) for f in todo], clock_ns=clock)  # type: ignore[misc]
     return total
+
+
+PROCESSES = os.cpu_count() or 1
+PROCESS_MIN_FILES = 2048  # below this, forking costs more than it saves
+
+
+class _Counter:
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.done, self.progress = total, 0, progress
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def _work(chunk: list[_File], writer: Writer | None, ingest: str) -> int:
+    for f in chunk:
+        try:
+            if writer is not None:
+                f.oid = writer.put_file(f.path, ingest=ingest)
+                if ingest == "hardlink":
+                    f.st = os.stat(f.path)  # chmod 0444 moved its ctime
+            else:
+                f.oid = hashing.hash_file(f.path, size=f.st.st_size)
+        except FileNotFoundError:
+            raise NotFound(f"{f.path} vanished while it was being read", path=f.path,
+                           hint="something else is changing this directory; rerun when it is done") from None
+    return len(chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    """The stat fields a snapshot uses, rebuilt from a child process's report."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_mode: int
+
+
+def _in_processes(files: list[_File], writer: Writer | None, ingest: str, counter: _Counter) -> None:
+    """Hash (and store) `files` in forked children, one contiguous shard each.
+
+    Each child stores through its own Writer and flushes it (sync, then link) before
+    reporting, so every blob is published before the parent builds a tree naming it.
+    """
+    import msgpack
+
+    n = min(PROCESSES, max(1, len(files) // (PROCESS_MIN_FILES // 2)))
+    bounds = [len(files) * k // n for k in range(n + 1)]
+    children = []
+    try:
+        for k in range(n):
+            shard = files[bounds[k]:bounds[k + 1]]
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: never returns
+                os.close(r)
+                _child(shard, writer, ingest, w)
+            os.close(w)
+            children.append((pid, r, shard))
+        for pid, r, shard in children:
+            with os.fdopen(r, "rb") as pipe:
+                payload = pipe.read()
+            _, status = os.waitpid(pid, 0)
+            pid = -1
+            try:
+                msg = msgpack.unpackb(payload, raw=False)
+            except ValueError:
+                msg = None
+            if not msg or msg[0] != "ok":
+                _raise_child_error(msg, status)
+            for f, row in zip(shard, msg[1]):
+                f.oid = row[0]
+                if len(row) > 1:
+                    f.st = _Stat(*row[1:])  # type: ignore[assignment]
+            counter.add(len(shard))
+    except BaseException:
+        for pid, r, _ in children:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        raise
+
+
+def _child(shard: list[_File], writer: Writer | None, ingest: str, w: int) -> None:
+    import msgpack
+
+    code = 0
+    try:
+        rows = []
+        if writer is not None:
+            from .store import FileStore
+            store = FileStore(writer.store.root, options=writer.store.options)
+            with store.writer() as mine:
+                _work(shard, mine, ingest)
+        else:
+            _work(shard, None, ingest)
+        for f in shard:
+            if ingest == "hardlink" and writer is not None:
+                st = f.st
+                rows.append([f.oid, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                             st.st_ctime_ns, st.st_mode])
+            else:
+                rows.append([f.oid])
+        payload = msgpack.packb(["ok", rows])
+    except BaseException as exc:  # report everything, including Ctrl-C, to the parent
+        code = 1
+        payload = msgpack.packb(["err", type(exc).__name__, str(exc), getattr(exc, "path", None)])
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(w, view):]
+    finally:
+        os._exit(code)
+
+
+def _raise_child_error(msg: list | None, status: int) -> None:
+    from . import errors
+
+    if msg and msg[0] == "err":
+        cls = getattr(errors, msg[1], None)
+        if msg[1] == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        if isinstance(cls, type) and issubclass(cls, errors.TallyError):
+            exc = cls.__new__(cls)
+            errors.TallyError.__init__(exc, msg[2], path=msg[3])
+            raise exc
+        raise errors.TallyError(f"{msg[1]}: {msg[2]}", path=msg[3])
+    raise errors.TallyError(f"a hashing worker process died (wait status {status})",
+                            hint="rerun the command; nothing half-written was published")
