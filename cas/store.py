@@ -411,7 +411,7 @@ class Writer:
             elif len(data) <= SAMPLE_SIZE:
                 # Small: compress once at the real level and keep it only if it pays.
                 payload = _cctx(self.opts.zstd_level).compress(data) if len(data) >= 64 else data
-                compress = len(payload) <= len(data) * (1 - AUTO_MIN_SAVING)
+                compress = len(data) >= 64 and len(payload) <= len(data) * (1 - AUTO_MIN_SAVING)
             else:
                 compress = self._auto_compress(None, memoryview(data)[:SAMPLE_SIZE])
         tmp = self.store.tmp_path()
@@ -433,6 +433,9 @@ class Writer:
         except OSError as exc:
             _unlink_quiet(tmp)
             raise from_os_error(exc, path=tmp, doing="writing an object") from None
+        except BaseException:  # failed verification, Ctrl-C: publish nothing, leave nothing
+            _unlink_quiet(tmp)
+            raise
         self._stage(oid, tmp, compress)
         return oid
 
