@@ -127,7 +127,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         out = []
         for rel, e in chunk:
             p = _join(dest, rel)
-            mode_used = _materialize(store, e, p, links)
+            mode_used = _materialize(store, e, p, links, rel)
             out.append((rel, e.oid, mode_used))
         return out
 
@@ -257,16 +257,25 @@ def _prune_empty_dirs(dest: Path, keep: set[str]) -> None:
                 pass
 
 
-def _materialize(store: FileStore, e: tree.Entry, path: str, links: tuple[str, ...]) -> str:
-    """Write one entry at `path` (replacing what is there); return the link mode used."""
+def _materialize(store: FileStore, e: tree.Entry, path: str, links: tuple[str, ...],
+                 rel: str = "") -> str:
+    """Write one entry at `path` (`rel` inside the tree being checked out), replacing
+    what is there; return the link mode used."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
     info = store.info(e.oid)
+    if e.kind == tree.FILE and not info.compressed and e.size and info.stored_size != e.size:
+        # A raw object is the content itself: a size that differs from the tree's is
+        # damage (truncated or extended), and one stat is enough to refuse it.
+        raise CorruptObject(e.oid, f"{info.stored_size} bytes on disk, the tree says {e.size}",
+                            path=info.path)
     try:
         if e.kind == tree.SYMLINK:
             target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
-            if os.path.isabs(target) or _escapes(os.path.relpath(path, parent), target):
+            # Judge the target from the link's place in the tree, not in its directory:
+            # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
+            if os.path.isabs(target) or _escapes(rel or os.path.basename(path), target):
                 raise UsageError(f"refusing symlink {path} -> {target}: it points outside its tree")
             os.symlink(target, tmp)
             os.replace(tmp, path)
