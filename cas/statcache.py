@@ -154,11 +154,7 @@ class StatCache:
             except sqlite3.DatabaseError:
                 # A damaged cache is thrown away, never trusted.
                 db.close()
-                for suffix in ("", "-wal", "-shm"):
-                    try:
-                        os.unlink(str(self.db_path) + suffix)
-                    except FileNotFoundError:
-                        pass
+                _unlink_db(self.db_path)
                 db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
                                      check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
@@ -170,6 +166,23 @@ class StatCache:
         with self._lock:
             if self._map is None:
                 db = self._connect()
-                self._map = {(d, i): (s, m, c, o) for d, i, s, m, c, o in
-                             db.execute("SELECT dev, ino, size, mtime_ns, ctime_ns, oid FROM entries")}
+                query = "SELECT dev, ino, size, mtime_ns, ctime_ns, oid FROM entries"
+                try:
+                    self._map = {(d, i): (s, m, c, o) for d, i, s, m, c, o in db.execute(query)}
+                except sqlite3.DatabaseError:
+                    # A valid header over damaged pages ("database disk image is
+                    # malformed") only shows when the rows are read: throw it away too.
+                    db.close()
+                    self._db = None
+                    _unlink_db(self.db_path)
+                    self._connect()
+                    self._map = {}
             return self._map
+
+
+def _unlink_db(db_path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(str(db_path) + suffix)
+        except FileNotFoundError:
+            pass
