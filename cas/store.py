@@ -48,6 +48,9 @@ THREADED_ZSTD_THRESHOLD = 8 * 1024 * 1024  # bytes
 COMPRESSED_SUFFIXES = frozenset(
     ".gz .tgz .bz2 .xz .zst .zip .7z .rar .lz4 .br .jpg .jpeg .png .gif .webp .mp3 .mp4 "
     ".mkv .avi .mov .flac .ogg .parquet .npz .pt .pth .h5 .hdf5 .onnx .pkl.gz .tfrecord".split())
+# One-shot decompression allocates a frame's declared size before reading it; above
+# this, a header is not trusted with the allocation and the frame is streamed instead.
+ONE_SHOT_MAX = 64 * 1024 * 1024  # bytes
 # Publish at most this many pending objects per syncfs, bounding memory for 1M files.
 BATCH_LIMIT = 20_000
 
@@ -676,18 +679,21 @@ def _decompress(oid: str, payload: bytes, *, max_size: int | None,
     limit = max_size if max_size is not None else 1 << 40
     try:
         params = zstandard.get_frame_parameters(payload)
-        if params.content_size not in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR) \
-                and params.content_size > limit:
-            raise CorruptObject(oid, f"frame declares {params.content_size} bytes, "
+        declared = params.content_size
+        if declared in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
+            declared = None
+        if declared is not None and declared > limit:
+            raise CorruptObject(oid, f"frame declares {declared} bytes, "
                                 f"more than the expected {limit}", path=path)
         dctx = _dctx()
-        if params.content_size not in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
+        if declared is not None and declared <= ONE_SHOT_MAX:
             out = dctx.decompress(payload)
-            if len(out) != params.content_size:
+            if len(out) != declared:
                 raise CorruptObject(oid, "frame size does not match its header", path=path)
             return out
-        # No declared size (we always declare one, but a hostile frame may not):
-        # read in bounded chunks so a decompression bomb stops at the limit.
+        # No declared size (we always declare one, but a hostile frame may not), or one
+        # too large to allocate on the header's word: read in bounded chunks, so memory
+        # grows with real output and a decompression bomb stops at the limit.
         parts, total = [], 0
         reader = dctx.stream_reader(payload, read_across_frames=False)
         while chunk := reader.read(1 << 20):
@@ -695,6 +701,8 @@ def _decompress(oid: str, payload: bytes, *, max_size: int | None,
             if total > limit:
                 raise CorruptObject(oid, f"frame expands beyond the expected {limit} bytes", path=path)
             parts.append(chunk)
+        if declared is not None and total != declared:
+            raise CorruptObject(oid, "frame size does not match its header", path=path)
         return b"".join(parts)
     except zstandard.ZstdError as exc:
         raise CorruptObject(oid, f"bad zstd frame: {exc}", path=path) from None
