@@ -653,6 +653,10 @@ class Writer:
         return oid
 
     def _put_hardlink(self, src: str, st: os.stat_result) -> str | None:
+        if st.st_mode & 0o111:
+            # The object's 0444 would become the file's mode and strip its x bits (and
+            # its tree mode with them): an executable is copied in instead.
+            return None
         oid = hashing.hash_file(src, size=st.st_size)
         after = os.stat(src)
         if (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
