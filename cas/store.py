@@ -543,12 +543,15 @@ class Writer:
         raw = self.store.raw_path(oid)
         for p in (raw, raw + ZST_SUFFIX):
             try:
-                os.utime(p)  # freshen: gc's grace period now covers this object
-                return True
+                st = os.stat(p)
             except FileNotFoundError:
                 continue
-            except PermissionError:
-                return os.path.exists(p)  # not ours to touch (shared store): still present
+            # Freshen: gc's grace period now covers this object. Not a hardlinked one:
+            # its inode is also a workspace file, and touching it would change the
+            # user's mtime and void the stat cache entry vouching for that file.
+            if st.st_nlink == 1:
+                _freshen(p)  # quietly skipped where not ours to touch (shared store)
+            return True
         return False
 
     def _stage(self, oid: str, tmp: str, compressed: bool) -> None:
