@@ -130,32 +130,51 @@ def decode(data: bytes) -> Tree:
     check(_is_count(total_bytes) and _is_count(total_files), "tree", "totals must be non-negative ints")
     check(isinstance(rows, list), "tree", "entries must be an array")
     entries = []
+    append = entries.append
     prev = b""
     direct_bytes = direct_files = 0
+    # The hot loop of every checkout and status: one combined test per entry, and the
+    # precise diagnosis (_diagnose) only once something is wrong.
     for i, row in enumerate(rows):
-        where = f"tree entry {i}"
-        check(isinstance(row, list) and len(row) == 5, where, "must be [name, kind, oid, size, mode]")
-        name, kind, oid, size, mode = row
-        check(isinstance(name, str), where, "name must be a string")
-        check_name(name)
-        key = name.encode("utf-8")
-        check(i == 0 or key > prev, where, f"{name!r} is out of order or duplicated")
+        try:
+            name, kind, oid, size, mode = row
+            key = name.encode("utf-8")
+        except (TypeError, ValueError, AttributeError):
+            _diagnose(i, row, prev)
+            raise  # pragma: no cover - _diagnose always raises
+        if not (key > prev and type(kind) is int and type(oid) is bytes and len(oid) == 32
+                and type(size) is int and 0 <= size <= MAX_SIZE and name not in (".", "..")
+                and "/" not in name and "\0" not in name
+                and ((kind == FILE and mode in FILE_MODES) or (kind in (DIR, SYMLINK) and mode == 0))):
+            _diagnose(i, row, prev)
         prev = key
-        check(kind in KIND_NAMES and type(kind) is int, where, f"unknown kind {kind!r}")
-        check(isinstance(oid, bytes) and len(oid) == 32, where, "oid must be 32 bytes")
-        check(_is_count(size), where, f"size {size!r} out of range")
         if kind == FILE:
-            check(mode in FILE_MODES, where, f"file mode {mode!r} not 0o644 or 0o755")
             direct_bytes += size
             direct_files += 1
-        else:
-            check(mode == 0, where, f"mode must be 0 for a {KIND_NAMES[kind]}")
-            if kind == DIR:
-                direct_bytes += size
-        entries.append(Entry(name=name, kind=kind, oid=oid.hex(), size=size, mode=mode))
+        elif kind == DIR:
+            direct_bytes += size
+        append(Entry(name, kind, oid.hex(), size, mode))
     check(total_bytes == direct_bytes, "tree", f"total_bytes {total_bytes} != sum of entries {direct_bytes}")
     check(total_files >= direct_files, "tree", "total_files smaller than the files listed")
     return Tree(entries=tuple(entries), total_bytes=total_bytes, total_files=total_files)
+
+
+def _diagnose(i: int, row: object, prev: bytes) -> None:
+    """Raise the precise FormatError for a bad entry row."""
+    where = f"tree entry {i}"
+    check(isinstance(row, list) and len(row) == 5, where, "must be [name, kind, oid, size, mode]")
+    name, kind, oid, size, mode = row  # type: ignore[misc]
+    check(isinstance(name, str), where, "name must be a string")
+    check_name(name)
+    check(i == 0 or name.encode("utf-8") > prev, where, f"{name!r} is out of order or duplicated")
+    check(type(kind) is int and kind in KIND_NAMES, where, f"unknown kind {kind!r}")
+    check(isinstance(oid, bytes) and len(oid) == 32, where, "oid must be 32 bytes")
+    check(_is_count(size), where, f"size {size!r} out of range")
+    if kind == FILE:
+        check(mode in FILE_MODES, where, f"file mode {mode!r} not 0o644 or 0o755")
+    else:
+        check(mode == 0, where, f"mode must be 0 for a {KIND_NAMES[kind]}")
+    raise FormatError(f"{where}: invalid")  # pragma: no cover - one check above fails
 
 
 def _is_count(v: object) -> bool:

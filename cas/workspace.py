@@ -29,7 +29,7 @@ from .store import Writer
 
 SKIP_NAMES = frozenset({".git", ".tally"})
 CHUNK = 256  # files per pool task: amortizes the executor's per-task cost
-WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1)))
+WORKERS = max(2, min(4, os.cpu_count() or 1))  # threads for large files
 
 Progress = Callable[[int, int], None]  # (done, total) files hashed
 
@@ -182,16 +182,17 @@ def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None,
     if len(small) >= PROCESS_MIN_FILES and PROCESSES > 1 and hasattr(os, "fork"):
         _in_processes(small, writer, ingest, counter)
     else:
-        large = todo
-    if large:
-        chunks = [large[i:i + CHUNK] for i in range(0, len(large), CHUNK)]
-        if len(large) < 16:
-            _work(large, writer, ingest)
-            counter.add(len(large))
-        else:
-            with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-                for n in pool.map(lambda c: _work(c, writer, ingest), chunks):
-                    counter.add(n)
+        # Serial: per-file work on small files is GIL-bound, and a thread pool only
+        # adds contention (measured on 2 cores).
+        for i in range(0, len(small), CHUNK):
+            counter.add(_work(small[i:i + CHUNK], writer, ingest))
+    if len(large) == 1:
+        counter.add(_work(large, writer, ingest))
+    elif large:
+        # Large files release the GIL while reading and hashing: threads overlap I/O.
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for n in pool.map(lambda f: _work([f], writer, ingest), large):
+                counter.add(n)
     if ingest == "hardlink" and writer is not None:
         # Linking made each file read-only, which moved its ctime past `clock`: these
         # are our own writes, recorded like a checkout's after the clock tick passes.
