@@ -59,10 +59,17 @@ class StatCache:
 
     # -- clock -------------------------------------------------------------------------
     def now_ns(self) -> int:
-        """The filesystem's current time: the mtime of a marker file touched now."""
-        self.clock_dir.mkdir(parents=True, exist_ok=True)
+        """The filesystem's current time: the mtime of a marker file touched now.
+
+        Returns 0 when the marker cannot be written (a read-only or full store): then
+        nothing is recorded, which is always safe for a cache.
+        """
         marker = self.clock_dir / f"clock-{os.getpid()}-{threading.get_ident()}"
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            self.clock_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            return 0
         try:
             os.utime(fd)
             ns = os.fstat(fd).st_mtime_ns
@@ -106,8 +113,11 @@ class StatCache:
             return 0
         with self._lock:
             db = self._connect()
-            with db:
-                db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows)
+            try:
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows)
+            except sqlite3.OperationalError:
+                return 0  # read-only or full store: a cache may simply not remember
             if self._map is not None:
                 for r in rows:
                     self._map[(r[0], r[1])] = (r[2], r[3], r[4], r[6])
@@ -142,25 +152,37 @@ class StatCache:
     # -- internals ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                 isolation_level="DEFERRED", check_same_thread=False)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                # A cache: NORMAL keeps WAL atomic (never torn), only the last commits
-                # may be lost on power failure, which costs a re-hash, not correctness.
-                db.execute("PRAGMA synchronous=NORMAL")
+                self._db = self._open()
+            except (sqlite3.OperationalError, OSError):
+                # A read-only store (or one with no space): work without memory.
+                db = sqlite3.connect(":memory:", check_same_thread=False)
                 db.execute(SCHEMA)
-            except sqlite3.DatabaseError:
-                # A damaged cache is thrown away, never trusted.
-                db.close()
-                _unlink_db(self.db_path)
-                db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                     check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(SCHEMA)
-            self._db = db
+                self._db = db
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                             isolation_level="DEFERRED", check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # A cache: NORMAL keeps WAL atomic (never torn), only the last commits
+            # may be lost on power failure, which costs a re-hash, not correctness.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(SCHEMA)
+        except sqlite3.OperationalError:
+            db.close()  # locked too long, read-only, full: not damage; never delete
+            raise
+        except sqlite3.DatabaseError:
+            # A damaged cache is thrown away, never trusted.
+            db.close()
+            _unlink_db(self.db_path)
+            db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+        return db
 
     def _load(self) -> dict[tuple[int, int], tuple[int, int, int, str]]:
         with self._lock:
