@@ -275,7 +275,10 @@ class _Materializer:
             return self._symlink_entry(e, path, rel), None
         mode = self._write_file(e, path, replace)
         st = os.lstat(path)
-        if mode != "symlink" and e.size != st.st_size:
+        # A single-file target (rel "") carries no size to check against; a symlink
+        # is judged by the object it points to.
+        size = os.stat(path).st_size if mode == "symlink" else st.st_size
+        if rel and e.size != size:
             os.unlink(path)
             raise CorruptObject(e.oid, f"{st.st_size} bytes in the store, the tree says {e.size}",
                                 path=self.store.raw_path(e.oid))
@@ -286,6 +289,8 @@ class _Materializer:
         tmp = None
         try:
             for mode in self.links:
+                if e.mode & 0o111 and mode in ("hardlink", "symlink"):
+                    continue  # would share the object's 0444 and lose the x bits
                 if mode == "hardlink":
                     tmp = self._tmp(path) if replace else None
                     try:
