@@ -4,9 +4,10 @@ Three passes, each reported by kind:
 
 1. objects: every object file re-hashed (both forms; a .zst must also be a valid
    frame); a name that is not an id, or a file in the wrong shard, is reported too;
-2. reachability: from every root (pointer files in the workspace, plus any root
-   providers registered by higher layers: experiment records, run-cache, queue),
-   every tree decodes and every object a tree names is present;
+2. reachability: from every root (pointer files in the workspace, plus the root
+   providers registered by higher layers: experiment refs, run-cache, queue), every
+   tree and record decodes and every object it requires is present (the graph and
+   its walker are cas/reachability.py, shared with gc);
 3. leftovers: temp files older than an hour in `.tally/tmp/` (a crashed writer's);
    reported as notes, not problems, and removed by `gc`.
 
@@ -22,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import pointer, tree
+from . import pointer
 from .errors import CorruptObject, FormatError, ObjectMissing, UsageError
 from .project import Project
+from .reachability import BLOB, TREE, Walker
 
 STALE_TMP_AGE = 3600  # seconds: older temp files belong to a writer that died
 
@@ -60,20 +62,32 @@ class Report:
                 "notes": self.notes, "repaired": self.repaired}
 
 
-# A root provider yields (label, tree-or-blob id, is_dir) for everything it keeps alive.
-RootProvider = Callable[[Project], Iterable[tuple[str, str, bool]]]
+# A root provider yields (label, object id, kind) for everything it keeps alive, where
+# kind is True (a tree; the historical `is_dir`), False (unknown: the object's header
+# decides, e.g. a record) or a kind name from cas/reachability.py ("blob", "tree",
+# "record"). A provider may set `root_kind` ("experiments", "run-cache", "queue") to
+# name its roots in gc's report; by default its module's last name is used.
+RootProvider = Callable[[Project], Iterable[tuple[str, str, "bool | str"]]]
 _providers: list[RootProvider] = []
-
-
 def register_roots(provider: RootProvider) -> None:
     """Let a higher layer (experiments, run-cache, queue) add its roots to fsck and gc."""
     if provider not in _providers:
         _providers.append(provider)
 
 
+def pointer_roots(project: Project) -> Iterable[tuple[str, str, "bool | str"]]:
+    for rel in pointer.find_all(project.root):
+        ptr = pointer.read(project.root, rel)
+        # A file's object is user data whatever its first bytes are: never decoded.
+        yield f"{rel}{pointer.SUFFIX}", ptr.oid, TREE if ptr.is_dir else BLOB
+
+
+pointer_roots.root_kind = "workspace"  # type: ignore[attr-defined]
+
+
 # Modules that register root providers when imported (experiment refs, run-cache,
 # queue). fsck and gc load them first, so their roots count even when nothing else in
-# the process imported them.
+# the process imported them: a provider never imported would let gc delete its data.
 PROVIDER_MODULES = ("cas.refs", "cas.runcache", "cas.queue")
 
 
@@ -86,14 +100,27 @@ def load_providers() -> list[RootProvider]:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
-                raise
+                raise  # the module exists but is broken: never walk without its roots
     return [pointer_roots, *_providers]
 
 
-def pointer_roots(project: Project) -> Iterable[tuple[str, str, bool]]:
-    for rel in pointer.find_all(project.root):
-        ptr = pointer.read(project.root, rel)
-        yield f"{rel}{pointer.SUFFIX}", ptr.oid, ptr.is_dir
+def root_kind(provider: RootProvider) -> str:
+    """The kind of roots `provider` yields, for reports ("workspace", "experiments", ...)."""
+    kind = getattr(provider, "root_kind", None)
+    if kind:
+        return str(kind)
+    name = getattr(provider, "__module__", "") or ""
+    last = name.rsplit(".", 1)[-1]
+    return {"runcache": "run-cache", "refs": "experiments"}.get(last, last or "other")
+
+
+def kind_hint(kind: "bool | str") -> str | None:
+    """A provider's third field as a walker hint: a kind name, or None (read the header)."""
+    if kind is True:
+        return TREE
+    if kind is False or kind is None:
+        return None
+    return str(kind)
 
 
 def fsck(project: Project, *, repair: bool = False,
@@ -126,21 +153,24 @@ def fsck(project: Project, *, repair: bool = False,
                 bad.add(p.where)
 
     # Reachability from every root.
-    seen_trees: set[str] = set()
     incomplete: list[str] = []
-    providers = load_providers()
-    for provider in providers:
+
+    def problem(kind: str, where: str, detail: str) -> None:
+        report.problems.append(Problem(kind, where, detail))
+
+    walker = Walker(store, problem, bad=bad)
+    for provider in load_providers():
         try:
             roots = list(provider(project))
         except (UsageError, FormatError) as exc:
-            report.problems.append(Problem("pointer", exc.path or "?", exc.message))
+            what = "ref" if root_kind(provider) == "experiments" else "pointer"
+            report.problems.append(Problem(what, exc.path or "?", exc.message))
             continue
-        for label, oid, is_dir in roots:
+        for label, oid, kind in roots:
             report.roots += 1
-            missing = _check_reachable(store, oid, is_dir, label, seen_trees, report, bad)
-            if missing:
+            if walker.walk(oid, kind_hint(kind), label=label):
                 incomplete.append(label)
-    report.trees = len(seen_trees)
+    report.trees = sum(1 for k in walker.kinds.values() if k == TREE)
 
     # Leftover temp files from writers that died.
     now = time.time()
@@ -163,44 +193,5 @@ def fsck(project: Project, *, repair: bool = False,
     return report
 
 
-def _check_reachable(store, oid: str, is_dir: bool, label: str, seen: set[str],
-                     report: Report, bad: set[str]) -> bool:
-    """Walk one root; record problems; return True if anything under it is missing or bad."""
-    broken = False
-    if not is_dir:
-        if not store.has(oid):
-            report.problems.append(Problem("missing", oid, f"named by {label}"))
-            return True
-        return oid in bad
-    stack = [("", oid)]
-    while stack:
-        prefix, t_oid = stack.pop()
-        if t_oid in seen:
-            continue
-        if t_oid in bad:
-            broken = True
-            continue
-        try:
-            t = tree.decode(store.get(t_oid))
-        except ObjectMissing:
-            report.problems.append(Problem("missing", t_oid, f"tree {prefix or '/'} of {label}"))
-            broken = True
-            continue
-        except (FormatError, CorruptObject) as exc:
-            report.problems.append(Problem("tree", t_oid, f"{exc.message} (in {label})"))
-            bad.add(t_oid)
-            broken = True
-            continue
-        seen.add(t_oid)
-        for e in t.entries:
-            if e.kind == tree.DIR:
-                stack.append((f"{prefix}{e.name}/", e.oid))
-            elif not store.has(e.oid):
-                report.problems.append(Problem("missing", e.oid, f"{prefix}{e.name} in {label}"))
-                broken = True
-            elif e.oid in bad:
-                broken = True
-    return broken
-
-
-__all__ = ["fsck", "Report", "Problem", "register_roots", "pointer_roots", "load_providers"]
+__all__ = ["fsck", "Report", "Problem", "register_roots", "pointer_roots", "load_providers",
+           "root_kind", "kind_hint"]

@@ -1,0 +1,247 @@
+"""The object graph: what each object names, and a walker that marks what roots reach.
+
+gc (what to keep) and fsck (is everything a root needs present and sound?) walk the
+same graph, so they share this module and can never disagree about an edge.
+
+Edges by kind (the kind is read from the envelope header, spec/store.md):
+
+    blob                     none
+    tree (T)                 every entry: a directory names a tree, a file or a
+                             symlink a blob. All required.
+    record (R)               workspace tree, outs, logs blob, checkpoint trees:
+                             required; parent record and dep ids: optional (a dep
+                             tracked by Git is hashed but never stored; a parent
+                             may have been removed).
+    any other structured     no decoder registered here (run-cache and queue
+    kind (C, Q, future)      entries until their modules register one): every
+                             32-byte binary string in the body is an optional edge.
+                             A conservative superset: gc keeps more, never less.
+
+"Required" means a missing target is a problem (gc refuses to sweep, fsck reports
+it); "optional" means the target is kept when present and ignored when absent.
+
+Structured objects are read with `max_size=MAX_STRUCT_SIZE` and verified against
+their id, so a hostile zstd frame cannot make the walker allocate more than that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import msgpack
+
+from . import envelope, tree
+from .errors import CorruptObject, FormatError, ObjectMissing
+
+BLOB, TREE, RECORD = "blob", "tree", "record"
+# Envelope kind byte -> kind name; anything else (no magic) is a blob.
+KIND_BY_BYTE = {envelope.KIND_TREE: TREE, envelope.KIND_RECORD: RECORD,
+                envelope.KIND_RUNCACHE: "run-cache entry", envelope.KIND_QUEUE: "queue entry"}
+# Deletion layer of each kind: gc deletes layer 0 first (the reverse of write order).
+LAYER = {RECORD: 0, "run-cache entry": 0, "queue entry": 0, TREE: 1, BLOB: 2}
+DIGEST = 32  # bytes of a raw object id inside msgpack bodies
+
+
+@dataclass(frozen=True, slots=True)
+class Edges:
+    """What one object names. `required` pairs each id with its kind when known."""
+
+    required: tuple[tuple[str, str | None], ...] = ()
+    optional: tuple[str, ...] = ()
+
+
+NO_EDGES = Edges()
+EdgeDecoder = Callable[[bytes], Edges]
+_decoders: dict[str, EdgeDecoder] = {}
+
+
+def register_edges(kind: str, decoder: EdgeDecoder) -> None:
+    """Let the module owning a structured kind (run-cache, queue) state its edges.
+
+    `decoder` gets the object's verified bytes and returns its Edges; it raises
+    FormatError on bad input. Until one is registered, the generic scan applies.
+    """
+    _decoders[kind] = decoder
+
+
+def kind_of_header(head: bytes) -> str:
+    """The kind named by an object's first bytes (BLOB when it is not an envelope)."""
+    if len(head) >= envelope.HEADER_SIZE and head[:3] == envelope.MAGIC:
+        return KIND_BY_BYTE.get(head[3:4], BLOB)
+    return BLOB
+
+
+def tree_edges(data: bytes) -> Edges:
+    t = tree.decode(data)
+    return Edges(required=tuple((e.oid, TREE if e.kind == tree.DIR else BLOB) for e in t.entries))
+
+
+def record_edges(data: bytes) -> Edges:
+    from . import record  # deferred: records pull in more than a tree walk needs
+
+    rec = record.decode(data)
+    req: list[tuple[str, str | None]] = []
+    if rec.workspace is not None:
+        req.append((rec.workspace, TREE))
+    req.extend((oid, TREE if is_dir else BLOB) for oid, is_dir in rec.outs.values())
+    if rec.logs is not None:
+        req.append((rec.logs, BLOB))
+    req.extend((t, TREE) for _, t in rec.checkpoints)
+    opt = [*rec.deps.values(), *([rec.parent] if rec.parent else [])]
+    return Edges(required=tuple(req), optional=tuple(opt))
+
+
+def generic_edges(data: bytes) -> Edges:
+    """Every 32-byte binary string anywhere in an envelope's body, as optional edges."""
+    _, body = envelope.decode(data, kind=data[3:4], versions=tuple(range(1, 256)))
+    found: list[str] = []
+    stack = [body]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, bytes):
+            if len(v) == DIGEST:
+                found.append(v.hex())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+    return Edges(optional=tuple(dict.fromkeys(found)))
+
+
+_BUILTIN: dict[str, EdgeDecoder] = {TREE: tree_edges, RECORD: record_edges}
+
+
+def edges_of(kind: str, data: bytes) -> Edges:
+    """The edges of an object of `kind` whose verified content is `data`.
+
+    Raises:
+        FormatError: the object does not decode as its kind.
+    """
+    if kind == BLOB:
+        return NO_EDGES
+    decoder = _BUILTIN.get(kind) or _decoders.get(kind) or generic_edges
+    try:
+        return decoder(data)
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:  # a decoder's slip
+        raise FormatError(f"{kind} does not decode: {exc}") from None
+
+
+Report = Callable[[str, str, str], None]  # (problem kind, where, detail)
+
+
+class Walker:
+    """Marks everything reachable from the roots given to walk(), one bit per root kind.
+
+    `marks[oid]` is the OR of the bits of every root kind that reaches the object;
+    an object is expanded at most once per bit, and a structured object is read and
+    decoded at most once in all (its edges are cached). Problems go to `report`.
+
+    Args:
+        store: a FileStore (or any ObjectStore with read_head).
+        present: ids known to be present (gc's inventory); others are asked of the
+            store, so objects published after the inventory are still seen.
+        bad: ids already known corrupt (fsck's first pass): reported as broken, not read.
+    """
+
+    def __init__(self, store, report: Report, *, present: Callable[[str], bool] | None = None,
+                 bad: set[str] | None = None) -> None:
+        self.store = store
+        self.report = report
+        self._present = present
+        self.bad = bad if bad is not None else set()
+        self.marks: dict[str, int] = {}
+        self.kinds: dict[str, str] = {}
+        self._edges: dict[str, Edges] = {}
+        self.structured_read = 0  # trees/records opened (each at most once)
+
+    def has(self, oid: str) -> bool:
+        if self._present is not None and self._present(oid):
+            return True
+        return self.store.has(oid)
+
+    def kind(self, oid: str) -> str:
+        """The object's kind, from its header (cached). Raises ObjectMissing/CorruptObject."""
+        k = self.kinds.get(oid)
+        if k is None:
+            k = self.kinds[oid] = kind_of_header(self.store.read_head(oid, envelope.HEADER_SIZE))
+        return k
+
+    def edges(self, oid: str, kind: str) -> Edges:
+        """The object's edges (cached). Raises ObjectMissing, CorruptObject, FormatError."""
+        e = self._edges.get(oid)
+        if e is None:
+            if kind == BLOB:
+                return NO_EDGES
+            data = self.store.get(oid, max_size=envelope.MAX_STRUCT_SIZE)
+            self.structured_read += 1
+            e = self._edges[oid] = edges_of(kind, data)
+        return e
+
+    def walk(self, oid: str, hint: str | None, *, bit: int = 1, label: str,
+             required: bool = True) -> bool:
+        """Mark `oid` and everything it reaches with `bit`.
+
+        Args:
+            hint: the kind when the referrer knows it (a pointer, a tree entry), else
+                None and the header decides.
+            label: what named the root, for problem messages.
+            required: report `oid` itself when missing (its own edges carry their own).
+        Returns:
+            True when something required below the root is missing or broken.
+        """
+        broken = False
+        stack: list[tuple[str, str | None, str, bool]] = [(oid, hint, "", required)]
+        while stack:
+            cur, k, where, req = stack.pop()
+            if self.marks.get(cur, 0) & bit:
+                continue
+            if not self.has(cur):
+                if req:
+                    self.report("missing", cur, f"{where or 'root'} of {label}")
+                    broken = True
+                continue
+            if cur in self.bad:
+                self.marks[cur] = self.marks.get(cur, 0) | bit
+                broken = True
+                continue
+            try:
+                # A referrer's hint is trusted: a blob is user data (it may start with
+                # anything) and a structured object's decoder checks its own header.
+                # Only an id named without a kind (a provider root, an optional edge)
+                # costs a header read.
+                if k is None:
+                    k = self.kind(cur)
+                e = self.edges(cur, k)
+            except ObjectMissing:
+                if req:
+                    self.report("missing", cur, f"{where or 'root'} of {label}")
+                    broken = True
+                continue
+            except (CorruptObject, FormatError) as exc:
+                self.marks[cur] = self.marks.get(cur, 0) | bit
+                self.bad.add(cur)
+                self.report(k if k in (TREE, RECORD) else "object", cur,
+                            f"{exc.message} ({where or 'root'} of {label})")
+                broken = True
+                continue
+            self.marks[cur] = self.marks.get(cur, 0) | bit
+            self.kinds.setdefault(cur, k)
+            if e.required or e.optional:
+                sub = f"{where}/{cur[:12]}" if where else cur[:12]
+                for child, ck in e.required:
+                    if not self.marks.get(child, 0) & bit:
+                        stack.append((child, ck, sub, True))
+                for child in e.optional:
+                    if not self.marks.get(child, 0) & bit:
+                        stack.append((child, None, sub, False))
+        return broken
+
+    def reachable_from(self, bit: int) -> Iterator[str]:
+        """Every id marked with `bit`."""
+        return (o for o, m in self.marks.items() if m & bit)
+
+
+__all__ = ["Walker", "Edges", "edges_of", "kind_of_header", "register_edges",
+           "BLOB", "TREE", "RECORD", "LAYER", "KIND_BY_BYTE"]
