@@ -1,0 +1,901 @@
+"""The experiment queue: one file per entry under `.tally/queue/`, claimed by rename.
+
+    .tally/queue/
+      seq                       next sequence number (text), bumped under the `queue` lock
+      pending/<seq>-<id>        queued entries; FIFO is the order of <seq>
+      running/<seq>-<id>.<wid>  claimed by worker <wid> (the rename is the claim)
+      done/<seq>-<id>           finished with success
+      failed/<seq>-<id>         failed, killed, or its worker died; retryable
+      outcomes/<id>.json        how the last attempt ended (written before the move)
+      workers/<wid>.json        one per live worker: pid, host, heartbeat, current runs
+      kill/<id>                 a request to kill that running entry
+      stop                      a request for the workers started before it to stop
+      logs/<id>.log             stdout+stderr of every attempt, always kept
+
+An entry file holds the queue-time facts (envelope kind b"Q", spec/queue.md) and never
+changes; its id is the BLAKE3 of its bytes. Where it is says what state it is in, and
+a rename moves it, so at every instant an entry is in exactly one state: a crash can
+leave it in the old state or the new one, never in none or two. rename(2) of a pending
+file succeeds for exactly one of the workers racing for it; the others get ENOENT and
+try the next. The claimer's worker id is part of the new name, so "who runs it" is
+published by the same atomic step as "it runs".
+
+A running entry whose worker is gone (its worker file is missing; or, on this host,
+its pid is dead or reused; or, from another host, its heartbeat is older than
+STALE_AFTER) is moved to failed/ with reason "worker died" by whoever looks: status,
+start, retry. See spec/queue.md for the crash argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import envelope, hashing
+from .envelope import check
+from .errors import Conflict, FormatError, NotFound, UsageError
+from .fsops import atomic_write, fsync_dir
+
+VERSION = 1
+N_FIELDS = 12
+QUEUE_DIR = "queue"
+STATES = ("pending", "running", "done", "failed")
+SEQ_DIGITS = 12  # 10^12 entries: zero-padded so names sort as numbers
+LOCK_NAME = "queue"
+LOCK_TIMEOUT = 30.0  # seconds: the lock is held for a counter bump and a few renames
+HEARTBEAT = 1.0  # seconds between a worker's heartbeats
+STALE_AFTER = 30.0  # seconds without a heartbeat before a worker on another host is dead
+OPS = ("set", "add", "force", "delete")
+OPTION_TYPES = (type(None), bool, int, str)
+MAX_ENTRY_SIZE = 16 * 1024 * 1024  # bytes: an entry is a few hundred bytes; refuse junk
+
+
+# ---------------------------------------------------------------- the entry
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """What to run, fixed at queue time. Encoded as envelope kind Q, version 1."""
+
+    name: str
+    baseline: str  # Git commit, hex
+    workspace: str  # tree id of the workspace snapshot taken at queue time
+    overrides: tuple[tuple[str, str, str, Any], ...] = ()  # (file, op, key, value) in order
+    targets: tuple[str, ...] = ()  # stages to run (empty: all)
+    options: dict[str, Any] = field(default_factory=dict)  # run options: scalars only
+    queued: int = 0  # unix ns
+    host: str = ""
+    user: str = ""
+    parent: str | None = None  # record resumed from (`run --resume`)
+    checkpoint: str | None = None  # that record's checkpoint tree to start from
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "baseline": self.baseline, "workspace": self.workspace,
+                "overrides": [{"file": f, "op": op, "key": k, "value": v}
+                              for f, op, k, v in self.overrides],
+                "targets": list(self.targets), "options": dict(sorted(self.options.items())),
+                "queued": self.queued, "host": self.host, "user": self.user,
+                "parent": self.parent, "checkpoint": self.checkpoint, "message": self.message}
+
+    def override_specs(self) -> list[str]:
+        """The overrides as `-S` texts (values in JSON, which YAML reads back the same)."""
+        prefix = {"set": "", "add": "+", "force": "++", "delete": "~"}
+        out = []
+        for f, op, k, v in self.overrides:
+            body = f"{prefix[op]}{k}" if op == "delete" else f"{prefix[op]}{k}={json.dumps(v)}"
+            out.append(f"{f}:{body}")
+        return out
+
+
+def encode(e: Entry) -> bytes:
+    """The canonical bytes of an entry (its id is their BLAKE3).
+
+    Raises:
+        UsageError: a field that cannot be stored (bad id, op, option type, value).
+    """
+    for k, v in e.options.items():
+        if not isinstance(k, str) or not isinstance(v, OPTION_TYPES):
+            raise UsageError(f"queue entry option {k!r}={v!r}: options are str -> nil/bool/int/str")
+    ovs = []
+    for f, op, k, v in e.overrides:
+        if op not in OPS:
+            raise UsageError(f"queue entry override op {op!r} is not one of {', '.join(OPS)}")
+        try:
+            text = json.dumps(v, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"override {f}:{k}: value {v!r} cannot be queued ({exc})") from None
+        ovs.append([f, op, k, text])
+    body = [
+        e.name, _commit_bin(e.baseline), _oid_bin(e.workspace, "workspace"), ovs,
+        list(e.targets), [[k, e.options[k]] for k in sorted(e.options)], _int(e.queued),
+        e.host, e.user, None if e.parent is None else _oid_bin(e.parent, "parent"),
+        None if e.checkpoint is None else _oid_bin(e.checkpoint, "checkpoint"), e.message,
+    ]
+    return envelope.encode(envelope.KIND_QUEUE, VERSION, body)
+
+
+def decode(data: bytes) -> Entry:
+    """Decode and validate an entry. Raises FormatError on anything malformed."""
+    if len(data) > MAX_ENTRY_SIZE:
+        raise FormatError(f"queue entry of {len(data)} bytes exceeds {MAX_ENTRY_SIZE}")
+    _, body = envelope.decode(data, kind=envelope.KIND_QUEUE, versions=(VERSION,))
+    check(isinstance(body, list) and len(body) == N_FIELDS, "queue entry",
+          f"body must be an array of {N_FIELDS} fields")
+    (name, baseline, workspace, ovs, targets, options, queued, host, user, parent,
+     checkpoint, message) = body
+    for what, v in (("name", name), ("host", host), ("user", user), ("message", message)):
+        check(isinstance(v, str), f"queue entry {what}", "must be a string")
+    check(isinstance(baseline, bytes) and len(baseline) in (20, 32), "queue entry baseline",
+          "must be a 20- or 32-byte commit id")
+    check(type(queued) is int, "queue entry queued", "must be an int")
+    check(isinstance(ovs, list), "queue entry overrides", "must be an array")
+    overrides = []
+    for i, row in enumerate(ovs):
+        where = f"queue entry overrides[{i}]"
+        check(isinstance(row, list) and len(row) == 4 and all(isinstance(x, str) for x in row),
+              where, "must be [file, op, key, json]")
+        check(row[1] in OPS, where, f"unknown op {row[1]!r}")
+        try:
+            value = json.loads(row[3])
+        except ValueError:
+            raise FormatError(f"{where}: value is not JSON") from None
+        overrides.append((row[0], row[1], row[2], value))
+    check(isinstance(targets, list) and all(isinstance(t, str) for t in targets),
+          "queue entry targets", "must be an array of strings")
+    check(isinstance(options, list), "queue entry options", "must be an array")
+    opts: dict[str, Any] = {}
+    prev = None
+    for i, row in enumerate(options):
+        where = f"queue entry options[{i}]"
+        check(isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)
+              and isinstance(row[1], OPTION_TYPES), where, "must be [name, nil|bool|int|str]")
+        check(prev is None or row[0] > prev, where, "names must be sorted and unique")
+        prev = row[0]
+        opts[row[0]] = row[1]
+    return Entry(name=name, baseline=baseline.hex(), workspace=_dec_oid(workspace, "workspace"),
+                 overrides=tuple(overrides), targets=tuple(targets), options=opts,
+                 queued=queued, host=host, user=user,
+                 parent=None if parent is None else _dec_oid(parent, "parent"),
+                 checkpoint=None if checkpoint is None else _dec_oid(checkpoint, "checkpoint"),
+                 message=message)
+
+
+def _commit_bin(commit: str) -> bytes:
+    if not isinstance(commit, str) or len(commit) not in (40, 64) or commit.strip("0123456789abcdef"):
+        raise UsageError(f"queue entry baseline {commit!r} is not a full lowercase Git commit id")
+    return bytes.fromhex(commit)
+
+
+def _oid_bin(oid: str, what: str) -> bytes:
+    if not isinstance(oid, str) or not hashing.is_oid(oid):
+        raise UsageError(f"queue entry {what}: {oid!r} is not an object id")
+    return bytes.fromhex(oid)
+
+
+def _dec_oid(v: Any, what: str) -> str:
+    check(isinstance(v, bytes) and len(v) == hashing.DIGEST_SIZE, f"queue entry {what}",
+          f"must be a {hashing.DIGEST_SIZE}-byte id")
+    return v.hex()
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or not -(2**63) <= v < 2**63:
+        raise UsageError(f"queue entry time {v!r} is not a 64-bit integer")
+    return v
+
+
+# ---------------------------------------------------------------- paths and items
+
+def queue_dir(project) -> Path:
+    return project.store_dir / QUEUE_DIR
+
+
+def _dirs(project) -> dict[str, Path]:
+    q = queue_dir(project)
+    return {s: q / s for s in (*STATES, "outcomes", "workers", "kill", "logs")}
+
+
+def ensure_dirs(project) -> None:
+    for d in _dirs(project).values():
+        d.mkdir(parents=True, exist_ok=True)
+
+
+def log_path(project, entry_id: str) -> Path:
+    return queue_dir(project) / "logs" / f"{entry_id}.log"
+
+
+def run_dir(project, entry_id: str) -> Path:
+    """Where the entry runs: `.tally/tmp/run-<id>/` (same filesystem as the objects)."""
+    return project.store_dir / "tmp" / f"run-{entry_id[:16]}"
+
+
+def checkpoints_path(project, entry_id: str) -> Path:
+    """The file the run's checkpoints are appended to (outside the run's workspace)."""
+    return project.store_dir / "tmp" / f"run-{entry_id[:16]}.checkpoints"
+
+
+@dataclass
+class Item:
+    """One entry as found on disk: where it is, and what is known about its run."""
+
+    id: str
+    seq: int
+    state: str  # pending | running | done | failed
+    entry: Entry
+    path: Path
+    wid: str | None = None  # the claiming worker (running)
+    worker: dict[str, Any] | None = None  # its worker file, when readable
+    outcome: dict[str, Any] | None = None  # how the last attempt ended
+    error: str | None = None  # the entry file is damaged (it is listed, never run)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def started(self) -> float | None:
+        if self.state == "running" and self.worker:
+            cur = self.worker.get("current", {}).get(self.id)
+            if isinstance(cur, dict):
+                return cur.get("started")
+        return (self.outcome or {}).get("started")
+
+    def to_json(self) -> dict[str, Any]:
+        w = self.worker or {}
+        o = self.outcome or {}
+        return {"id": self.id, "seq": self.seq, "name": self.name, "state": self.state,
+                "queued": self.entry.queued / 1e9, "started": self.started,
+                "finished": o.get("finished") if self.state in ("done", "failed") else None,
+                "worker_pid": w.get("pid") if self.state == "running" else o.get("pid"),
+                "worker_host": w.get("host") if self.state == "running" else o.get("host"),
+                "reason": o.get("reason") if self.state == "failed" else None,
+                "exit_code": o.get("exit_code"), "record": o.get("record"),
+                "attempt": o.get("attempt", 0) + (1 if self.state == "running" else 0),
+                "entry": self.entry.to_json()}
+
+
+def _parse_name(state: str, fname: str) -> tuple[int, str, str | None] | None:
+    """(seq, id, wid) from a queue file name, or None for anything else (temp files)."""
+    seq, sep, rest = fname.partition("-")
+    if not sep or len(seq) != SEQ_DIGITS or not seq.isdigit():
+        return None
+    wid = None
+    if state == "running":
+        rest, sep, wid = rest.partition(".")
+        if not sep or not wid:
+            return None
+    if not hashing.is_oid(rest):
+        return None
+    return int(seq), rest, wid
+
+
+def _file_name(seq: int, entry_id: str) -> str:
+    return f"{seq:0{SEQ_DIGITS}d}-{entry_id}"
+
+
+def _scan(project, states: Iterable[str] = STATES) -> Iterator[tuple[str, int, str, str | None, Path]]:
+    dirs = _dirs(project)
+    for state in states:
+        try:
+            names = os.listdir(dirs[state])
+        except FileNotFoundError:
+            continue
+        for fname in sorted(names):
+            parsed = _parse_name(state, fname)
+            if parsed is not None:
+                yield state, parsed[0], parsed[1], parsed[2], dirs[state] / fname
+
+
+def _read_entry(path: Path, entry_id: str) -> Entry:
+    data = path.read_bytes()
+    if hashing.hash_bytes(data) != entry_id:
+        raise FormatError(f"queue entry {path.name} does not hash to its id", path=path,
+                          hint="remove it with `tally queue remove`")
+    return decode(data)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def read_outcome(project, entry_id: str) -> dict[str, Any] | None:
+    return _read_json(queue_dir(project) / "outcomes" / f"{entry_id}.json")
+
+
+def write_outcome(project, entry_id: str, outcome: dict[str, Any]) -> None:
+    atomic_write(queue_dir(project) / "outcomes" / f"{entry_id}.json",
+                 json.dumps(outcome, sort_keys=True).encode())
+
+
+def read_worker(project, wid: str) -> dict[str, Any] | None:
+    return _read_json(queue_dir(project) / "workers" / f"{wid}.json")
+
+
+def items(project, *, states: Iterable[str] = STATES, reap_dead: bool = True) -> list[Item]:
+    """Every entry, in queue order within each state (pending, running, done, failed).
+
+    With `reap_dead`, running entries whose worker is gone are first moved to failed/
+    (see reap). Entries that vanish while listed (claimed, finished) are skipped.
+    """
+    if reap_dead:
+        reap(project)
+    out: list[Item] = []
+    workers: dict[str, dict[str, Any] | None] = {}
+    for state, seq, eid, wid, path in _scan(project, states):
+        try:
+            entry = _read_entry(path, eid)
+            error = None
+        except FileNotFoundError:
+            continue
+        except (FormatError, OSError) as exc:
+            # Listed, so it can be seen and removed; never run (claim fails it).
+            entry = Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+            error = str(exc)
+        item = Item(eid, seq, state, entry, path, wid=wid, error=error)
+        if wid is not None:
+            if wid not in workers:
+                workers[wid] = read_worker(project, wid)
+            item.worker = workers[wid]
+        if state != "pending":
+            item.outcome = read_outcome(project, eid)
+        out.append(item)
+    return out
+
+
+def find(project, key: str, *, states: Iterable[str] = STATES) -> Item:
+    """The entry named `key`, or whose id starts with `key` (at least 6 hex digits).
+
+    Raises:
+        NotFound: no such entry. UsageError: an id prefix matching several entries.
+    """
+    hits = [it for it in items(project, states=states) if it.name == key]
+    if not hits and len(key) >= 6 and not key.strip("0123456789abcdef"):
+        hits = [it for it in items(project, states=states, reap_dead=False) if it.id.startswith(key)]
+    if not hits:
+        raise NotFound(f"no queue entry named {key!r}", hint="see `tally queue status`")
+    if len(hits) > 1:
+        raise UsageError(f"{key!r} matches {len(hits)} queue entries",
+                         hint="give the full name or a longer id prefix")
+    return hits[0]
+
+
+# ---------------------------------------------------------------- queueing
+
+def _lock(project):
+    return project.lock(LOCK_NAME, timeout=LOCK_TIMEOUT, purpose="updating the experiment queue")
+
+
+def _next_seq(project) -> int:
+    """Allocate the next sequence number. Call with the queue lock held."""
+    p = queue_dir(project) / "seq"
+    try:
+        seq = int(p.read_text().strip() or "1")
+    except FileNotFoundError:
+        seq = 1
+    except ValueError:
+        # A damaged counter: restart above every number in use, which keeps FIFO.
+        seq = 1 + max((s for _, s, *_ in _scan(project)), default=0)
+    atomic_write(p, f"{seq + 1}\n".encode())
+    return seq
+
+
+def names_in_queue(project) -> set[str]:
+    return {it.name for it in items(project, reap_dead=False)}
+
+
+def enqueue(project, entries: list[Entry]) -> list[Item]:
+    """Add `entries` to the end of the queue, in order.
+
+    Names must be unique among queue entries and free as experiment refs of their
+    baseline; the check and the sequence numbers are taken under the queue lock, so
+    two `run --queue` at once never hand out one number or one name twice.
+    Raises:
+        Conflict: a name already queued or already an experiment. LockBusy.
+    """
+    from . import refs
+
+    ensure_dirs(project)
+    dirs = _dirs(project)
+    out = []
+    with _lock(project):
+        taken = names_in_queue(project)
+        for e in entries:
+            refs.check_name(e.name)
+            if e.name in taken:
+                raise Conflict(f"an entry named {e.name!r} is already in the queue",
+                               hint="choose another name, or `tally queue remove` it first")
+            if refs.read(project, e.baseline, e.name) is not None:
+                raise Conflict(f"experiment {e.name!r} already exists for baseline {e.baseline[:12]}",
+                               hint="choose another name (-n)")
+            taken.add(e.name)
+        for e in entries:
+            data = encode(e)
+            eid = hashing.hash_bytes(data)
+            seq = _next_seq(project)
+            path = dirs["pending"] / _file_name(seq, eid)
+            # Write under a temp name and rename: a worker never claims a torn file.
+            atomic_write(path, data)
+            out.append(Item(eid, seq, "pending", e, path))
+    return out
+
+
+def unique_names(project, baseline: str, seeds: list[str], *, base: str | None = None) -> list[str]:
+    """Names for len(seeds) new entries: `base`, `base-2`, ... or generated ones."""
+    from . import refs
+
+    taken = names_in_queue(project)
+    out: list[str] = []
+    if base is not None:
+        refs.check_name(base)
+        if len(seeds) == 1:
+            return [base]
+        for i in range(len(seeds)):
+            out.append(f"{base}-{i + 1}")
+        return out
+    for seed in seeds:
+        for attempt in range(10_000):
+            name = refs.candidate_name(seed, attempt)
+            if name not in taken and name not in out and refs.read(project, baseline, name) is None:
+                out.append(name)
+                break
+    return out
+
+
+def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
+         stages: Iterable[str] = (), force: bool = False, no_run_cache: bool = False,
+         message: str = "", resume: str | None = None, dry_run: bool = False) -> list[Entry]:
+    """The entries `tally run --queue` adds: one per point of the `-S` grid.
+
+    Takes the queue-time snapshot of the workspace (every file Git sees, tally-tracked
+    data, and the pipeline's deps and outputs present), stored, so later edits do not
+    leak into the runs. With `dry_run`, nothing is stored (the ids are computed only)
+    and nothing is queued: callers list the grid. `resume` names an experiment whose
+    last checkpoint every entry starts from (its record becomes their parent).
+
+    Raises:
+        ParamError: a malformed `-S` or an over-large grid. StoreError: no commit yet.
+        NotFound: `resume` names no experiment. UsageError: it has no checkpoint.
+    """
+    from . import params as params_mod
+    from . import worktree
+
+    specs = list(set_params)
+    grid = params_mod.expand_grid(specs)
+    baseline = worktree.baseline_commit(project.root)
+    parent = checkpoint = None
+    resume_step = None
+    if resume is not None:
+        from . import checkpoints
+        parent, _, resume_step, checkpoint = checkpoints.last(project, resume)
+    if dry_run:
+        ws = "0" * 64
+    else:
+        ws = snapshot_workspace(project)
+    seeds = [hashing.hash_bytes(f"{ws}:{time.time_ns()}:{i}:{os.urandom(8).hex()}".encode())
+             for i in range(len(grid))]
+    names = unique_names(project, baseline, seeds, base=name)
+    now = time.time_ns()
+    opts: dict[str, Any] = {}
+    if force:
+        opts["force"] = True
+    if no_run_cache:
+        opts["no_run_cache"] = True
+    if resume_step is not None:
+        opts["resume_step"] = resume_step
+    user = _user()
+    return [Entry(name=n, baseline=baseline, workspace=ws,
+                  overrides=tuple((o.file, o.op, o.key, o.value) for o in point),
+                  targets=tuple(stages), options=opts, queued=now + i, host=socket.gethostname(),
+                  user=user, parent=parent, checkpoint=checkpoint, message=message)
+            for i, (n, point) in enumerate(zip(names, grid))]
+
+
+def snapshot_workspace(project) -> str:
+    """Store the workspace as a queued run will see it; return the tree id."""
+    from . import workspace, worktree
+
+    known: dict[str, Any] = {}
+    with project.lock("store", shared=True, timeout=60, purpose="tally run --queue"), \
+            project.store.writer() as w:
+        try:
+            from .pipeline import PIPELINE_FILES, load_pipeline
+            pipeline = load_pipeline(project.root) if any(
+                (project.root / f).is_file() for f in PIPELINE_FILES) else None
+        except Exception:  # noqa: BLE001 - a broken pipeline is reported by the run
+            pipeline = None
+        if pipeline is not None:
+            paths = {p for st in pipeline.stages for p in (*st.deps, *(o.path for o in st.outs))}
+            for p in sorted(paths):
+                if not os.path.lexists(project.root / p):
+                    continue
+                snap = workspace.snapshot(project.root / p, statcache=project.statcache, writer=w)
+                known[p] = worktree.Known(snap.oid, snap.is_dir, snap.size, snap.files, snap.mode)
+        known = {p: k for p, k in known.items()
+                 if not any(p.startswith(q + "/") for q in known if known[q].is_dir)}
+        return worktree.snapshot(project, writer=w, extra=known).oid
+
+
+def _user() -> str:
+    import getpass
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return ""
+
+
+# ---------------------------------------------------------------- claiming and finishing
+
+def claim(project, wid: str) -> Item | None:
+    """Claim the oldest pending entry for worker `wid`; None when there is none.
+
+    The rename pending/<seq>-<id> -> running/<seq>-<id>.<wid> succeeds for exactly one
+    claimer; a loser sees ENOENT and moves on to the next entry.
+    """
+    dirs = _dirs(project)
+    for state, seq, eid, _, path in _scan(project, ("pending",)):
+        dest = dirs["running"] / f"{_file_name(seq, eid)}.{wid}"
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            continue  # another worker won it, or it was removed
+        try:
+            entry = _read_entry(dest, eid)
+        except (FormatError, OSError) as exc:
+            # A damaged entry cannot run: fail it with the reason instead of looping on it.
+            bad = Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+            finish(project, Item(eid, seq, "running", bad, dest, wid=wid),
+                   {"status": "failed", "finished": time.time(), "reason": f"unreadable entry: {exc}"})
+            continue
+        return Item(eid, seq, "running", entry, dest, wid=wid)
+    return None
+
+
+def complete_outcome(project, entry_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Write `outcome` as the final word on the current attempt; return it as written.
+
+    The attempt number continues from a retried entry's non-final outcome.
+    """
+    prev = read_outcome(project, entry_id) or {}
+    attempt = int(prev.get("attempt", 0)) + (0 if prev.get("final") else 1)
+    outcome = {**outcome, "attempt": attempt, "final": True}
+    write_outcome(project, entry_id, outcome)
+    return outcome
+
+
+def finish(project, item: Item, outcome: dict[str, Any]) -> Item | None:
+    """End a running entry: write its outcome, then move it to done/ or failed/.
+
+    The outcome is written first, so a crash between the two leaves a running entry
+    whose outcome already says how it ended; reap() then completes the move. Returns
+    the moved item, or None when the entry was no longer in running/ (reaped).
+    """
+    return move_by_outcome(project, item, complete_outcome(project, item.id, outcome))
+
+
+def move_by_outcome(project, item: Item, outcome: dict[str, Any]) -> Item | None:
+    """Move a running entry to where its (final) outcome says: done/ or failed/."""
+    state = "done" if outcome.get("status") == "success" else "failed"
+    dest = _dirs(project)[state] / _file_name(item.seq, item.id)
+    try:
+        os.rename(item.path, dest)
+    except FileNotFoundError:
+        return None  # someone else completed the move (a reaper that saw the outcome)
+    fsync_dir(dest.parent)
+    item.state, item.path, item.outcome = state, dest, outcome
+    return item
+
+
+# ---------------------------------------------------------------- liveness
+
+_BOOT_ID: str | None = None
+
+
+def boot_id() -> str:
+    """This machine's boot id (a reboot changes it), or '' where there is none."""
+    global _BOOT_ID
+    if _BOOT_ID is None:
+        try:
+            _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            _BOOT_ID = ""
+    return _BOOT_ID
+
+
+def process_start(pid: int) -> str:
+    """An opaque start time of process `pid` ('' if unknown), to tell pid reuse apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return ""
+    # Field 22 (starttime) counts after the ")" closing the command name, which may
+    # itself contain spaces or parentheses.
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def worker_alive(info: dict[str, Any] | None, *, now: float | None = None) -> bool:
+    """Is the worker described by `info` (its worker file) still running?
+
+    Same host and boot: its pid exists and started when the worker file says (so a
+    reused pid does not count). Another host, or no /proc: its heartbeat is younger
+    than STALE_AFTER.
+    """
+    if not info:
+        return False
+    now = time.time() if now is None else now
+    if info.get("host") == socket.gethostname() and boot_id() and info.get("boot_id"):
+        if info["boot_id"] != boot_id():
+            return False  # the machine rebooted since
+        pid = info.get("pid")
+        if type(pid) is not int or not pid_alive(pid):
+            return False
+        want = info.get("pstart")
+        return not want or process_start(pid) in ("", want)
+    hb = info.get("heartbeat")
+    return isinstance(hb, (int, float)) and now - hb < STALE_AFTER
+
+
+def reap(project) -> list[Item]:
+    """Move every running entry whose worker is gone to failed/ ("worker died").
+
+    An entry whose outcome is already final (its worker died after writing it) goes
+    where that outcome says. On this host, what is left of the dead run's process
+    group is killed first, so a retry never runs beside an orphan of the last attempt.
+    Safe to call from any number of processes at once: each move is one rename.
+    """
+    reaped = []
+    cache: dict[str, dict[str, Any] | None] = {}
+    for _, seq, eid, wid, path in _scan(project, ("running",)):
+        assert wid is not None
+        if wid not in cache:
+            cache[wid] = read_worker(project, wid)
+        info = cache[wid]
+        if worker_alive(info):
+            continue
+        if not path.exists():
+            continue
+        # Re-read after deciding: a worker file written just now (a slow start) wins.
+        info = read_worker(project, wid)
+        if worker_alive(info):
+            cache[wid] = info
+            continue
+        _kill_leftovers(info, eid)
+        try:
+            entry = _read_entry(path, eid)
+        except FileNotFoundError:
+            continue
+        except (FormatError, OSError):
+            entry = Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+        item = Item(eid, seq, "running", entry, path, wid=wid, worker=info)
+        outcome = read_outcome(project, eid)
+        if outcome and outcome.get("final"):
+            moved = move_by_outcome(project, item, outcome)
+        else:
+            cur = ((info or {}).get("current") or {}).get(eid) or {}
+            moved = finish(project, item, {
+                "status": "failed", "reason": "worker died", "exit_code": None, "record": None,
+                "pid": (info or {}).get("pid"), "host": (info or {}).get("host"), "wid": wid,
+                "started": cur.get("started"), "finished": time.time()})
+        if moved is not None:
+            reaped.append(moved)
+    return reaped
+
+
+def _kill_leftovers(info: dict[str, Any] | None, eid: str) -> None:
+    import signal
+
+    if not info or info.get("host") != socket.gethostname() or info.get("boot_id") != boot_id():
+        return
+    cur = (info.get("current") or {}).get(eid) or {}
+    pgid = cur.get("pgid")
+    if type(pgid) is int and pgid > 1:
+        # SIGTERM, not SIGKILL: an executor still alive forwards it to its stage (which
+        # has a process group of its own) and records the run as interrupted.
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# ---------------------------------------------------------------- requests
+
+def request_kill(project, key: str) -> Item:
+    """Ask the worker running entry `key` to kill it (its whole process group).
+
+    Raises:
+        NotFound: no such entry. Conflict: the entry is not running.
+    """
+    it = find(project, key)
+    if it.state != "running":
+        raise Conflict(f"{it.name} is {it.state}, not running",
+                       hint="`tally queue remove` drops a pending entry")
+    p = _dirs(project)["kill"] / it.id
+    atomic_write(p, f"{time.time()}\n".encode(), durable=False)
+    return it
+
+
+def kill_requested(project, entry_id: str) -> bool:
+    return (_dirs(project)["kill"] / entry_id).exists()
+
+
+def clear_kill(project, entry_id: str) -> None:
+    try:
+        os.unlink(_dirs(project)["kill"] / entry_id)
+    except FileNotFoundError:
+        pass
+
+
+def request_stop(project, *, kill: bool = False) -> list[dict[str, Any]]:
+    """Ask every worker started before now to stop claiming (and, with kill, to kill
+    what it runs). Workers started later are not affected. Returns the live workers."""
+    ensure_dirs(project)
+    atomic_write(queue_dir(project) / "stop",
+                 json.dumps({"time": time.time_ns(), "kill": kill}).encode())
+    return live_workers(project)
+
+
+def stop_request(project) -> dict[str, Any] | None:
+    return _read_json(queue_dir(project) / "stop")
+
+
+def live_workers(project) -> list[dict[str, Any]]:
+    """Worker files of workers that are alive, oldest first."""
+    d = _dirs(project)["workers"]
+    out = []
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    for n in names:
+        if n.endswith(".json") and not n.startswith("."):
+            info = _read_json(d / n)
+            if info and worker_alive(info):
+                out.append(info)
+    return sorted(out, key=lambda i: i.get("started", 0))
+
+
+def prune_worker_files(project) -> int:
+    """Remove the worker files of dead workers that no running entry names."""
+    d = _dirs(project)["workers"]
+    named = {wid for _, _, _, wid, _ in _scan(project, ("running",))}
+    removed = 0
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return 0
+    for n in names:
+        if not n.endswith(".json") or n.startswith(".") or n[:-5] in named:
+            continue
+        if not worker_alive(_read_json(d / n)):
+            try:
+                os.unlink(d / n)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+# ---------------------------------------------------------------- remove and retry
+
+def remove(project, *, keys: Iterable[str] = (), states: Iterable[str] = ()) -> list[Item]:
+    """Drop entries by name/id, or every entry in `states` (pending, done, failed).
+
+    Running entries are refused (kill them first). The entry file, its outcome and
+    its log are deleted; experiments already recorded are not touched.
+    Raises:
+        NotFound: a key that names nothing. Conflict: a key naming a running entry.
+    """
+    targets: list[Item] = []
+    for k in keys:
+        it = find(project, k)
+        if it.state == "running":
+            raise Conflict(f"{it.name} is running", hint=f"`tally queue kill {it.name}` first")
+        targets.append(it)
+    states = [s for s in states]
+    for s in states:
+        if s == "running":
+            raise UsageError("running entries cannot be removed; kill them first")
+    if states:
+        targets.extend(items(project, states=states))
+    removed = []
+    seen = set()
+    for it in targets:
+        if it.id in seen:
+            continue
+        seen.add(it.id)
+        try:
+            os.unlink(it.path)  # races a claim: exactly one of unlink and rename wins
+        except FileNotFoundError:
+            continue
+        for p in (queue_dir(project) / "outcomes" / f"{it.id}.json", log_path(project, it.id),
+                  checkpoints_path(project, it.id)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        removed.append(it)
+    return removed
+
+
+def retry(project, *, keys: Iterable[str] = (), all_failed: bool = False) -> list[Item]:
+    """Queue failed entries again, at the end of the queue; their logs grow, not reset.
+
+    Raises:
+        NotFound: a key that names nothing. Conflict: a key naming an entry not failed.
+    """
+    targets: list[Item] = []
+    for k in keys:
+        it = find(project, k)
+        if it.state != "failed":
+            raise Conflict(f"{it.name} is {it.state}; only failed entries can be retried")
+        targets.append(it)
+    if all_failed:
+        targets.extend(it for it in items(project, states=("failed",)) if it not in targets)
+    out = []
+    dirs = _dirs(project)
+    with _lock(project):
+        for it in targets:
+            seq = _next_seq(project)
+            dest = dirs["pending"] / _file_name(seq, it.id)
+            outcome = read_outcome(project, it.id)
+            if outcome is not None:
+                # Keep the attempt count; the next attempt's end replaces the rest.
+                write_outcome(project, it.id, {"attempt": outcome.get("attempt", 1), "final": False,
+                                               "previous": outcome.get("reason")})
+            try:
+                os.rename(it.path, dest)
+            except FileNotFoundError:
+                continue
+            out.append(Item(it.id, seq, "pending", it.entry, dest))
+    return out
+
+
+# ---------------------------------------------------------------- gc and fsck roots
+
+def roots(project) -> Iterator[tuple[str, str, bool]]:
+    """What queued, running and failed (retryable) entries need kept: their workspace
+    snapshots, the checkpoints they resume from, and running entries' checkpoints."""
+    from .live import read_checkpoints
+
+    for it in items(project, states=("pending", "running", "failed"), reap_dead=False):
+        if it.error:
+            continue
+        label = f"queue {it.state} {it.name}"
+        yield label, it.entry.workspace, True
+        if it.entry.checkpoint:
+            yield f"{label} (resumed checkpoint)", it.entry.checkpoint, True
+        if it.state == "running":
+            for step, oid in read_checkpoints(checkpoints_path(project, it.id)):
+                yield f"{label} checkpoint {step}", oid, True
+
+
+def _register() -> None:
+    from . import fsck
+    fsck.register_roots(roots)
+
+
+_register()
+
+
+__all__ = ["Entry", "Item", "encode", "decode", "enqueue", "claim", "finish", "reap", "items",
+           "find", "remove", "retry", "request_kill", "request_stop", "live_workers", "roots",
+           "queue_dir", "log_path", "run_dir", "checkpoints_path", "worker_alive"]

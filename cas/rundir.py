@@ -1,0 +1,151 @@
+"""An isolated run directory: a queued experiment's workspace, materialized from the store.
+
+    .tally/tmp/run-<id16>/         the workspace tree of the entry, checked out by link
+      .git                         a file: "gitdir: <abs>/.tally/tmp/run-<id16>.git"
+    .tally/tmp/run-<id16>.git/     a private Git dir: HEAD = the entry's baseline commit
+                                   (detached), commondir = the project's Git dir, and
+                                   an index read from the baseline
+    .tally/tmp/run-<id16>.checkpoints   checkpoints appended by cas.live during the run
+
+Why a private Git dir: the experiment code (cas.experiments.run) reads the baseline
+from `.git` and lists "every file Git would see" with `git ls-files`. Pointing the run
+directory at a Git dir of its own, which shares the project's objects and refs through
+`commondir`, makes both answer for the run directory and the queued baseline, without
+touching the user's index, HEAD or work tree, and with no `git worktree add` (which
+would write into `.git/worktrees/` and check out files we already linked).
+
+The checkout records what it wrote in the shared stat cache, so nothing in the run
+directory is hashed again when the run snapshots its deps and workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat as stat_mod
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import checkout as co
+from . import git, tree
+from .errors import TallyError
+from .project import Project
+
+
+@dataclass
+class RunProject(Project):
+    """A Project whose workspace is a run directory but whose store is the project's.
+
+    `store_dir` is the real `.tally/`, so objects, refs, locks and the stat cache are
+    shared; the `workspace` lock is per run directory, so queued runs go in parallel.
+    """
+
+    real_store_dir: Path | None = None
+    run_id: str = ""
+
+    @property
+    def store_dir(self) -> Path:  # type: ignore[override]
+        assert self.real_store_dir is not None
+        return self.real_store_dir
+
+    def lock(self, name: str, *, shared: bool = False, timeout: float = 0.0, purpose: str = ""):
+        if name == "workspace":
+            name = f"workspace-run-{self.run_id}"
+        return super().lock(name, shared=shared, timeout=timeout, purpose=purpose)
+
+
+def git_common_dir(root: Path) -> Path:
+    """The project's Git common dir (objects and refs), absolute."""
+    out = git._out(Path(root), ["rev-parse", "--path-format=absolute", "--git-common-dir"])
+    return Path(git._line(out))
+
+
+def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
+            common_dir: Path, overlay: str | None = None) -> RunProject:
+    """Materialize tree `workspace` (plus checkpoint tree `overlay`, winning where both
+    have a file) into a fresh run directory and give it a private Git dir.
+
+    Any earlier run directory of the same id (a failed attempt) is removed first.
+    Raises:
+        ObjectMissing / CorruptObject: the snapshot is not (fully) in the store.
+    """
+    d = project.store_dir / "tmp" / f"run-{run_id}"
+    gitdir = d.with_name(d.name + ".git")
+    for p in (d, gitdir):
+        remove_tree(p)
+    d.mkdir(parents=True)
+    target = workspace
+    if overlay is not None:
+        with project.store.writer() as w:
+            target = merge_trees(project.store, workspace, overlay, w)
+    co.checkout(project.store, co.Target(oid=target, is_dir=True), d,
+                links=project.config.link_order, statcache=project.statcache, force=True)
+    gitdir.mkdir()
+    (gitdir / "HEAD").write_text(baseline + "\n")
+    (gitdir / "commondir").write_text(os.fspath(common_dir) + "\n")
+    (d / ".git").write_text(f"gitdir: {gitdir}\n")
+    # The index of the baseline: files Git tracks stay "seen" even where an ignore
+    # rule matches them, as in the user's workspace. Costs one short git process.
+    git._out(d, ["read-tree", baseline])
+    return RunProject(root=d, config=project.config, real_store_dir=project.store_dir,
+                      run_id=run_id)
+
+
+def merge_trees(store, base: str, top: str, writer) -> str:
+    """A tree holding every file of `base` and of `top`, `top` winning on a clash."""
+    load = lambda oid: tree.decode(store.get(oid))  # noqa: E731
+
+    def merge(a: str, b: str) -> tuple[str, int, int]:
+        ta, tb = load(a), load(b)
+        entries = {e.name: e for e in ta.entries}
+        files: dict[str, int] = {}
+        for e in ta.entries:
+            if e.kind == tree.DIR:
+                files[e.name] = load(e.oid).total_files
+        for e in tb.entries:
+            old = entries.get(e.name)
+            if e.kind == tree.DIR and old is not None and old.kind == tree.DIR:
+                oid, size, n = merge(old.oid, e.oid)
+                entries[e.name] = tree.Entry(e.name, tree.DIR, oid, size, 0)
+                files[e.name] = n
+            else:
+                entries[e.name] = e
+                if e.kind == tree.DIR:
+                    files[e.name] = load(e.oid).total_files
+                else:
+                    files.pop(e.name, None)
+        t = tree.make(list(entries.values()), subtree_files=files)
+        return writer.put_bytes(tree.encode(t), compress=True), t.total_bytes, t.total_files
+
+    return merge(base, top)[0]
+
+
+def cleanup(project: Project, run_id: str) -> None:
+    """Remove a run directory and its private Git dir (outputs are in the store)."""
+    d = project.store_dir / "tmp" / f"run-{run_id}"
+    for p in (d, d.with_name(d.name + ".git")):
+        remove_tree(p)
+
+
+def remove_tree(p: Path) -> None:
+    """rm -rf that also removes read-only (hardlinked, protected) files and dirs."""
+    def writable(func, path, exc_info):
+        # Unlinking needs a writable parent, never a writable file: a hardlinked file
+        # *is* a store object, whose mode must stay 0444.
+        try:
+            os.chmod(os.path.dirname(path), 0o755)
+            if stat_mod.S_ISDIR(os.lstat(path).st_mode):
+                os.chmod(path, 0o755)
+            func(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise TallyError(f"cannot remove {path}: {exc.strerror}", path=path) from None
+
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+    elif p.exists():
+        shutil.rmtree(p, onerror=writable)
+
+
+__all__ = ["RunProject", "prepare", "merge_trees", "cleanup", "remove_tree", "git_common_dir"]

@@ -1,0 +1,472 @@
+"""Queue workers: claim entries, run each in an isolated directory, always keep the logs.
+
+A worker is one supervisor process with `slots` runs at a time. For each claimed
+entry it forks an executor (a copy of itself with every module already imported, so
+a run starts in about a millisecond instead of a fresh interpreter's ~150 ms):
+
+    supervisor (worker file, heartbeat, claims, kill/stop requests, never runs a stage)
+      └─ executor, own process group, stdout+stderr -> .tally/queue/logs/<id>.log
+           materializes .tally/tmp/run-<id16>/ (cas/rundir.py), runs the experiment
+           there (cas.experiments.run), writes the outcome, exits
+             └─ stage commands (their own process groups, run by cas.runner)
+
+The supervisor is single-threaded (fork with threads is unsafe) and polls every POLL
+seconds. It is the only writer of its worker file; the executor is the only writer
+of its entry's outcome, written before the supervisor moves the entry to done/ or
+failed/. An executor that dies without an outcome gets one from the supervisor
+("killed by signal 9", "exited with code 1"). A supervisor that dies is noticed by
+anyone listing the queue (cas/queue.py, reap); its executors get SIGTERM from the
+kernel (PR_SET_PDEATHSIG), which the runner forwards to the stage, so no orphaned
+stage keeps running.
+
+`spawn` starts detached workers (`tally queue start -j N`): new sessions, stdio to
+`.tally/queue/workers/*.log`, so they outlive the terminal. A worker stops when the
+queue is empty (unless keep_alive), or when a stop request newer than its own start
+appears (`tally queue stop`; workers started later ignore it, so a stale request can
+never stop them: DVC's stale-shutdown-message bug).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import queue
+from .fsops import atomic_write
+
+POLL = 0.01  # seconds between supervisor checks while runs are going
+IDLE_POLL = 0.5  # seconds between looks at an empty queue (keep_alive)
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a killed run
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+EXIT_EXECUTOR_ERROR = 70  # an executor that crashed before writing an outcome
+
+Notify = Callable[[str], None]
+
+
+@dataclass
+class _Run:
+    item: queue.Item
+    pid: int  # the executor; also its process group id
+    started: float
+    kill_at: float | None = None  # when SIGKILL follows the SIGTERM already sent
+    reason: str | None = None  # why it was killed, when it was
+
+
+@dataclass
+class Stats:
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class Worker:
+    """One supervisor; see the module docstring. Use run() once."""
+
+    def __init__(self, project, *, slots: int = 1, keep_alive: bool = False,
+                 notify: Notify | None = None) -> None:
+        if slots < 1:
+            raise ValueError("a worker needs at least one slot")
+        self.project = project
+        self.slots = slots
+        self.keep_alive = keep_alive
+        self.notify = notify or (lambda msg: None)
+        self.wid = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self.started_ns = time.time_ns()
+        self.runs: dict[int, _Run] = {}
+        self.stats = Stats()
+        self._stopping = False
+        self._kill_reason: str | None = None
+        self._last_beat = 0.0
+        self._info_path = queue.queue_dir(project) / "workers" / f"{self.wid}.json"
+        self._common_dir: Path | None = None
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> Stats:
+        """Run until the queue is empty (or stopped); returns what finished."""
+        from . import rundir
+
+        queue.ensure_dirs(self.project)
+        self._common_dir = rundir.git_common_dir(self.project.root)
+        _preload()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._beat(force=True)  # the worker file exists before the first claim
+        try:
+            queue.reap(self.project)
+            while True:
+                self._check_stop()
+                self._reap_children()
+                self._handle_kills()
+                claimed = False
+                while not self._stopping and len(self.runs) < self.slots:
+                    item = queue.claim(self.project, self.wid)
+                    if item is None:
+                        break
+                    self._start(item)
+                    claimed = True
+                self._beat()
+                if not self.runs and not claimed:
+                    if self._stopping or not self.keep_alive:
+                        break
+                    time.sleep(IDLE_POLL)
+                elif not claimed:
+                    time.sleep(POLL)
+        finally:
+            self._shutdown()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.stats
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+        self._kill_all(f"worker interrupted by signal {signum}")
+
+    def _check_stop(self) -> None:
+        req = queue.stop_request(self.project)
+        if req and isinstance(req.get("time"), int) and req["time"] > self.started_ns:
+            if not self._stopping:
+                self.notify("stop requested: finishing what runs, claiming nothing new")
+            self._stopping = True
+            if req.get("kill"):
+                self._kill_all("killed by `tally queue stop --kill`")
+
+    def _start(self, item: queue.Item) -> None:
+        log = queue.log_path(self.project, item.id)
+        header = (f"=== {item.name} ({item.id[:12]}) started {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                  f"by worker pid {os.getpid()} on {socket.gethostname()} ===\n")
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, header.encode())
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()  # or the child would print our buffered text a second time
+            except (OSError, ValueError):
+                pass
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # executor
+            try:
+                os.setpgid(0, 0)
+                _child_setup(parent, fd)
+                code = _execute(self.project, item, self.wid, self._common_dir)
+            except BaseException:  # noqa: BLE001 - the child must never return into the loop
+                try:
+                    traceback.print_exc()
+                    sys.stderr.flush()
+                except BaseException:  # noqa: BLE001
+                    pass
+                code = EXIT_EXECUTOR_ERROR
+            os._exit(code)
+        os.close(fd)
+        try:
+            os.setpgid(pid, pid)  # also from here: no window where a kill misses the group
+        except (ProcessLookupError, PermissionError):
+            pass  # already exec'd setpgid itself, or already gone
+        now = time.time()
+        self.runs[pid] = _Run(item, pid, now)
+        self.notify(f"started {item.name} (pid {pid})")
+        self._beat(force=True)
+
+    def _reap_children(self) -> None:
+        for pid in list(self.runs):
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                got, status = pid, 0
+            if got == 0:
+                run = self.runs[pid]
+                if run.kill_at is not None and time.time() >= run.kill_at:
+                    _killpg(pid, signal.SIGKILL)
+                    run.kill_at = None
+                continue
+            run = self.runs.pop(pid)
+            self._complete(run, status)
+        if not self.runs:
+            return
+
+    def _complete(self, run: _Run, status: int) -> None:
+        item = run.item
+        queue.clear_kill(self.project, item.id)
+        outcome = queue.read_outcome(self.project, item.id)
+        if not (outcome and outcome.get("final")):
+            if os.WIFSIGNALED(status):
+                why = f"killed by signal {os.WTERMSIG(status)}"
+            else:
+                why = f"executor exited with code {os.waitstatus_to_exitcode(status)} (see the log)"
+            outcome = self._outcome(run, {"status": "failed", "reason": run.reason or why,
+                                          "exit_code": None})
+            moved = queue.finish(self.project, item, outcome)
+        else:
+            if run.reason and outcome.get("status") != "success":
+                outcome["reason"] = run.reason
+                queue.write_outcome(self.project, item.id, outcome)
+            moved = queue.move_by_outcome(self.project, item, outcome)
+        ok = outcome.get("status") == "success"
+        (self.stats.done if ok else self.stats.failed).append(item.name)
+        if moved is None:
+            self.notify(f"{item.name}: already moved by another process")
+        elif ok:
+            self.notify(f"done {item.name}")
+        else:
+            self.notify(f"failed {item.name}: {outcome.get('reason') or 'see the log'}")
+        self._beat(force=True)
+
+    def _outcome(self, run: _Run, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "wid": self.wid,
+                "started": run.started, "finished": time.time(), "record": None, **fields}
+
+    def _handle_kills(self) -> None:
+        for run in self.runs.values():
+            if run.reason is None and queue.kill_requested(self.project, run.item.id):
+                self._kill(run, "killed by `tally queue kill`")
+
+    def _kill_all(self, reason: str) -> None:
+        for run in self.runs.values():
+            if run.reason is None:
+                self._kill(run, reason)
+
+    def _kill(self, run: _Run, reason: str) -> None:
+        run.reason = reason
+        run.kill_at = time.time() + KILL_GRACE
+        # SIGTERM first: the runner forwards it to the stage and still records the run
+        # as interrupted; SIGKILL follows after KILL_GRACE if it has not exited.
+        _killpg(run.pid, signal.SIGTERM)
+        self.notify(f"killing {run.item.name}: {reason}")
+
+    def _beat(self, *, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_beat < queue.HEARTBEAT:
+            return
+        self._last_beat = now
+        info = {"wid": self.wid, "pid": os.getpid(), "host": socket.gethostname(),
+                "boot_id": queue.boot_id(), "pstart": queue.process_start(os.getpid()),
+                "started": self.started_ns / 1e9, "started_ns": self.started_ns,
+                "heartbeat": now, "slots": self.slots, "keep_alive": self.keep_alive,
+                "stopping": self._stopping,
+                "current": {r.item.id: {"name": r.item.name, "pgid": r.pid, "started": r.started}
+                            for r in self.runs.values()}}
+        atomic_write(self._info_path, json.dumps(info, sort_keys=True).encode(), durable=False)
+
+    def _shutdown(self) -> None:
+        """Stop what still runs (an exception or signal got us here), then unregister."""
+        if self.runs:
+            self._kill_all(self._kill_reason or "worker stopped")
+            deadline = time.time() + KILL_GRACE + 1
+            while self.runs and time.time() < deadline:
+                self._reap_children()
+                time.sleep(POLL)
+            for pid in list(self.runs):
+                _killpg(pid, signal.SIGKILL)
+                try:
+                    _, status = os.waitpid(pid, 0)
+                except ChildProcessError:
+                    status = 0
+                self._complete(self.runs.pop(pid), status)
+        # Last: no running entry names this worker any more, so nothing is orphaned.
+        try:
+            os.unlink(self._info_path)
+        except FileNotFoundError:
+            pass
+
+
+# ---------------------------------------------------------------- the executor
+
+def _preload() -> None:
+    """Import what a run needs once, in the supervisor, so every fork has it."""
+    from . import checkout, experiments, lockfile, params, pipeline, record, refs, runcache  # noqa: F401
+    from . import rundir, runner, statcache, worktree  # noqa: F401
+    try:
+        params._yaml_rt()  # ruamel's import and setup: ~40 ms saved per run
+        import ruamel.yaml  # noqa: F401
+    except Exception:  # noqa: BLE001 - only a warm-up
+        pass
+
+
+def _child_setup(parent: int, log_fd: int) -> None:
+    _set_pdeathsig(signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the prctl took effect
+        os._exit(EXIT_EXECUTOR_ERROR)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
+
+def _set_pdeathsig(sig: int) -> None:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the reaper's process-group kill is the fallback
+
+
+def _execute(project, item: queue.Item, wid: str, common_dir: Path) -> int:
+    """Run one entry (in the executor process); write its outcome; return an exit code."""
+    parent = os.getppid()
+    started = time.time()
+    base = {"pid": os.getpid(), "host": socket.gethostname(), "wid": wid, "started": started,
+            "record": None, "exit_code": None}
+    try:
+        result = run_entry(project, item, common_dir=common_dir)
+        outcome = {**base, **result}
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
+        from .errors import TallyError
+        if isinstance(exc, TallyError):
+            print(f"tally: error: {exc.message}", file=sys.stderr)
+            if exc.hint:
+                print(f"  hint: {exc.hint}", file=sys.stderr)
+            reason = exc.message
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted"
+        else:
+            traceback.print_exc()
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        outcome = {**base, "status": "failed", "reason": reason}
+    if os.getppid() != parent and outcome.get("status") != "success":
+        outcome["reason"] = "worker died"
+    outcome["finished"] = time.time()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Only while the entry is still ours: a reaper may have failed it meanwhile, and
+    # a retry may already have queued it again.
+    if item.path.exists():
+        queue.complete_outcome(project, item.id, outcome)
+    return 0 if outcome.get("status") == "success" else 8
+
+
+def run_entry(project, item: queue.Item, *, common_dir: Path) -> dict[str, Any]:
+    """Materialize, run and record one queued experiment; return its outcome fields.
+
+    Raises whatever the run raises before a record exists (bad pipeline, bad
+    override, missing object); a run that fails *after* starting returns an outcome
+    with status "failed" and the record id, as the runner records failed runs too.
+    """
+    from dataclasses import replace
+
+    from . import experiments, live, record, refs, rundir
+
+    e = item.entry
+    rid = item.id[:16]
+    t0 = time.monotonic()
+    rp = rundir.prepare(project, run_id=rid, workspace=e.workspace, baseline=e.baseline,
+                        common_dir=common_dir, overlay=e.checkpoint)
+    print(f"materialized {e.workspace[:12]} into {rp.root} in {time.monotonic() - t0:.3f} s")
+    ckpt = queue.checkpoints_path(project, item.id)
+    ckpt.write_bytes(b"")
+    os.environ.update({live.ENV_STORE: os.fspath(project.store_dir),
+                       live.ENV_CHECKPOINTS: os.fspath(ckpt), "TALLY_EXP_NAME": e.name,
+                       "TALLY_QUEUE_ID": item.id})
+    if e.checkpoint is not None:
+        os.environ[live.ENV_RESUME_STEP] = str(e.options.get("resume_step", ""))
+    _drop_failed_ref(project, e)
+    exp = experiments.run(rp, stages=e.targets, set_params=e.override_specs(), name=e.name,
+                          message=e.message, force=bool(e.options.get("force")),
+                          no_run_cache=bool(e.options.get("no_run_cache")), echo=True,
+                          notify=lambda m: print(m, flush=True))
+    oid, rec = exp.oid, exp.record
+    ckpts = tuple(live.read_checkpoints(ckpt))
+    if (ckpts and not rec.checkpoints) or (e.parent and rec.parent is None):
+        # Fold the run's checkpoints and the resumed parent into its record: objects,
+        # then the new record, then the ref moved from the old record (CAS).
+        amended = replace(rec, checkpoints=rec.checkpoints or ckpts, parent=rec.parent or e.parent)
+        with project.store.writer() as w:
+            new = record.put(w, amended)
+        refs.update(project, rec.baseline, exp.name, new, oid)
+        oid, rec = new, amended
+    status = "success" if rec.status == "success" else "failed"
+    if status == "success":
+        rundir.cleanup(project, rid)
+        try:
+            ckpt.unlink()
+        except FileNotFoundError:
+            pass
+    reason = exp.reason or ("" if status == "success" else f"run {rec.status}")
+    print(f"{'recorded' if status == 'success' else 'failed'} {exp.name} as {oid[:12]}"
+          f" in {time.monotonic() - t0:.3f} s{': ' + reason if reason else ''}")
+    return {"status": status, "reason": reason, "exit_code": rec.exit_code, "record": oid,
+            "name": exp.name}
+
+
+def _drop_failed_ref(project, e: queue.Entry) -> None:
+    """A retry reuses its name: drop the ref an earlier failed attempt of it left."""
+    from . import record, refs
+
+    oid = refs.read(project, e.baseline, e.name)
+    if oid is None:
+        return
+    try:
+        rec = record.load(project.store, oid)
+    except Exception:  # noqa: BLE001 - unreadable: leave it, the run reports the conflict
+        return
+    if rec.status != "success" and rec.workspace is not None:
+        refs.delete(project, e.baseline, e.name, oid)
+
+
+# ---------------------------------------------------------------- detached workers
+
+def spawn(project, *, count: int, keep_alive: bool = False) -> list[int]:
+    """Start `count` detached workers (new sessions, stdio to log files); their pids.
+
+    They outlive the calling terminal; each exits when the queue is empty (or, with
+    keep_alive, when `tally queue stop` asks).
+    """
+    queue.ensure_dirs(project)
+    wdir = queue.queue_dir(project) / "workers"
+    pids = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(count):
+        log = wdir / f"worker-{stamp}-{os.getpid()}-{i}.log"
+        args = [sys.executable, "-m", "cas.worker", "--root", os.fspath(project.root)]
+        if keep_alive:
+            args.append("--keep-alive")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(args, cwd=project.root, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    close_fds=True)
+        pids.append(proc.pid)
+    return pids
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cas.worker --root ROOT [--keep-alive] [-j SLOTS]`: one worker."""
+    import argparse
+
+    from .project import open_project
+
+    ap = argparse.ArgumentParser(prog="cas.worker")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--keep-alive", action="store_true")
+    ap.add_argument("-j", "--slots", type=int, default=1)
+    args = ap.parse_args(argv)
+    project = open_project(Path(args.root))
+
+    def say(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {msg}", flush=True)
+
+    w = Worker(project, slots=args.slots, keep_alive=args.keep_alive, notify=say)
+    say(f"worker {w.wid} started")
+    stats = w.run()
+    say(f"worker {w.wid} exiting: {len(stats.done)} done, {len(stats.failed)} failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
