@@ -78,12 +78,15 @@ def check_name(name: str) -> None:
           f"name {name!r} contains '/' or NUL")
 
 
-def make(entries: list[Entry], *, subtree_files: dict[str, int]) -> Tree:
+def make(entries: list[Entry], *, subtree_files: dict[str, int],
+         names_checked: bool = False) -> Tree:
     """Make a canonical Tree from entries in any order.
 
     Args:
         entries: this directory's entries.
         subtree_files: for each directory entry's name, its subtree's total_files.
+        names_checked: the caller already validated every name (a directory listing
+            cannot hold duplicates or "/"), so skip the per-name checks.
     Raises:
         FormatError: a bad or duplicate name.
     """
@@ -92,9 +95,10 @@ def make(entries: list[Entry], *, subtree_files: dict[str, int]) -> Tree:
     total_files = 0
     prev = None
     for e in ordered:
-        check_name(e.name)
-        check(e.name != prev, "tree", f"duplicate name {e.name!r}")
-        prev = e.name
+        if not names_checked:
+            check_name(e.name)
+            check(e.name != prev, "tree", f"duplicate name {e.name!r}")
+            prev = e.name
         if e.kind == FILE:
             total_bytes += e.size
             total_files += 1
@@ -106,14 +110,20 @@ def make(entries: list[Entry], *, subtree_files: dict[str, int]) -> Tree:
 
 def encode(tree: Tree) -> bytes:
     """The canonical bytes of `tree` (its id is the BLAKE3 of these bytes)."""
-    rows = []
-    for e in tree.entries:
-        try:
-            name = e.name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise FormatError(f"file name {e.name!r} is not valid UTF-8") from None
-        rows.append([name.decode("utf-8"), e.kind, bytes.fromhex(e.oid), e.size, e.mode])
-    return envelope.encode(envelope.KIND_TREE, VERSION, [tree.total_bytes, tree.total_files, rows])
+    rows = [[e.name, e.kind, bytes.fromhex(e.oid), e.size, e.mode] for e in tree.entries]
+    try:
+        return envelope.encode(envelope.KIND_TREE, VERSION, [tree.total_bytes, tree.total_files, rows])
+    except UnicodeEncodeError:  # msgpack encodes str as UTF-8; lone surrogates cannot be
+        bad = next(e.name for e in tree.entries if not _utf8_ok(e.name))
+        raise FormatError(f"file name {bad!r} is not valid UTF-8") from None
+
+
+def _utf8_ok(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def decode(data: bytes) -> Tree:

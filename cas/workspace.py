@@ -103,7 +103,7 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
             oid, nbytes, nfiles = built.pop(f"{dpath}/{name}")
             entries.append(tree.Entry(name, tree.DIR, oid, nbytes, 0))
             sub_files[name] = nfiles
-        t = tree.make(entries, subtree_files=sub_files)
+        t = tree.make(entries, subtree_files=sub_files, names_checked=True)
         data = tree.encode(t)
         oid = writer.put_bytes(data, compress=True) if writer else hashing.hash_bytes(data)
         if trees is not None:
