@@ -315,8 +315,8 @@ def _execute(project, item: queue.Item, wid: str, common_dir: Path) -> int:
     """Run one entry (in the executor process); write its outcome; return an exit code."""
     parent = os.getppid()
     started = time.time()
-    base = {"pid": os.getpid(), "host": socket.gethostname(), "wid": wid, "started": started,
-            "record": None, "exit_code": None}
+    base = {"pid": parent, "executor_pid": os.getpid(), "host": socket.gethostname(), "wid": wid,
+            "started": started, "record": None, "exit_code": None}
     try:
         result = run_entry(project, item, common_dir=common_dir)
         outcome = {**base, **result}
@@ -436,6 +436,32 @@ def spawn(project, *, count: int, keep_alive: bool = False) -> list[int]:
                                     close_fds=True)
         pids.append(proc.pid)
     return pids
+
+
+def start(project, *, jobs: int, keep_alive: bool = False) -> dict[str, Any]:
+    """`tally queue start -j N`: make sure N workers run (never fewer than already do).
+
+    Dead workers' entries are reaped first. Returns {"started": [pids], "running":
+    [pids of workers already alive], "pending": entries waiting}.
+    """
+    if jobs < 1:
+        from .errors import UsageError
+        raise UsageError("-j must be at least 1")
+    queue.reap(project)
+    queue.prune_worker_files(project)
+    alive = [w.get("pid") for w in queue.live_workers(project) if not w.get("stopping")]
+    pending = len(queue.items(project, states=("pending",), reap_dead=False))
+    want = max(0, jobs - len(alive))
+    if not keep_alive:
+        want = min(want, pending)  # a worker with nothing to claim would exit at once
+    pids = spawn(project, count=want, keep_alive=keep_alive) if want else []
+    return {"started": pids, "running": alive, "pending": pending}
+
+
+def run_all(project, *, jobs: int = 1, notify: Notify | None = None) -> Stats:
+    """`tally run --run-all -j N`: run the queue in this process until it is empty."""
+    queue.reap(project)
+    return Worker(project, slots=jobs, notify=notify).run()
 
 
 def _killpg(pgid: int, sig: int) -> None:
