@@ -641,8 +641,12 @@ class Writer:
         try:
             if not reflink(src, tmp):
                 return None
-            # The clone is an independent snapshot: hashing it hashes exactly what we publish.
-            oid = hashing.hash_file(tmp, size=st.st_size)
+            # Hash the source, not the clone: a clone is a new inode whose pages are not
+            # in the page cache, so hashing it re-reads everything from disk (measured:
+            # 3.5 s vs 0.2 s for 450 MB). The clone was taken after `st` and the source
+            # is unchanged after hashing, so clone content == hashed content.
+            oid = hashing.hash_file(src, size=st.st_size)
+            _check_unchanged(src, st)
             os.chmod(tmp, OBJECT_MODE)
             if self.opts.fsync == "each":
                 _fsync_path(tmp)
@@ -661,11 +665,7 @@ class Writer:
             # its tree mode with them): an executable is copied in instead.
             return None
         oid = hashing.hash_file(src, size=st.st_size)
-        after = os.stat(src)
-        if (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
-                (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            raise StoreError("file changed while it was being stored", path=src,
-                             hint="stop whatever is writing it and run the command again")
+        _check_unchanged(src, st)
         if self._exists(oid):
             return oid
         tmp = self.store.tmp_path()
@@ -678,6 +678,15 @@ class Writer:
         os.chmod(tmp, OBJECT_MODE)  # the workspace file is now protected too
         self._stage(oid, tmp, False)
         return oid
+
+
+def _check_unchanged(src: str, st: os.stat_result) -> None:
+    """Raise unless `src` still has the identity and timestamps it had in `st`."""
+    after = os.stat(src)
+    if (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
+            (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        raise StoreError("file changed while it was being stored", path=src,
+                         hint="stop whatever is writing it and run the command again")
 
 
 def _decompress(oid: str, payload: bytes, *, max_size: int | None,
