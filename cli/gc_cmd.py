@@ -1,0 +1,163 @@
+"""`tally gc`: delete what no root needs; plan, confirm, report."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from .main import app
+from .output import emit_json, err, human_bytes, out, table
+
+GC_EXIT_CODES = """\
+Exit codes: 0 done (also: nothing to delete, or declined at the prompt);
+1 unexpected failure; 2 bad usage: a bad --grace or policy option, or not a terminal
+and no --yes (cron jobs must say --yes); 5 refused: a root names a missing or
+undecodable object, so reachability cannot be proven and nothing was deleted (see
+`tally fsck`, or --force); 6 store unusable; 7 the store stayed busy (writers hold
+its lock) for longer than --wait; 130 interrupted."""
+
+
+@app.command(epilog=GC_EXIT_CODES)
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Plan only: report what would go."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (required when stdin is not a terminal)."),
+    grace: Optional[str] = typer.Option(None, "--grace", metavar="DURATION",
+                                        help="Keep unreferenced objects younger than this "
+                                             "(default: config gc.grace, 24h). 0 is allowed."),
+    all_branches: bool = typer.Option(False, "--all-branches", "-a",
+                                      help="Keep what every local branch's pointers and tally.lock name."),
+    all_tags: bool = typer.Option(False, "--all-tags", "-T", help="Keep what every tag names."),
+    all_commits: bool = typer.Option(False, "--all-commits", "-A",
+                                     help="Keep what every commit of Git history names."),
+    drop_run_cache: bool = typer.Option(False, "--drop-run-cache",
+                                        help="Remove the run-cache too (stages will run again)."),
+    keep_best: Optional[int] = typer.Option(None, "--keep-best", metavar="N",
+                                            help="Retention: keep the N best experiments by --sort-by."),
+    sort_by: Optional[str] = typer.Option(None, "--sort-by", metavar="KEY:max|min",
+                                          help="Metric for --keep-best, with its direction: acc:max, loss:min."),
+    keep_last: Optional[int] = typer.Option(None, "--keep-last", metavar="N",
+                                            help="Retention: keep the N most recent experiments."),
+    drop_failed: Optional[bool] = typer.Option(None, "--drop-failed/--keep-failed",
+                                               help="Retention: drop failed and interrupted experiments."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="DURATION",
+                                             help="Retention: drop experiments older than this (e.g. 30d)."),
+    no_retention: bool = typer.Option(False, "--no-retention",
+                                      help="Ignore the gc.* retention settings of the store config."),
+    force: bool = typer.Option(False, "--force",
+                               help="Sweep even when a root names a missing or corrupt object."),
+    wait: float = typer.Option(60.0, "--wait", metavar="SECONDS",
+                               help="How long to wait for writers holding the store lock."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List every object deleted."),
+) -> None:
+    """Delete objects that no root needs and that are older than the grace period.
+
+    Roots: the workspace's pointers and tally.lock, every experiment ref, queued and
+    running experiments, the run-cache (unless --drop-run-cache), and with -a/-T/-A
+    the pointers and tally.lock files of Git history. Experiments a retention policy
+    drops stop being roots, except promoted ones (named from Git), queued and running
+    ones. Promoted experiments are never dropped.
+
+    Without --yes, asks before deleting when stdin is a terminal, and refuses (exit 2)
+    when it is not. --dry-run and --json say exactly which objects and how many bytes
+    go, and which roots keep what.
+    """
+    from dataclasses import replace
+
+    from cas.duration import parse_duration
+    from cas.errors import UsageError
+    from cas.gc import GcRefused
+    from cas.gc import gc as run_gc
+    from cas.project import open_project
+    from cas.retention import Policy
+
+    interactive = sys.stdin.isatty()
+    if not dry_run and not yes and not interactive:
+        raise UsageError("gc deletes data and stdin is not a terminal, so it cannot ask",
+                         hint="pass --yes to run unattended (e.g. from cron), or --dry-run to see the plan")
+    project = open_project()
+    grace_s = parse_duration(grace) if grace is not None else None
+    policy = Policy() if no_retention else Policy.from_config(project.config)
+    overrides = {k: v for k, v in (("keep_best", keep_best), ("sort_by", sort_by),
+                                   ("keep_last", keep_last), ("drop_failed", drop_failed),
+                                   ("older_than", older_than)) if v is not None}
+    policy = replace(policy, **overrides)
+
+    def confirm(plan) -> bool:
+        if not plan.deleted and not plan.dropped and not plan.temp_files and not drop_run_cache:
+            return True
+        _render(plan, verbose=False, stream=err, planned=True)
+        sys.stderr.write(f"Delete {len(plan.deleted)} object(s), {human_bytes(plan.deleted_bytes)}"
+                         + (f", and drop {len(plan.dropped)} experiment(s)" if plan.dropped else "")
+                         + "? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        return answer in ("y", "yes")
+
+    try:
+        report = run_gc(project, grace_s=grace_s, dry_run=dry_run, all_branches=all_branches,
+                        all_tags=all_tags, all_commits=all_commits, drop_run_cache=drop_run_cache,
+                        policy=policy, force=force, lock_wait=wait,
+                        confirm=None if (yes or dry_run) else confirm)
+    except GcRefused as exc:
+        if json_out:
+            emit_json(exc.report.to_json())
+        for p in exc.report.problems:
+            err(f"{p.kind}: {p.where}: {p.detail}")
+        raise
+    if json_out:
+        emit_json(report.to_json())
+        return
+    if report.cancelled:
+        err("cancelled; nothing was deleted")
+        return
+    _render(report, verbose=verbose, stream=out)
+
+
+def _render(report, *, verbose: bool, stream, planned: bool = False) -> None:
+    """The human report: what goes, what stays and why."""
+    planned = planned or report.dry_run
+    verb = "Would delete" if planned else "Deleted"
+    by_kind: dict[str, int] = {}
+    for d in report.deleted:
+        by_kind[d.kind] = by_kind.get(d.kind, 0) + 1
+    kinds = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(by_kind.items()))
+    stream(f"{verb} {len(report.deleted)} object(s), {human_bytes(report.deleted_bytes)}"
+           + (f" ({kinds})" if kinds else ""))
+    linked = report.deleted_bytes - report.freed_bytes
+    if linked:
+        stream(f"  {human_bytes(linked)} of it stays on disk: workspace files hardlink those objects")
+    if verbose:
+        for d in report.deleted:
+            stream(f"  {d.oid}  {d.kind:<6}  {d.bytes}")
+    stream(f"Kept {report.kept_objects} object(s), {human_bytes(report.kept_bytes)}; "
+           f"scope: {', '.join(report.scope) or 'workspace'}")
+    if report.roots:
+        rows = [[r.kind, str(r.roots), str(r.objects), human_bytes(r.bytes),
+                 str(r.exclusive_objects), human_bytes(r.exclusive_bytes)] for r in report.roots]
+        for line in table(["kept by", "roots", "objects", "bytes", "only by it", "only bytes"],
+                          rows).splitlines():
+            stream("  " + line)
+    if report.young_objects:
+        stream(f"Unreferenced but younger than the grace period ({_dur(report.grace_s)}): "
+               f"{report.young_objects} object(s), {human_bytes(report.young_bytes)} kept")
+    for d in report.dropped:
+        stream(f"{'Would drop' if planned else 'Dropped'} experiment {d.exp.label}: {d.reason}")
+    if report.run_cache_dropped:
+        stream(f"Dropped {report.run_cache_dropped} run-cache entr{'y' if report.run_cache_dropped == 1 else 'ies'}")
+    if report.temp_files:
+        stream(f"{'Would remove' if planned else 'Removed'} {len(report.temp_files)} stale temp "
+               f"file(s), {human_bytes(report.temp_bytes)}")
+    for p in report.problems:
+        stream(f"problem (forced past): {p.kind}: {p.where}: {p.detail}")
+    for n in report.notes:
+        err(f"note: {n}")
+
+
+def _dur(seconds: float) -> str:
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n and seconds % n == 0:
+            return f"{int(seconds // n)}{unit}"
+    return f"{seconds:g}s"
