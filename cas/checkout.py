@@ -31,13 +31,16 @@ from typing import Callable
 
 import zstandard
 
-from . import hashing, tree
+from . import envelope, hashing, tree
 from .errors import CorruptObject, UsageError, WouldOverwrite, from_os_error
 from .fsops import copy_file, reflink
 from .statcache import StatCache
 from .store import FileStore
 
 TMP_PREFIX = ".tally-tmp-"
+# The process umask, read once (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 Progress = Callable[[int, int], None]
 
@@ -71,16 +74,27 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         ObjectMissing / CorruptObject: the store lacks or has damaged content; nothing
             is written for a file whose object is damaged.
     """
-    load = load_tree or (lambda oid: tree.decode(store.get(oid)))
+    load = load_tree or (lambda oid: tree.decode(store.get(oid, max_size=envelope.MAX_STRUCT_SIZE)))
     desired: dict[str, tree.Entry] = {}
+    dirs: set[str] = set()  # every directory of the tree, empty ones included
     if target.is_dir:
-        for rel, e in tree.walk(target.oid, load):
-            _check_rel(rel)
-            desired[rel] = e
+        for rel, t_oid in tree.walk_trees(target.oid, load):
+            if rel:
+                _check_rel(rel)
+            dirs.add(rel)
+            for e in load(t_oid).entries:
+                if e.kind != tree.DIR:
+                    desired[f"{rel}/{e.name}" if rel else e.name] = e
+        # Symlink targets are judged before anything is written, so a hostile tree is
+        # refused whole instead of half-materialized.
+        for rel, e in desired.items():
+            if e.kind == tree.SYMLINK:
+                _link_target(store, e, rel)
     else:
         desired[""] = tree.Entry(dest.name, tree.FILE, target.oid, 0, target.mode)
 
-    current = _scan(dest, target.is_dir)
+    seen_dirs: set[str] = set()
+    current = _scan(dest, target.is_dir, seen_dirs)
     report = Report()
     todo: list[tuple[str, tree.Entry]] = []
     risky: list[tuple[str, os.stat_result, str]] = []  # (rel, stat, abs) to classify
@@ -90,7 +104,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             todo.append((rel, e))
             continue
         abs_p = _join(dest, rel)
-        if _same(st, e, abs_p, statcache):
+        if _same(st, e, abs_p, statcache, store, links):
             report.unchanged += 1
         else:
             todo.append((rel, e))
@@ -115,7 +129,10 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         report.deleted.append(rel)
     if target.is_dir:
         dest.mkdir(parents=True, exist_ok=True)
-        _prune_empty_dirs(dest, {os.path.dirname(r) for r in desired})
+        _prune_empty_dirs(dest, seen_dirs, dirs)
+        for d in sorted(dirs):
+            if d:
+                os.makedirs(_join(dest, d), exist_ok=True)
 
     replace = {rel for rel, _, _ in risky}
     writer = _Materializer(store, links)
@@ -167,7 +184,7 @@ def _check_rel(rel: str) -> None:
         raise UsageError(f"refusing unsafe path {rel!r} from a stored tree")
 
 
-def _scan(dest: Path, is_dir: bool) -> dict[str, os.stat_result]:
+def _scan(dest: Path, is_dir: bool, seen_dirs: set[str]) -> dict[str, os.stat_result]:
     """Current files (and symlinks) at dest, keyed like `desired`."""
     try:
         st = os.lstat(dest)
@@ -190,6 +207,7 @@ def _scan(dest: Path, is_dir: bool) -> dict[str, os.stat_result]:
                 rel = ent.name if not rel_dir else f"{rel_dir}/{ent.name}"
                 if ent.is_dir(follow_symlinks=False):
                     stack.append(rel)
+                    seen_dirs.add(rel)
                 else:
                     out[rel] = ent.stat(follow_symlinks=False)
     return out
@@ -209,12 +227,21 @@ def _current_oid(st: os.stat_result, path: str, statcache: StatCache) -> str | N
     return oid
 
 
-def _same(st: os.stat_result, e: tree.Entry, path: str, statcache: StatCache) -> bool:
-    want_link = e.kind == tree.SYMLINK
-    if stat_mod.S_ISLNK(st.st_mode) != want_link:
+def _same(st: os.stat_result, e: tree.Entry, path: str, statcache: StatCache,
+          store: FileStore, links: tuple[str, ...]) -> bool:
+    """Is what stands at `path` already exactly `e`, materialized the preferred way?"""
+    if stat_mod.S_ISLNK(st.st_mode):
+        if e.kind == tree.FILE:
+            # symlink link mode: a link to the object itself is that file.
+            return links[:1] == ("symlink",) and os.readlink(path) == \
+                os.path.abspath(store.raw_path(e.oid))
+        return e.kind == tree.SYMLINK and _current_oid(st, path, statcache) == e.oid
+    if e.kind != tree.FILE or (e.size and st.st_size != e.size):
         return False
-    if not want_link and st.st_size != e.size and e.size:
-        return False
+    if bool(st.st_mode & 0o111) != (e.mode == 0o755):
+        return False  # right bytes, wrong executable bit: rewrite (recoverable)
+    if links[:1] == ("symlink",) and e.mode != 0o755:
+        return False  # a regular file where the configured mode wants a link
     return _current_oid(st, path, statcache) == e.oid
 
 
@@ -236,16 +263,13 @@ def _remove(path: str) -> None:
         pass
 
 
-def _prune_empty_dirs(dest: Path, keep: set[str]) -> None:
-    for dirpath, dirnames, filenames in os.walk(dest, topdown=False):
-        rel = os.path.relpath(dirpath, dest)
-        rel = "" if rel == "." else rel
-        if rel and not dirnames and not filenames and rel not in keep \
-                and not any(k.startswith(rel + "/") for k in keep):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
+def _prune_empty_dirs(dest: Path, seen: set[str], keep: set[str]) -> None:
+    """Remove directories seen in the workspace but not in the tree, once empty."""
+    for rel in sorted(seen - keep, key=lambda r: r.count("/"), reverse=True):
+        try:
+            os.rmdir(_join(dest, rel))
+        except OSError:
+            pass  # not empty: it holds something the user kept (force was needed)
 
 
 class _Materializer:
@@ -318,7 +342,7 @@ class _Materializer:
                         self.no_reflink = True
                         tmp = None
                         continue
-                    os.chmod(tmp, e.mode)
+                    os.chmod(tmp, e.mode & ~_UMASK)
                 elif mode == "copy":
                     tmp = self._tmp(path)
                     self._copy(e, raw, tmp)
@@ -356,15 +380,22 @@ class _Materializer:
         os.replace(tmp, path)
 
     def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:
-        target = self.store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
-        # Judge the target from the link's place in the tree, not in its directory:
-        # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
-        if os.path.isabs(target) or _escapes(rel or os.path.basename(path), target):
-            raise UsageError(f"refusing symlink {path} -> {target}: it points outside its tree")
+        target = _link_target(self.store, e, rel)
         tmp = self._tmp(path)
         os.symlink(target, tmp)
         self._replace(tmp, path)
         return "symlink"
+
+
+def _link_target(store: FileStore, e: tree.Entry, rel: str) -> str:
+    """The target of a stored symlink, refused if absolute or escaping its tree."""
+    target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
+    # Judge the target from the link's place in the tree, not in its directory:
+    # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
+    if os.path.isabs(target) or "\0" in target or _escapes(rel or "link", target):
+        raise UsageError(f"refusing symlink {rel} -> {target}: it points outside its tree",
+                         hint="the stored tree is hostile or damaged; nothing was written")
+    return target
 
 
 def _escapes(link_rel: str, target: str) -> bool:
@@ -410,14 +441,17 @@ def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:
         raise CorruptObject(oid, "content does not hash to its id", path=src)
 
 
-def unprotect(path: Path) -> bool:
+def unprotect(path: Path, *, objects_dir: str | None = None) -> bool:
     """Replace a hardlinked or symlinked file with an independent, writable copy.
 
-    Returns False when the file was already independent and writable.
+    With `objects_dir`, only symlinks into it (tally's own links) are replaced: a
+    symlink the user made is left alone. Returns False when nothing was changed.
     """
     st = os.lstat(path)
     if stat_mod.S_ISLNK(st.st_mode):
         src = os.path.realpath(path)
+        if objects_dir is not None and not src.startswith(os.path.realpath(objects_dir) + os.sep):
+            return False
     elif stat_mod.S_ISREG(st.st_mode) and (st.st_nlink > 1 or not st.st_mode & 0o200):
         src = os.fspath(path)
     else:

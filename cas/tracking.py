@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkout as co
-from . import git, pointer, tree, workspace
+from . import envelope, git, pointer, tree, workspace
 from .errors import NotFound, ObjectMissing, UsageError
 from .fsops import can_reflink
 from .pointer import Pointer
@@ -79,8 +79,10 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
             pointer.write(project.root, ptr)
             git.ensure_ignored(project.root, rel)
             if "symlink" in project.config.link_order[:1]:
-                co.checkout(project.store, _target(ptr), abs_path, links=("symlink",),
-                            statcache=project.statcache, force=True)
+                # Swap the files just stored for links to their objects (all recoverable:
+                # no force needed, and none used, in case something changed meanwhile).
+                co.checkout(project.store, _target(ptr), abs_path, links=("symlink", "copy"),
+                            statcache=project.statcache)
             out.append(Added(rel, ptr, snap.hashed, before is None or before.oid != ptr.oid))
     return out
 
@@ -165,13 +167,15 @@ def status(project: Project, paths: list[str] | None = None, *,
             out.append(st)
             continue
         mem: dict[str, tree.Tree] = {}
-        snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem)
+        snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
+                                  objects=os.path.abspath(project.store.objects))
         if snap.oid != ptr.oid or snap.is_dir != ptr.is_dir:
             if st.state == "unchanged":
                 st.state = "modified"
             if snap.is_dir and ptr.is_dir and project.store.has(ptr.oid):
                 def load(oid: str) -> tree.Tree:
-                    return mem[oid] if oid in mem else tree.decode(project.store.get(oid))
+                    return mem[oid] if oid in mem else tree.decode(
+                        project.store.get(oid, max_size=envelope.MAX_STRUCT_SIZE))
                 try:
                     for ch in tree.diff(ptr.oid, snap.oid, load):
                         (st.added if ch.old is None else st.deleted if ch.new is None
@@ -220,6 +224,6 @@ def unprotect(project: Project, paths: list[str], *, cwd: Path | None = None) ->
         targets = [abs_path] if not abs_path.is_dir() or abs_path.is_symlink() else \
             [Path(d) / f for d, _, fs in os.walk(abs_path) for f in fs]
         for t in targets:
-            if co.unprotect(t):
+            if co.unprotect(t, objects_dir=os.fspath(project.store.objects)):
                 changed.append(Path(t).relative_to(project.root).as_posix())
     return changed

@@ -25,6 +25,7 @@ from typing import Callable
 from . import hashing, tree
 from .errors import NotFound, UsageError, from_os_error
 from .statcache import StatCache
+from .checkout import TMP_PREFIX
 from .store import Writer
 
 SKIP_NAMES = frozenset({".git", ".tally"})
@@ -62,7 +63,7 @@ def file_mode(st: os.stat_result) -> int:
 
 def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
              ingest: str = "copy", progress: Progress | None = None,
-             trees: dict[str, tree.Tree] | None = None) -> Snapshot:
+             trees: dict[str, tree.Tree] | None = None, objects: str | None = None) -> Snapshot:
     """Hash the file or directory at `path`; with a writer, store it too.
 
     Args:
@@ -73,6 +74,8 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
         ingest: how blobs enter the store ("copy", "reflink", "hardlink").
         progress: called with (done, total) as files are hashed.
         trees: when given, receives every tree built, by id (to diff without storing).
+        objects: the store's objects directory, so symlinks into it (symlink link mode)
+            count as the files they stand for (taken from `writer` when given).
     Raises:
         NotFound: `path` does not exist.
         UsageError: a special file (socket, fifo, device) or a name that is not UTF-8.
@@ -89,7 +92,8 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     if not stat_mod.S_ISDIR(st.st_mode):
         raise UsageError(f"{path} is not a regular file or directory", path=path)
 
-    dirs = _walk(os.fspath(path))
+    objects_dir = os.path.abspath(writer.store.objects) if writer is not None else objects
+    dirs = _walk(os.fspath(path), objects_dir)
     all_files = [f for d in dirs for f in d[2]]
     hashed = _hash_files(all_files, statcache, writer, ingest, progress, clock)
 
@@ -113,8 +117,14 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     return Snapshot(oid, True, nbytes, nfiles, 0, hashed)
 
 
-def _walk(root: str) -> list[tuple[str, list[str], list[_File]]]:
-    """Every directory below `root` (pre-order) with its subdirectory names and files."""
+def _walk(root: str, objects_dir: str | None = None) -> list[tuple[str, list[str], list[_File]]]:
+    """Every directory below `root` (pre-order) with its subdirectory names and files.
+
+    A symlink into `objects_dir` (symlink link mode) stands for the object it names:
+    it is recorded as that file, with the id read from the link (objects are named by
+    their hash and never change; fsck verifies them).
+    """
+    prefix = None if objects_dir is None else objects_dir.rstrip("/") + "/"
     out = []
     stack = [root]
     while stack:
@@ -128,8 +138,8 @@ def _walk(root: str) -> list[tuple[str, list[str], list[_File]]]:
         with it:
             for ent in it:
                 name = ent.name
-                if name in SKIP_NAMES:
-                    continue
+                if name in SKIP_NAMES or name.startswith(TMP_PREFIX):
+                    continue  # nested repos/stores, and a crashed checkout's temp files
                 _check_name(name, ent.path)
                 if ent.is_dir(follow_symlinks=False):
                     subdirs.append(name)
@@ -138,7 +148,10 @@ def _walk(root: str) -> list[tuple[str, list[str], list[_File]]]:
                 if stat_mod.S_ISREG(st.st_mode):
                     files.append(_File(name, ent.path, st, tree.FILE))
                 elif stat_mod.S_ISLNK(st.st_mode):
-                    files.append(_File(name, ent.path, st, tree.SYMLINK))
+                    f = _File(name, ent.path, st, tree.SYMLINK)
+                    if prefix is not None:
+                        _resolve_object_link(f, prefix)
+                    files.append(f)
                 else:
                     raise UsageError(f"{ent.path} is a special file (socket, fifo or device)",
                                      path=ent.path, hint="move it out of the tracked directory")
@@ -146,6 +159,21 @@ def _walk(root: str) -> list[tuple[str, list[str], list[_File]]]:
         stack.extend(f"{d}/{n}" for n in reversed(subdirs))
     # Pre-order with children after parents is all that build needs; keep parents first.
     return out
+
+
+def _resolve_object_link(f: _File, prefix: str) -> None:
+    target = os.readlink(f.path)
+    if not target.startswith(prefix):
+        return
+    shard, _, rest = target[len(prefix):].partition("/")
+    oid = shard + rest
+    if len(shard) == 2 and hashing.is_oid(oid):
+        try:
+            f.st = os.stat(f.path)  # the object's size and (read-only) mode
+        except FileNotFoundError:
+            return  # dangling: record it as the link it is
+        f.kind = tree.FILE
+        f.oid = oid
 
 
 def _check_name(name: str, path: str) -> None:
@@ -161,6 +189,8 @@ def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None,
     """Fill in every file's oid, from the stat cache or by reading it. Returns files read."""
     todo = []
     for f in files:
+        if f.oid is not None:
+            continue  # a link to an object: its id is its name
         if f.kind == tree.SYMLINK:
             target = os.readlink(f.path).encode("utf-8", "surrogateescape")
             f.oid = writer.put_bytes(target, compress=False) if writer else hashing.hash_bytes(target)
