@@ -319,6 +319,38 @@ def generate_name(project, baseline: str, seed: str) -> str:
     raise Conflict("could not find a free experiment name", hint="give one with -n NAME")
 
 
+# ---------------------------------------------------------------- gc / fsck roots
+
+def roots(project):
+    """fsck/gc roots: every ref's record, and the workspace tree, outputs, logs and
+    checkpoints it names (deps are inside the workspace tree)."""
+    from . import record
+    from .errors import TallyError
+
+    for baseline, name, oid in list_refs(project):
+        label = f"experiment {name} ({baseline[:12]})"
+        yield label, oid, False
+        try:
+            rec = record.load(project.store, oid)
+        except TallyError:
+            continue  # fsck reports the record itself as missing or corrupt
+        if rec.workspace:
+            yield f"{label} workspace", rec.workspace, True
+        for path, (o, is_dir) in rec.outs.items():
+            yield f"{label}:{path}", o, is_dir
+        if rec.logs:
+            yield f"{label} logs", rec.logs, False
+        for step, t in rec.checkpoints:
+            yield f"{label} checkpoint {step}", t, True
+
+
+def _register() -> None:
+    from . import fsck
+    fsck.register_roots(roots)
+
+
+_register()
+
 __all__ = ["read", "list_refs", "list_baselines", "find", "update", "delete", "rename",
            "check_name", "name_problem", "generate_name", "candidate_name",
-           "ref_path", "refs_root"]
+           "ref_path", "refs_root", "roots"]

@@ -1,0 +1,442 @@
+"""Use cases: `run` a pipeline as a new experiment, `save` the workspace as one.
+
+Both end the same way (spec/experiments.md, "Write ordering"): every object the
+experiment names (deps, outputs, the workspace tree, the log) is published by the
+store Writer; then the record; then the ref `.tally/refs/exps/<baseline>/<name>`.
+A crash at any instant leaves at most unreferenced objects, which gc removes.
+
+After `run`, the workspace holds the results (as after `dvc exp run`): outputs,
+`tally.lock`, edited params.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import refs, runner, worktree
+from .errors import Conflict, LockBusy, NotFound, ParamError, TallyError, UsageError
+from .lockfile import FileState
+from .record import Record, StageResult, put as put_record, record_id
+
+Notify = Callable[[str], None]
+WORKSPACE_LOCK = "workspace"
+METRIC_FORMATS = (".json", ".yaml", ".yml", ".toml")
+MAX_METRICS_FILE = 16 * 1024 * 1024  # bytes: a metrics file is a summary, not data
+
+
+@dataclass(frozen=True)
+class QuickStage:
+    """`tally run -o OUT -d DEP -M METRICS -- CMD...`: one stage from the command line."""
+
+    cmd: tuple[str, ...]
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    outs_no_cache: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A recorded experiment: its ref name, record id and record."""
+
+    name: str
+    oid: str
+    record: Record
+    reason: str = ""  # why it failed, when it did
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "oid": self.oid, "reason": self.reason, **self.record.to_json()}
+
+
+def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
+        name: str | None = None, message: str = "", force: bool = False,
+        no_run_cache: bool = False, quick_stage: QuickStage | None = None,
+        echo: bool = False, wait: float = 0.0, notify: Notify | None = None) -> Experiment:
+    """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
+
+    Args:
+        stages: stage names or foreach/matrix groups (with their upstream); none = all.
+        set_params: `-S` overrides, applied to the params files (round-trip) first.
+        name: the experiment name; generated (adjective-noun) when None.
+        wait: seconds to wait for another run in this workspace to finish.
+    Returns:
+        The experiment; its record's status is success, failed or interrupted (the
+        caller maps failed to exit 8 and interrupted to 130: the record is written).
+    Raises:
+        StoreError: not a Git repository, or no commit yet.
+        Conflict: `name` is taken for this baseline.
+        PipelineError, ParamError, NotFound: a malformed pipeline, a bad override, a
+            missing dep, params file or key (nothing has run).
+        LockBusy: another run holds the workspace lock past `wait`.
+    """
+    notify = notify or (lambda msg: None)
+    baseline = worktree.baseline_commit(project.root)
+    _check_free(project, baseline, name)
+    overrides = _parse_overrides(set_params)
+    with _workspace_lock(project, wait, notify):
+        parsed = runner.ParsedCache(project)
+        if quick_stage is not None:
+            pipeline = _quick_pipeline(quick_stage)
+            selected = pipeline.stages
+        else:
+            pipeline = _load_pipeline(project, parsed)  # malformed: fails before any edit
+            selected = pipeline.select(stages)
+        if overrides:
+            from . import params as params_mod
+            params_mod.apply_overrides(project.root, overrides)
+            if quick_stage is None:  # templated cmds and params may read the new values
+                pipeline = _load_pipeline(project, parsed)
+                selected = pipeline.select(stages)
+        created = time.time_ns()
+        with project.lock("store", shared=True, timeout=60, purpose="tally run"), \
+                project.store.writer() as writer:
+            project.store.ensure_dirs()
+            log_path = project.store.tmp / f"run-{os.getpid()}-{os.urandom(4).hex()}.log"
+            env = {"TALLY_EXP_NAME": name} if name else {}
+            r = runner.Runner(project, writer=writer, log_path=log_path, baseline=baseline,
+                              notify=notify, parsed=parsed, options=runner.RunOptions(
+                                  force=force, no_run_cache=no_run_cache, echo=echo,
+                                  write_lock=quick_stage is None, env=env))
+            try:
+                if quick_stage is None:
+                    r.prune({s.name for s in pipeline.stages})
+                result = r.run(selected)
+            finally:
+                r.close()
+            try:
+                logs = writer.put_file(log_path)
+            finally:
+                _unlink(log_path)
+            ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify)
+            rec = Record(
+                name=name or "", baseline=baseline, created=created, status=result.status,
+                host=_host(), user=_user(), exit_code=result.exit_code,
+                started=result.started, finished=result.finished, workspace=ws,
+                params=_all_params(project, pipeline, r),
+                deps={p: f.oid for p, f in sorted(result.deps.items())},
+                outs={p: (f.oid, f.is_dir) for p, f in sorted(result.outs.items())},
+                metrics=collect_metrics(project.root, pipeline.metrics),
+                stages=tuple(result.stages), logs=logs, message=message)
+            exp = _publish(project, writer, rec, before_ref=r.finish)
+        parsed.save()
+    return replace(exp, reason=result.reason)
+
+
+def save(project, *, name: str | None = None, message: str = "",
+         notify: Notify | None = None) -> Experiment:
+    """Record the workspace as it is, as an experiment, without running anything.
+
+    Pipeline outputs and deps present in the workspace are stored too, so the
+    experiment can be restored even though Git ignores them.
+    """
+    baseline = worktree.baseline_commit(project.root)
+    _check_free(project, baseline, name)
+    pipeline = _try_pipeline(project)
+    with _workspace_lock(project, 0.0, notify or (lambda m: None)), \
+            project.lock("store", shared=True, timeout=60, purpose="tally save"), \
+            project.store.writer() as writer:
+        created = time.time_ns()
+        deps: dict[str, FileState] = {}
+        outs: dict[str, FileState] = {}
+        params: dict[str, Any] = {}
+        metrics_files: tuple[str, ...] = ()
+        r = None
+        if pipeline is not None:
+            from . import workspace
+            for st in pipeline.stages:
+                for p, store_it, bucket in ([(d, True, deps) for d in st.deps] +
+                                            [(o.path, o.cache, outs) for o in st.outs]):
+                    if os.path.lexists(project.root / p) and (store_it or bucket is deps):
+                        snap = workspace.snapshot(project.root / p, statcache=project.statcache,
+                                                  writer=writer)
+                        bucket[p] = FileState(p, snap.oid, snap.size, snap.files if snap.is_dir else None)
+            metrics_files = pipeline.metrics
+        ws = _snapshot(project, writer, deps, outs)
+        rec = Record(name=name or "", baseline=baseline, created=created, status="success",
+                     host=_host(), user=_user(), started=created,
+                     finished=time.time_ns(), workspace=ws,
+                     params=_all_params(project, pipeline, r),
+                     deps={p: f.oid for p, f in sorted(deps.items())},
+                     outs={p: (f.oid, f.is_dir) for p, f in sorted(outs.items())},
+                     metrics=collect_metrics(project.root, metrics_files), message=message)
+        return _publish(project, writer, rec)
+
+
+# ---------------------------------------------------------------- pieces
+
+def _check_free(project, baseline: str, name: str | None) -> None:
+    if name is None:
+        return
+    refs.check_name(name)
+    if refs.read(project, baseline, name) is not None:
+        raise Conflict(f"experiment {name!r} already exists for baseline {baseline[:12]}",
+                       hint="choose another name, or `tally remove` / `tally rename` the old one")
+
+
+def _load_pipeline(project, parsed):
+    from .pipeline import PIPELINE_FILES, load_pipeline
+
+    def load():
+        p = load_pipeline(project.root)
+        files = [f for f in PIPELINE_FILES if (project.root / f).exists()][:1]
+        return p, [*files, *PIPELINE_FILES, "params.yaml", *p.params]
+
+    return parsed.get("pipeline", load)
+
+
+class _WorkspaceLock:
+    def __init__(self, project, wait: float, notify: Notify) -> None:
+        self.lock = project.lock(WORKSPACE_LOCK, timeout=0.0, purpose="tally run")
+        self.wait, self.notify = wait, notify
+
+    def __enter__(self):
+        try:
+            self.lock.acquire()
+        except LockBusy as exc:
+            if self.wait <= 0:
+                raise LockBusy(f"another run is using this workspace: {self.lock.holder()}",
+                               path=exc.path, hint="wait for it to finish, or pass --wait SECONDS "
+                                                   "to queue behind it") from None
+            self.notify(f"waiting for the workspace lock held by {self.lock.holder()}")
+            self.lock.timeout = self.wait
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def _workspace_lock(project, wait: float, notify: Notify) -> _WorkspaceLock:
+    return _WorkspaceLock(project, wait, notify)
+
+
+def _parse_overrides(specs: Sequence[str]):
+    if not specs:
+        return []
+    from . import params as params_mod
+
+    out = []
+    for spec in specs:
+        ovs = params_mod.parse_override(spec)
+        if len(ovs) > 1:
+            raise ParamError(f"-S {spec!r} is a sweep of {len(ovs)} values; a workspace run takes one",
+                             hint="queue the sweep instead (`tally queue`), or give a single value")
+        out.extend(ovs)
+    return out
+
+
+def _quick_pipeline(q: QuickStage):
+    from .pipeline import Out, Pipeline, Stage
+
+    if not q.cmd:
+        raise UsageError("no command given", hint="tally run -o OUT -d DEP -- CMD ...")
+    cmd = q.cmd[0] if len(q.cmd) == 1 else shlex.join(q.cmd)
+    for p in (*q.deps, *q.outs, *q.metrics):
+        if os.path.isabs(p) or p.startswith("../") or p in ("", ".", ".."):
+            raise UsageError(f"{p!r}: paths must be relative to the project root, inside it")
+    norm = os.path.normpath
+    outs = tuple(Out(path=norm(p)) for p in q.outs) + \
+        tuple(Out(path=norm(p), cache=False) for p in q.outs_no_cache) + \
+        tuple(Out(path=norm(p), kind="metric", cache=False) for p in q.metrics)
+    paths = [o.path for o in outs]
+    if len(set(paths)) != len(paths):
+        raise UsageError("the same output is named twice")
+    stage = Stage(name="run", cmd=(cmd,), deps=tuple(norm(d) for d in q.deps), outs=outs)
+    return Pipeline(path="(command line)", stages=(stage,), upstream={"run": ()},
+                    metrics=tuple(norm(m) for m in q.metrics))
+
+
+def _try_pipeline(project):
+    from .pipeline import PIPELINE_FILES, load_pipeline
+
+    if not any((project.root / f).is_file() for f in PIPELINE_FILES):
+        return None
+    return load_pipeline(project.root)
+
+
+def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileState], *,
+              ignore_outs: bool = False, notify: Notify | None = None) -> str:
+    from . import git
+
+    files = git.list_workspace_files(project.root)
+    if ignore_outs and outs and _gitignore_outs(project, files, set(outs), notify):
+        files = git.list_workspace_files(project.root)
+    known = {}
+    for p, f in (*deps.items(), *outs.items()):
+        known[p] = worktree.Known(f.oid, f.is_dir, f.size, f.files or 0 if f.is_dir else 1,
+                                  _mode(project.root / p) if not f.is_dir else 0)
+    # A dep inside another known path is already in that subtree.
+    known = {p: k for p, k in known.items()
+             if not any(p.startswith(q + "/") for q in known if known[q].is_dir)}
+    ingest = "reflink" if _reflink_ok(project) else "copy"
+    return worktree.snapshot(project, writer=writer, extra=known, ingest=ingest, files=files).oid
+
+
+def _gitignore_outs(project, files: list[str], outs: set[str], notify: Notify | None) -> bool:
+    """Add stored outputs that Git still sees to .gitignore (as DVC does). True if any was."""
+    from . import git
+
+    visible = set()
+    for f in files:
+        if f in outs:
+            visible.add(f)
+            continue
+        i = f.find("/")
+        while i != -1:
+            if f[:i] in outs:
+                visible.add(f[:i])
+                break
+            i = f.find("/", i + 1)
+    changed = False
+    for p in sorted(visible):
+        try:
+            changed = git.ensure_ignored(project.root, p) or changed
+        except Conflict:
+            if notify:
+                notify(f"warning: output {p} is tracked by Git; `git rm -r --cached {p}` to let tally store it")
+    return changed
+
+
+def _reflink_ok(project) -> bool:
+    from .tracking import ingest_mode
+    return ingest_mode(project) == "reflink"
+
+
+def _mode(p: Path) -> int:
+    try:
+        return 0o755 if os.stat(p).st_mode & 0o111 else 0o644
+    except OSError:
+        return 0o644
+
+
+def _all_params(project, pipeline, r) -> dict[str, Any]:
+    """Every params file of the pipeline (and params.yaml if present), whole."""
+    files = list(pipeline.params) if pipeline is not None else []
+    if (project.root / "params.yaml").is_file() and "params.yaml" not in files:
+        files.insert(0, "params.yaml")
+    out: dict[str, Any] = {}
+    for f in files:
+        path = project.root / f
+        if not path.is_file():
+            continue
+        try:
+            data = r._params_cache.get(f) if r is not None else None
+            out[f] = data if data is not None else runner._load_params(path)
+        except TallyError:
+            continue  # a params file broken by the run itself: the record still gets written
+    return out
+
+
+def collect_metrics(root: Path, files: Sequence[str]) -> dict[str, Any]:
+    """{file: content} of the metrics files present (JSON, YAML or TOML); others skipped.
+
+    A metrics file that does not parse is skipped, not fatal: the record of a run
+    must be written even when its metrics are broken.
+    """
+    out: dict[str, Any] = {}
+    for f in files:
+        path = Path(root) / f
+        suffix = path.suffix.lower()
+        if suffix not in METRIC_FORMATS:
+            continue
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_METRICS_FILE:
+                continue
+            text = path.read_text("utf-8")
+            if suffix == ".json":
+                import json
+                data = json.loads(text)
+            elif suffix == ".toml":
+                import tomllib
+                data = tomllib.loads(text)
+            else:
+                from ruamel.yaml import YAML
+                data = YAML(typ="safe", pure=True).load(text)
+        except Exception:
+            continue
+        out[f] = _plainify(data)
+    return out
+
+
+def _plainify(v: Any) -> Any:
+    import datetime
+    import math
+
+    if isinstance(v, dict):
+        return {str(k): _plainify(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plainify(x) for x in v]
+    if isinstance(v, (datetime.date, datetime.datetime, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v <= 2**64 - 1:
+        return float(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v if not (isinstance(v, float) and math.isnan(v)) else v
+    return str(v)
+
+
+def _host() -> str:
+    try:
+        return os.uname().nodename
+    except Exception:
+        return ""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return ""
+
+
+def _publish(project, writer, rec: Record, *, before_ref: Callable[[], None] | None = None) -> Experiment:
+    """Objects and the record in one Writer batch (published in that order), then what
+    names them (`before_ref`: tally.lock, run-cache index), then the ref. A generated
+    name that another run takes meanwhile is retried with the next candidate."""
+    def publish(named: Record) -> str:
+        oid = put_record(writer, named)
+        writer.flush()
+        if before_ref is not None:
+            before_ref()
+        return oid
+
+    if rec.name:
+        oid = publish(rec)
+        refs.update(project, rec.baseline, rec.name, oid, None)
+        return Experiment(rec.name, oid, rec)
+    seed = record_id(rec)
+    for attempt in range(refs.GENERATE_TRIES):
+        name = refs.candidate_name(seed, attempt)
+        if refs.read(project, rec.baseline, name) is not None:
+            continue
+        named = rec.with_name(name)
+        oid = publish(named)
+        try:
+            refs.update(project, rec.baseline, name, oid, None)
+        except Conflict:
+            continue  # another run took it between our read and our write
+        return Experiment(name, oid, named)
+    raise Conflict("could not find a free experiment name", hint="give one with -n NAME")
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def list_experiments(project, *, baseline: str | None = None) -> list[tuple[str, str, str]]:
+    """(baseline, name, record id) of the experiments of `baseline` (default: HEAD)."""
+    b = baseline or worktree.baseline_commit(project.root)
+    return refs.list_refs(project, b)
+
+
+__all__ = ["run", "save", "QuickStage", "Experiment", "collect_metrics", "list_experiments",
+           "NotFound"]

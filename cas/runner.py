@@ -1,0 +1,530 @@
+"""Run pipeline stages in the workspace: skip, restore from the run-cache, or execute.
+
+For each selected stage, in the pipeline's order:
+
+1. read its params (a missing file or key is an error before anything runs) and
+   snapshot its deps into the store (the stat cache makes unchanged ones free);
+2. skip it when cmd, wdir, deps, params and out paths equal its `tally.lock` entry
+   and every output is present with the recorded id (`force` disables this);
+3. else ask the run-cache (unless `no_run_cache` or `force`): on a hit, link the
+   outputs out of the store; no command runs;
+4. else run each `cmd` with `/bin/sh -c` in the stage's wdir, in its own process
+   group, stdout and stderr captured to the run's log (and echoed when asked);
+   then store the outputs, update `tally.lock` and add a run-cache entry.
+
+A failing command stops the pipeline: what outputs exist are stored (partial
+results), later stages are `not-run`. SIGINT/SIGTERM are forwarded to the running
+command's process group (a second one kills it); the stage is `interrupted` and no
+later stage starts. Nothing is half-written at any instant: objects are published
+by the Writer before `tally.lock`, the run-cache index, the record or the ref names
+them, and each of those files is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import lockfile, runcache, workspace
+from .errors import NotFound, ParamError, TallyError, from_os_error
+from .lockfile import FileState, StageLock
+from .record import StageResult
+
+SHELL = "/bin/sh"
+KILL_GRACE = 10.0  # seconds between forwarding a signal and SIGKILL of the stage
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    force: bool = False
+    no_run_cache: bool = False
+    echo: bool = False  # tee stage output to this process's stderr
+    write_lock: bool = True  # update tally.lock (not for a command-line stage)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What happened to the selected stages."""
+
+    status: str = "success"  # success | failed | interrupted
+    exit_code: int | None = None
+    stages: list[StageResult] = field(default_factory=list)
+    deps: dict[str, FileState] = field(default_factory=dict)
+    outs: dict[str, FileState] = field(default_factory=dict)  # stored outputs only
+    hashed_outs: dict[str, FileState] = field(default_factory=dict)  # cache: false ones
+    failed_stage: str | None = None
+    reason: str = ""
+    started: int = 0
+    finished: int = 0
+
+
+class _Signals:
+    """Forwards SIGINT/SIGTERM to the running stage's process group."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.count = 0
+        self.pgid: int | None = None
+        self._old: dict[int, Any] = {}
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+        self.received = self.received or signum
+        if self.count >= 3:
+            # The user insists: stop waiting for anything, even the record.
+            self._kill(signal.SIGKILL)
+            raise KeyboardInterrupt
+        if self.count == 2:
+            self._kill(signal.SIGKILL)
+            return
+        self._kill(signum)
+        if self.pgid is not None:
+            self._timer = threading.Timer(KILL_GRACE, self._kill, (signal.SIGKILL,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _kill(self, sig: int) -> None:
+        if self.pgid is not None:
+            try:
+                os.killpg(self.pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+class Runner:
+    """Runs stages of one pipeline in one workspace; see the module docstring."""
+
+    def __init__(self, project, *, writer, log_path: Path, options: RunOptions,
+                 baseline: str, notify: Notify | None = None,
+                 parsed: "ParsedCache | None" = None) -> None:
+        self.project = project
+        self.root = project.root
+        self.writer = writer
+        self.options = options
+        self.baseline = baseline
+        self.notify = notify or (lambda msg: None)
+        self.log_path = log_path
+        self.log = open(log_path, "ab", buffering=0)
+        self.lock = lockfile.read(self.root) if options.write_lock else {}
+        self._params_cache: dict[str, Any] = {}
+        self.parsed = parsed or ParsedCache(project)
+        self._out_ingest: str | None = None
+        self._lock_dirty = False
+        self._cache_entries: list[tuple[str, str]] = []  # (entry id, key)
+
+    def close(self) -> None:
+        self.log.close()
+
+    def prune(self, names: set[str]) -> None:
+        """Forget lock entries of stages the pipeline no longer has."""
+        for k in list(self.lock):
+            if k not in names:
+                del self.lock[k]
+                self._lock_dirty = True
+
+    # ------------------------------------------------------------ checks before running
+
+    def params_of(self, stage) -> dict[str, dict[str, Any]]:
+        """{file: {key: value}} of a stage's params. Raises NotFound / ParamError."""
+        from . import params as params_mod
+
+        out: dict[str, dict[str, Any]] = {}
+        for ref in stage.params:
+            data = self._params_cache.get(ref.file)
+            if data is None:
+                path = self.root / ref.file
+                if not path.is_file():
+                    raise NotFound(f"stage {stage.name!r}: params file {ref.file} does not exist",
+                                   path=path, hint="create it, or remove it from the stage's params")
+                data = self._params_cache[ref.file] = self.parsed.get(
+                    "params:" + ref.file, lambda: (_load_params(path), [ref.file]))
+            kv = out.setdefault(ref.file, {})
+            if ref.key is None:
+                kv.update(data)
+            else:
+                try:
+                    kv[ref.key] = params_mod.get_value(data, ref.key, file=ref.file)
+                except ParamError as exc:
+                    raise ParamError(f"stage {stage.name!r}: {exc.message}", path=ref.file,
+                                     hint=f"add {ref.key} to {ref.file}, or fix the stage's params") from None
+        return out
+
+    def check(self, stages) -> None:
+        """Fail before running anything: a dep nothing provides, a missing param key."""
+        produced: set[str] = set()
+        for st in stages:
+            for dep in st.deps:
+                if not os.path.lexists(self.root / dep) and not _under_any(dep, produced):
+                    raise NotFound(f"stage {st.name!r}: dependency {dep} does not exist",
+                                   path=self.root / dep,
+                                   hint="create it, `tally add` it, or add the stage that writes it")
+            if not any(_under_any(r.file, produced) for r in st.params):
+                self.params_of(st)
+            produced.update(o.path for o in st.outs)
+
+    # ------------------------------------------------------------ running
+
+    def run(self, stages) -> RunResult:
+        res = RunResult(started=time.time_ns())
+        self.check(stages)
+        with _Signals() as sigs:
+            self.sigs = sigs
+            for i, st in enumerate(stages):
+                if sigs.received:
+                    res.status = "interrupted"
+                    res.stages.extend(StageResult(s.name, s.cmd, "not-run") for s in stages[i:])
+                    break
+                sr = self._stage(st, res)
+                res.stages.append(sr)
+                if sr.state in ("failed", "interrupted"):
+                    res.status = "failed" if sr.state == "failed" else "interrupted"
+                    res.exit_code = sr.exit_code
+                    res.failed_stage = st.name
+                    res.stages.extend(StageResult(s.name, s.cmd, "not-run") for s in stages[i + 1:])
+                    break
+            if res.status == "success":
+                res.exit_code = 0 if any(s.state == "ran" for s in res.stages) else None
+        res.finished = time.time_ns()
+        return res
+
+    def finish(self) -> None:
+        """Write `tally.lock` and the run-cache index: call after the writer's flush,
+        so every object they name is already published."""
+        if self.options.write_lock and self._lock_dirty:
+            lockfile.write(self.root, self.lock)
+        for entry_oid, k in self._cache_entries:
+            runcache.write_index(self.project, k, entry_oid)
+
+    def _stage(self, st, res: RunResult) -> StageResult:
+        t0 = time.monotonic_ns()
+        params = self.params_of(st)
+        deps = {d: self._snap(d, store=True, ingest=self._dep_mode()) for d in st.deps}
+        res.deps.update(deps)
+        cached_outs = [o for o in st.outs if o.cache]
+        entry = self.lock.get(st.name)
+
+        if not self.options.force and not st.always_changed and entry is not None \
+                and self._lock_matches(st, entry, deps, params):
+            current = self._outs_match(st, entry)
+            if current is not None:
+                self._collect(st, current, res)
+                self.notify(f"Stage '{st.name}' didn't change, skipping")
+                return StageResult(st.name, st.cmd, "skipped", None, time.monotonic_ns() - t0)
+
+        key = None
+        if _replayable(st):
+            key = runcache.key(st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
+                               [o.path for o in st.outs])
+            if not self.options.no_run_cache and not self.options.force:
+                hit = runcache.lookup(self.project, key)
+                if hit is not None:
+                    self.notify(f"Stage '{st.name}' is cached - skipping run, checking out outputs")
+                    self._write_log(f"Stage '{st.name}' restored from the run-cache ({hit[0][:12]})\n")
+                    outs = self._restore(st, hit[1])
+                    self._collect(st, outs, res)
+                    self._lock_stage(st, deps, params, outs)
+                    return StageResult(st.name, st.cmd, "cache-hit", None, time.monotonic_ns() - t0)
+
+        # Execute.
+        self._clear_outs(st)
+        self.notify(f"Running stage '{st.name}':")
+        code: int | None = 0
+        for cmd in st.cmd:
+            self.notify(f"> {cmd}")
+            self._write_log(f"Running stage '{st.name}':\n> {cmd}\n")
+            code = self._exec(st, cmd)
+            if code != 0 or self.sigs.received:
+                break
+        duration = time.monotonic_ns() - t0
+        if self.sigs.received:
+            self._write_log(f"Stage '{st.name}' interrupted by signal {self.sigs.received}\n")
+            self._collect(st, self._snap_outs(st, partial=True), res)
+            return StageResult(st.name, st.cmd, "interrupted", code, duration)
+        if code != 0:
+            self._write_log(f"Stage '{st.name}' failed with exit code {code}\n")
+            res.reason = f"stage '{st.name}' failed with exit code {code}"
+            self._collect(st, self._snap_outs(st, partial=True), res)
+            return StageResult(st.name, st.cmd, "failed", code, duration)
+        missing = [o.path for o in st.outs if not os.path.lexists(self.root / o.path)]
+        if missing:
+            msg = f"stage '{st.name}' did not create its output(s): {', '.join(missing)}"
+            self._write_log(msg + "\n")
+            res.reason = msg
+            self._collect(st, self._snap_outs(st, partial=True), res)
+            return StageResult(st.name, st.cmd, "failed", None, duration)
+        outs = self._snap_outs(st, partial=False)
+        self._collect(st, outs, res)
+        self._lock_stage(st, deps, params, outs)
+        if key is not None and len(cached_outs) == len(st.outs):
+            # The entry goes in this Writer batch after the outputs; its index file is
+            # written by finish(), after the flush.
+            self._cache_entries.append(runcache.put(self.writer, runcache.make_entry(
+                st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
+                {p: (f.oid, f.is_dir) for p, f in outs.items()})))
+        return StageResult(st.name, st.cmd, "ran", 0, time.monotonic_ns() - t0)
+
+    # ------------------------------------------------------------ helpers
+
+    def _write_log(self, text: str) -> None:
+        self.log.write(text.encode("utf-8", "replace"))
+
+    def _exec(self, st, cmd: str) -> int:
+        env = dict(os.environ)
+        env.update(self.options.env)
+        env.update({"TALLY_ROOT": str(self.root), "TALLY_STAGE": st.name,
+                    "TALLY_EXP_BASELINE_REV": self.baseline})
+        cwd = self.root / st.wdir
+        echo = self.options.echo
+        try:
+            proc = subprocess.Popen([SHELL, "-c", cmd], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE if echo else self.log.fileno(),
+                                    stderr=subprocess.STDOUT, process_group=0)
+        except OSError as exc:
+            raise from_os_error(exc, path=cwd, doing=f"starting stage {st.name!r}") from None
+        self.sigs.pgid = proc.pid
+        try:
+            if echo:
+                assert proc.stdout is not None
+                fd = proc.stdout.fileno()
+                while True:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    self.log.write(chunk)
+                    try:
+                        sys.stderr.buffer.write(chunk)
+                        sys.stderr.flush()
+                    except (OSError, ValueError):
+                        pass
+                proc.stdout.close()
+            return proc.wait()
+        finally:
+            self.sigs.pgid = None
+            if proc.poll() is None:  # an exception (third Ctrl-C): leave no stage behind
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+
+    def _snap(self, rel: str, *, store: bool, ingest: str = "copy") -> FileState:
+        abs_p = self.root / rel
+        snap = workspace.snapshot(abs_p, statcache=self.project.statcache,
+                                  writer=self.writer if store else None, ingest=ingest)
+        return FileState(rel, snap.oid, snap.size, snap.files if snap.is_dir else None)
+
+    def _out_mode(self) -> str:
+        if self._out_ingest is None:
+            from .tracking import ingest_mode
+            self._out_ingest = ingest_mode(self.project)
+        return self._out_ingest
+
+    def _dep_mode(self) -> str:
+        # Deps are the user's files: clone them in when the filesystem can, never
+        # hardlink them (that would make them read-only).
+        return "reflink" if self._out_mode() == "reflink" else "copy"
+
+    def _snap_outs(self, st, *, partial: bool) -> dict[str, FileState]:
+        out = {}
+        for o in st.outs:
+            if partial and not os.path.lexists(self.root / o.path):
+                continue
+            out[o.path] = self._snap(o.path, store=o.cache, ingest=self._out_mode() if o.cache else "copy")
+        return out
+
+    def _collect(self, st, outs: dict[str, FileState], res: RunResult) -> None:
+        cache = {o.path: o.cache for o in st.outs}
+        for p, fs in outs.items():
+            (res.outs if cache.get(p, True) else res.hashed_outs)[p] = fs
+
+    def _lock_matches(self, st, entry: StageLock, deps: dict[str, FileState], params) -> bool:
+        if entry.cmd != st.cmd or entry.wdir != st.wdir:
+            return False
+        if {f.path: f.oid for f in entry.deps} != {p: f.oid for p, f in deps.items()}:
+            return False
+        if entry.params != params:
+            return False
+        return sorted(f.path for f in entry.outs) == sorted(o.path for o in st.outs)
+
+    def _outs_match(self, st, entry: StageLock) -> dict[str, FileState] | None:
+        want = {f.path: f for f in entry.outs}
+        current = {}
+        cache = {o.path: o.cache for o in st.outs}
+        for path, fs in want.items():
+            if not os.path.lexists(self.root / path):
+                return None
+            now = self._snap(path, store=False)
+            if now.oid != fs.oid:
+                return None
+            if cache.get(path, True) and not self.project.store.has(now.oid):
+                now = self._snap(path, store=True, ingest=self._out_mode())
+            current[path] = now
+        return current
+
+    def _lock_stage(self, st, deps, params, outs: dict[str, FileState]) -> None:
+        if not self.options.write_lock:
+            return
+        self._lock_dirty = True
+        self.lock[st.name] = StageLock(cmd=st.cmd, wdir=st.wdir, deps=tuple(deps.values()),
+                                       params=params, outs=tuple(outs[o.path] for o in st.outs))
+
+    def _clear_outs(self, st) -> None:
+        """Remove outputs before a stage runs (as DVC does), unless `persist`.
+
+        Whatever is there is stored first, so even an output the user edited by
+        hand can be recovered from the store (it is only deleted, never lost).
+        """
+        for o in st.outs:
+            p = self.root / o.path
+            if o.persist:
+                continue
+            if os.path.lexists(p):
+                self._snap(o.path, store=True)
+                _remove(p)
+            p.parent.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self, st, entry: runcache.Entry) -> dict[str, FileState]:
+        for o in st.outs:
+            if os.path.lexists(self.root / o.path):
+                self._snap(o.path, store=True)  # recoverable before it is replaced
+        self.writer.flush()  # ... and published before it is
+        from . import checkout as co
+
+        outs = {}
+        for path, (oid, is_dir) in entry.outs.items():
+            dest = self.root / path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            co.checkout(self.project.store, co.Target(oid=oid, is_dir=is_dir), dest,
+                        links=self.project.config.link_order, statcache=self.project.statcache,
+                        force=True)
+            outs[path] = self._snap(path, store=False)
+        return outs
+
+
+def _replayable(st) -> bool:
+    return bool(st.cmd and st.deps and st.outs) and not st.always_changed and \
+        all(o.cache and not o.persist for o in st.outs)
+
+
+def _under_any(path: str, prefixes: set[str]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    try:
+        if p.is_dir() and not p.is_symlink():
+            def writable(func, path, exc_info):  # linked outputs are read-only
+                os.chmod(os.path.dirname(path), 0o755)
+                os.chmod(path, 0o644)
+                func(path)
+            shutil.rmtree(p, onerror=writable)
+        else:
+            p.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise from_os_error(exc, path=p, doing="removing an old output") from None
+
+
+class ParsedCache:
+    """Parsed pipeline and params files, keyed by the stat of the files they came from.
+
+    An unchanged `tally run` then never imports or runs the YAML parser (~25 ms of
+    import plus the parse). Entries are recorded only when every file is older than a
+    filesystem-clock reading taken before parsing (the stat cache's racy rule), so an
+    edit within the same timestamp tick is never missed. It is only a cache: any
+    problem reading it is a miss.
+    """
+
+    FILE = ("runcache", "parsed.cache")  # under .tally/
+    VERSION = 1
+
+    def __init__(self, project) -> None:
+        self.project = project
+        self.path = project.store_dir.joinpath(*self.FILE)
+        self.dirty = False
+        self.data: dict[str, tuple[tuple, tuple, Any]] = {}
+        try:
+            import pickle
+            with open(self.path, "rb") as f:
+                version, data = pickle.load(f)
+            if version == self.VERSION and isinstance(data, dict):
+                self.data = data
+        except Exception:
+            self.data = {}
+
+    def _stat(self, rel: str) -> tuple | None:
+        try:
+            st = os.stat(self.project.root / rel)
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def get(self, name: str, loader: Callable[[], tuple[Any, list[str]]]) -> Any:
+        """The cached value for `name`, or `loader()` -> (value, files it was read from)."""
+        hit = self.data.get(name)
+        if hit is not None and tuple(self._stat(f) for f in hit[0]) == hit[1]:
+            return hit[2]
+        clock = self.project.statcache.now_ns()
+        value, files = loader()
+        files = tuple(dict.fromkeys(files))
+        keys = tuple(self._stat(f) for f in files)
+        if all(k is None or max(k[1], k[2]) < clock for k in keys):
+            self.data[name] = (files, keys, value)
+            self.dirty = True
+        return value
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            import pickle
+            from .fsops import atomic_write
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, pickle.dumps((self.VERSION, self.data), protocol=5), durable=False)
+            self.dirty = False
+        except Exception:
+            pass  # a cache that cannot be written costs a parse next time
+
+
+def _load_params(path: Path) -> dict[str, Any]:
+    """A params file's content as plain values; JSON and TOML skip the YAML import."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        import json
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except ValueError as exc:
+            raise ParamError(f"{path.name}: malformed JSON: {exc}", path=path) from None
+        if not isinstance(data, dict):
+            raise ParamError(f"{path.name}: top level must be a mapping", path=path)
+        return data
+    from . import params as params_mod
+    return params_mod.load_params(path)
+
+
+__all__ = ["Runner", "RunOptions", "RunResult", "TallyError"]
