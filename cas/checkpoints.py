@@ -132,13 +132,13 @@ def materialize(project, tree_oid: str, dest: Path, *, force: bool = False) -> l
     return written
 
 
-def run_resumed(project, name: str, *, force_restore: bool = False, **run_args: Any):
-    """`tally run --resume NAME`: restore NAME's last checkpoint into the workspace,
-    then run; the new record's parent is NAME's record.
+def run_resumed(project, source: str, *, force_restore: bool = False, **run_args: Any):
+    """`tally run --resume NAME`: restore experiment `source`'s last checkpoint into the
+    workspace, then run; the new record's parent is `source`'s record.
 
     `run_args` go to cas.experiments.run (stages, set_params, name, message, ...).
     """
-    oid, rec, step, t = last(project, name)
+    oid, rec, step, t = last(project, source)
     materialize(project, t, project.root, force=force_restore)
     return run_with_checkpoints(project, parent=oid, resume_step=step, **run_args)
 

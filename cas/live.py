@@ -335,7 +335,8 @@ def read_checkpoints(path: Path) -> list[tuple[int, str]]:
 
 def find_live_dirs(run_dir: Path, *, extra: Iterable[str] = ()) -> list[str]:
     """Live directories in `run_dir`: those of `extra` (paths relative to it) plus every
-    top-level or second-level directory holding a metrics.json and plots/metrics."""
+    top-level or second-level directory holding a metrics.json (a live directory may
+    have no history yet)."""
     run_dir = Path(run_dir)
     found: list[str] = []
     for e in extra:
@@ -354,7 +355,7 @@ def find_live_dirs(run_dir: Path, *, extra: Iterable[str] = ()) -> list[str]:
                     continue
                 sub = f"{rel}{ent.name}"
                 p = Path(ent.path)
-                if (p / SUMMARY_FILE).is_file() and p.joinpath(*PLOTS_DIR).is_dir():
+                if (p / SUMMARY_FILE).is_file():
                     if sub not in found:
                         found.append(sub)
                 elif depth < 1:

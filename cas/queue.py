@@ -87,7 +87,8 @@ class Entry:
         prefix = {"set": "", "add": "+", "force": "++", "delete": "~"}
         out = []
         for f, op, k, v in self.overrides:
-            body = f"{prefix[op]}{k}" if op == "delete" else f"{prefix[op]}{k}={json.dumps(v)}"
+            body = f"{prefix[op]}{k}" if op == "delete" else \
+                f"{prefix[op]}{k}={json.dumps(v, sort_keys=True)}"
             out.append(f"{f}:{body}")
         return out
 

@@ -300,6 +300,10 @@ def _child_setup(parent: int, log_fd: int) -> None:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    # sys.stdout/stderr may not write to fds 1 and 2 (a test runner's capture, an
+    # embedding host): rebind them so everything the run prints lands in its log.
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
 
 
 def _set_pdeathsig(sig: int) -> None:

@@ -1,0 +1,321 @@
+"""Workers running real experiments: the life cycle, snapshot isolation, failures with
+their logs, worker death and retry, kill and stop, live values during a run,
+checkpoints restored and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cas import checkpoints, queue, record, refs, worker
+from cas.errors import WouldOverwrite
+
+PY = sys.executable
+SLOW = os.environ.get("TALLY_SLOW") == "1"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def make_project(root: Path, *, train: str, outs=("out.txt",), persist=(),
+                 extra: dict[str, str] | None = None):
+    """A committed repo with one stage `python train.py` and params.yaml; tally init.
+
+    `persist` outputs are kept across runs (as DVC's `persist: true`): what resuming
+    from a checkpoint needs, since other outputs are removed before a stage runs.
+    """
+    from cas.project import init_project
+
+    root.mkdir(parents=True)
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "config", "user.email", "t@example.com")
+    _git(root, "config", "user.name", "t")
+    (root / "params.yaml").write_text("lr: 0.1\nepochs: 2\n")
+    outs_yaml = "".join(f"      - {o}\n" for o in outs) + \
+        "".join(f"      - {o}:\n          persist: true\n" for o in persist)
+    (root / "dvc.yaml").write_text(f"stages:\n  train:\n    cmd: {PY} train.py\n"
+                                   f"    deps: [train.py]\n    params: [lr, epochs]\n"
+                                   f"    outs:\n{outs_yaml}")
+    (root / "train.py").write_text(textwrap.dedent(train))
+    for name, text in (extra or {}).items():
+        (root / name).write_text(text)
+    (root / ".gitignore").write_text("".join(f"/{o}\n" for o in (*outs, *persist)))
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "init")
+    proj, _ = init_project(root.resolve())
+    return proj
+
+
+TRAIN = """\
+    import json, sys
+    params = dict(line.split(": ") for line in open("params.yaml").read().splitlines())
+    open("out.txt", "w").write(f"lr={params['lr']} epochs={params['epochs']}\\n")
+    print("trained with", params)
+    if params["lr"] == "0.666":
+        print("diverged", file=sys.stderr)
+        sys.exit(3)
+    """
+
+
+@pytest.fixture
+def proj(tmp_path):
+    return make_project(tmp_path / "proj", train=TRAIN)
+
+
+def queue_runs(p, *specs: str, **kw):
+    return queue.enqueue(p, queue.plan(p, set_params=list(specs), **kw))
+
+
+def records(p) -> dict[str, record.Record]:
+    return {n: record.load(p.store, o) for _, n, o in refs.list_refs(p)}
+
+
+def test_life_cycle_with_a_sweep(proj):
+    items = queue_runs(proj, "lr=0.1,0.01,0.001", "epochs=range(1,3)")
+    assert len(items) == 6
+    stats = worker.run_all(proj, jobs=2)
+    assert sorted(stats.done) == sorted(it.name for it in items) and not stats.failed
+    recs = records(proj)
+    assert {(r.params["params.yaml"]["lr"], r.params["params.yaml"]["epochs"]) for r in recs.values()} == \
+        {(lr, ep) for lr in (0.1, 0.01, 0.001) for ep in (1, 2)}
+    assert all(r.status == "success" and "out.txt" in r.outs for r in recs.values())
+    st = queue.status(proj)
+    assert [e["state"] for e in st["entries"]] == ["done"] * 6
+    assert all(e["record"] == refs.read(proj, e["entry"]["baseline"], e["name"]) for e in st["entries"])
+    assert st["workers"] == []  # the worker unregistered on exit
+    for it in items:
+        log = queue.log_path(proj, it.id).read_text()
+        assert "trained with" in log and f"=== {it.name}" in log
+        assert not queue.run_dir(proj, it.id).exists()  # success: the run dir is gone
+    # The user's workspace was never touched.
+    assert (proj.root / "params.yaml").read_text() == "lr: 0.1\nepochs: 2\n"
+    assert not (proj.root / "out.txt").exists()
+    assert _git(proj.root, "status", "--porcelain") == "?? .tally/\n"
+
+
+def test_queue_time_snapshot_isolation(proj):
+    (it,) = queue_runs(proj, "lr=0.5")
+    # Edits after queueing (params, code, an untracked file) must not leak into the run.
+    (proj.root / "params.yaml").write_text("lr: 0.9\nepochs: 7\n")
+    (proj.root / "train.py").write_text("raise SystemExit('edited code ran')\n")
+    stats = worker.run_all(proj, jobs=1)
+    assert stats.done == [it.name]
+    rec = records(proj)[it.name]
+    assert rec.params["params.yaml"] == {"lr": 0.5, "epochs": 2}
+    assert proj.store.get(rec.outs["out.txt"][0]) == b"lr=0.5 epochs=2\n"
+
+
+def test_failed_run_keeps_logs_and_retry_runs_it_again(proj):
+    ok, bad = queue_runs(proj, "lr=0.1,0.666")
+    stats = worker.run_all(proj, jobs=2)
+    assert stats.done == [ok.name] and stats.failed == [bad.name]
+    item = queue.find(proj, bad.name)
+    assert item.state == "failed" and item.outcome["exit_code"] == 3
+    assert "exit code 3" in item.outcome["reason"]
+    log = queue.log_path(proj, bad.id).read_text()
+    assert "diverged" in log and "trained with" in log
+    assert records(proj)[bad.name].status == "failed"  # recorded, with partial outputs
+    queue.retry(proj, keys=[bad.name])
+    worker.run_all(proj, jobs=1)
+    again = queue.find(proj, bad.name)
+    assert again.state == "failed" and again.outcome["attempt"] == 2
+    assert queue.log_path(proj, bad.id).read_text().count(f"=== {bad.name}") == 2
+
+
+SLEEPY = """\
+    import os, pathlib, sys, time
+    from cas.live import Live
+    live = Live()
+    for step in range(2):
+        live.log_metric("loss", 1.0 / (step + 1))
+        live.log_metric("train/acc", step * 10)
+        live.next_step()
+    print("waiting", flush=True)
+    go = pathlib.Path(os.environ["GO_FILE"])
+    for _ in range(600):
+        if go.exists():
+            break
+        time.sleep(0.05)
+    open("out.txt", "w").write("done\\n")
+    """
+
+
+def _wait_for(cond, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _spawn_worker(p, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-m", "cas.worker", "--root", str(p.root), *extra],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture
+def sleepy(tmp_path, monkeypatch):
+    go = tmp_path / "go"
+    monkeypatch.setenv("GO_FILE", str(go))
+    return make_project(tmp_path / "proj", train=SLEEPY), go
+
+
+def test_live_values_are_visible_during_the_run(sleepy):
+    p, go = sleepy
+    (it,) = queue_runs(p)
+    w = _spawn_worker(p)
+    try:
+        rows = _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+                         what="live step 1")
+        (row,) = rows
+        assert row["name"] == it.name and row["worker_pid"] == w.pid
+        assert row["live"]["metrics"] == {"tally-live/metrics.json": {"loss": 0.5, "train": {"acc": 10}}}
+        (e,) = queue.status(p)["entries"]
+        assert e["state"] == "running" and e["live"]["step"] == 1 and e["worker_pid"] == w.pid
+        go.touch()
+        assert w.wait(30) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert queue.find(p, it.name).state == "done"
+
+
+def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
+    p, go = sleepy
+    (it,) = queue_runs(p)
+    w = _spawn_worker(p)
+    _wait_for(lambda: queue.running_live(p) and queue.running_live(p)[0]["live"]["step"] == 1,
+              what="the run to start")
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait(10)
+    item = _wait_for(lambda: (lambda i: i if i.state == "failed" else None)(queue.find(p, it.name)),
+                     what="the entry to be failed")
+    assert item.outcome["reason"] == "worker died"
+    # The run's processes went with their worker (PDEATHSIG -> SIGTERM -> the stage).
+    _wait_for(lambda: "waiting" in queue.log_path(p, it.id).read_text(), what="the log")
+    assert queue.live_workers(p) == []
+    go.touch()
+    queue.retry(p, keys=[it.name])
+    stats = worker.run_all(p, jobs=1)
+    assert stats.done == [it.name]
+    done = queue.find(p, it.name)
+    assert done.state == "done" and done.outcome["attempt"] == 2
+    assert records(p)[it.name].status == "success"
+
+
+def test_kill_a_running_entry(sleepy):
+    p, go = sleepy
+    first, second = queue_runs(p, "lr=1,2")
+    w = _spawn_worker(p)
+    try:
+        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+                  what="the first run's stage")
+        queue.request_kill(p, first.name)
+        _wait_for(lambda: queue.find(p, first.name).state == "failed", what="the kill")
+        assert queue.find(p, first.name).outcome["reason"] == "killed by `tally queue kill`"
+        go.touch()  # the worker moves on to the next entry
+        assert w.wait(30) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert queue.find(p, second.name).state == "done"
+    assert records(p)[first.name].status == "interrupted"
+
+
+def test_stop_lets_the_current_run_finish(sleepy):
+    p, go = sleepy
+    a, b = queue_runs(p, "lr=1,2")
+    w = _spawn_worker(p, "--keep-alive")
+    try:
+        _wait_for(lambda: queue.running_live(p), what="the first run")
+        (info,) = queue.request_stop(p)
+        assert info["pid"] == w.pid
+        go.touch()
+        assert w.wait(30) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert queue.find(p, a.name).state == "done" and queue.find(p, b.name).state == "pending"
+    # A stop request never stops workers started after it.
+    assert worker.run_all(p, jobs=1).done == [b.name]
+
+
+CKPT = """\
+    import os
+    from cas.live import Live
+    params = dict(line.split(": ") for line in open("params.yaml").read().splitlines())
+    live = Live()
+    state = open("model.txt").read() if live.resumed else ""
+    for step in range(live.step, int(params["epochs"])):
+        state += f"epoch {step} lr {params['lr']}\\n"
+        open("model.txt", "w").write(state)
+        live.log_metric("loss", 1.0 / (step + 1))
+        live.checkpoint("model.txt")
+        live.next_step()
+    open("out.txt", "w").write(state)
+    """
+
+
+def test_checkpoints_restore_and_resume(tmp_path):
+    p = make_project(tmp_path / "proj", train=CKPT, persist=("model.txt",))
+    (first,) = queue_runs(p, "epochs=2", name="first")
+    assert worker.run_all(p, jobs=1).done == ["first"]
+    rec = records(p)["first"]
+    assert [s for s, _ in rec.checkpoints] == [0, 1]
+
+    # Restore step 0 into the workspace: only the checkpoint's files are written.
+    got = checkpoints.restore(p, "first", step=0)
+    assert got["step"] == 0 and sorted(got["written"])[0] == "model.txt"
+    assert (p.root / "model.txt").read_text() == "epoch 0 lr 0.1\n"
+    assert json.loads((p.root / "tally-live/metrics.json").read_text())["step"] == 0
+    (p.root / "model.txt").write_text("my own edit\n")
+    with pytest.raises(WouldOverwrite):
+        checkpoints.restore(p, "first", step=1)
+    assert (p.root / "model.txt").read_text() == "my own edit\n"
+    checkpoints.restore(p, "first", step=1, force=True)
+    assert (p.root / "model.txt").read_text() == "epoch 0 lr 0.1\nepoch 1 lr 0.1\n"
+
+    # Resume from the last checkpoint, queued, with more epochs and another lr.
+    (cont,) = queue_runs(p, "epochs=4", "lr=0.05", name="more", resume="first")
+    assert cont.entry.parent == refs.read(p, rec.baseline, "first")
+    assert worker.run_all(p, jobs=1).done == ["more"]
+    more = records(p)["more"]
+    assert more.parent == cont.entry.parent
+    assert [s for s, _ in more.checkpoints] == [2, 3]
+    assert p.store.get(more.outs["out.txt"][0]).decode() == \
+        "epoch 0 lr 0.1\nepoch 1 lr 0.1\nepoch 2 lr 0.05\nepoch 3 lr 0.05\n"
+
+
+def test_resume_in_the_workspace(tmp_path):
+    p = make_project(tmp_path / "proj", train=CKPT, persist=("model.txt",))
+    queue_runs(p, "epochs=1", name="base")
+    worker.run_all(p, jobs=1)
+    (p.root / "params.yaml").write_text("lr: 0.1\nepochs: 3\n")
+    exp = checkpoints.run_resumed(p, "base", name="cont")
+    assert exp.record.status == "success"
+    assert exp.record.parent == refs.read(p, exp.record.baseline, "base")
+    assert [s for s, _ in exp.record.checkpoints] == [1, 2]
+    assert (p.root / "out.txt").read_text() == "epoch 0 lr 0.1\nepoch 1 lr 0.1\nepoch 2 lr 0.1\n"
+
+
+@pytest.mark.skipif(not SLOW, reason="heavy: TALLY_SLOW=1")
+def test_hundred_entries_two_detached_workers(proj):
+    items = queue_runs(proj, "lr=range(0,100)")
+    res = worker.start(proj, jobs=2)
+    assert len(res["started"]) == 2
+    _wait_for(lambda: all(e["state"] in ("done", "failed") for e in queue.status(proj)["entries"]),
+              timeout=300, what="100 runs")
+    states = [e["state"] for e in queue.status(proj)["entries"]]
+    assert states == ["done"] * len(items)
