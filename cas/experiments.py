@@ -57,7 +57,9 @@ class Experiment:
 def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         name: str | None = None, message: str = "", force: bool = False,
         no_run_cache: bool = False, quick_stage: QuickStage | None = None,
-        echo: bool = False, wait: float = 0.0, notify: Notify | None = None) -> Experiment:
+        echo: bool = False, wait: float = 0.0, notify: Notify | None = None,
+        parent: str | None = None, env: dict[str, str] | None = None,
+        checkpoints_file: Path | None = None) -> Experiment:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
 
     Args:
@@ -65,6 +67,10 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         set_params: `-S` overrides, applied to the params files (round-trip) first.
         name: the experiment name; generated (adjective-noun) when None.
         wait: seconds to wait for another run in this workspace to finish.
+        parent: the record this run continues (`--resume`), kept in the new record.
+        env: extra environment for the stage commands.
+        checkpoints_file: where cas.live appends the run's checkpoints (default: a
+            temp file); they become the record's `checkpoints`.
     Returns:
         The experiment; its record's status is success, failed or interrupted (the
         caller maps failed to exit 8 and interrupted to 130: the record is written).
@@ -98,7 +104,12 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 project.store.writer() as writer:
             project.store.ensure_dirs()
             log_path = project.store.tmp / f"run-{os.getpid()}-{os.urandom(4).hex()}.log"
-            env = {"TALLY_EXP_NAME": name} if name else {}
+            env = {**({"TALLY_EXP_NAME": name} if name else {}), **(env or {})}
+            # cas.live.Live.checkpoint() stores outputs and appends (step, tree) here.
+            from . import live
+            ckpt_path = checkpoints_file or project.store.tmp / f"checkpoints-{os.getpid()}-{os.urandom(4).hex()}"
+            env[live.ENV_STORE] = os.fspath(project.store_dir)
+            env[live.ENV_CHECKPOINTS] = os.fspath(ckpt_path)
             r = runner.Runner(project, writer=writer, log_path=log_path, baseline=baseline,
                               notify=notify, parsed=parsed, options=runner.RunOptions(
                                   force=force, no_run_cache=no_run_cache, echo=echo,
@@ -113,6 +124,9 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 logs = writer.put_file(log_path)
             finally:
                 _unlink(log_path)
+            checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
+            if checkpoints_file is None:
+                _unlink(ckpt_path)
             ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify)
             rec = Record(
                 name=name or "", baseline=baseline, created=created, status=result.status,
@@ -122,7 +136,8 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 deps={p: f.oid for p, f in sorted(result.deps.items())},
                 outs={p: (f.oid, f.is_dir) for p, f in sorted(result.outs.items())},
                 metrics=collect_metrics(project.root, pipeline.metrics),
-                stages=tuple(result.stages), logs=logs, message=message)
+                stages=tuple(result.stages), logs=logs, message=message, parent=parent,
+                checkpoints=checkpoints)
             exp = _publish(project, writer, rec, before_ref=r.finish)
         parsed.save()
     return replace(exp, reason=result.reason)
