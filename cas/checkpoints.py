@@ -11,7 +11,6 @@ not in the store unless `force`.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -145,47 +144,12 @@ def run_resumed(project, source: str, *, force_restore: bool = False, **run_args
 
 def run_with_checkpoints(project, *, parent: str | None = None, resume_step: int | None = None,
                          **run_args: Any):
-    """cas.experiments.run with the Live environment set, its checkpoints folded into
-    the record and `parent` recorded (objects, then record, then a CAS move of the ref)."""
+    """cas.experiments.run, continuing `parent` from checkpoint step `resume_step`."""
     from . import experiments, live
 
-    ckpt = project.store_dir / "tmp" / f"checkpoints-{os.getpid()}-{os.urandom(4).hex()}"
-    project.store.ensure_dirs()
-    ckpt.write_bytes(b"")
-    env = {live.ENV_STORE: os.fspath(project.store_dir), live.ENV_CHECKPOINTS: os.fspath(ckpt)}
-    if resume_step is not None:
-        env[live.ENV_RESUME_STEP] = str(resume_step)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        exp = experiments.run(project, **run_args)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        return amend(project, exp, checkpoints=live.read_checkpoints(ckpt), parent=parent)
-    finally:
-        try:
-            ckpt.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def amend(project, exp, *, checkpoints: list[tuple[int, str]], parent: str | None):
-    """Add checkpoints and a parent to a just-written experiment's record, if missing."""
-    rec = exp.record
-    if not ((checkpoints and not rec.checkpoints) or (parent and rec.parent is None)):
-        return exp
-    new_rec = replace(rec, checkpoints=rec.checkpoints or tuple(checkpoints),
-                      parent=rec.parent or parent)
-    with project.store.writer() as w:
-        new = record.put(w, new_rec)
-    refs.update(project, rec.baseline, exp.name, new, exp.oid)
-    return replace(exp, oid=new, record=new_rec)
+    env = {live.ENV_RESUME_STEP: str(resume_step)} if resume_step is not None else {}
+    return experiments.run(project, parent=parent, env=env, **run_args)
 
 
 __all__ = ["find_record", "pick", "last", "restore", "materialize", "run_resumed",
-           "run_with_checkpoints", "amend"]
+           "run_with_checkpoints"]

@@ -356,9 +356,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path) -> dict[str, Any]:
     override, missing object); a run that fails *after* starting returns an outcome
     with status "failed" and the record id, as the runner records failed runs too.
     """
-    from dataclasses import replace
-
-    from . import experiments, live, record, refs, rundir
+    from . import experiments, live, rundir
 
     e = item.entry
     rid = item.id[:16]
@@ -368,26 +366,16 @@ def run_entry(project, item: queue.Item, *, common_dir: Path) -> dict[str, Any]:
     print(f"materialized {e.workspace[:12]} into {rp.root} in {time.monotonic() - t0:.3f} s")
     ckpt = queue.checkpoints_path(project, item.id)
     ckpt.write_bytes(b"")
-    os.environ.update({live.ENV_STORE: os.fspath(project.store_dir),
-                       live.ENV_CHECKPOINTS: os.fspath(ckpt), "TALLY_EXP_NAME": e.name,
-                       "TALLY_QUEUE_ID": item.id})
+    env = {"TALLY_QUEUE_ID": item.id}
     if e.checkpoint is not None:
-        os.environ[live.ENV_RESUME_STEP] = str(e.options.get("resume_step", ""))
+        env[live.ENV_RESUME_STEP] = str(e.options.get("resume_step", ""))
     _drop_failed_ref(project, e)
     exp = experiments.run(rp, stages=e.targets, set_params=e.override_specs(), name=e.name,
                           message=e.message, force=bool(e.options.get("force")),
                           no_run_cache=bool(e.options.get("no_run_cache")), echo=True,
-                          notify=lambda m: print(m, flush=True))
+                          notify=lambda m: print(m, flush=True), parent=e.parent, env=env,
+                          checkpoints_file=ckpt)
     oid, rec = exp.oid, exp.record
-    ckpts = tuple(live.read_checkpoints(ckpt))
-    if (ckpts and not rec.checkpoints) or (e.parent and rec.parent is None):
-        # Fold the run's checkpoints and the resumed parent into its record: objects,
-        # then the new record, then the ref moved from the old record (CAS).
-        amended = replace(rec, checkpoints=rec.checkpoints or ckpts, parent=rec.parent or e.parent)
-        with project.store.writer() as w:
-            new = record.put(w, amended)
-        refs.update(project, rec.baseline, exp.name, new, oid)
-        oid, rec = new, amended
     status = "success" if rec.status == "success" else "failed"
     if status == "success":
         rundir.cleanup(project, rid)
