@@ -1,0 +1,109 @@
+"""Shared fixtures: an isolated environment, tiny thresholds, a Git repo, a project.
+
+Every test runs with HOME, Git's global and system config and Git's identity pointed
+at throwaway values, and with no TALLY_* variable from the caller's shell except
+TALLY_REFLINK_DIR (CI mounts an XFS image with reflink there). Thresholds that pick
+the big-data code paths (mmap hashing, streamed copies, pool chunks, batch flushes)
+are shrunk, so a few KiB of test data take the same paths as gigabytes would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import helpers
+
+# Read before any fixture scrubs the environment: these decide what is collected.
+REFLINK_DIR = os.environ.get("TALLY_REFLINK_DIR") or None
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Isolate the user's home, Git config and TALLY_* settings (borg's clean_env)."""
+    home = tmp_path_factory.mktemp("home")  # outside tmp_path: tests own all of that
+    empty = home / ".gitconfig-empty"
+    empty.write_bytes(b"")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Tally Test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "tally@example.com")
+    for var in list(os.environ):
+        if var.startswith("TALLY_") and var != "TALLY_REFLINK_DIR":
+            monkeypatch.delenv(var)
+        elif var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
+            monkeypatch.delenv(var)
+    # Per-process memos that would carry one test's filesystem verdicts into the next.
+    from cas import fsops, tracking
+    monkeypatch.setattr(fsops, "_no_reflink_devs", set())
+    monkeypatch.setattr(tracking, "_reflink_ok", {})
+
+
+@pytest.fixture(autouse=True)
+def tiny_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small data takes the big-data paths: mmap + threads, streaming, pools, batches."""
+    from cas import checkout, hashing, store, workspace
+    modules = {"hashing": hashing, "store": store, "workspace": workspace, "checkout": checkout}
+    for module, name, value in helpers.TINY:
+        # raising=False: a knob that a refactor removed must not break every test.
+        monkeypatch.setattr(modules[module], name, value, raising=False)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh Git work tree with one commit (a README), symlinks resolved."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    helpers.git(root, "init", "-q", "-b", "main")
+    helpers.git(root, "config", "commit.gpgsign", "false")
+    (root / "README.md").write_text("test repository\n")
+    helpers.git(root, "add", "README.md")
+    helpers.git(root, "commit", "-q", "-m", "initial")
+    return root.resolve()
+
+
+@pytest.fixture
+def project(repo: Path):
+    """`tally init` in `repo`: a Project with the default config."""
+    from cas.project import init_project
+    proj, created = init_project(repo)
+    assert created
+    return proj
+
+
+@pytest.fixture
+def reflink_dir() -> Path:
+    """A fresh directory on a reflink-capable filesystem (TALLY_REFLINK_DIR), else skip."""
+    if REFLINK_DIR is None:
+        pytest.skip("reflink: set TALLY_REFLINK_DIR to a directory on XFS (reflink=1) or "
+                    "Btrfs; .ci/run mounts one when it runs as root")
+    from cas.fsops import can_reflink
+    if not can_reflink(REFLINK_DIR):
+        pytest.skip(f"reflink: TALLY_REFLINK_DIR={REFLINK_DIR} cannot clone files")
+    d = Path(tempfile.mkdtemp(prefix="tally-test-", dir=REFLINK_DIR))
+    try:
+        yield d.resolve()
+    finally:
+        helpers.make_writable(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def reflink_repo(reflink_dir: Path) -> Path:
+    """Like `repo`, on the reflink-capable filesystem."""
+    root = reflink_dir / "repo"
+    root.mkdir()
+    helpers.git(root, "init", "-q", "-b", "main")
+    helpers.git(root, "commit", "-q", "--allow-empty", "-m", "initial")
+    return root
