@@ -58,6 +58,12 @@ the workspace holds the results, and the experiment is recorded (name printed).
   --wait SECONDS         wait this long for another run in this workspace (default 0)
   -q, --quiet            do not echo stage output or progress
   --json                 machine-readable result on stdout
+  --queue                queue the run (every point of a -S sweep) instead of running it;
+                         the workspace is snapshotted now, so later edits do not leak in
+  --dry-run              with --queue: list what would be queued, queue nothing
+  --run-all              run the queue in the foreground until it is empty
+  -j, --jobs N           with --run-all: runs at a time (default 1)
+  --resume NAME          continue experiment NAME from its last checkpoint
 
 Exit 8 when a stage fails (the experiment is still recorded), 7 when another run
 holds the workspace, 130 on Ctrl-C (recorded as interrupted).
@@ -75,6 +81,12 @@ def run(ctx: typer.Context) -> None:
     from cas.project import open_project
 
     a = _parse_run(_with_dashdash(list(ctx.args)))
+    if a.queue or a.run_all or a.resume or a.dry_run:
+        from . import queue_cmds  # --queue, --run-all -j N, --resume NAME, --dry-run
+        exp = queue_cmds.run_options(a)
+        if exp is not None:
+            _render(exp, a.json, "Ran")
+        return
     quick = None
     targets = a.targets
     if a.cmd is not None or a.outs or a.deps or a.metrics or a.outs_no_cache:
@@ -134,6 +146,11 @@ def _parse_run(args: list[str]):
     p.add_argument("--wait", type=float, default=0.0)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--queue", action="store_true")
+    p.add_argument("--run-all", action="store_true")
+    p.add_argument("-j", "--jobs", type=int, default=1)
+    p.add_argument("--resume")
+    p.add_argument("--dry-run", action="store_true")
     ns = p.parse_intermixed_args(args)
     ns.cmd = cmd
     return ns
