@@ -127,7 +127,8 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
             if checkpoints_file is None:
                 _unlink(ckpt_path)
-            ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify)
+            ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify,
+                           lock_bytes=r.pending_lock())
             rec = Record(
                 name=name or "", baseline=baseline, created=created, status=result.status,
                 host=_host(), user=_user(), exit_code=result.exit_code,
@@ -276,7 +277,8 @@ def _try_pipeline(project):
 
 
 def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileState], *,
-              ignore_outs: bool = False, notify: Notify | None = None) -> str:
+              ignore_outs: bool = False, notify: Notify | None = None,
+              lock_bytes: bytes | None = None) -> str:
     from . import git
 
     files = git.list_workspace_files(project.root)
@@ -289,6 +291,10 @@ def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileS
     # A dep inside another known path is already in that subtree.
     known = {p: k for p, k in known.items()
              if not any(p.startswith(q + "/") for q in known if known[q].is_dir)}
+    if lock_bytes is not None:
+        from .lockfile import LOCK_FILE
+        known[LOCK_FILE] = worktree.Known(writer.put_bytes(lock_bytes), False, len(lock_bytes), 1,
+                                          _mode(project.root / LOCK_FILE))
     ingest = "reflink" if _reflink_ok(project) else "copy"
     return worktree.snapshot(project, writer=writer, extra=known, ingest=ingest, files=files).oid
 

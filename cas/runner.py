@@ -209,6 +209,16 @@ class Runner:
         res.finished = time.time_ns()
         return res
 
+    def pending_lock(self) -> bytes | None:
+        """The `tally.lock` bytes finish() will write, or None if it will not write one.
+
+        The workspace snapshot takes these bytes, so the experiment holds the lock of
+        its own run even though the file is only written after the objects it names.
+        """
+        if not (self.options.write_lock and self._lock_dirty):
+            return None
+        return lockfile.dumps(self.lock).encode("utf-8")
+
     def finish(self) -> None:
         """Write `tally.lock` and the run-cache index: call after the writer's flush,
         so every object they name is already published."""
