@@ -10,7 +10,8 @@ A row is a mapping from a column id to a value; a Column names one of them. Ids:
 A column is shown, and can be written in an expression, as `<file>:<key>`
 (`metrics.json:acc`, `params.yaml:train.lr`) or by a short form: the bare key (`acc`,
 `train.lr`) or the key under its group (`metrics.acc`, `params.train.lr`,
-`deps.data/raw.csv`). A short form that names more than one column is ambiguous
+`deps.data/raw.csv`); failing those, a trailing part of a dotted key (`lr`,
+`params.lr` for train.lr). A short form that names more than one column is ambiguous
 (UsageError listing the candidates); a field name always means the field.
 
 Filter grammar (keywords case-insensitive; `not` binds tighter than `and`, `and`
@@ -390,11 +391,20 @@ class Resolver:
     def __init__(self, columns: Iterable[Column]) -> None:
         self.columns = list(dict.fromkeys(columns))
         self._spellings: dict[str, list[Column]] = {}
+        self._suffixes: dict[str, list[Column]] = {}  # `lr` for train.lr, only if no spelling
         for col in self.columns:
             for s in self.spellings(col):
                 lst = self._spellings.setdefault(s, [])
                 if col not in lst:
                     lst.append(col)
+            if col.group in (METRICS, PARAMS):
+                parts = col.key.split(".")
+                for i in range(1, len(parts)):
+                    tail = ".".join(parts[i:])
+                    for s in (tail, f"{col.group}.{tail}"):
+                        lst = self._suffixes.setdefault(s, [])
+                        if col not in lst:
+                            lst.append(col)
 
     @staticmethod
     def spellings(col: Column) -> list[str]:
@@ -416,7 +426,7 @@ class Resolver:
         for col in self.columns:  # a field name always means the field
             if col.group == FIELD and col.key == key:
                 return col
-        found = self._spellings.get(key, [])
+        found = self._spellings.get(key) or self._suffixes.get(key, [])
         if len(found) == 1:
             return found[0]
         if found:
@@ -554,14 +564,24 @@ def parse_sort(spec: str, columns: Iterable[Column]) -> Sort:
     Raises:
         FilterError: an empty, unknown or ambiguous key.
     """
-    key, descending = spec.strip(), False
+    key, descending, _ = split_sort(spec)
+    return Sort(Resolver(columns).resolve(key, text=spec, pos=0), descending)
+
+
+def split_sort(spec: str) -> tuple[str, bool, bool]:
+    """`KEY[:asc|:desc]` -> (key, descending, whether a direction was written).
+
+    Raises:
+        FilterError: an empty key.
+    """
+    key, descending, explicit = spec.strip(), False, False
     for suffix, desc in ((":asc", False), (":desc", True)):
         if key.lower().endswith(suffix):
-            key, descending = key[: -len(suffix)], desc
+            key, descending, explicit = key[: -len(suffix)], desc, True
             break
     if not key:
         raise FilterError("empty sort key", spec, 0, hint="e.g. --sort-by metrics.acc:desc")
-    return Sort(Resolver(columns).resolve(key, text=spec, pos=0), descending)
+    return key, descending, explicit
 
 
 def sort_rows(rows: Sequence[Row], sort: Sort) -> list[Row]:
@@ -637,6 +657,15 @@ def _differs(cid: str, rows: Sequence[Row]) -> bool:
 
 def format_value(value: Any, precision: int | None = None) -> str:
     """A cell's text: `-` for missing, floats to `precision` significant digits."""
+    t = type(value)
+    if t is float:  # the common case first: a table is mostly metrics
+        if value != value or value in (math.inf, -math.inf):
+            return str(value)
+        return f"{value:.{precision}g}" if precision is not None else repr(value)
+    if t is str:
+        return value
+    if t is int:
+        return str(value)
     if value is MISSING or value is None:
         return "-"
     if value is True:
@@ -644,9 +673,7 @@ def format_value(value: Any, precision: int | None = None) -> str:
     if value is False:
         return "false"
     if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return f"{value:.{precision}g}" if precision is not None else repr(value)
+        return format_value(float(value), precision)
     if isinstance(value, (int, str)):
         return str(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

@@ -299,3 +299,18 @@ def test_format_value() -> None:
 def test_column_ids_round_trip() -> None:
     for col in COLS:
         assert q.column_of(col.id) == col
+
+
+def test_a_trailing_part_of_a_dotted_key_is_a_short_form() -> None:
+    r = q.Resolver(COLS)
+    assert r.resolve("lr") == q.param("params.yaml", "train.lr")
+    assert r.resolve("params.epochs") == q.param("params.yaml", "train.epochs")
+    assert r.resolve("test") == q.metric("eval/scores.json", "acc.test")
+    # an exact spelling wins over a trailing part: `acc` is metrics.json:acc, not acc.test
+    cols = COLS + [q.metric("b.json", "x.acc")]
+    with pytest.raises(q.FilterError, match="ambiguous"):
+        q.Resolver(cols + [q.metric("c.json", "acc")]).resolve("acc")
+    assert q.Resolver([q.metric("a.json", "acc"), q.metric("b.json", "x.acc")]).resolve("acc") == \
+        q.metric("a.json", "acc")
+    with pytest.raises(q.FilterError, match="ambiguous"):
+        q.Resolver([q.param("p.yaml", "a.lr"), q.param("p.yaml", "b.lr")]).resolve("lr")

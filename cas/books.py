@@ -1,0 +1,530 @@
+"""Keeping the books: list, show, diff, rename and remove experiments.
+
+Each function takes an opened Project and returns plain data; cli/books.py renders
+it. restore and promote, which write to the workspace and to Git, live in
+cas/restore.py and cas/promote.py.
+
+Which experiment a NAME means (`find`): a name is unique only per baseline, so
+`NAME` is looked up under the current baseline (HEAD) first, then under every
+baseline; found under several others, it is ambiguous and must be written
+`BASELINE/NAME` with a prefix of the baseline commit (at least 4 hex digits).
+
+Listing reads through the summary index (cas/expindex.py), so only experiments new
+since the last listing cost a record decode; 10,000 experiments list in well under a
+second.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from . import git, query, record, refs
+from .errors import NotFound, TallyError, UsageError
+from .expindex import Index, Listed
+from .query import FIELD, Column
+
+UNREADABLE = "unreadable"  # the status shown for a ref whose record cannot be read
+BASE_FIELDS = ("name", "created", "status")
+HIDDEN_FIELDS = ("baseline", "record", "exit_code", "message", "deps")
+MIN_BASELINE_PREFIX = 4  # hex digits, as `git rev-parse` wants at least
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """One experiment as listed."""
+
+    name: str
+    baseline: str
+    oid: str  # the record id
+    created: int  # unix ns (0 when unreadable)
+    status: str
+    exit_code: int | None = None
+    # Metrics, params and dep ids under their query column ids: "metrics:<file>:<key>",
+    # "params:<file>:<key>", "deps:<path>" (see cas/query.py).
+    values: dict[str, Any] = field(default_factory=dict)
+    changed_deps: tuple[str, ...] | None = None  # vs the baseline's tally.lock; None: unknown
+    message: str = ""
+    steps: tuple[int, ...] = ()
+    problem: str | None = None  # why the record could not be read
+
+    @property
+    def ref(self) -> str:
+        return f"{self.baseline[:7]}/{self.name}"
+
+    def group(self, name: str) -> dict[str, Any]:
+        """`metrics`, `params` or `deps` values, keyed `file:key` (deps: by path)."""
+        prefix = name + ":"
+        n = len(prefix)
+        return {k[n:]: v for k, v in self.values.items() if k.startswith(prefix)}
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.group("metrics")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.group("params")
+
+    def row(self) -> dict[str, Any]:
+        """The query row: column id -> value."""
+        r = {"name": self.name, "baseline": self.baseline, "record": self.oid,
+             "created": iso_time(self.created), "status": self.status,
+             "exit_code": self.exit_code, "message": self.message,
+             "deps": ", ".join(self.changed_deps) if self.changed_deps is not None else None}
+        r.update(self.values)
+        return r
+
+    def to_json(self, columns: Sequence[Column] | None = None) -> dict[str, Any]:
+        """A stable mapping for `--json`; `columns` limits metrics and params."""
+        keep = None if columns is None else {c.id for c in columns}
+
+        def pick(group: str) -> dict[str, Any]:
+            n = len(group) + 1
+            return {k[n:]: v for k, v in self.values.items()
+                    if k.startswith(group + ":") and (keep is None or k in keep)}
+
+        return {"name": self.name, "baseline": self.baseline, "record": self.oid,
+                "created": iso_time(self.created), "status": self.status,
+                "exit_code": self.exit_code, "message": self.message,
+                "metrics": pick("metrics"), "params": pick("params"),
+                "changed_deps": None if self.changed_deps is None else list(self.changed_deps),
+                "checkpoints": list(self.steps), "problem": self.problem}
+
+
+_iso_cache: dict[int, str] = {}
+
+
+def iso_time(ns: int) -> str:
+    """`2024-05-01T12:00:00Z` (UTC, seconds), so text order is time order."""
+    s = ns // 1_000_000_000
+    t = _iso_cache.get(s)
+    if t is None:
+        t = _iso_cache[s] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s))
+    return t
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    # Building tens of thousands of small dicts triggers the cyclic GC over and over
+    # (it scans every live object each time): it doubled listing time. Nothing here
+    # makes cycles, so pausing it is safe; it resumes on the way out.
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# -- finding ----------------------------------------------------------------------------
+
+def current_baseline(project: Any) -> str | None:
+    """HEAD's commit: the baseline new experiments start from (None: no commit yet)."""
+    return git.head_commit(project.root)
+
+
+def find(project: Any, spec: str) -> tuple[str, str, str]:
+    """The (baseline, name, record id) that `spec` (`NAME` or `BASELINE/NAME`) means.
+
+    Raises:
+        NotFound: no such experiment (with the closest names as a hint).
+        UsageError: a malformed spec, or a name found under several other baselines.
+    """
+    prefix, sep, name = spec.rpartition("/")
+    if refs.name_problem(name):
+        raise UsageError(f"invalid experiment name {name!r}: {refs.name_problem(name)}")
+    baselines = refs.list_baselines(project)
+    if sep:
+        if len(prefix) < MIN_BASELINE_PREFIX or prefix.strip("0123456789abcdef"):
+            raise UsageError(f"{prefix!r} is not a baseline commit prefix",
+                             hint="write BASELINE/NAME with at least 4 hex digits of the commit")
+        candidates = [b for b in baselines if b.startswith(prefix)]
+    else:
+        head = current_baseline(project)
+        if head is not None and refs.read(project, head, name) is not None:
+            return head, name, refs.read(project, head, name)  # type: ignore[return-value]
+        candidates = baselines
+    found = [(b, name, oid) for b in candidates if (oid := refs.read(project, b, name)) is not None]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        where = ", ".join(b[:7] for b, _, _ in found)
+        raise UsageError(f"experiment {name!r} exists under several baselines ({where})",
+                         hint=f"write it as BASELINE/NAME, e.g. {found[0][0][:7]}/{name}")
+    known = sorted({n for _, n, _ in refs.list_refs(project)}) if len(baselines) < 1000 else []
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+            else "`tally show --all` lists the experiments")
+    raise NotFound(f"no experiment named {spec!r}", hint=hint)
+
+
+def load(project: Any, spec: str) -> tuple[str, str, record.Record]:
+    """(baseline, name, decoded record) of the experiment `spec` names.
+
+    Raises:
+        NotFound, UsageError: as find(). ObjectMissing / Corruption: the record is
+            missing from the store or damaged.
+    """
+    b, name, oid = find(project, spec)
+    return b, name, record.load(project.store, oid)
+
+
+# -- listing ----------------------------------------------------------------------------
+
+def list_experiments(project: Any, *, all_baselines: bool = False) -> list[Experiment]:
+    """Experiments of the current baseline (or of every one), newest first.
+
+    A ref whose record is missing or damaged is listed with status "unreadable" and
+    a `problem`, so it can still be seen and removed.
+    """
+    return _list(project, all_baselines)[0]
+
+
+def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | None]:
+    """(experiments newest first, the current baseline or None)."""
+    head = current_baseline(project)
+    with _no_gc():
+        index = Index(project)
+        try:
+            if all_baselines:
+                baselines = refs.list_baselines(project)
+            else:
+                baselines = [head] if head is not None else []
+            listed = index.listed(index.list_refs(baselines))
+            out = [_experiment(index, item) for item in listed]
+            index.save()
+        finally:
+            index.discard()
+        out.sort(key=lambda e: (-e.created, e.name))
+        return out, head
+
+
+def _experiment(index: Index, item: Listed) -> Experiment:
+    s = item.summary
+    if s is None:
+        return Experiment(item.name, item.baseline, item.oid, 0, UNREADABLE, problem=item.problem)
+    base_deps = index.baseline_deps(item.baseline) if s.deps else {}
+    changed = None if base_deps is None else tuple(p for p, o in s.deps.items() if base_deps.get(p) != o)
+    return Experiment(item.name, item.baseline, item.oid, s.created, s.status, s.exit_code,
+                      s.values, changed, s.message, s.steps)
+
+
+def columns_of(exps: Sequence[Experiment], *, with_baseline: bool) -> tuple[list[Column], list[Column]]:
+    """(shown columns, extra columns a filter or sort may name) for these experiments.
+
+    Shown: name, [baseline], created, status, every metric, every param, changed deps.
+    """
+    ids: set[str] = set()
+    for e in exps:
+        ids.update(e.values)
+    cols = [query.column_of(i) for i in sorted(ids)]
+    shown = [query.field("name")] + ([query.field("baseline")] if with_baseline else []) + \
+        [query.field("created"), query.field("status")]
+    shown += [c for c in cols if c.group == query.METRICS]
+    shown += [c for c in cols if c.group == query.PARAMS]
+    shown.append(query.field("deps"))
+    extra = [query.field(f) for f in HIDDEN_FIELDS if not any(c.id == f for c in shown)]
+    extra += [c for c in cols if c.group == query.DEPS]
+    return shown, extra
+
+
+@dataclass
+class Table:
+    """What `show` displays: the columns chosen and the rows, in order."""
+
+    columns: list[Column]
+    experiments: list[Experiment]
+    rows: list[dict[str, Any]]  # query rows, parallel to experiments
+    total: int  # experiments listed before filtering and -n
+    baseline: str | None  # the current baseline (None with --all or no commit)
+
+
+def show(project: Any, *, all_baselines: bool = False, filter: str | None = None,
+         sort_by: str | None = None, keep: Sequence[str] = (), drop: Sequence[str] = (),
+         only_changed: bool = False, limit: int | None = None) -> Table:
+    """The experiment table: listed, filtered, sorted, cut to `limit`, columns chosen.
+
+    Raises:
+        FilterError (UsageError): a bad filter or sort key, with its position.
+    """
+    if limit is not None and limit < 0:
+        raise UsageError("-n must be 0 or more")
+    exps, head = _list(project, all_baselines)
+    with _no_gc():
+        shown, extra = columns_of(exps, with_baseline=all_baselines)
+        known = shown + extra if exps else None
+        pred = query.compile_filter(filter, known) if filter else None
+        if sort_by and not exps:
+            query.split_sort(sort_by)  # nothing to resolve against: check the syntax only
+        sort = query.parse_sort(sort_by, known) if sort_by and known else None
+        pairs = [(e, e.row()) for e in exps]
+        if pred is not None:
+            pairs = [(e, r) for e, r in pairs if pred(r)]
+        if sort is not None:
+            by_id = {id(r): e for e, r in pairs}
+            rows = query.sort_rows([r for _, r in pairs], sort)
+            pairs = [(by_id[id(r)], r) for r in rows]
+        if limit is not None:
+            pairs = pairs[:limit]
+        rows = [r for _, r in pairs]
+        columns = query.select_columns(shown, rows, keep=keep, drop=drop, only_changed=only_changed)
+        return Table(columns, [e for e, _ in pairs], rows, len(exps), None if all_baselines else head)
+
+
+# -- diff -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    group: str  # params | metrics
+    key: str  # "file:key"
+    a: Any  # query.MISSING when absent
+    b: Any
+    changed: bool
+    delta: float | int | None  # a - b when both are numbers
+
+    def to_json(self) -> dict[str, Any]:
+        def v(x: Any) -> Any:
+            return None if x is query.MISSING else x
+        return {"group": self.group, "key": self.key, "a": v(self.a), "b": v(self.b),
+                "changed": self.changed, "delta": self.delta}
+
+
+@dataclass
+class Diff:
+    a: str  # labels: `BASE/NAME` or `commit abc1234`
+    b: str
+    rows: list[DiffRow]
+    notes: list[str]  # files that could not be read on the B side, and why
+
+
+def diff(project: Any, a: str, b: str | None = None) -> Diff:
+    """Params and metrics of experiment `a` against `b`: another experiment, a Git
+    revision, or (None) the baseline commit of `a`, whose files are read from Git.
+
+    Raises:
+        NotFound: `a` is unknown, or `b` is neither an experiment nor a commit.
+    """
+    ab, aname, arec = load(project, a)
+    notes: list[str] = []
+    if b is None:
+        blabel, bparams, bmetrics = f"baseline {ab[:7]}", *_files_at(project, ab, arec, notes)
+    else:
+        try:
+            bb, bname, brec = load(project, b)
+            blabel, bparams, bmetrics = f"{bb[:7]}/{bname}", brec.flat_params(), brec.flat_metrics()
+        except (NotFound, UsageError) as exc:
+            try:  # not an experiment: a Git revision? (show_file raises NotFound if not)
+                git.show_file(project.root, b, "tally.lock")
+            except (NotFound, UsageError):
+                raise NotFound(f"{b!r} is neither an experiment nor a Git commit",
+                               hint=exc.hint) from None
+            blabel, bparams, bmetrics = f"commit {b}", *_files_at(project, b, arec, notes)
+    rows = _diff_rows("params", arec.flat_params(), bparams) + \
+        _diff_rows("metrics", arec.flat_metrics(), bmetrics)
+    return Diff(f"{ab[:7]}/{aname}", blabel, rows, notes)
+
+
+def _diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, query.MISSING), b.get(k, query.MISSING)
+        changed = query._kind(va) != query._kind(vb) or va != vb  # noqa: SLF001
+        delta = None
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (va, vb)):
+            delta = va - vb
+        out.append(DiffRow(group, k, va, vb, changed, delta))
+    return out
+
+
+def _files_at(project: Any, commit: str, rec: record.Record,
+              notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The flattened params and metrics of `rec`'s files as committed at `commit`."""
+    from . import params as params_mod
+
+    loaded: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}}
+    for group, files in (("params", rec.params), ("metrics", rec.metrics)):
+        for path in files:
+            data = git.show_file(project.root, commit, path)
+            if data is None:
+                notes.append(f"{path} does not exist at {commit[:12]}")
+                continue
+            suffix = os.path.splitext(path)[1]
+            with tempfile.TemporaryDirectory(prefix="tally-diff-") as tmp:
+                p = os.path.join(tmp, "file" + suffix)
+                with open(p, "wb") as f:
+                    f.write(data)
+                try:
+                    loaded[group][path] = params_mod.load_params(p)
+                except TallyError as exc:
+                    notes.append(f"{path} at {commit[:12]} cannot be read: {exc.message}")
+    flat = record.Record(name="", baseline=commit, created=0, status="success",
+                         params=loaded["params"], metrics=loaded["metrics"])
+    return flat.flat_params(), flat.flat_metrics()
+
+
+# -- rename -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    baseline: str
+    old: str
+    new: str
+    oid: str
+
+
+def rename(project: Any, old: str, new: str) -> Renamed:
+    """Rename experiment `old` (a NAME or BASELINE/NAME) to `new`, under its baseline.
+
+    Raises:
+        NotFound: no experiment `old`. Conflict: `new` is taken under that baseline.
+        UsageError: `new` is not a valid name.
+    """
+    refs.check_name(new)
+    baseline, name, oid = find(project, old)
+    if name == new:
+        return Renamed(baseline, name, new, oid)
+    oid = refs.rename(project, baseline, name, new, oid=oid)
+    return Renamed(baseline, name, new, oid)
+
+
+# -- remove -----------------------------------------------------------------------------
+
+@dataclass
+class Removal:
+    """What remove did (or, with dry_run, would do)."""
+
+    removed: list[Experiment]
+    failed: list[tuple[Experiment, TallyError]]  # refs that moved or vanished meanwhile
+    kept: int  # experiments in scope left alone
+    dry_run: bool
+
+
+def select(project: Any, *, names: Sequence[str] = (), everything: bool = False,
+           failed: bool = False, filter: str | None = None, older_than: str | None = None,
+           keep_best: int | None = None, sort_by: str | None = None,
+           all_baselines: bool = False, now_ns: int | None = None) -> tuple[list[Experiment], int]:
+    """The experiments the selectors pick, and how many in scope they leave out.
+
+    Names pick exactly those experiments and combine with nothing else. The other
+    selectors combine with AND: `--failed --older-than 30d` picks failed experiments
+    older than 30 days; `--keep-best N --sort-by KEY:desc` then spares the first N of
+    those in that order (missing values count as worst). `everything` picks every
+    experiment in scope (the current baseline, or all with `all_baselines`).
+
+    Raises:
+        UsageError: no selector, names mixed with selectors, --keep-best without a
+            --sort-by that says asc or desc, a bad filter or duration.
+        NotFound: a name that does not exist (nothing is selected then).
+    """
+    predicates = failed or filter is not None or older_than is not None or keep_best is not None
+    if sort_by is not None and keep_best is None:
+        raise UsageError("--sort-by only makes sense with --keep-best (or --top)")
+    if names and (predicates or everything):
+        raise UsageError("give experiment names or selectors (--all, --failed, --filter, "
+                         "--older-than, --keep-best), not both")
+    if not names and not predicates and not everything:
+        raise UsageError("nothing selected", hint="name experiments, or use --all, --failed, "
+                         "--filter EXPR, --older-than AGE or --keep-best N --sort-by KEY:desc")
+    if keep_best is not None:
+        _check_best(keep_best, sort_by, "--keep-best")
+    if names:
+        picked: dict[tuple[str, str], Experiment] = {}
+        listed = {(e.baseline, e.name): e for e in list_experiments(project, all_baselines=True)}
+        for spec in names:
+            b, n, _ = find(project, spec)
+            picked[(b, n)] = listed[(b, n)]
+        head = current_baseline(project)
+        scope = [e for e in listed.values() if all_baselines or e.baseline == head]
+        return list(picked.values()), max(0, len(scope) - len(picked))
+    scope = list_experiments(project, all_baselines=all_baselines)
+    chosen = _pick(scope, failed=failed, filter=filter, older_than=older_than, keep_best=keep_best,
+                   sort_by=sort_by, with_baseline=all_baselines, now_ns=now_ns)
+    return chosen, len(scope) - len(chosen)
+
+
+def _check_best(n: int, sort_by: str | None, flag: str) -> None:
+    if n < 0:
+        raise UsageError(f"{flag} must be 0 or more")
+    if not sort_by:
+        raise UsageError(f"{flag} needs --sort-by KEY:desc or KEY:asc")
+    if not query.split_sort(sort_by)[2]:
+        raise UsageError(f"--sort-by {sort_by} does not say which end is best",
+                         hint=f"write {sort_by}:desc (highest first) or {sort_by}:asc (lowest first)")
+
+
+def _pick(scope: list[Experiment], *, failed: bool, filter: str | None, older_than: str | None,
+          keep_best: int | None, sort_by: str | None, with_baseline: bool,
+          now_ns: int | None) -> list[Experiment]:
+    from .duration import parse_duration
+
+    with _no_gc():
+        shown, extra = columns_of(scope, with_baseline=with_baseline)
+        pred = query.compile_filter(filter, shown + extra if scope else None) if filter else None
+        cutoff = None
+        if older_than is not None:
+            now = time.time_ns() if now_ns is None else now_ns
+            cutoff = now - int(parse_duration(older_than) * 1e9)
+        rows = []
+        for e in scope:
+            if failed and e.status != "failed":
+                continue
+            if cutoff is not None and not (e.created and e.created < cutoff):
+                continue
+            r = e.row()
+            if pred is not None and not pred(r):
+                continue
+            rows.append((e, r))
+        if keep_best is not None and rows:
+            sort = query.parse_sort(sort_by, shown + extra)  # type: ignore[arg-type]
+            by_id = {id(r): e for e, r in rows}
+            ordered = query.sort_rows([r for _, r in rows], sort)
+            best = {id(r) for r in ordered[:keep_best]}
+            rows = [(e, r) for e, r in rows if id(r) not in best]
+        return [e for e, _ in rows]
+
+
+def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
+        all_baselines: bool = False) -> list[Experiment]:
+    """The first `n` experiments by `sort_by` (which must say asc or desc), filtered."""
+    _check_best(n, sort_by, "--top")
+    scope = list_experiments(project, all_baselines=all_baselines)
+    if not scope:
+        return []
+    with _no_gc():
+        shown, extra = columns_of(scope, with_baseline=all_baselines)
+        pred = query.compile_filter(filter, shown + extra) if filter else None
+        pairs = [(e, e.row()) for e in scope]
+        if pred is not None:
+            pairs = [(e, r) for e, r in pairs if pred(r)]
+        sort = query.parse_sort(sort_by, shown + extra)
+        # Experiments without a value for the key are never "top": there is nothing to rank.
+        pairs = [(e, r) for e, r in pairs if r.get(sort.column.id) is not None]
+        by_id = {id(r): e for e, r in pairs}
+        return [by_id[id(r)] for r in query.sort_rows([r for _, r in pairs], sort)[:n]]
+
+
+def remove(project: Any, *, dry_run: bool = False, **selectors: Any) -> Removal:
+    """Delete the refs of the selected experiments (see select()); objects stay until gc.
+
+    Each ref is deleted by compare-and-swap, so one that moved since it was listed is
+    left alone and reported in `failed`; the others are still removed.
+    """
+    chosen, kept = select(project, **selectors)
+    if dry_run:
+        return Removal(chosen, [], kept, True)
+    removed, failed = [], []
+    for e in chosen:
+        try:
+            refs.delete(project, e.baseline, e.name, e.oid)
+            removed.append(e)
+        except (NotFound, TallyError) as exc:
+            failed.append((e, exc))
+    return Removal(removed, failed, kept, False)
