@@ -62,6 +62,7 @@ class Target:
     oid: str
     is_dir: bool
     mode: int = 0o644
+    size: int | None = None  # a blob's size when known (pointers carry it): checked too
 
 
 def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, ...],
@@ -91,7 +92,9 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             if e.kind == tree.SYMLINK:
                 _link_target(store, e, rel)
     else:
-        desired[""] = tree.Entry(dest.name, tree.FILE, target.oid, 0, target.mode)
+        # Size -1: unknown (a caller without a pointer), so neither compared nor checked.
+        desired[""] = tree.Entry(dest.name, tree.FILE, target.oid,
+                                 -1 if target.size is None else target.size, target.mode)
 
     seen_dirs: set[str] = set()
     current = _scan(dest, target.is_dir, seen_dirs)
@@ -236,7 +239,7 @@ def _same(st: os.stat_result, e: tree.Entry, path: str, statcache: StatCache,
             return links[:1] == ("symlink",) and os.readlink(path) == \
                 os.path.abspath(store.raw_path(e.oid))
         return e.kind == tree.SYMLINK and _current_oid(st, path, statcache) == e.oid
-    if e.kind != tree.FILE or (e.size and st.st_size != e.size):
+    if e.kind != tree.FILE or (e.size >= 0 and st.st_size != e.size):
         return False
     if bool(st.st_mode & 0o111) != (e.mode == 0o755):
         return False  # right bytes, wrong executable bit: rewrite (recoverable)
@@ -249,8 +252,21 @@ def _recoverable(store: FileStore, st: os.stat_result, path: str, statcache: Sta
     """Can the content now at `path` be brought back from the store after we replace it?"""
     if stat_mod.S_ISDIR(st.st_mode):
         return False
+    if stat_mod.S_ISLNK(st.st_mode) and _object_link_oid(store, path) is not None:
+        return True  # a symlink-mode link to an object: the object is the content
     oid = _current_oid(st, path, statcache)
     return oid is not None and store.has(oid)
+
+
+def _object_link_oid(store: FileStore, path: str) -> str | None:
+    """The id of the object a symlink-mode workspace link points to, if it does."""
+    prefix = os.path.abspath(store.objects) + "/"
+    target = os.readlink(path)
+    if not target.startswith(prefix):
+        return None
+    shard, _, rest = target[len(prefix):].partition("/")
+    oid = shard + rest
+    return oid if len(shard) == 2 and hashing.is_oid(oid) and store.has(oid) else None
 
 
 def _remove(path: str) -> None:
@@ -299,10 +315,9 @@ class _Materializer:
             return self._symlink_entry(e, path, rel), None
         mode = self._write_file(e, path, replace)
         st = os.lstat(path)
-        # A single-file target (rel "") carries no size to check against; a symlink
-        # is judged by the object it points to.
+        # A symlink is judged by the object it points to; size -1 means unknown.
         size = os.stat(path).st_size if mode == "symlink" else st.st_size
-        if rel and e.size != size:
+        if e.size >= 0 and e.size != size:
             os.unlink(path)
             raise CorruptObject(e.oid, f"{st.st_size} bytes in the store, the tree says {e.size}",
                                 path=self.store.raw_path(e.oid))
@@ -424,7 +439,7 @@ def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:
                 if not chunk:
                     break
                 written += len(chunk)
-                if size and written > size:
+                if size >= 0 and written > size:
                     raise CorruptObject(oid, f"expands beyond its recorded {size} bytes", path=src)
                 hasher.update(chunk)
                 view = memoryview(chunk)

@@ -185,9 +185,12 @@ def fsck(project: Project, *, repair: bool = False,
         pass
 
     if repair and bad:
-        for oid in sorted(bad):
-            store.delete(oid)
-            report.repaired.append(oid)
+        # Deleting is gc's business: take the store lock exclusively, as gc does, so
+        # no writer is mid-publish of an object we are about to remove.
+        with project.lock("store", shared=False, timeout=60, purpose="tally fsck --repair"):
+            for oid in sorted(bad):
+                store.delete(oid)
+                report.repaired.append(oid)
         if incomplete:
             report.notes.append("now incomplete (re-add or re-run them): " + ", ".join(sorted(set(incomplete))))
     return report

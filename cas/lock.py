@@ -78,6 +78,11 @@ class Lock:
 
     def release(self) -> None:
         if self._fd is not None:
+            if not self.shared:
+                try:  # while still holding the lock: nobody else can have rewritten it
+                    self.holder_path.unlink()
+                except OSError:
+                    pass
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 

@@ -17,6 +17,7 @@ a file and 0 for a directory.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from .errors import NotFound, UsageError
 from .fsops import atomic_write
 
 SUFFIX = ".tally"
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+_OCTAL = re.compile(r"[0-7]{1,6}")
 FORMAT = 1
 MAX_POINTER_SIZE = 64 * 1024  # bytes: a pointer is ~200; anything huge is not one
 
@@ -70,7 +73,9 @@ def decode(text: bytes, *, path: str) -> Pointer:
     if len(text) > MAX_POINTER_SIZE:
         raise UsageError(f"{where} is {len(text)} bytes: not a tally pointer", path=where)
     try:
-        lines = text.decode("utf-8").splitlines()
+        # Lines end at LF only (a CR before it is dropped): str.splitlines would also
+        # split at VT, FF and U+2028, which no writer of this format produces.
+        lines = [ln.removesuffix("\r") for ln in text.decode("utf-8").split("\n")]
     except UnicodeDecodeError:
         raise UsageError(f"{where} is not UTF-8 text: not a tally pointer", path=where) from None
     fields: dict[str, str] = {}
@@ -82,7 +87,11 @@ def decode(text: bytes, *, path: str) -> Pointer:
         if not sep:
             raise UsageError(f"{where}:{n}: expected `key: value`, got {s[:60]!r}", path=where,
                              hint="restore the file from Git (`git checkout -- FILE`)")
-        fields[key.strip()] = value.strip()
+        key = key.strip()
+        if key in fields:
+            raise UsageError(f"{where}:{n}: `{key}:` appears twice", path=where,
+                             hint="a merge conflict? restore the file from Git")
+        fields[key] = value.strip()
 
     def need(key: str) -> str:
         if key not in fields:
@@ -91,15 +100,17 @@ def decode(text: bytes, *, path: str) -> Pointer:
         return fields[key]
 
     def number(key: str, base: int = 10) -> int:
-        try:
-            v = int(need(key), base)
-        except ValueError:
-            raise UsageError(f"{where}: `{key}: {fields[key]}` is not a number", path=where) from None
-        if v < 0:
-            raise UsageError(f"{where}: `{key}` is negative", path=where)
-        return v
+        text_value = need(key)
+        # Plain ASCII digits only: int() would also take "1_000", "+5" and other scripts.
+        digits = _OCTAL if base == 8 else _DECIMAL
+        if not digits.fullmatch(text_value):
+            raise UsageError(f"{where}: `{key}: {text_value[:40]}` is not a plain "
+                             f"{'octal ' if base == 8 else ''}number", path=where)
+        return int(text_value, base)
 
     fmt = number("format")
+    if fmt < 1:
+        raise UsageError(f"{where}: pointer format {fmt} does not exist", path=where)
     if fmt > FORMAT:
         raise UsageError(f"{where}: pointer format {fmt} is newer than this tally ({FORMAT})",
                          path=where, hint="upgrade tally")
@@ -112,8 +123,11 @@ def decode(text: bytes, *, path: str) -> Pointer:
     mode = number("mode", 8)
     if kind == "file" and mode not in (0o644, 0o755):
         raise UsageError(f"{where}: file mode {oct(mode)} must be 644 or 755", path=where)
+    files = number("files")
+    if kind == "file" and files != 1:
+        raise UsageError(f"{where}: a file pointer must say `files: 1`, not {files}", path=where)
     return Pointer(path=path, oid=oid, is_dir=kind == "dir", size=number("size"),
-                   files=number("files"), mode=mode if kind == "file" else 0)
+                   files=files, mode=mode if kind == "file" else 0)
 
 
 def read(root: Path, rel: str) -> Pointer:

@@ -56,6 +56,7 @@ class StatCache:
         self._db: sqlite3.Connection | None = None
         self._map: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
         self._lock = threading.Lock()
+        self._clock_dev = -1  # device of the last clock reading; record() keeps only its files
 
     # -- clock -------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -72,7 +73,9 @@ class StatCache:
             return 0
         try:
             os.utime(fd)
-            ns = os.fstat(fd).st_mtime_ns
+            st = os.fstat(fd)
+            ns = st.st_mtime_ns
+            self._clock_dev = st.st_dev
         finally:
             os.close(fd)
             os.unlink(marker)
@@ -106,6 +109,12 @@ class StatCache:
         """
         rows = []
         for st, oid in items:
+            # Only files on the clock's own filesystem: another one may truncate its
+            # timestamps more coarsely, and then the racy rule would not hold. Device
+            # and inode numbers must fit SQLite's signed 64-bit INTEGER.
+            if (self._clock_dev != -1 and st.st_dev != self._clock_dev) or st.st_ino >= 1 << 63 \
+                    or st.st_dev >= 1 << 63:
+                continue
             if max(st.st_mtime_ns, st.st_ctime_ns) < clock_ns:
                 rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                              clock_ns, oid))

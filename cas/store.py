@@ -47,7 +47,7 @@ THREADED_ZSTD_THRESHOLD = 8 * 1024 * 1024  # bytes
 # Already-compressed formats: sampling would only confirm it.
 COMPRESSED_SUFFIXES = frozenset(
     ".gz .tgz .bz2 .xz .zst .zip .7z .rar .lz4 .br .jpg .jpeg .png .gif .webp .mp3 .mp4 "
-    ".mkv .avi .mov .flac .ogg .parquet .npz .pt .pth .h5 .hdf5 .onnx .pkl.gz .tfrecord".split())
+    ".mkv .avi .mov .flac .ogg .parquet .npz .pt .pth .h5 .hdf5 .onnx .tfrecord".split())
 # One-shot decompression allocates a frame's declared size before reading it; above
 # this, a header is not trusted with the allocation and the frame is streamed instead.
 ONE_SHOT_MAX = 64 * 1024 * 1024  # bytes
@@ -486,7 +486,8 @@ class Writer:
                     data = f.read()
             except OSError as exc:
                 raise from_os_error(exc, path=src, doing="reading") from None
-            if compress is None and os.path.splitext(src)[1].lower() in COMPRESSED_SUFFIXES:
+            if compress is None and self.opts.compression == "auto" and \
+                    os.path.splitext(src)[1].lower() in COMPRESSED_SUFFIXES:
                 compress = False
             return self._put_data(hashing.hash_bytes(data), data, compress)
         if compress is None:
@@ -511,6 +512,9 @@ class Writer:
                     self.written += 1
                 except FileNotFoundError:
                     os.makedirs(final_dir, exist_ok=True)
+                    # A new shard: its name must be durable too, or a power cut could
+                    # drop the directory while a pointer naming its objects survives.
+                    touched_dirs.add(os.path.dirname(final_dir))
                     try:
                         os.link(tmp, final)
                         self.written += 1
@@ -703,9 +707,16 @@ def _decompress(oid: str, payload: bytes, *, max_size: int | None,
                                 f"more than the expected {limit}", path=path)
         dctx = _dctx()
         if declared is not None and declared <= ONE_SHOT_MAX:
-            out = dctx.decompress(payload)
+            # An object is exactly one frame: bytes after it are damage, which
+            # decompress() alone would silently ignore; a decompressobj reports them.
+            dobj = dctx.decompressobj()
+            out = dobj.decompress(payload)
             if len(out) != declared:
-                raise CorruptObject(oid, "frame size does not match its header", path=path)
+                raise CorruptObject(oid, f"bad zstd frame: truncated ({len(out)} of the "
+                                    f"{declared} bytes its header declares)", path=path)
+            if dobj.unused_data:
+                raise CorruptObject(oid, f"{len(dobj.unused_data)} stray bytes after the frame",
+                                    path=path)
             return out
         # No declared size (we always declare one, but a hostile frame may not), or one
         # too large to allocate on the header's word: read in bounded chunks, so memory
@@ -728,7 +739,9 @@ def _hash_zst_file(oid: str, path: str | os.PathLike[str]) -> str:
     hasher = hashing.new_hasher(threaded=True)
     try:
         with open(path, "rb") as f:
-            reader = zstandard.ZstdDecompressor().stream_reader(f)
+            # Across frames: stray bytes after the frame then fail to decode, or decode
+            # into extra content that fails the hash. Either way fsck sees the damage.
+            reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
             while True:
                 chunk = reader.read(hashing.STREAM_CHUNK)
                 if not chunk:

@@ -119,7 +119,8 @@ def _read_pointer_quiet(project: Project, rel: str) -> Pointer | None:
 
 
 def _target(ptr: Pointer) -> co.Target:
-    return co.Target(oid=ptr.oid, is_dir=ptr.is_dir, mode=ptr.mode)
+    return co.Target(oid=ptr.oid, is_dir=ptr.is_dir, mode=ptr.mode,
+                     size=None if ptr.is_dir else ptr.size)
 
 
 @dataclass

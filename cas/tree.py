@@ -31,6 +31,10 @@ VERSION = 1
 FILE, DIR, SYMLINK = 0, 1, 2
 KIND_NAMES = {FILE: "file", DIR: "dir", SYMLINK: "symlink"}
 FILE_MODES = (0o644, 0o755)
+# Never a tree entry: "." and ".." are not names, and a nested Git repository or
+# store is never snapshotted, so a tree naming one is hostile (checkout would write
+# into .git/ or .tally/ otherwise).
+RESERVED_NAMES = frozenset({".", "..", ".git", ".tally"})
 # A 64-bit size is plenty; anything above is a hostile or corrupt declaration.
 MAX_SIZE = 2**63 - 1
 
@@ -73,7 +77,7 @@ class Tree:
 def check_name(name: str) -> None:
     """Raise FormatError unless `name` is a safe single path component."""
     check(isinstance(name, str) and name != "", "tree entry", "empty or non-string name")
-    check(name not in (".", ".."), "tree entry", f"reserved name {name!r}")
+    check(name not in RESERVED_NAMES, "tree entry", f"reserved name {name!r}")
     check("/" not in name and "\0" not in name, "tree entry",
           f"name {name!r} contains '/' or NUL")
 
@@ -153,7 +157,7 @@ def decode(data: bytes) -> Tree:
             _diagnose(i, row, prev)
             raise  # pragma: no cover - _diagnose always raises
         if not (key > prev and type(kind) is int and type(oid) is bytes and len(oid) == 32
-                and type(size) is int and 0 <= size <= MAX_SIZE and name not in (".", "..")
+                and type(size) is int and 0 <= size <= MAX_SIZE and name not in RESERVED_NAMES
                 and "/" not in name and "\0" not in name
                 and ((kind == FILE and mode in FILE_MODES) or (kind in (DIR, SYMLINK) and mode == 0))):
             _diagnose(i, row, prev)

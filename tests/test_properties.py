@@ -21,7 +21,7 @@ from cas.tree import DIR, FILE, SYMLINK, Entry
 FAST = settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"),
-                min_size=1, max_size=12).filter(lambda n: n not in (".", ".."))
+                min_size=1, max_size=12).filter(lambda n: n not in tree.RESERVED_NAMES)
 oids = st.binary(min_size=32, max_size=32).map(bytes.hex)
 sizes = st.integers(0, tree.MAX_SIZE)
 
