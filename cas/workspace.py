@@ -226,6 +226,11 @@ def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None,
     if ingest == "hardlink" and writer is not None:
         # Linking made each file read-only, which moved its ctime past `clock`: these
         # are our own writes, recorded like a checkout's after the clock tick passes.
+        # Publishing links the inode once more and unlinks its temp name, moving the
+        # ctime again: publish first, then take the stat that is recorded.
+        writer.flush()
+        for f in todo:
+            f.st = os.stat(f.path)
         newest = max(max(f.st.st_mtime_ns, f.st.st_ctime_ns) for f in todo)
         clock = statcache.wait_past(newest)
     statcache.record([(f.st, f.oid) for f in todo], clock_ns=clock)  # type: ignore[misc]
