@@ -230,7 +230,9 @@ def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None,
         # ctime again: publish first, then take the stat that is recorded.
         writer.flush()
         for f in todo:
-            f.st = os.stat(f.path)
+            st = os.stat(f.path)
+            if (st.st_ino, st.st_size, st.st_mtime_ns) == (f.st.st_ino, f.st.st_size, f.st.st_mtime_ns):
+                f.st = st  # only the ctime moved; anything else is not vouched for
         newest = max(max(f.st.st_mtime_ns, f.st.st_ctime_ns) for f in todo)
         clock = statcache.wait_past(newest)
     statcache.record([(f.st, f.oid) for f in todo], clock_ns=clock)  # type: ignore[misc]
