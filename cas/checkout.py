@@ -88,9 +88,9 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
                     desired[f"{rel}/{e.name}" if rel else e.name] = e
         # Symlink targets are judged before anything is written, so a hostile tree is
         # refused whole instead of half-materialized.
-        for rel, e in desired.items():
-            if e.kind == tree.SYMLINK:
-                _link_target(store, e, rel)
+        tree_links = frozenset(r for r, e in desired.items() if e.kind == tree.SYMLINK)
+        for rel in tree_links:
+            _link_target(store, desired[rel], rel, tree_links)
     else:
         # Size -1: unknown (a caller without a pointer), so neither compared nor checked.
         desired[""] = tree.Entry(dest.name, tree.FILE, target.oid,
@@ -139,6 +139,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
 
     replace = {rel for rel, _, _ in risky}
     writer = _Materializer(store, links)
+    writer.tree_links = frozenset(r for r, e in desired.items() if e.kind == tree.SYMLINK)
     base = os.fspath(dest)
     made: set[str] = {base}
     total = len(todo)
@@ -295,6 +296,7 @@ class _Materializer:
         self.store = store
         self.links = links
         self.no_reflink = False  # set after the first refusal: do not ask per file
+        self.tree_links: frozenset[str] = frozenset()  # the tree's symlinks (see _escapes)
         self._n = 0
         self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
 
@@ -395,34 +397,46 @@ class _Materializer:
         os.replace(tmp, path)
 
     def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:
-        target = _link_target(self.store, e, rel)
+        target = _link_target(self.store, e, rel, self.tree_links)
         tmp = self._tmp(path)
         os.symlink(target, tmp)
         self._replace(tmp, path)
         return "symlink"
 
 
-def _link_target(store: FileStore, e: tree.Entry, rel: str) -> str:
-    """The target of a stored symlink, refused if absolute or escaping its tree."""
+def _link_target(store: FileStore, e: tree.Entry, rel: str,
+                 links: frozenset[str] = frozenset()) -> str:
+    """The target of a stored symlink, refused if absolute or escaping its tree
+    (`links`: every symlink of the tree, which a target may not pass through)."""
     target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
     # Judge the target from the link's place in the tree, not in its directory:
     # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
-    if os.path.isabs(target) or "\0" in target or _escapes(rel or "link", target):
+    if os.path.isabs(target) or "\0" in target or _escapes(rel or "link", target, links):
         raise UsageError(f"refusing symlink {rel} -> {target}: it points outside its tree",
                          hint="the stored tree is hostile or damaged; nothing was written")
     return target
 
 
-def _escapes(link_rel: str, target: str) -> bool:
-    """Would a relative symlink at `link_rel` (inside its tree) resolve outside it?"""
-    depth = len(Path(link_rel).parent.parts)
-    for part in Path(target).parts:
+def _escapes(link_rel: str, target: str, links: frozenset[str] = frozenset()) -> bool:
+    """Would a relative symlink at `link_rel` (inside its tree) resolve outside it?
+
+    The target is walked component by component from the link's directory. It
+    escapes when `..` climbs above the tree's root, or when it passes *through*
+    another symlink of the tree (`links`, tree-relative paths): whatever that link
+    points at, a lexical check cannot vouch for the path beyond it, so a chain of
+    individually harmless links (`a -> .`, `b -> a/..`) is refused as a whole.
+    """
+    parts = list(Path(link_rel).parent.parts)
+    comps = [c for c in target.split("/") if c not in ("", ".")]
+    for i, part in enumerate(comps):
         if part == "..":
-            depth -= 1
-            if depth < 0:
+            if not parts:
                 return True
-        elif part != ".":
-            depth += 1
+            parts.pop()
+            continue
+        parts.append(part)
+        if i < len(comps) - 1 and "/".join(parts) in links:
+            return True
     return False
 
 
