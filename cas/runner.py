@@ -235,6 +235,12 @@ class Runner:
         cached_outs = [o for o in st.outs if o.cache]
         entry = self.lock.get(st.name)
 
+        if st.frozen and not self.options.force:
+            # DVC's `frozen: true`: never run; whatever outputs exist are recorded.
+            self._collect(st, self._snap_outs(st, partial=True), res)
+            self.notify(f"Stage '{st.name}' is frozen, skipping")
+            return StageResult(st.name, st.cmd, "skipped", None, time.monotonic_ns() - t0)
+
         if not self.options.force and not st.always_changed and entry is not None \
                 and self._lock_matches(st, entry, deps, params):
             current = self._outs_match(st, entry)

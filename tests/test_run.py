@@ -387,3 +387,10 @@ def test_runcache_entries_are_fsck_roots(tmp_path, env):
     assert len(keys) == 1
     report = fsck(project)
     assert report.ok and report.roots >= 3
+
+
+def test_frozen_stage_never_runs(tmp_path, env):
+    project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n    frozen: true\n")
+    exp = experiments.run(project)
+    assert states(exp) == {"a": "skipped"} and not (project.root / "o.txt").exists()
+    assert states(experiments.run(project, force=True)) == {"a": "ran"}
