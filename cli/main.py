@@ -75,7 +75,7 @@ def main(
 def _register() -> None:
     # Each module adds its commands to `app` at import; the order is the help order.
     from . import data, store_cmds  # noqa: F401
-    for optional in ("experiments", "queue_cmds", "gc_cmd"):
+    for optional in ("experiments", "books", "queue_cmds", "gc_cmd"):
         try:
             __import__(f"cli.{optional}")
         except ModuleNotFoundError as exc:
