@@ -365,7 +365,9 @@ def _failpoint(name: str) -> None:
     process at the N-th time (default 1st) execution reaches `name`."""
     if not _FAILPOINT:
         return
-    want, _, nth = _FAILPOINT.partition(":")
+    want, _, nth = _FAILPOINT.rpartition(":")
+    if not nth.isdigit():
+        want, nth = _FAILPOINT, "1"
     if want != name:
         return
     _fail_hits[name] = _fail_hits.get(name, 0) + 1
