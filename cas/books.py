@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from . import git, query, record, refs
-from .errors import NotFound, TallyError, UsageError
-from .expindex import Index, Listed
+from .errors import NotFound, StoreError, TallyError, UsageError
+from .expindex import UNKNOWN, Index, Listed
 from .query import FIELD, Column
 
 UNREADABLE = "unreadable"  # the status shown for a ref whose record cannot be read
@@ -49,7 +49,7 @@ class Experiment:
     # Metrics, params and dep ids under their query column ids: "metrics:<file>:<key>",
     # "params:<file>:<key>", "deps:<path>" (see cas/query.py).
     values: dict[str, Any] = field(default_factory=dict)
-    changed_deps: tuple[str, ...] | None = None  # vs the baseline's tally.lock; None: unknown
+    changed_deps: tuple[str, ...] | None = None  # deps whose id differs from the baseline's
     message: str = ""
     steps: tuple[int, ...] = ()
     problem: str | None = None  # why the record could not be read
@@ -77,7 +77,7 @@ class Experiment:
         r = {"name": self.name, "baseline": self.baseline, "record": self.oid,
              "created": iso_time(self.created), "status": self.status,
              "exit_code": self.exit_code, "message": self.message,
-             "deps": ", ".join(self.changed_deps) if self.changed_deps is not None else None}
+             "deps": ", ".join(self.changed_deps) if self.changed_deps else None}
         r.update(self.values)
         return r
 
@@ -128,7 +128,12 @@ def _no_gc() -> Iterator[None]:
 
 def current_baseline(project: Any) -> str | None:
     """HEAD's commit: the baseline new experiments start from (None: no commit yet)."""
-    return git.head_commit(project.root)
+    from .worktree import baseline_commit
+
+    try:
+        return baseline_commit(project.root)  # reads .git directly: no process start
+    except StoreError:
+        return git.head_commit(project.root)  # None with no commit; raises if not a repo
 
 
 def find(project: Any, spec: str) -> tuple[str, str, str]:
@@ -199,7 +204,12 @@ def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | No
             else:
                 baselines = [head] if head is not None else []
             listed = index.listed(index.list_refs(baselines))
-            out = [_experiment(index, item) for item in listed]
+            dep_paths: dict[str, set[str]] = {}
+            for item in listed:
+                if item.summary is not None and item.summary.deps:
+                    dep_paths.setdefault(item.baseline, set()).update(item.summary.deps)
+            base = {b: index.baseline_deps(b, paths) for b, paths in dep_paths.items()}
+            out = [_experiment(item, base.get(item.baseline, {})) for item in listed]
             index.save()
         finally:
             index.discard()
@@ -207,12 +217,14 @@ def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | No
         return out, head
 
 
-def _experiment(index: Index, item: Listed) -> Experiment:
+def _experiment(item: Listed, base_deps: dict[str, str | None]) -> Experiment:
     s = item.summary
     if s is None:
         return Experiment(item.name, item.baseline, item.oid, 0, UNREADABLE, problem=item.problem)
-    base_deps = index.baseline_deps(item.baseline) if s.deps else {}
-    changed = None if base_deps is None else tuple(p for p, o in s.deps.items() if base_deps.get(p) != o)
+    # A dep is changed when its id differs from the baseline's (absent there counts);
+    # one whose baseline id is unknown (a directory Git tracks) is not claimed either way.
+    changed = tuple(p for p, o in s.deps.items()
+                    if (b := base_deps.get(p, UNKNOWN)) != UNKNOWN and b != o)
     return Experiment(item.name, item.baseline, item.oid, s.created, s.status, s.exit_code,
                       s.values, changed, s.message, s.steps)
 

@@ -20,10 +20,11 @@ What it holds, and why each part can be trusted:
                each listing costs one scandir and one stat per ref (10,000 refs:
                ~40 ms), and reads only the refs that changed. Names are always those
                the directory holds now.
-    baselines  commit -> {dep path: id} from that commit's tally.lock (or none): a
-               commit is immutable too.
+    baselines  commit -> {dep path: id at that commit, or nil if absent, or "" if
+               unknown}, read from the commit's files and tally.lock: a commit is
+               immutable too.
 
-Layout: one msgpack array `[b"TLYX", 5, clock, refs, schemas, records, baselines]`,
+Layout: one msgpack array `[b"TLYX", 6, clock, refs, schemas, records, baselines]`,
 where `schemas` lists the column-id lists that records' values are aligned with. Writes
 are atomic (temp file in the same directory, rename) and happen only when something
 changed, so a repeated listing writes nothing. Two concurrent writers each publish
@@ -40,15 +41,17 @@ from typing import Any
 
 import msgpack
 
-from . import git, hashing, record, refs
+from . import git, hashing, pointer, record, refs
 from .errors import FormatError, ObjectMissing, TallyError
 
 MAGIC = b"TLYX"
-VERSION = 5
+VERSION = 6
 INDEX_DIR = "index"
 INDEX_FILE = "exps.msgpack"
 # A cache file bigger than this is not ours: ignore it rather than load it.
 MAX_INDEX_SIZE = 1024 * 1024 * 1024  # bytes; 10,000 summaries take ~3 MiB
+LOCK_FILE = "tally.lock"
+UNKNOWN = ""  # a baseline dep whose id cannot be told cheaply (a directory Git tracks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,7 @@ class Index:
         self.clock: int | None = None  # the saved index's clock
         self.refs: dict[str, dict[str, list[Any]]] = {}
         self.records: dict[str, Summary] = {}
-        self.baselines: dict[str, dict[str, str] | None] = {}
+        self.baselines: dict[str, dict[str, str | None]] = {}
         self.dirty = False
         self._new_clock: int | None = None
         self._tmp: str | None = None
@@ -133,7 +136,7 @@ class Index:
                 return
             self.records = _unpack_records(schemas, records)
             self.refs = {b: dict(names) for b, names in refs_.items()}
-            self.baselines = {c: (None if d is None else dict(d)) for c, d in baselines.items()}
+            self.baselines = {c: dict(d) for c, d in baselines.items()}
             self.clock = clock
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException):
             # Damaged or foreign: start from nothing; the next save replaces it.
@@ -234,28 +237,58 @@ class Index:
         return out
 
     # -- baselines -------------------------------------------------------------------
-    def baseline_deps(self, commit: str) -> dict[str, str] | None:
-        """{dep path: id} recorded in `commit`'s tally.lock; None when it has none."""
-        if commit in self.baselines:
-            return self.baselines[commit]
-        deps: dict[str, str] | None = None
+    def baseline_deps(self, commit: str, paths: set[str]) -> dict[str, str | None]:
+        """What each dep path in `paths` is at baseline `commit`: its id, None when the
+        commit does not have it, or UNKNOWN when that cannot be told cheaply.
+
+        From the commit's own content first: a pointer `PATH.tally` gives the data's
+        id, a file Git tracks is hashed; then from the commit's `tally.lock` (a stage's
+        output that a later stage depends on); a directory Git tracks is UNKNOWN.
+        """
+        known = self.baselines.setdefault(commit, {})
+        todo = {p for p in paths if p not in known}
+        if not todo:
+            return known
+        self.dirty = True
+        listed: list[str] = []
+
+        def match(p: str) -> bool:
+            listed.append(p)
+            return p in todo or p == LOCK_FILE or (p.endswith(pointer.SUFFIX) and p[:-len(pointer.SUFFIX)] in todo)
         try:
-            text = git.show_file(self.project.root, commit, "tally.lock")
-        except TallyError:
-            text = None  # an unknown commit (rewritten history): nothing to compare to
-        if text is not None:
+            with git.TreeReader(self.project.root) as reader:
+                files = reader.read_files(commit, match)
+        except TallyError:  # an unknown commit (rewritten history): nothing to compare to
+            known.update((p, UNKNOWN) for p in todo)
+            return known
+        lock: dict[str, str] = {}
+        if LOCK_FILE in files:
             try:
                 from . import lockfile
-                stages = lockfile.loads(text.decode("utf-8", "replace"))
-                deps = {}
-                for st in stages.values():
+                for st in lockfile.loads(files[LOCK_FILE].decode("utf-8", "replace")).values():
                     for d in st.deps:
-                        deps[d.path] = d.oid
-            except (ImportError, TallyError, AttributeError, ValueError):
-                deps = None
-        self.baselines[commit] = deps
-        self.dirty = True
-        return deps
+                        lock[d.path] = d.oid
+            except (TallyError, AttributeError, ValueError):
+                pass
+        dirs = {p.rsplit("/", 1)[0] for p in listed if "/" in p}
+        dirs |= {d.rsplit("/", i)[0] for d in list(dirs) for i in range(1, d.count("/") + 1)}
+        for p in todo:
+            ptr = files.get(p + pointer.SUFFIX)
+            if ptr is not None:
+                try:
+                    known[p] = pointer.decode(ptr, path=p).oid
+                    continue
+                except TallyError:
+                    pass
+            if p in files:
+                known[p] = hashing.hash_bytes(files[p])
+            elif p in lock:
+                known[p] = lock[p]
+            elif p in dirs:
+                known[p] = UNKNOWN
+            else:
+                known[p] = None
+        return known
 
     # -- saving ----------------------------------------------------------------------
     def save(self) -> None:
@@ -276,7 +309,7 @@ class Index:
         # proportional to the experiments that exist.
         schemas, records = _pack_records((oid, s) for oid, s in self.records.items() if oid in live)
         body = [MAGIC, VERSION, clock, self.refs, schemas, records,
-                {c: (None if d is None else list(d.items())) for c, d in self.baselines.items()}]
+                self.baselines]
         try:
             with open(tmp, "wb") as f:
                 f.write(msgpack.packb(body, use_bin_type=True))

@@ -260,14 +260,16 @@ def test_unreadable_record_is_listed_not_fatal(three: Lab) -> None:
 
 
 def test_changed_deps_against_the_baseline_lock(lab: Lab) -> None:
-    lockfile = pytest.importorskip("cas.lockfile")
+    """A dep Git does not have (an earlier stage's output) is compared with the lock."""
+    from cas import hashing, lockfile
     state = lockfile.FileState
+    code = hashing.hash_bytes((lab.root / "train.py").read_bytes())
     lock = {"train": lockfile.StageLock(cmd=("python train.py",),
-                                        deps=(state("data.csv", "1a" * 32, 3), state("train.py", "2b" * 32, 5)))}
+                                        deps=(state("data.csv", "1a" * 32, 3), state("train.py", code, 5)))}
     (lab.root / "tally.lock").write_text(lockfile.dumps(lock))
     lab.commit("lock")
-    lab.exp("same", deps={"data.csv": "1a" * 32, "train.py": "2b" * 32}, workspace_tree=False)
-    lab.exp("newdata", deps={"data.csv": "3c" * 32, "train.py": "2b" * 32}, workspace_tree=False)
+    lab.exp("same", deps={"data.csv": "1a" * 32, "train.py": code}, workspace_tree=False)
+    lab.exp("newdata", deps={"data.csv": "3c" * 32, "train.py": code}, workspace_tree=False)
     by = {e.name: e for e in books.list_experiments(lab.project)}
     assert by["same"].changed_deps == ()
     assert by["newdata"].changed_deps == ("data.csv",)
@@ -275,6 +277,25 @@ def test_changed_deps_against_the_baseline_lock(lab: Lab) -> None:
     assert names(tab.experiments) == ["newdata"]
     tab = books.show(lab.project, filter=f'deps.data.csv == "{"3c" * 32}"')
     assert names(tab.experiments) == ["newdata"]
+    assert books.show(lab.project, filter="deps == null").experiments[0].name == "same"
+
+
+def test_changed_deps_from_the_baseline_files_without_a_lock(lab: Lab) -> None:
+    from cas import hashing
+    lab.write({"data/a.csv": "1\n", "src/util.py": "u\n"})
+    tracking.add(lab.project, ["data"])
+    lab.commit("data")
+    data_id = pointer.read(lab.root, "data").oid
+    train_id = hashing.hash_bytes((lab.root / "train.py").read_bytes())
+    lab.exp("same", deps={"data": data_id, "train.py": train_id, "src": "4d" * 32}, workspace_tree=False)
+    lab.exp("code", deps={"data": data_id, "train.py": "5e" * 32, "gen/out": "6f" * 32},
+            workspace_tree=False)
+    by = {e.name: e for e in books.list_experiments(lab.project)}
+    assert by["same"].changed_deps == ()  # src/ is a Git directory: not claimed either way
+    assert by["code"].changed_deps == ("gen/out", "train.py")  # gen/out: not at the baseline
+    time.sleep(0.05)
+    assert {e.name: e.changed_deps for e in books.list_experiments(lab.project)} == \
+        {"same": (), "code": ("gen/out", "train.py")}  # the same from the index
 
 
 # -- the summary index --------------------------------------------------------------------
