@@ -97,10 +97,16 @@ def load_providers() -> list[RootProvider]:
 
     for name in PROVIDER_MODULES:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise  # the module exists but is broken: never walk without its roots
+            continue
+        # A module may also just define `roots(project)`: it then need not import fsck
+        # itself (cas/refs.py is on `tally run`'s start-up path).
+        provider = getattr(module, "roots", None)
+        if callable(provider):
+            register_roots(provider)
     return [pointer_roots, *_providers]
 
 
