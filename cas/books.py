@@ -1,8 +1,8 @@
-"""Keeping the books: list, show, diff, rename and remove experiments.
+"""Keeping the books: list, show, diff and rename experiments, and pick the top N.
 
 Each function takes an opened Project and returns plain data; cli/books.py renders
-it. restore and promote, which write to the workspace and to Git, live in
-cas/restore.py and cas/promote.py.
+it. remove lives in cas/removal.py; restore and promote, which write to the
+workspace and to Git, in cas/restore.py and cas/promote.py.
 
 Which experiment a NAME means (`find`): a name is unique only per baseline, so
 `NAME` is looked up under the current baseline (HEAD) first, then under every
@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 from . import git, query, record, refs
 from .errors import NotFound, StoreError, TallyError, UsageError
 from .expindex import UNKNOWN, Index, Listed
-from .query import FIELD, Column
+from .query import Column
 
 UNREADABLE = "unreadable"  # the status shown for a ref whose record cannot be read
 BASE_FIELDS = ("name", "created", "status")
@@ -111,7 +111,7 @@ def iso_time(ns: int) -> str:
 
 
 @contextmanager
-def _no_gc() -> Iterator[None]:
+def paused_gc() -> Iterator[None]:
     # Building tens of thousands of small dicts triggers the cyclic GC over and over
     # (it scans every live object each time): it doubled listing time. Nothing here
     # makes cycles, so pausing it is safe; it resumes on the way out.
@@ -196,7 +196,7 @@ def list_experiments(project: Any, *, all_baselines: bool = False) -> list[Exper
 def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | None]:
     """(experiments newest first, the current baseline or None)."""
     head = current_baseline(project)
-    with _no_gc():
+    with paused_gc():
         index = Index(project)
         try:
             if all_baselines:
@@ -270,7 +270,7 @@ def show(project: Any, *, all_baselines: bool = False, filter: str | None = None
     if limit is not None and limit < 0:
         raise UsageError("-n must be 0 or more")
     exps, head = _list(project, all_baselines)
-    with _no_gc():
+    with paused_gc():
         shown, extra = columns_of(exps, with_baseline=all_baselines)
         known = shown + extra if exps else None
         pred = query.compile_filter(filter, known) if filter else None
@@ -407,62 +407,10 @@ def rename(project: Any, old: str, new: str) -> Renamed:
     return Renamed(baseline, name, new, oid)
 
 
-# -- remove -----------------------------------------------------------------------------
+# -- top N ------------------------------------------------------------------------------
 
-@dataclass
-class Removal:
-    """What remove did (or, with dry_run, would do)."""
-
-    removed: list[Experiment]
-    failed: list[tuple[Experiment, TallyError]]  # refs that moved or vanished meanwhile
-    kept: int  # experiments in scope left alone
-    dry_run: bool
-
-
-def select(project: Any, *, names: Sequence[str] = (), everything: bool = False,
-           failed: bool = False, filter: str | None = None, older_than: str | None = None,
-           keep_best: int | None = None, sort_by: str | None = None,
-           all_baselines: bool = False, now_ns: int | None = None) -> tuple[list[Experiment], int]:
-    """The experiments the selectors pick, and how many in scope they leave out.
-
-    Names pick exactly those experiments and combine with nothing else. The other
-    selectors combine with AND: `--failed --older-than 30d` picks failed experiments
-    older than 30 days; `--keep-best N --sort-by KEY:desc` then spares the first N of
-    those in that order (missing values count as worst). `everything` picks every
-    experiment in scope (the current baseline, or all with `all_baselines`).
-
-    Raises:
-        UsageError: no selector, names mixed with selectors, --keep-best without a
-            --sort-by that says asc or desc, a bad filter or duration.
-        NotFound: a name that does not exist (nothing is selected then).
-    """
-    predicates = failed or filter is not None or older_than is not None or keep_best is not None
-    if sort_by is not None and keep_best is None:
-        raise UsageError("--sort-by only makes sense with --keep-best (or --top)")
-    if names and (predicates or everything):
-        raise UsageError("give experiment names or selectors (--all, --failed, --filter, "
-                         "--older-than, --keep-best), not both")
-    if not names and not predicates and not everything:
-        raise UsageError("nothing selected", hint="name experiments, or use --all, --failed, "
-                         "--filter EXPR, --older-than AGE or --keep-best N --sort-by KEY:desc")
-    if keep_best is not None:
-        _check_best(keep_best, sort_by, "--keep-best")
-    if names:
-        picked: dict[tuple[str, str], Experiment] = {}
-        listed = {(e.baseline, e.name): e for e in list_experiments(project, all_baselines=True)}
-        for spec in names:
-            b, n, _ = find(project, spec)
-            picked[(b, n)] = listed[(b, n)]
-        head = current_baseline(project)
-        scope = [e for e in listed.values() if all_baselines or e.baseline == head]
-        return list(picked.values()), max(0, len(scope) - len(picked))
-    scope = list_experiments(project, all_baselines=all_baselines)
-    chosen = _pick(scope, failed=failed, filter=filter, older_than=older_than, keep_best=keep_best,
-                   sort_by=sort_by, with_baseline=all_baselines, now_ns=now_ns)
-    return chosen, len(scope) - len(chosen)
-
-
-def _check_best(n: int, sort_by: str | None, flag: str) -> None:
+def check_best(n: int, sort_by: str | None, flag: str) -> None:
+    """Raise UsageError unless `n` >= 0 and `sort_by` says which end is best (asc/desc)."""
     if n < 0:
         raise UsageError(f"{flag} must be 0 or more")
     if not sort_by:
@@ -472,45 +420,14 @@ def _check_best(n: int, sort_by: str | None, flag: str) -> None:
                          hint=f"write {sort_by}:desc (highest first) or {sort_by}:asc (lowest first)")
 
 
-def _pick(scope: list[Experiment], *, failed: bool, filter: str | None, older_than: str | None,
-          keep_best: int | None, sort_by: str | None, with_baseline: bool,
-          now_ns: int | None) -> list[Experiment]:
-    from .duration import parse_duration
-
-    with _no_gc():
-        shown, extra = columns_of(scope, with_baseline=with_baseline)
-        pred = query.compile_filter(filter, shown + extra if scope else None) if filter else None
-        cutoff = None
-        if older_than is not None:
-            now = time.time_ns() if now_ns is None else now_ns
-            cutoff = now - int(parse_duration(older_than) * 1e9)
-        rows = []
-        for e in scope:
-            if failed and e.status != "failed":
-                continue
-            if cutoff is not None and not (e.created and e.created < cutoff):
-                continue
-            r = e.row()
-            if pred is not None and not pred(r):
-                continue
-            rows.append((e, r))
-        if keep_best is not None and rows:
-            sort = query.parse_sort(sort_by, shown + extra)  # type: ignore[arg-type]
-            by_id = {id(r): e for e, r in rows}
-            ordered = query.sort_rows([r for _, r in rows], sort)
-            best = {id(r) for r in ordered[:keep_best]}
-            rows = [(e, r) for e, r in rows if id(r) not in best]
-        return [e for e, _ in rows]
-
-
 def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
         all_baselines: bool = False) -> list[Experiment]:
     """The first `n` experiments by `sort_by` (which must say asc or desc), filtered."""
-    _check_best(n, sort_by, "--top")
+    check_best(n, sort_by, "--top")
     scope = list_experiments(project, all_baselines=all_baselines)
     if not scope:
         return []
-    with _no_gc():
+    with paused_gc():
         shown, extra = columns_of(scope, with_baseline=all_baselines)
         pred = query.compile_filter(filter, shown + extra) if filter else None
         pairs = [(e, e.row()) for e in scope]
@@ -521,22 +438,3 @@ def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
         pairs = [(e, r) for e, r in pairs if r.get(sort.column.id) is not None]
         by_id = {id(r): e for e, r in pairs}
         return [by_id[id(r)] for r in query.sort_rows([r for _, r in pairs], sort)[:n]]
-
-
-def remove(project: Any, *, dry_run: bool = False, **selectors: Any) -> Removal:
-    """Delete the refs of the selected experiments (see select()); objects stay until gc.
-
-    Each ref is deleted by compare-and-swap, so one that moved since it was listed is
-    left alone and reported in `failed`; the others are still removed.
-    """
-    chosen, kept = select(project, **selectors)
-    if dry_run:
-        return Removal(chosen, [], kept, True)
-    removed, failed = [], []
-    for e in chosen:
-        try:
-            refs.delete(project, e.baseline, e.name, e.oid)
-            removed.append(e)
-        except (NotFound, TallyError) as exc:
-            failed.append((e, exc))
-    return Removal(removed, failed, kept, False)

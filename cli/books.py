@@ -332,9 +332,9 @@ def remove(
     30 days); --keep-best N then spares the best N of those. Scope: the current
     baseline, or every one with -A.
     """
-    from cas import books
+    from cas import removal
 
-    res = books.remove(_project(), names=names or (), everything=everything, failed=failed,
+    res = removal.remove(_project(), names=names or (), everything=everything, failed=failed,
                        filter=filter, older_than=older_than, keep_best=keep_best, sort_by=sort_by,
                        all_baselines=all_baselines, dry_run=dry_run)
     if json_out:

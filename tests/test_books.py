@@ -1,4 +1,4 @@
-"""cas/books.py, cas/expindex.py and cas/restore.py: list, show, diff, rename, remove, restore.
+"""cas/books.py, expindex.py, removal.py, restore.py: list, show, diff, rename, remove, restore.
 
 Experiments are made the way the runner makes them, through the record and refs
 API: a workspace tree snapshotted into the store, a record naming it, a ref naming
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cas import books, expindex, git, pointer, query, record, refs, restore, tracking, workspace
+from cas import books, expindex, git, pointer, query, record, refs, removal, restore, tracking, workspace
 from cas.errors import (Conflict, NotFound, ObjectMissing, UsageError, WouldOverwrite)
 from cas.project import Project, init_project, open_project
 
@@ -316,7 +316,7 @@ def test_index_is_used_and_never_stale(three: Lab, monkeypatch: pytest.MonkeyPat
     assert "delta" in names(books.list_experiments(p)) and loads == [oid]
     books.rename(p, "delta", "epsilon")
     assert "epsilon" in names(books.list_experiments(p)) and "delta" not in names(books.list_experiments(p))
-    books.remove(p, names=["epsilon"])
+    removal.remove(p, names=["epsilon"])
     assert names(books.list_experiments(p)) == names(first)
     # A ref rewritten in place (same inode, by hand) is seen too.
     alpha = refs.ref_path(p, three.head(), "alpha")
@@ -341,7 +341,7 @@ def test_damaged_or_foreign_index_is_rebuilt(three: Lab) -> None:
 def test_index_drops_summaries_of_removed_records(three: Lab) -> None:
     p = three.project
     books.list_experiments(p)
-    books.remove(p, everything=True)
+    removal.remove(p, everything=True)
     assert books.list_experiments(p) == []
     assert expindex.Index(p).records == {}
 
@@ -456,13 +456,13 @@ def test_rename_and_its_conflicts(three: Lab) -> None:
 
 def test_remove_by_names_dry_run_first(three: Lab) -> None:
     p = three.project
-    res = books.remove(p, names=["alpha", "gamma"], dry_run=True)
+    res = removal.remove(p, names=["alpha", "gamma"], dry_run=True)
     assert res.dry_run and sorted(names(res.removed)) == ["alpha", "gamma"] and res.kept == 1
     assert len(books.list_experiments(p)) == 3
-    res = books.remove(p, names=["alpha", "gamma"])
+    res = removal.remove(p, names=["alpha", "gamma"])
     assert names(books.list_experiments(p)) == ["beta"]
     with pytest.raises(NotFound):
-        books.remove(p, names=["alpha"])
+        removal.remove(p, names=["alpha"])
 
 
 @pytest.mark.parametrize("selectors,removed", [
@@ -478,10 +478,10 @@ def test_remove_by_names_dry_run_first(three: Lab) -> None:
 def test_remove_selectors(three: Lab, selectors: dict[str, Any], removed: list[str]) -> None:
     p = three.project
     now = T0 + 62_500_000_000
-    dry = books.remove(p, dry_run=True, now_ns=now, **selectors)
+    dry = removal.remove(p, dry_run=True, now_ns=now, **selectors)
     assert sorted(names(dry.removed)) == removed
     assert len(books.list_experiments(p)) == 3  # a dry run removes nothing
-    res = books.remove(p, now_ns=now, **selectors)
+    res = removal.remove(p, now_ns=now, **selectors)
     assert sorted(names(res.removed)) == removed and res.failed == []
     left = sorted(set(["alpha", "beta", "gamma"]) - set(removed))
     assert sorted(names(books.list_experiments(p))) == left
@@ -499,21 +499,21 @@ def test_remove_selectors(three: Lab, selectors: dict[str, Any], removed: list[s
 ])
 def test_remove_refuses_unclear_selections(three: Lab, selectors: dict[str, Any], words: str) -> None:
     with pytest.raises(UsageError, match=words):
-        books.remove(three.project, **selectors)
+        removal.remove(three.project, **selectors)
     assert len(books.list_experiments(three.project)) == 3
 
 
 def test_remove_reports_a_ref_that_moved(three: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     p = three.project
-    real = books.select
+    real = removal.select
 
     def racing(project: Any, **kw: Any) -> Any:
         chosen, kept = real(project, **kw)
         refs.update(project, three.head(), "alpha", refs.read(project, three.head(), "beta"),
                     refs.read(project, three.head(), "alpha"))
         return chosen, kept
-    monkeypatch.setattr(books, "select", racing)
-    res = books.remove(p, everything=True)
+    monkeypatch.setattr(removal, "select", racing)
+    res = removal.remove(p, everything=True)
     assert sorted(names(res.removed)) == ["beta", "gamma"]
     assert [e.name for e, _ in res.failed] == ["alpha"] and res.failed[0][1].exit_code == 4
     assert names(books.list_experiments(p)) == ["alpha"]
