@@ -96,7 +96,8 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         if overrides:
             from . import params as params_mod
             params_mod.apply_overrides(project.root, overrides)
-            if quick_stage is None:  # templated cmds and params may read the new values
+            if quick_stage is None and _templated(project):
+                # `${...}` in cmds or paths may read the new values: load it again.
                 pipeline = _load_pipeline(project, parsed)
                 selected = pipeline.select(stages)
         created = time.time_ns()
@@ -193,6 +194,18 @@ def _check_free(project, baseline: str, name: str | None) -> None:
     if refs.read(project, baseline, name) is not None:
         raise Conflict(f"experiment {name!r} already exists for baseline {baseline[:12]}",
                        hint="choose another name, or `tally remove` / `tally rename` the old one")
+
+
+def _templated(project) -> bool:
+    """Does the pipeline file use `${...}` (so its stages depend on params values)?"""
+    from .pipeline import PIPELINE_FILES
+
+    for f in PIPELINE_FILES:
+        try:
+            return "${" in (project.root / f).read_text("utf-8", "replace")
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def _load_pipeline(project, parsed):
