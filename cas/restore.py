@@ -56,6 +56,7 @@ class Restored:
     name: str
     oid: str  # the record id
     step: int | None
+    head: str | None = None  # HEAD when restored: not the baseline means files differ from HEAD
     written: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     unchanged: int = 0
@@ -63,7 +64,7 @@ class Restored:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "baseline": self.baseline, "record": self.oid,
-                "step": self.step, "written": sorted(self.written), "deleted": sorted(self.deleted),
+                "step": self.step, "head": self.head, "written": sorted(self.written), "deleted": sorted(self.deleted),
                 "unchanged": self.unchanged, "modes": self.modes}
 
 
@@ -260,7 +261,7 @@ def _apply(project: Any, plan: _Plan, rec: record.Record, load: Callable[[str], 
         if not (stat_mod.S_ISREG(st.st_mode) and workspace.file_mode(st) != e.mode
                 and _current_oid(project, p, st) == e.oid):  # only the mode differs
             risky[rel] = None if stat_mod.S_ISDIR(st.st_mode) else _current_oid(project, p, st)
-    head = git.head_commit(root)
+    head = result.head = git.head_commit(root)
     commits = [c for c in dict.fromkeys([head, rec.baseline]) if c is not None]
     tracked, _ = _committed(root, commits, set())
     deletes = sorted(p for p in tracked if p not in plan.loose and not under_data(p)

@@ -261,6 +261,9 @@ def restore(
         out(f"{what}: the workspace already matches ({r.unchanged} files)")
         return
     modes = ", ".join(f"{n} {m}" for m, n in sorted(r.modes.items()))
+    if r.head is not None and r.head != r.baseline:
+        err(f"note: {r.name} ran on {r.baseline[:7]}, HEAD is {r.head[:7]}: "
+            "`git diff` now shows the experiment's files against HEAD")
     out(f"restored {what}: {len(r.written)} written" + (f" ({modes})" if modes else "")
         + f", {len(r.deleted)} deleted, {r.unchanged} unchanged")
 

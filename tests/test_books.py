@@ -645,3 +645,35 @@ def _blob_of(lab: Lab, name: str, rel: str) -> str:
     p = lab.project
     rec = record.load(p.store, refs.read(p, lab.head(), name))
     return _lookup(p, rec.workspace, rel)[0]
+
+
+@pytest.mark.parametrize("link", ["hardlink", "symlink", "copy"])
+def test_restore_links_data_by_the_configured_mode_and_code_never(data_lab: Lab, link: str) -> None:
+    from cas import config as config_mod
+    lab = data_lab
+    blob = os.urandom(50_000)  # incompressible: stored raw, so it can be linked
+    lab.exp("e1", changes={"params.yaml": "train:\n  lr: 0.3\n"}, outs={"model.bin": blob})
+    config_mod.set_value(lab.project.store_dir / "config", "cache.type", link)
+    r = restore.restore(lab.project, "e1")
+    # model.bin (the output) by the configured mode; params.yaml (code) always copied
+    assert r.modes == ({"copy": 2} if link == "copy" else {link: 1, "copy": 1})
+    model = lab.root / "model.bin"
+    assert model.read_bytes() == blob
+    if link == "hardlink":
+        assert os.stat(model).st_nlink > 1 and not os.stat(model).st_mode & 0o222  # protected
+    if link == "symlink":
+        assert model.is_symlink()
+    params = lab.root / "params.yaml"
+    assert not params.is_symlink() and os.stat(params).st_nlink == 1  # code: an independent copy
+    assert os.stat(params).st_mode & 0o200
+
+
+def test_restore_waits_for_no_run(data_lab: Lab) -> None:
+    from cas.errors import LockBusy
+    lab = data_lab
+    lab.exp("e1", changes={"params.yaml": "train:\n  lr: 0.3\n"})
+    with lab.project.lock("workspace", purpose="tally run"):
+        with pytest.raises(LockBusy) as exc:
+            restore.restore(lab.project, "e1")
+    assert exc.value.exit_code == 7
+    assert (lab.root / "params.yaml").read_text() != "train:\n  lr: 0.3\n"
