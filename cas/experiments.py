@@ -119,8 +119,15 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 if quick_stage is None:
                     r.prune({s.name for s in pipeline.stages})
                 result = r.run(selected)
-            finally:
+            except BaseException:
+                # Refused before anything ran (a missing dep or param), or a third
+                # Ctrl-C: no record, and no temp files left behind.
                 r.close()
+                _unlink(log_path)
+                if checkpoints_file is None:
+                    _unlink(ckpt_path)
+                raise
+            r.close()
             try:
                 logs = writer.put_file(log_path)
             finally:

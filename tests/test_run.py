@@ -285,6 +285,7 @@ stages:
         experiments.run(project)
     assert not (project.root / "o.txt").exists()  # checked before anything ran
     assert refs.list_refs(project) == []
+    assert list(project.store.tmp.glob("run-*")) == []  # no log left behind
 
 
 def test_bad_overrides(tmp_path, env):
