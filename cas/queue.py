@@ -774,8 +774,12 @@ def live_workers(project) -> list[dict[str, Any]]:
     return sorted(out, key=lambda i: i.get("started", 0))
 
 
+WORKER_LOG_KEEP = 7 * 24 * 3600  # seconds: detached workers' own logs are kept a week
+
+
 def prune_worker_files(project) -> int:
-    """Remove the worker files of dead workers that no running entry names."""
+    """Remove the worker files of dead workers that no running entry names, and
+    detached workers' logs older than WORKER_LOG_KEEP."""
     d = _dirs(project)["workers"]
     named = {wid for _, _, _, wid, _ in _scan(project, ("running",))}
     removed = 0
@@ -783,7 +787,15 @@ def prune_worker_files(project) -> int:
         names = os.listdir(d)
     except FileNotFoundError:
         return 0
+    now = time.time()
     for n in names:
+        if n.startswith("worker-") and n.endswith(".log"):
+            try:
+                if now - os.stat(d / n).st_mtime > WORKER_LOG_KEEP:
+                    os.unlink(d / n)
+            except FileNotFoundError:
+                pass
+            continue
         if not n.endswith(".json") or n.startswith(".") or n[:-5] in named:
             continue
         if not worker_alive(_read_json(d / n)):
@@ -833,6 +845,8 @@ def remove(project, *, keys: Iterable[str] = (), states: Iterable[str] = ()) -> 
                 os.unlink(p)
             except FileNotFoundError:
                 pass
+        from .rundir import cleanup
+        cleanup(project, it.id[:16])  # a failed run's directory, kept for inspection
         removed.append(it)
     return removed
 

@@ -65,6 +65,7 @@ class _Run:
 class Stats:
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    interrupted: int | None = None  # the signal that stopped the worker, if one did
 
 
 class Worker:
@@ -126,6 +127,7 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stopping = True
+        self.stats.interrupted = signum
         self._kill_all(f"worker interrupted by signal {signum}")
 
     def _check_stop(self) -> None:

@@ -239,6 +239,10 @@ def run_options(a):
             emit_json({"done": stats.done, "failed": stats.failed})
         elif not a.json:
             err(f"{len(stats.done)} done, {len(stats.failed)} failed")
+        if stats.interrupted:
+            from cas.errors import Interrupted
+            raise Interrupted("the queue run was interrupted; killed runs are failed and retryable",
+                              hint="`tally queue retry --failed` queues them again")
         if stats.failed:
             from cas.errors import RunFailed
             raise RunFailed(f"{len(stats.failed)} queued run(s) failed: {', '.join(stats.failed)}",
