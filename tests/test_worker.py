@@ -319,3 +319,37 @@ def test_hundred_entries_two_detached_workers(proj):
               timeout=300, what="100 runs")
     states = [e["state"] for e in queue.status(proj)["entries"]]
     assert states == ["done"] * len(items)
+
+
+def test_gc_keeps_queued_snapshots(proj):
+    from cas import gc
+
+    (proj.root / "notes.txt").write_text("only in the snapshot\n")
+    (it,) = queue_runs(proj, "lr=0.3")
+    (proj.root / "notes.txt").unlink()  # the workspace no longer has it: only the entry does
+    report = gc.gc(proj, grace_s=0, force=True)
+    assert not report.deleted or all(d.oid != it.entry.workspace for d in report.deleted)
+    assert worker.run_all(proj, jobs=1).done == [it.name]
+    rec = records(proj)[it.name]
+    from cas import tree
+    names = {e.name for e in tree.decode(proj.store.get(rec.workspace)).entries}
+    assert "notes.txt" in names
+
+
+def test_ctrl_c_of_a_foreground_run_all(sleepy):
+    p, go = sleepy
+    (it,) = queue_runs(p)
+    fg = subprocess.Popen([PY, "-m", "cli", "run", "--run-all"], cwd=p.root,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+                  what="the run's stage")
+        fg.send_signal(signal.SIGINT)
+        out, err = fg.communicate(timeout=30)
+    finally:
+        if fg.poll() is None:
+            fg.kill()
+    assert fg.returncode == 130, err
+    item = queue.find(p, it.name)
+    assert item.state == "failed" and item.outcome["reason"] == "worker interrupted by signal 2"
+    assert records(p)[it.name].status == "interrupted"
