@@ -804,6 +804,15 @@ def prune_worker_files(project) -> int:
                 removed += 1
             except FileNotFoundError:
                 pass
+    # Run directories a dead worker had discarded but not yet deleted (cas/worker.py).
+    try:
+        trashes = [e for e in os.listdir(project.store_dir / "tmp") if e.startswith("trash-")]
+    except FileNotFoundError:
+        trashes = []
+    for t in trashes:
+        if not worker_alive(read_worker(project, t[len("trash-"):])):
+            from .rundir import remove_tree
+            remove_tree(project.store_dir / "tmp" / t)
     return removed
 
 

@@ -127,6 +127,20 @@ def cleanup(project: Project, run_id: str) -> None:
         remove_tree(p)
 
 
+def discard(project: Project, run_id: str, trash: Path) -> None:
+    """Move a run directory and its Git dir into `trash` (two renames): the worker
+    deletes them later, off the path from one run to the next."""
+    trash.mkdir(parents=True, exist_ok=True)
+    d = project.store_dir / "tmp" / f"run-{run_id}"
+    for p in (d, d.with_name(d.name + ".git")):
+        try:
+            os.rename(p, trash / p.name)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            remove_tree(p)  # e.g. a leftover of the same name in the trash: delete now
+
+
 def remove_tree(p: Path) -> None:
     """rm -rf that also removes read-only (hardlinked, protected) files and dirs."""
     def writable(func, path, exc_info):
@@ -148,4 +162,5 @@ def remove_tree(p: Path) -> None:
         shutil.rmtree(p, onerror=writable)
 
 
-__all__ = ["RunProject", "prepare", "merge_trees", "cleanup", "remove_tree", "git_common_dir"]
+__all__ = ["RunProject", "prepare", "merge_trees", "cleanup", "discard", "remove_tree",
+           "git_common_dir"]
