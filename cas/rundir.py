@@ -31,6 +31,10 @@ from . import git, tree
 from .errors import TallyError
 from .project import Project
 
+# In hardlink/symlink link modes, files smaller than this that are not tally data are
+# copied into a run directory instead of linked (code and configs are small).
+LOOSE_MAX = 1024 * 1024  # bytes
+
 
 @dataclass
 class RunProject(Project):
@@ -78,8 +82,11 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
     if overlay is not None:
         with project.store.writer() as w:
             target = merge_trees(project.store, workspace, overlay, w)
+    links = project.config.link_order
     co.checkout(project.store, co.Target(oid=target, is_dir=True), d,
-                links=project.config.link_order, statcache=project.statcache, force=True)
+                links=links, statcache=project.statcache, force=True)
+    if any(m in ("hardlink", "symlink") for m in links):
+        _unprotect_loose(project, target, d)
     gitdir.mkdir()
     (gitdir / "HEAD").write_text(baseline + "\n")
     (gitdir / "commondir").write_text(os.fspath(common_dir) + "\n")
@@ -89,6 +96,37 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
     git._out(d, ["read-tree", baseline])
     return RunProject(root=d, config=project.config, real_store_dir=project.store_dir,
                       run_id=run_id)
+
+
+def _unprotect_loose(project: Project, root_oid: str, d: Path) -> None:
+    """Make the small files that are not data (code, params, .gitignore) independent,
+    writable copies, as restore does: a read-only hardlink or a symlink there breaks
+    stages that edit a file in place, and Git ignores a symlinked .gitignore. Data (a
+    path with a `.tally` pointer beside it, or any file of LOOSE_MAX or more) stays
+    linked. The copies are recorded in the stat cache, so they are not hashed again.
+    """
+    from .restore import plan_tree
+
+    trees: dict[str, tree.Tree] = {}
+
+    def load(oid: str) -> tree.Tree:
+        t = trees.get(oid)
+        if t is None:
+            t = trees[oid] = tree.decode(project.store.get(oid))
+        return t
+
+    plan = plan_tree(root_oid, load, set())
+    fixed: list[tuple[os.stat_result, str]] = []
+    objects = os.fspath(project.store.objects)
+    for rel, e in plan.loose.items():
+        if e.kind != tree.FILE or e.size >= LOOSE_MAX:
+            continue
+        p = d / rel
+        if co.unprotect(p, objects_dir=objects):
+            fixed.append((os.stat(p), e.oid))
+    if fixed:
+        newest = max(max(st.st_mtime_ns, st.st_ctime_ns) for st, _ in fixed)
+        project.statcache.record(fixed, clock_ns=project.statcache.wait_past(newest))
 
 
 def merge_trees(store, base: str, top: str, writer) -> str:

@@ -354,3 +354,40 @@ def test_ctrl_c_of_a_foreground_run_all(sleepy):
     item = queue.find(p, it.name)
     assert item.state == "failed" and item.outcome["reason"] == "worker interrupted by signal 2"
     assert records(p)[it.name].status == "interrupted"
+
+
+def test_run_dir_is_linked_and_never_rehashed(proj):
+    from cas import rundir, workspace
+
+    (proj.root / "data").mkdir()
+    for i in range(20):
+        (proj.root / "data" / f"{i}.csv").write_text(f"row {i}\n" * 100)
+    (it,) = queue_runs(proj)
+    rp = rundir.prepare(proj, run_id="t" * 16, workspace=it.entry.workspace,
+                        baseline=it.entry.baseline, common_dir=rundir.git_common_dir(proj.root))
+    snap = workspace.snapshot(rp.root / "data", statcache=proj.statcache)
+    assert snap.files == 20 and snap.hashed == 0  # the checkout seeded the stat cache
+    assert _git(rp.root, "rev-parse", "HEAD").strip() == it.entry.baseline
+    assert (rp.root / "data" / "3.csv").read_text() == "row 3\n" * 100
+    assert _git(proj.root, "status", "--porcelain") == "?? .tally/\n?? data/\n"  # untouched
+    rundir.cleanup(proj, "t" * 16)
+    assert not rp.root.exists()
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "symlink", "copy"])
+def test_link_modes_keep_the_store_read_only(tmp_path, mode):
+    from cas import config as config_mod
+    from cas.project import open_project
+
+    p = make_project(tmp_path / "proj", train=TRAIN)
+    config_mod.set_value(p.store_dir / "config", "cache.type", mode)
+    p = open_project(p.root)
+    (p.root / "weights.bin").write_bytes(b"w" * 5000)
+    a, b = queue_runs(p, "lr=0.1,0.666")
+    stats = worker.run_all(p, jobs=2)
+    assert stats.done == [a.name] and stats.failed == [b.name]
+    queue.remove(p, keys=[b.name])  # also deletes the failed run's directory
+    assert not [n for n in os.listdir(p.store_dir / "tmp") if n.startswith(("run-", "trash-"))]
+    for oid in p.store.iter_oids():
+        info = p.store.info(oid)
+        assert oct(os.stat(info.path).st_mode & 0o777) == oct(0o444), oid
