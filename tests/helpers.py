@@ -219,3 +219,45 @@ def listing(root: Path) -> set[str]:
         for name in dirnames + filenames:
             out.add(os.path.relpath(os.path.join(dirpath, name), root))
     return out
+
+
+def manifest(root: Path) -> dict[str, tuple]:
+    """{rel: ("file", blake3, executable) | ("link", target)} without holding the bytes.
+
+    A symlink into a store (a symlink-mode checkout) counts as the file it points to.
+    """
+    from cas import hashing
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(p)
+                if not (os.path.isabs(target) and "/objects/" in target):
+                    out[rel] = ("link", target)
+                    continue
+                st = os.stat(p)
+            if stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", hashing.hash_file(p), bool(st.st_mode & 0o111))
+    return out
+
+
+def big_files(root: Path, *, each: int, seed: int = 0) -> int:
+    """Large files of every kind a store sees: random (stored raw), CSV text (compressed
+    under auto), an already-compressed format (raw by suffix); returns bytes written."""
+    rnd = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    chunk = 1 << 20
+    with open(root / "random.bin", "wb") as f:
+        for off in range(0, each, chunk):
+            f.write(rnd.randbytes(min(chunk, each - off)))
+    block = b"".join(b"%d,%d,%f\n" % (i, i * 31 % 977, i / 7) for i in range(40_000))
+    with open(root / "table.csv", "wb") as f:
+        for k, off in enumerate(range(0, each, len(block))):
+            f.write((b"%d:" % k + block)[:each - off])
+    with open(root / "model.pt", "wb") as f:
+        for off in range(0, each, chunk):
+            f.write((block[:chunk // 2] + rnd.randbytes(chunk // 2))[:each - off])
+    return 3 * each

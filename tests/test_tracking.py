@@ -325,3 +325,50 @@ def test_snapshot_skips_nested_repositories_and_stores(project) -> None:
     assert [p for p, _ in tree.walk(added.pointer.oid,
                                     lambda o: tree.decode(project.store.get(o)))] == ["a"]
     assert workspace.SKIP_NAMES == {".git", ".tally"}
+
+
+# -- the round trip of issue 2's "Done when" ------------------------------------------------
+
+ROUND_TRIP_ORDERS = ["reflink,copy", "hardlink,copy", "symlink,copy", "copy"]
+
+
+def round_trip(repo: Path, order: str, *, big_each: int, n_small: int) -> None:
+    from cas.project import init_project
+    project = with_links(init_project(repo)[0], order)
+    data = repo / "data"
+    helpers.big_files(data / "large", each=big_each)
+    helpers.many_small_files(data / "small", n_small)
+    helpers.write_tree(data / "odd", helpers.rich_spec())
+    expected = helpers.manifest(data)
+    [added] = add(project, data)
+    assert added.pointer.files == sum(1 for v in expected.values() if v[0] == "file")
+    assert tracking.status(project)[0].state == "unchanged"
+    shutil.rmtree(data)
+    assert tracking.status(project)[0].state == "missing"
+    report = tracking.checkout(project)["data"]
+    assert helpers.manifest(data) == expected
+    if order != "copy":
+        preferred = order.split(",")[0]
+        assert report.modes.get(preferred, 0) > 0, report.modes
+    assert tracking.status(project)[0].state == "unchanged"
+    for oid in project.store.iter_oids():  # what fsck does: every object re-hashed
+        project.store.verify(oid)
+
+
+@pytest.mark.parametrize("order", ROUND_TRIP_ORDERS)
+def test_round_trip_add_delete_checkout(request, order: str) -> None:
+    repo = request.getfixturevalue("reflink_repo" if order.startswith("reflink") else "repo")
+    round_trip(repo, order, big_each=4 << 20, n_small=2000)
+
+
+@helpers.slow
+@pytest.mark.parametrize("order", ROUND_TRIP_ORDERS)
+def test_round_trip_full_size(request, order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 2 as written: a 1 GiB mix of large files and 50,000 small files."""
+    from cas import store
+    monkeypatch.setattr(store, "BATCH_LIMIT", 20_000)  # real-size batches for real-size data
+    repo = request.getfixturevalue("reflink_repo" if order.startswith("reflink") else "repo")
+    need = 3 * (1 << 30)
+    if shutil.disk_usage(repo).free < need:
+        pytest.skip(f"needs {need >> 30} GiB free next to {repo}")
+    round_trip(repo, order, big_each=(1 << 30) // 3, n_small=50_000)
