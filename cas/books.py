@@ -23,7 +23,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 from . import git, query, record, refs
 from .errors import NotFound, StoreError, TallyError, UsageError
@@ -81,19 +81,21 @@ class Experiment:
         r.update(self.values)
         return r
 
-    def to_json(self, columns: Sequence[Column] | None = None) -> dict[str, Any]:
-        """A stable mapping for `--json`; `columns` limits metrics and params."""
-        keep = None if columns is None else {c.id for c in columns}
-
-        def pick(group: str) -> dict[str, Any]:
-            n = len(group) + 1
-            return {k[n:]: v for k, v in self.values.items()
-                    if k.startswith(group + ":") and (keep is None or k in keep)}
-
+    def to_json(self, keep: Collection[str] | None = None) -> dict[str, Any]:
+        """A stable mapping for `--json`; `keep` (column ids) limits metrics and params."""
+        metrics: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        for k, v in self.values.items():  # one pass: 10,000 rows go to --json
+            if keep is not None and k not in keep:
+                continue
+            if k[0] == "m" and k.startswith("metrics:"):
+                metrics[k[8:]] = v
+            elif k[0] == "p" and k.startswith("params:"):
+                params[k[7:]] = v
         return {"name": self.name, "baseline": self.baseline, "record": self.oid,
                 "created": iso_time(self.created), "status": self.status,
                 "exit_code": self.exit_code, "message": self.message,
-                "metrics": pick("metrics"), "params": pick("params"),
+                "metrics": metrics, "params": params,
                 "changed_deps": None if self.changed_deps is None else list(self.changed_deps),
                 "checkpoints": list(self.steps), "problem": self.problem}
 

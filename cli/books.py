@@ -72,7 +72,8 @@ def show(ctx: typer.Context) -> None:
     tab = books.show(_project(), all_baselines=a.all, filter=a.filter, sort_by=a.sort_by,
                      keep=a.keep, drop=a.drop, only_changed=a.only_changed, limit=a.num)
     if a.json:
-        _json_lines([e.to_json(tab.columns) for e in tab.experiments])
+        keep = {c.id for c in tab.columns}
+        _json_lines([e.to_json(keep) for e in tab.experiments])
         return
     if a.csv:
         _csv(tab, a.precision)
