@@ -290,10 +290,13 @@ def _apply(project: Any, plan: _Plan, rec: record.Record, load: Callable[[str], 
             if cur is None or not store.has(cur):
                 lost.append(rel)
 
-    # Every object needed must be present before the first file is touched.
-    for rel, e in writes:
-        if not store.has(e.oid):
-            raise ObjectMissing(e.oid, path=rel, hint="the experiment's files were gc'd; nothing was written")
+    # Every object needed must be present before the first file is touched (for a data
+    # directory, its root tree: cas/checkout.py reads the rest before writing).
+    needed = [(rel, e.oid) for rel, e in writes] + [(rel, plan.data_files[rel].oid) for rel in file_todo] \
+        + [(rel, plan.data_dirs[rel]) for rel in dir_todo]
+    for rel, oid in needed:
+        if not store.has(oid):
+            raise ObjectMissing(oid, path=rel, hint="the experiment's files were gc'd; nothing was written")
 
     # 2. Is anything in the way uncommitted work?
     unsure = {rel for rel, cur in risky.items() if cur is None or not store.has(cur)}
