@@ -110,6 +110,15 @@ def _scalar(v: Any) -> str:
 _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
 
 
+# A hex id that YAML would read as a number: all digits (an int) or digits, one "e",
+# digits (a float). Astronomically rare, but then it must be quoted to stay a string.
+_NUMERIC_HEX = re.compile(r"[0-9]+(e[0-9]+)?")
+
+
+def _oid_text(oid: str) -> str:
+    return json.dumps(oid) if _NUMERIC_HEX.fullmatch(oid) else oid
+
+
 def _quote(s: str) -> str:
     if _UNSAFE.search(s):
         return json.dumps(s, ensure_ascii=True).replace("\x7f", "\\u007f")
@@ -143,7 +152,7 @@ def dumps(stages: dict[str, StageLock]) -> str:
                 continue
             out.append(f"    {section}:\n")
             for fs in sorted(items, key=lambda f: f.path):
-                out.append(f"    - path: {_scalar(fs.path)}\n      oid: {fs.oid}\n      size: {fs.size}\n")
+                out.append(f"    - path: {_scalar(fs.path)}\n      oid: {_oid_text(fs.oid)}\n      size: {fs.size}\n")
                 if fs.files is not None:
                     out.append(f"      files: {fs.files}\n")
         if st.wdir != ".":

@@ -101,3 +101,14 @@ def test_any_text_round_trips(name, cmds, params, path):
     for k, v in params.items():
         w = got.params["p.yaml"][k]
         assert type(w) is type(v) and (w == v or (isinstance(v, float) and math.isnan(v)))
+
+
+def test_an_oid_yaml_would_read_as_a_number_is_quoted(tmp_path) -> None:
+    """A hex id of digits only (or digits-e-digits) must come back as the same string."""
+    from cas import lockfile as lf
+
+    for oid in ("1" * 64, "12" + "e" + "3" * 61):
+        lock = {"train": lf.StageLock(cmd=("true",), deps=(lf.FileState("a", oid, 1),))}
+        text = lf.dumps(lock)
+        assert f'oid: "{oid}"' in text
+        assert lf.loads(text)["train"].deps[0].oid == oid
