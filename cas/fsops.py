@@ -6,8 +6,6 @@ store and checkout layers can state their protocols in terms of these.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -128,6 +126,8 @@ def syncfs(path: str | os.PathLike[str]) -> None:
     """
     global _libc
     if _libc is None:
+        import ctypes  # lazily: ctypes.util costs ~9 ms of start-up for every command
+        import ctypes.util
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -1,3 +1,3 @@
-from .main import entry
+from .entry import entry
 
 entry()

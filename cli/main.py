@@ -1,7 +1,8 @@
-"""Entry point: the Typer app and the one funnel that turns errors into exit codes.
+"""The Typer app: every command registers itself on `app` (see register()).
 
-Every command module registers itself on `app`; cas is imported inside commands so
-`tally --help` does not pay for zstandard, sqlite3 or msgpack.
+The executable's funnel (errors to exit codes, and the Typer-free fast path for
+`run` and `show`) is cli/entry.py. cas is imported inside commands so `tally --help`
+does not pay for zstandard, sqlite3 or msgpack.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 
 from .output import EXIT_CODES
 
-VERSION = "0.1.0"
+from .entry import VERSION
 
 app = typer.Typer(
     name="tally",
@@ -72,7 +73,7 @@ def main(
         os.environ["TALLY_DEBUG"] = "1"
 
 
-def _register() -> None:
+def register() -> None:
     # Each module adds its commands to `app` at import; the order is the help order.
     from . import data, store_cmds  # noqa: F401
     for optional in ("experiments", "books", "queue_cmds", "gc_cmd"):
@@ -83,69 +84,8 @@ def _register() -> None:
                 raise
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; map every failure to a message on stderr and a specific exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:  # fast path: no Typer import cost for scripts probing us
-        sys.stdout.write(f"tally {VERSION}\n")
-        return 0
-    debug = "--debug" in args or os.environ.get("TALLY_DEBUG") == "1"
-    _register()
-    try:  # Typer >= 0.26 vendors click as typer._click
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover - older Typer with click installed
-        from click import ClickException
-
-    from cas.errors import TallyError
-
-    try:
-        rc = app(args=args, prog_name="tally", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0
-    except TallyError as exc:
-        _report(exc, debug)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        sys.stderr.write("tally: interrupted\n")
-        return 130
-    except ClickException as exc:
-        exc.show(file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("tally: interrupted\n")
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`tally show | head`): not an error worth a message.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
-    except OSError as exc:
-        from cas.errors import from_os_error
-        te = from_os_error(exc, doing="running")
-        _report(te, debug, cause=exc)
-        return te.exit_code
-
-
-def _report(exc: BaseException, debug: bool, cause: BaseException | None = None) -> None:
-    from cas.errors import TallyError
-
-    if debug:
-        import traceback
-        traceback.print_exception(cause or exc, file=sys.stderr)
-    if isinstance(exc, TallyError):
-        sys.stderr.write(f"tally: error: {exc.message}\n")
-        if exc.path and exc.path not in exc.message:
-            sys.stderr.write(f"  path: {exc.path}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
-
-
-def entry() -> None:
-    """console_scripts entry."""
-    sys.exit(run())
+# The funnel lives in cli/entry.py (Typer-free); these names stay importable from here.
+from .entry import entry, run  # noqa: E402,F401
 
 
 if __name__ == "__main__":
