@@ -615,3 +615,13 @@ def test_cli_help_documents_exit_codes(cli) -> None:
     assert code == 0
     for word in ("Exit codes", "--yes", "refused", "busy", "--keep-best", "--older-than"):
         assert word in out
+
+
+def test_a_promote_commit_citing_the_record_protects_it(project, clock) -> None:
+    r1, _ = make_experiment(project, "cited", created=1 * NS)
+    r2, _ = make_experiment(project, "plain", created=2 * NS)
+    # cas/promote.py writes `Tally-Record: <id>` trailers; that alone is enough.
+    helpers.git(project.root, "commit", "-q", "--allow-empty", "-m", f"promote\n\nTally-Record: {r1}")
+    report = gc(project, grace_s=0, policy=Policy(older_than="1d"))
+    assert [d.exp.name for d in report.dropped] == ["plain"]
+    assert r1 in oids(project) and r2 not in oids(project)
