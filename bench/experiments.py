@@ -1,0 +1,347 @@
+"""The experiment rows: run overhead, queue, show, restore, and CLI start.
+
+All of them use the E pipeline (``workload.write_pipeline``) in a project whose
+baseline commit already holds the pipeline's lock file (``dvc repro`` /
+``tally run``, then ``git commit``), as a user's would. Commands per tool are in
+ARGV (DVC: ``dvc exp run/show/apply``; tally: ``tally run/show/restore``).
+
+- ``exp-run``: per repetition, ``run -S lr=<new>`` (the stage really runs: new
+  params, no run-cache hit) and right after it the bare stage command in the same
+  project; the sample is the difference (paired, so machine drift cancels).
+- ``exp-queue``: 20 x ``run --queue`` (untimed), then ``run --run-all -j 2`` timed
+  until every experiment has finished.
+- ``exp-show-N-first`` / ``exp-show-N``: N experiments on one baseline, ``show``
+  timed on its first call (one sample), then on the calls after it. One experiment is run for real and N-1 are cloned from it (DVC:
+  ``git fast-import`` of commits of the same shape under ``refs/exps/``; tally:
+  ``bench.tally_clone`` through cas.record/cas.refs), with other params, metrics
+  and dates: creating 10,000 by running them would take hours here.
+- ``exp-restore``: an experiment whose ``model.bin`` is 1 GiB (``--quick``: 64 MiB)
+  is brought back onto the baseline workspace (``dvc exp apply`` / ``tally
+  restore``); before each repetition, untimed, ``git reset --hard`` and
+  ``dvc checkout --force`` / ``tally run`` (a run-cache hit) put the baseline's
+  1 MiB ``model.bin`` back (checked).
+- ``cli-help`` / ``cli-version``: ``--help`` and ``--version`` start-up.
+
+A tally cell reads "pending" until ``tally <words> --help`` exits 0 for the words in
+NEEDS.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.measure import CommandFailed, Results, Sample, run_quiet, run_timed
+from bench.tools import DEFAULT_MODE, REPO, Templates, Tool, remove_tree
+from bench.workload import stage_python, write_pipeline
+
+MODE = DEFAULT_MODE
+CLI_REPS = 10  # start-up is ~0.1-0.5 s: more samples for a stable median, same cost
+QUEUED = 20  # DESIGN.md: 20 queued trivial experiments
+WORKERS = 2
+
+# Command words per tool. tally's follow its CLI as built (`tally run --help`): the
+# experiment commands sit at the top level, and a baseline is made by a plain run.
+ARGV = {
+    "dvc": {"baseline": ("repro", "-q"), "run": ("exp", "run", "-q"),
+            "queue": ("exp", "run", "--queue", "-q"),
+            "run_all": ("exp", "run", "--run-all", "-j", str(WORKERS), "-q"),
+            "show": ("exp", "show", "--no-pager"), "apply": ("exp", "apply", "-q"),
+            "reset_outputs": ("checkout", "--force", "-q")},
+    "tally": {"baseline": ("run", "-q"), "run": ("run", "-q"),
+              "queue": ("run", "--queue", "-q"),
+              "run_all": ("run", "--run-all", "-j", str(WORKERS), "-q"),
+              "show": ("show",), "apply": ("restore",),
+              # `tally checkout` covers .tally pointers only, not tally.lock outputs;
+              # a run whose inputs match the baseline restores them from the
+              # run-cache
+              "reset_outputs": ("run", "-q")},
+}
+# The tally subcommands each row needs before it stops being "pending".
+NEEDS = {"exp-run": [("run",)],
+         "exp-queue": [("run",)],
+         "exp-show": [("run",), ("show",)],
+         "exp-restore": [("run",), ("restore",)]}
+
+
+def _cmd(tool: Tool, what: str, *extra: str) -> list[str]:
+    return tool.argv(*ARGV[tool.name][what], *extra)
+
+
+def _git(project: Path, tool: Tool, *args: str) -> str:
+    return run_quiet(["git", *args], cwd=project, env=tool.env)
+
+
+def _pipeline_project(tool: Tool, templates: Templates, dest: Path, *,
+                      out_mib: int = 1) -> Path:
+    """A project with the E pipeline reproduced and committed as the baseline."""
+    project = templates.project(tool, MODE, dest)
+    write_pipeline(project, out_mib=out_mib)
+    _git(project, tool, "add", "-A")
+    _git(project, tool, "commit", "-q", "-m", "bench: pipeline E")
+    run_quiet(_cmd(tool, "baseline"), cwd=project, env=tool.env)
+    _git(project, tool, "add", "-A")
+    _git(project, tool, "commit", "-q", "-m", "bench: baseline")
+    return project
+
+
+def _available(tool: Tool, row: str) -> str | None:
+    """Why ``tool`` cannot run ``row`` yet (None: it can)."""
+    if tool.missing:
+        return tool.missing
+    if tool.name == "tally":
+        for words in NEEDS["exp-show" if row.startswith("exp-show") else row]:
+            if not tool.has_command(*words):
+                return "pending"
+    return None
+
+
+def _alternating(tools: list[Tool], reps: int):
+    """(rep, tool) pairs, tools in alternating order per repetition."""
+    for rep in range(reps):
+        for tool in (tools if rep % 2 == 0 else tools[::-1]):
+            yield rep, tool
+
+
+def cli_start(*, tools: list[Tool], rows: list[str], cwd: Path, results: Results,
+              reps: int, log, samples: int = CLI_REPS) -> None:
+    """``--help`` and ``--version`` start-up, max(reps, samples) samples each."""
+    for row, flag in (("cli-help", "--help"), ("cli-version", "--version")):
+        if row not in rows:
+            continue
+        log(f"bench: {row}")
+        n = max(reps, samples)
+        for _, tool in _alternating(tools, n):
+            if tool.missing:
+                results.mark(row, MODE, tool.name, tool.missing)
+                continue
+            if results.done(row, MODE, tool.name, n):
+                continue
+            try:
+                results.record(row, MODE, tool.name,
+                               run_timed(tool.argv(flag), cwd=cwd, env=tool.env))
+            except CommandFailed as exc:
+                results.fail(row, MODE, tool.name, exc)
+
+
+def exp_run(*, tools, templates, projects: Path, results: Results, reps: int,
+            timeout: float, log) -> None:
+    """``exp run`` overhead over the bare stage command, paired per repetition."""
+    row = "exp-run"
+    ready = {}
+    for tool in tools:
+        why = _available(tool, row)
+        if why:
+            results.mark(row, MODE, tool.name, why)
+            continue
+        try:
+            project = _pipeline_project(tool, templates, projects / f"{tool.name}-run")
+            # warm-up: first-run costs (DVC's tmp dirs, indexes) are not overhead
+            run_quiet(_cmd(tool, "run", "-S", "lr=0.5"), cwd=project, env=tool.env)
+            ready[tool.name] = project
+        except CommandFailed as exc:
+            results.fail(row, MODE, tool.name, exc)
+    bare = [stage_python(), "train.py"]
+    for rep, tool in _alternating(tools, reps):
+        if tool.name not in ready or results.done(row, MODE, tool.name, reps):
+            continue
+        log(f"bench: exp-run, {tool.name}, rep {rep + 1}/{reps}")
+        project = ready[tool.name]
+        try:
+            run = run_timed(_cmd(tool, "run", "-S", f"lr=0.{rep + 1:04d}"), cwd=project,
+                            env=tool.env, timeout=timeout)
+            stage = run_timed(bare, cwd=project, env=tool.env, timeout=timeout)
+        except CommandFailed as exc:
+            results.fail(row, MODE, tool.name, exc)
+            continue
+        results.record(row, MODE, tool.name,
+                       Sample(seconds=run.seconds - stage.seconds,
+                              maxrss_kib=run.maxrss_kib))
+    for project in ready.values():
+        remove_tree(project)
+
+
+def exp_queue(*, tools, templates, projects: Path, results: Results, reps: int,
+              timeout: float, log) -> None:
+    """20 experiments queued (untimed), then run with 2 workers (timed)."""
+    row = "exp-queue"
+    for tool in tools:
+        why = _available(tool, row)
+        if why:
+            results.mark(row, MODE, tool.name, why)
+    for rep, tool in _alternating(tools, reps):
+        if results.done(row, MODE, tool.name, reps):
+            continue
+        log(f"bench: exp-queue, {tool.name}, rep {rep + 1}/{reps}")
+        try:
+            project = _pipeline_project(tool, templates, projects / f"{tool.name}-queue")
+            for i in range(QUEUED):
+                run_quiet(_cmd(tool, "queue", "-S", f"lr=0.{i + 1:04d}"), cwd=project,
+                          env=tool.env)
+            results.record(row, MODE, tool.name,
+                           run_timed(_cmd(tool, "run_all"), cwd=project, env=tool.env,
+                                     timeout=timeout))
+            ran = _count_experiments(tool, project)
+            if ran < QUEUED:
+                raise CommandFailed(_cmd(tool, "run_all"), -1,
+                                    f"only {ran} of {QUEUED} experiments were recorded")
+        except CommandFailed as exc:
+            results.fail(row, MODE, tool.name, exc)
+        finally:
+            remove_tree(projects / f"{tool.name}-queue")
+
+
+def _count_experiments(tool: Tool, project: Path) -> int:
+    """Experiments recorded on the project's HEAD (a sanity check, untimed)."""
+    if tool.name == "dvc":
+        refs = _git(project, tool, "for-each-ref", "refs/exps/").splitlines()
+        return len([r for r in refs if "/exec/" not in r])
+    shown = run_quiet(tool.argv("show", "--json"), cwd=project, env=tool.env)
+    return len([e for e in json.loads(shown) if e.get("status") == "success"])
+
+
+def _clone_dvc_experiments(project: Path, tool: Tool, count: int) -> None:
+    """Add ``count`` experiments to the baseline by cloning one real DVC experiment.
+
+    Each clone is a commit on the baseline with the real experiment's dvc.lock and
+    its own params.yaml and metrics.json, under the same ref namespace DVC uses
+    (``refs/exps/<baseline[:2]>/<baseline[2:]>/<name>``).
+    """
+    base = _git(project, tool, "rev-parse", "HEAD").strip()
+    real = [line.split()[-1] for line in
+            _git(project, tool, "for-each-ref", f"refs/exps/{base[:2]}/").splitlines()]
+    lock = _git(project, tool, "rev-parse", f"{real[0]}:dvc.lock").strip()
+    now = int(time.time())
+    chunks = []
+    for i in range(count):
+        params = f"lr: 0.{i + 1:05d}\nepochs: 3\nout_mib: 1\n".encode()
+        metrics = f'{{"loss": {1 / (1 + (i + 1) * 3e-5):.6f}, "acc": 0.{i:05d}}}'.encode()
+        msg = f"dvc: commit experiment bench{i:064d}"[:86].encode()
+        ts = now - count + i  # recent, distinct: DVC sorts and labels by date
+        chunks.append(
+            b"commit refs/exps/%s/%s/bench-%05d\n" % (base[:2].encode(), base[2:].encode(), i)
+            + b"author bench <bench@localhost> %d +0000\n" % ts
+            + b"committer bench <bench@localhost> %d +0000\n" % ts
+            + b"data %d\n%s\n" % (len(msg), msg)
+            + b"from %s\n" % base.encode()
+            + b"M 100644 %s dvc.lock\n" % lock.encode()
+            + b"M 100644 inline params.yaml\ndata %d\n%s\n" % (len(params), params)
+            + b"M 100644 inline metrics.json\ndata %d\n%s\n\n" % (len(metrics), metrics))
+    done = subprocess.run(["git", "fast-import", "--quiet"], input=b"".join(chunks),
+                          cwd=project, env=tool.env, capture_output=True)
+    if done.returncode != 0:
+        raise CommandFailed(["git", "fast-import"], done.returncode,
+                            done.stderr.decode(errors="replace")[-600:])
+
+
+def _clone_tally_experiments(project: Path, tool: Tool, count: int) -> None:
+    """Add ``count`` clones of the one real tally experiment (``bench.tally_clone``)."""
+    base = _git(project, tool, "rev-parse", "HEAD").strip()
+    run_quiet([sys.executable, "-m", "bench.tally_clone", str(project), base, str(count)],
+              cwd=REPO, env={**tool.env, "PYTHONPATH": str(REPO)})
+
+
+def exp_show(*, tools, templates, projects: Path, results: Results, counts: list[int],
+             reps: int, timeout: float, log) -> None:
+    """``show`` with N experiments on one baseline, for each N in ``counts``.
+
+    Two rows per N: ``exp-show-N-first``, the first call after the experiments were
+    made (one sample: it can happen only once per setup; DVC then fills its
+    collected-experiments cache under .dvc/tmp), and ``exp-show-N``, the calls after
+    it (median of ``reps``), as a user's next look at the table would be.
+    """
+    for count in counts:
+        row, first = f"exp-show-{count}", f"exp-show-{count}-first"
+        for tool in tools:
+            why = _available(tool, row)
+            if why:
+                results.mark(row, MODE, tool.name, why)
+                results.mark(first, MODE, tool.name, why)
+        ready = {}
+        for tool in tools:
+            if results.cell(row, MODE, tool.name).status:
+                continue
+            log(f"bench: {row}, {tool.name}: creating {count:,} experiments (untimed)")
+            try:
+                project = _pipeline_project(tool, templates,
+                                            projects / f"{tool.name}-show")
+                run_quiet(_cmd(tool, "run", "-S", "lr=0.5"), cwd=project, env=tool.env)
+                if tool.name == "dvc":
+                    _clone_dvc_experiments(project, tool, count - 1)
+                else:
+                    _clone_tally_experiments(project, tool, count - 1)
+            except CommandFailed as exc:
+                results.fail(row, MODE, tool.name, exc)
+                results.fail(first, MODE, tool.name, exc)
+                continue
+            log(f"bench: {first}, {tool.name}")
+            try:
+                results.record(first, MODE, tool.name,
+                               run_timed(_cmd(tool, "show"), cwd=project, env=tool.env,
+                                         timeout=timeout))
+                ready[tool.name] = project
+            except CommandFailed as exc:
+                results.fail(first, MODE, tool.name, exc)
+                results.mark(row, MODE, tool.name, "skipped", "first call failed")
+        for rep, tool in _alternating(tools, reps):
+            if tool.name not in ready or results.done(row, MODE, tool.name, reps):
+                continue
+            log(f"bench: {row}, {tool.name}, rep {rep + 1}/{reps}")
+            try:
+                results.record(row, MODE, tool.name,
+                               run_timed(_cmd(tool, "show"), cwd=ready[tool.name],
+                                         env=tool.env, timeout=timeout))
+            except CommandFailed as exc:
+                results.fail(row, MODE, tool.name, exc)
+        for tool in tools:
+            remove_tree(projects / f"{tool.name}-show")
+
+
+def exp_restore(*, tools, templates, projects: Path, results: Results, out_mib: int,
+                reps: int, timeout: float, log) -> None:
+    """Apply an experiment with an ``out_mib`` MiB output onto the baseline workspace."""
+    row = "exp-restore"
+    ready = {}
+    for tool in tools:
+        why = _available(tool, row)
+        if why:
+            results.mark(row, MODE, tool.name, why)
+            continue
+        log(f"bench: {row}, {tool.name}: running the {out_mib} MiB experiment (untimed)")
+        try:
+            project = _pipeline_project(tool, templates, projects / f"{tool.name}-restore")
+            run_quiet(_cmd(tool, "run", "-n", "big", "-S", f"out_mib={out_mib}"),
+                      cwd=project, env=tool.env, timeout=timeout)
+            ready[tool.name] = project
+        except CommandFailed as exc:
+            results.fail(row, MODE, tool.name, exc)
+    for rep, tool in _alternating(tools, reps):
+        if tool.name not in ready or results.done(row, MODE, tool.name, reps):
+            continue
+        project = ready[tool.name]
+        log(f"bench: {row}, {tool.name}, rep {rep + 1}/{reps}")
+        try:
+            _git(project, tool, "reset", "-q", "--hard")
+            run_quiet(_cmd(tool, "reset_outputs"), cwd=project, env=tool.env)
+            size = (project / "model.bin").stat().st_size
+            if size != 1 << 20:
+                raise CommandFailed(_cmd(tool, "reset_outputs"), -1,
+                                    f"reset to the baseline left a {size}-byte "
+                                    "model.bin, expected 1 MiB")
+            sample = run_timed(_cmd(tool, "apply", "big"), cwd=project, env=tool.env,
+                               timeout=timeout)
+            size = (project / "model.bin").stat().st_size
+            if size != out_mib << 20:
+                raise CommandFailed(_cmd(tool, "apply", "big"), -1,
+                                    f"model.bin is {size} bytes after apply, "
+                                    f"expected {out_mib << 20}")
+            results.record(row, MODE, tool.name, sample)
+        except (CommandFailed, OSError) as exc:
+            if isinstance(exc, OSError):
+                exc = CommandFailed(["apply"], -1, str(exc))
+            results.fail(row, MODE, tool.name, exc)
+    for project in ready.values():
+        remove_tree(project)

@@ -1,0 +1,263 @@
+"""Entry point: ``python -m bench.run [--quick] [--scale] [--reps N] [--only ROW]``.
+
+Generates (or reuses) the workloads, installs (or reuses) DVC, measures the machine's
+limits, runs every selected row with tally and DVC side by side, and prints the
+Markdown report to stdout and to ``--out`` (default ``bench/RESULTS.md``; ``-`` for
+stdout only). Progress goes to stderr, each line stamped with the seconds elapsed.
+
+Work directory: ``$TALLY_BENCH_DIR/tally-bench`` when that variable is set (point it
+at an XFS reflink mount to get the reflink rows), else ``bench/.work``. Generated
+data is kept there between runs; projects, templates and DVC's site cache are
+removed at the end. One run at a time per work directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import datapath, experiments, limits, report
+from bench.dvc_env import DVC_VERSION, DvcUnavailable, ensure_dvc
+from bench.measure import Results, can_drop_caches, rss_supported
+from bench.rows import SHOW_COUNTS, Row, catalogue, selected
+from bench.tools import (MODES, Templates, Tool, bench_env, dvc_tool, find_tally,
+                         git_version, remove_tree)
+from bench.workload import generate, sets, stage_python
+
+HERE = Path(__file__).resolve().parent
+QUICK_SKIPS = ("exp-queue", "exp-show-1000-first", "exp-show-1000",  # minutes each
+               "exp-show-10000-first", "exp-show-10000")
+SECTION_WORDS = ("data", "experiments", "scale", "limits")
+SCRATCH = ("tmp", "projects", "templates", "dvc-site-cache")  # emptied per run
+_T0 = time.perf_counter()
+
+
+def _log(line: str) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="reduced sizes (L 4x16 MiB, S 5,000 files), one repetition, "
+                        "no queue or 1,000+ show rows: about two minutes")
+    p.add_argument("--scale", action="store_true",
+                   help="also the X rows (1,000,000 files)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="repetitions per cell, median reported (default 3; 1 with --quick)")
+    p.add_argument("--only", action="append", default=[], metavar="ROW",
+                   help="row id or prefix (add-S, exp-show, ...) or a section "
+                        f"({', '.join(SECTION_WORDS)}); repeat or comma-separate")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="link modes for the data rows (reflink only where supported)")
+    p.add_argument("--no-dvc", action="store_true", help="benchmark tally alone")
+    p.add_argument("--cold", action="store_true",
+                   help="drop the page cache before every timed command (root only)")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="seconds before one command is killed (cell: timed out)")
+    p.add_argument("--out", default=str(HERE / "RESULTS.md"),
+                   help="report file ('-': stdout only)")
+    args = p.parse_args(argv)
+    bad = set(args.modes.split(",")) - set(MODES)
+    if bad:
+        p.error(f"unknown mode(s) {', '.join(sorted(bad))}; choose among {MODES}")
+    if args.reps is None:
+        # --quick must finish in two minutes on 2 cores: one repetition per cell
+        # (each DVC command costs 0.5-1 s of start-up alone); the alternation still
+        # flips which tool goes first from one mode to the next
+        args.reps = 1 if args.quick else 3
+    return args
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{mem_kib / (1 << 20):.1f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        mem = "unknown RAM"
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} cores ({cpu}), {mem}, Linux {platform.release()}, "
+            f"load average at the end {load} (1/5/15 min; other work on the machine "
+            "adds noise)")
+
+
+def _work_dir() -> Path:
+    base = os.environ.get("TALLY_BENCH_DIR")
+    return Path(base) / "tally-bench" if base else HERE / ".work"
+
+
+def _tools(env: dict[str, str], no_dvc: bool) -> list[Tool]:
+    tally = find_tally(env)
+    if tally.missing:
+        _log(f"bench: tally: {tally.missing} (tally cells will say so)")
+    if no_dvc:
+        return [tally, dvc_tool(env, None, None, "not run (--no-dvc)")]
+    try:
+        d = ensure_dvc(log=_log)
+        return [tally, dvc_tool(env, d.exe, d.version, None)]
+    except DvcUnavailable as exc:
+        _log(f"bench: DVC unavailable, continuing with tally only: {exc}")
+        return [tally, dvc_tool(env, None, None, "DVC install failed")]
+
+
+def _select(rows_all: list[Row], only: list[str]) -> list[Row]:
+    """The rows ``--only`` names (sections, ids, prefixes); all rows by default."""
+    if not only:
+        return rows_all
+    sections = [w for w in only if w in SECTION_WORDS]
+    ids = [w for w in only if w not in SECTION_WORDS]
+    picked = {r.id for r in selected(rows_all, ids)} if ids else set()
+    for n in SHOW_COUNTS:  # a show row's first and next calls share one setup
+        pair = {f"exp-show-{n}", f"exp-show-{n}-first"}
+        if pair & picked:
+            picked |= pair
+    return [r for r in rows_all if r.section in sections or r.id in picked]
+
+
+def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list[str]:
+    out = []
+    if not reflink:
+        out.append(f"- reflink rows: not measured, the work dir's filesystem "
+                   f"({fstype}) has no FICLONE; set TALLY_BENCH_DIR to an XFS "
+                   "(reflink=1) or Btrfs mount to add them.")
+    if not rss_supported():
+        out.append("- peak RSS: unknown, GNU time (/usr/bin/time) is not installed.")
+    if row_ids & {"exp-run", "exp-queue", "exp-restore"} or show:
+        out.append("- experiment commands: DVC `dvc exp run [--queue|--run-all -j 2]`, "
+                   "`dvc exp show`, `dvc exp apply`; tally `tally run [--queue|"
+                   "--run-all -j 2]`, `tally show`, `tally restore`.")
+    if "exp-run" in row_ids:
+        out.append("- exp-run: per repetition, `run -S lr=<new>` minus the bare "
+                   f"stage (`{Path(stage_python()).name} train.py`) run right after "
+                   "it in the same project.")
+    if show:
+        out.append("- exp-show: one real experiment plus clones of it (DVC: commits "
+                   "of the same shape made with `git fast-import` under refs/exps/; "
+                   "tally: records re-stored through cas.record/cas.refs by "
+                   "bench/tally_clone.py), other params, metrics and dates. \"first "
+                   "call\" is one sample; DVC caches what it collected under .dvc/tmp "
+                   "for the calls after it.")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.perf_counter()
+    if args.cold and not can_drop_caches():
+        _log("bench: --cold needs write access to /proc/sys/vm/drop_caches (root)")
+        return 2
+    only = [w for item in args.only for w in item.split(",") if w]
+    work = _work_dir()
+    for sub in SCRATCH:
+        remove_tree(work / sub)
+    for sub in ("tmp", "projects", "templates"):
+        (work / sub).mkdir(parents=True)
+
+    tools = _tools(bench_env(work), args.no_dvc)
+    tally, dvc = tools
+    reflink = limits.reflink_supported(work)
+    fstype = limits.filesystem_type(work)
+    modes = tuple(m for m in args.modes.split(",") if m != "reflink" or reflink)
+    data_sets = sets(quick=args.quick, scale=args.scale)
+    restore_mib = 64 if args.quick else 1024
+    rows = _select([r for r in catalogue(modes=modes, restore_mib=restore_mib)
+                    if r.section != "scale" or args.scale], only)
+    row_ids = {r.id for r in rows}
+    want_limits = not only or "limits" in only
+    results = Results()
+    if args.quick:
+        for rid in QUICK_SKIPS:
+            for t in tools:
+                results.mark(rid, "default", t.name, "skipped in --quick")
+
+    # workloads: only what the selected rows (or the limits) read
+    generated = {}
+    for name, fs in data_sets.items():
+        if (want_limits and name in ("L", "S")) or any(r.endswith(f"-{name}")
+                                                       for r in row_ids):
+            _log(f"bench: generating {name} = {fs.describe()} (cached after the first run)")
+            generated[name] = (fs, generate(fs, work))
+
+    lims = {}
+    if want_limits:
+        lims = limits.measure(large=generated["L"][1] if "L" in generated else None,
+                              small=generated["S"][1] if "S" in generated else None,
+                              scratch=work / "tmp" / "limits", reps=args.reps,
+                              reflink=reflink, log=_log)
+
+    templates = Templates(work / "templates")
+    datapath.run(chains_=[c for c in datapath.chains(generated)
+                          if any(r in row_ids for r in c.rows)],
+                 modes_for={"add-L": modes, "add-S": modes, "add-X": ("default",)},
+                 tools=tools, templates=templates, projects=work / "projects",
+                 results=results, reps=args.reps, timeout=args.timeout,
+                 cold=args.cold, log=_log)
+
+    common = dict(tools=tools, templates=templates, projects=work / "projects",
+                  results=results, reps=args.reps, timeout=args.timeout, log=_log)
+    experiments.cli_start(tools=tools, rows=sorted(row_ids), cwd=work / "tmp",
+                          results=results, reps=args.reps, log=_log,
+                          samples=5 if args.quick else experiments.CLI_REPS)
+    if "exp-run" in row_ids:
+        experiments.exp_run(**common)
+    if "exp-queue" in row_ids and not args.quick:
+        experiments.exp_queue(**common)
+    counts = [n for n in SHOW_COUNTS if f"exp-show-{n}" in row_ids
+              and not (args.quick and f"exp-show-{n}" in QUICK_SKIPS)]
+    if counts:
+        experiments.exp_show(counts=counts, **common)
+    if "exp-restore" in row_ids:
+        experiments.exp_restore(out_mib=restore_mib, **common)
+
+    ctx = report.Context(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=" ".join(["python -m bench.run", *map(shlex.quote, sys.argv[1:])]),
+        machine=_machine(),
+        workdir=f"`{work}` on {fstype}, reflink {'yes' if reflink else 'no'}",
+        tools=[tally.version or f"tally ({tally.missing})",
+               f"DVC {dvc.version or '(' + str(dvc.missing) + ')'} (wanted {DVC_VERSION})",
+               f"Python {platform.python_version()}", git_version()],
+        cache=("cold: `sync; echo 3 > /proc/sys/vm/drop_caches` before every timed "
+               "command" if args.cold else
+               "warm for both tools (data just copied in; dirty pages synced before "
+               "every timed command" + ("; `--cold` would drop caches" if
+                                        can_drop_caches() else "") + ")"),
+        reps=args.reps,
+        workloads=_workloads(data_sets, restore_mib),
+        full_size=not args.quick,
+        elapsed=time.perf_counter() - started)
+    text = report.render(ctx=ctx, rows=rows, results=results, limits=lims,
+                         extra_notes=_notes(reflink=reflink, fstype=fstype,
+                                            row_ids=row_ids, show=bool(counts)))
+    print(text)
+    if args.out != "-":
+        Path(args.out).write_text(text)
+        _log(f"bench: wrote {args.out}")
+    for sub in SCRATCH:
+        remove_tree(work / sub)
+    return 0
+
+
+def _workloads(data_sets, restore_mib: int) -> list[str]:
+    desc = {name: fs.describe() for name, fs in data_sets.items()}
+    return ([f"L = {desc['L']} (2 CSV-like text, 2 random; added as 4 paths)",
+             f"S = {desc['S']} (half text, half random; added as one directory)"]
+            + ([f"X = {desc['X']} (added as one directory)"] if "X" in desc else [])
+            + [f"E = one Python stage reading params.yaml, writing a 1 MiB model.bin "
+               f"and metrics.json; restore uses a {restore_mib} MiB model.bin"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
