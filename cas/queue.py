@@ -32,162 +32,21 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import envelope, hashing
-from .envelope import check
+from . import hashing
 from .errors import Conflict, FormatError, NotFound, UsageError
 from .fsops import atomic_write, fsync_dir
+from .liveness import boot_id, worker_alive
+from .queue_entry import Entry, decode, encode  # noqa: F401
 
-VERSION = 1
-N_FIELDS = 12
 QUEUE_DIR = "queue"
 STATES = ("pending", "running", "done", "failed")
 SEQ_DIGITS = 12  # 10^12 entries: zero-padded so names sort as numbers
 LOCK_NAME = "queue"
 LOCK_TIMEOUT = 30.0  # seconds: the lock is held for a counter bump and a few renames
-HEARTBEAT = 1.0  # seconds between a worker's heartbeats
-STALE_AFTER = 30.0  # seconds without a heartbeat before a worker on another host is dead
-OPS = ("set", "add", "force", "delete")
-OPTION_TYPES = (type(None), bool, int, str)
-MAX_ENTRY_SIZE = 16 * 1024 * 1024  # bytes: an entry is a few hundred bytes; refuse junk
-
-
-# ---------------------------------------------------------------- the entry
-
-@dataclass(frozen=True, kw_only=True)
-class Entry:
-    """What to run, fixed at queue time. Encoded as envelope kind Q, version 1."""
-
-    name: str
-    baseline: str  # Git commit, hex
-    workspace: str  # tree id of the workspace snapshot taken at queue time
-    overrides: tuple[tuple[str, str, str, Any], ...] = ()  # (file, op, key, value) in order
-    targets: tuple[str, ...] = ()  # stages to run (empty: all)
-    options: dict[str, Any] = field(default_factory=dict)  # run options: scalars only
-    queued: int = 0  # unix ns
-    host: str = ""
-    user: str = ""
-    parent: str | None = None  # record resumed from (`run --resume`)
-    checkpoint: str | None = None  # that record's checkpoint tree to start from
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "baseline": self.baseline, "workspace": self.workspace,
-                "overrides": [{"file": f, "op": op, "key": k, "value": v}
-                              for f, op, k, v in self.overrides],
-                "targets": list(self.targets), "options": dict(sorted(self.options.items())),
-                "queued": self.queued, "host": self.host, "user": self.user,
-                "parent": self.parent, "checkpoint": self.checkpoint, "message": self.message}
-
-    def override_specs(self) -> list[str]:
-        """The overrides as `-S` texts (values in JSON, which YAML reads back the same)."""
-        prefix = {"set": "", "add": "+", "force": "++", "delete": "~"}
-        out = []
-        for f, op, k, v in self.overrides:
-            body = f"{prefix[op]}{k}" if op == "delete" else \
-                f"{prefix[op]}{k}={json.dumps(v, sort_keys=True)}"
-            out.append(f"{f}:{body}")
-        return out
-
-
-def encode(e: Entry) -> bytes:
-    """The canonical bytes of an entry (its id is their BLAKE3).
-
-    Raises:
-        UsageError: a field that cannot be stored (bad id, op, option type, value).
-    """
-    for k, v in e.options.items():
-        if not isinstance(k, str) or not isinstance(v, OPTION_TYPES):
-            raise UsageError(f"queue entry option {k!r}={v!r}: options are str -> nil/bool/int/str")
-    ovs = []
-    for f, op, k, v in e.overrides:
-        if op not in OPS:
-            raise UsageError(f"queue entry override op {op!r} is not one of {', '.join(OPS)}")
-        try:
-            text = json.dumps(v, sort_keys=True, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"override {f}:{k}: value {v!r} cannot be queued ({exc})") from None
-        ovs.append([f, op, k, text])
-    body = [
-        e.name, _commit_bin(e.baseline), _oid_bin(e.workspace, "workspace"), ovs,
-        list(e.targets), [[k, e.options[k]] for k in sorted(e.options)], _int(e.queued),
-        e.host, e.user, None if e.parent is None else _oid_bin(e.parent, "parent"),
-        None if e.checkpoint is None else _oid_bin(e.checkpoint, "checkpoint"), e.message,
-    ]
-    return envelope.encode(envelope.KIND_QUEUE, VERSION, body)
-
-
-def decode(data: bytes) -> Entry:
-    """Decode and validate an entry. Raises FormatError on anything malformed."""
-    if len(data) > MAX_ENTRY_SIZE:
-        raise FormatError(f"queue entry of {len(data)} bytes exceeds {MAX_ENTRY_SIZE}")
-    _, body = envelope.decode(data, kind=envelope.KIND_QUEUE, versions=(VERSION,))
-    check(isinstance(body, list) and len(body) == N_FIELDS, "queue entry",
-          f"body must be an array of {N_FIELDS} fields")
-    (name, baseline, workspace, ovs, targets, options, queued, host, user, parent,
-     checkpoint, message) = body
-    for what, v in (("name", name), ("host", host), ("user", user), ("message", message)):
-        check(isinstance(v, str), f"queue entry {what}", "must be a string")
-    check(isinstance(baseline, bytes) and len(baseline) in (20, 32), "queue entry baseline",
-          "must be a 20- or 32-byte commit id")
-    check(type(queued) is int, "queue entry queued", "must be an int")
-    check(isinstance(ovs, list), "queue entry overrides", "must be an array")
-    overrides = []
-    for i, row in enumerate(ovs):
-        where = f"queue entry overrides[{i}]"
-        check(isinstance(row, list) and len(row) == 4 and all(isinstance(x, str) for x in row),
-              where, "must be [file, op, key, json]")
-        check(row[1] in OPS, where, f"unknown op {row[1]!r}")
-        try:
-            value = json.loads(row[3])
-        except ValueError:
-            raise FormatError(f"{where}: value is not JSON") from None
-        overrides.append((row[0], row[1], row[2], value))
-    check(isinstance(targets, list) and all(isinstance(t, str) for t in targets),
-          "queue entry targets", "must be an array of strings")
-    check(isinstance(options, list), "queue entry options", "must be an array")
-    opts: dict[str, Any] = {}
-    prev = None
-    for i, row in enumerate(options):
-        where = f"queue entry options[{i}]"
-        check(isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)
-              and isinstance(row[1], OPTION_TYPES), where, "must be [name, nil|bool|int|str]")
-        check(prev is None or row[0] > prev, where, "names must be sorted and unique")
-        prev = row[0]
-        opts[row[0]] = row[1]
-    return Entry(name=name, baseline=baseline.hex(), workspace=_dec_oid(workspace, "workspace"),
-                 overrides=tuple(overrides), targets=tuple(targets), options=opts,
-                 queued=queued, host=host, user=user,
-                 parent=None if parent is None else _dec_oid(parent, "parent"),
-                 checkpoint=None if checkpoint is None else _dec_oid(checkpoint, "checkpoint"),
-                 message=message)
-
-
-def _commit_bin(commit: str) -> bytes:
-    if not isinstance(commit, str) or len(commit) not in (40, 64) or commit.strip("0123456789abcdef"):
-        raise UsageError(f"queue entry baseline {commit!r} is not a full lowercase Git commit id")
-    return bytes.fromhex(commit)
-
-
-def _oid_bin(oid: str, what: str) -> bytes:
-    if not isinstance(oid, str) or not hashing.is_oid(oid):
-        raise UsageError(f"queue entry {what}: {oid!r} is not an object id")
-    return bytes.fromhex(oid)
-
-
-def _dec_oid(v: Any, what: str) -> str:
-    check(isinstance(v, bytes) and len(v) == hashing.DIGEST_SIZE, f"queue entry {what}",
-          f"must be a {hashing.DIGEST_SIZE}-byte id")
-    return v.hex()
-
-
-def _int(v: Any) -> int:
-    if type(v) is not int or not -(2**63) <= v < 2**63:
-        raise UsageError(f"queue entry time {v!r} is not a 64-bit integer")
-    return v
 
 
 # ---------------------------------------------------------------- paths and items
@@ -454,110 +313,6 @@ def enqueue(project, entries: list[Entry]) -> list[Item]:
     return out
 
 
-def unique_names(project, baseline: str, seeds: list[str], *, base: str | None = None) -> list[str]:
-    """Names for len(seeds) new entries: `base`, `base-2`, ... or generated ones."""
-    from . import refs
-
-    taken = names_in_queue(project)
-    out: list[str] = []
-    if base is not None:
-        refs.check_name(base)
-        if len(seeds) == 1:
-            return [base]
-        for i in range(len(seeds)):
-            out.append(f"{base}-{i + 1}")
-        return out
-    for seed in seeds:
-        for attempt in range(10_000):
-            name = refs.candidate_name(seed, attempt)
-            if name not in taken and name not in out and refs.read(project, baseline, name) is None:
-                out.append(name)
-                break
-    return out
-
-
-def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
-         stages: Iterable[str] = (), force: bool = False, no_run_cache: bool = False,
-         message: str = "", resume: str | None = None, dry_run: bool = False) -> list[Entry]:
-    """The entries `tally run --queue` adds: one per point of the `-S` grid.
-
-    Takes the queue-time snapshot of the workspace (every file Git sees, tally-tracked
-    data, and the pipeline's deps and outputs present), stored, so later edits do not
-    leak into the runs. With `dry_run`, nothing is stored (the ids are computed only)
-    and nothing is queued: callers list the grid. `resume` names an experiment whose
-    last checkpoint every entry starts from (its record becomes their parent).
-
-    Raises:
-        ParamError: a malformed `-S` or an over-large grid. StoreError: no commit yet.
-        NotFound: `resume` names no experiment. UsageError: it has no checkpoint.
-    """
-    from . import params as params_mod
-    from . import worktree
-
-    specs = list(set_params)
-    grid = params_mod.expand_grid(specs)
-    baseline = worktree.baseline_commit(project.root)
-    parent = checkpoint = None
-    resume_step = None
-    if resume is not None:
-        from . import checkpoints
-        parent, _, resume_step, checkpoint = checkpoints.last(project, resume)
-    if dry_run:
-        ws = "0" * 64
-    else:
-        ws = snapshot_workspace(project)
-    seeds = [hashing.hash_bytes(f"{ws}:{time.time_ns()}:{i}:{os.urandom(8).hex()}".encode())
-             for i in range(len(grid))]
-    names = unique_names(project, baseline, seeds, base=name)
-    now = time.time_ns()
-    opts: dict[str, Any] = {}
-    if force:
-        opts["force"] = True
-    if no_run_cache:
-        opts["no_run_cache"] = True
-    if resume_step is not None:
-        opts["resume_step"] = resume_step
-    user = _user()
-    return [Entry(name=n, baseline=baseline, workspace=ws,
-                  overrides=tuple((o.file, o.op, o.key, o.value) for o in point),
-                  targets=tuple(stages), options=opts, queued=now + i, host=socket.gethostname(),
-                  user=user, parent=parent, checkpoint=checkpoint, message=message)
-            for i, (n, point) in enumerate(zip(names, grid))]
-
-
-def snapshot_workspace(project) -> str:
-    """Store the workspace as a queued run will see it; return the tree id."""
-    from . import workspace, worktree
-
-    known: dict[str, Any] = {}
-    with project.lock("store", shared=True, timeout=60, purpose="tally run --queue"), \
-            project.store.writer() as w:
-        try:
-            from .pipeline import PIPELINE_FILES, load_pipeline
-            pipeline = load_pipeline(project.root) if any(
-                (project.root / f).is_file() for f in PIPELINE_FILES) else None
-        except Exception:  # noqa: BLE001 - a broken pipeline is reported by the run
-            pipeline = None
-        if pipeline is not None:
-            paths = {p for st in pipeline.stages for p in (*st.deps, *(o.path for o in st.outs))}
-            for p in sorted(paths):
-                if not os.path.lexists(project.root / p):
-                    continue
-                snap = workspace.snapshot(project.root / p, statcache=project.statcache, writer=w)
-                known[p] = worktree.Known(snap.oid, snap.is_dir, snap.size, snap.files, snap.mode)
-        known = {p: k for p, k in known.items()
-                 if not any(p.startswith(q + "/") for q in known if known[q].is_dir)}
-        return worktree.snapshot(project, writer=w, extra=known).oid
-
-
-def _user() -> str:
-    import getpass
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in a container
-        return ""
-
-
 # ---------------------------------------------------------------- claiming and finishing
 
 def claim(project, wid: str) -> Item | None:
@@ -620,72 +375,15 @@ def move_by_outcome(project, item: Item, outcome: dict[str, Any]) -> Item | None
     return item
 
 
-# ---------------------------------------------------------------- liveness
-
-_BOOT_ID: str | None = None
-
-
-def boot_id() -> str:
-    """This machine's boot id (a reboot changes it), or '' where there is none."""
-    global _BOOT_ID
-    if _BOOT_ID is None:
-        try:
-            _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        except OSError:
-            _BOOT_ID = ""
-    return _BOOT_ID
-
-
-def process_start(pid: int) -> str:
-    """An opaque start time of process `pid` ('' if unknown), to tell pid reuse apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return ""
-    # Field 22 (starttime) counts after the ")" closing the command name, which may
-    # itself contain spaces or parentheses.
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return fields[19].decode() if len(fields) > 19 else ""
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def worker_alive(info: dict[str, Any] | None, *, now: float | None = None) -> bool:
-    """Is the worker described by `info` (its worker file) still running?
-
-    Same host and boot: its pid exists and started when the worker file says (so a
-    reused pid does not count). Another host, or no /proc: its heartbeat is younger
-    than STALE_AFTER.
-    """
-    if not info:
-        return False
-    now = time.time() if now is None else now
-    if info.get("host") == socket.gethostname() and boot_id() and info.get("boot_id"):
-        if info["boot_id"] != boot_id():
-            return False  # the machine rebooted since
-        pid = info.get("pid")
-        if type(pid) is not int or not pid_alive(pid):
-            return False
-        want = info.get("pstart")
-        return not want or process_start(pid) in ("", want)
-    hb = info.get("heartbeat")
-    return isinstance(hb, (int, float)) and now - hb < STALE_AFTER
-
+# ---------------------------------------------------------------- reaping
 
 def reap(project) -> list[Item]:
     """Move every running entry whose worker is gone to failed/ ("worker died").
 
-    An entry whose outcome is already final (its worker died after writing it) goes
-    where that outcome says. On this host, what is left of the dead run's process
-    group is killed first, so a retry never runs beside an orphan of the last attempt.
+    An entry whose executor still runs on this host (it outlived its worker and is
+    shutting down: the kernel sent it SIGTERM) is left until it has exited, so a
+    retry never runs beside the last attempt. An entry whose outcome is already final
+    (written by its executor, or before its worker died) goes where that outcome says.
     Safe to call from any number of processes at once: each move is one rename.
     """
     reaped = []
@@ -703,6 +401,8 @@ def reap(project) -> list[Item]:
         info = read_worker(project, wid)
         if worker_alive(info):
             cache[wid] = info
+            continue
+        if _executor_alive(info, eid):
             continue
         _kill_leftovers(info, eid)
         try:
@@ -724,6 +424,20 @@ def reap(project) -> list[Item]:
         if moved is not None:
             reaped.append(moved)
     return reaped
+
+
+def _executor_alive(info: dict[str, Any] | None, eid: str) -> bool:
+    """Does the process that ran `eid` for this (dead) worker still exist on this host?"""
+    from .liveness import pid_alive, process_start
+
+    if not info or info.get("host") != socket.gethostname() or info.get("boot_id") != boot_id():
+        return False
+    cur = (info.get("current") or {}).get(eid) or {}
+    pid = cur.get("pgid")
+    if type(pid) is not int or pid <= 1 or not pid_alive(pid):
+        return False
+    want = cur.get("pstart")
+    return not want or process_start(pid) in ("", want)
 
 
 def _kill_leftovers(info: dict[str, Any] | None, eid: str) -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import queue
+from . import liveness, queue
 from .fsops import atomic_write
 
 POLL = 0.01  # seconds between supervisor checks while runs are going
@@ -57,6 +57,7 @@ class _Run:
     item: queue.Item
     pid: int  # the executor; also its process group id
     started: float
+    pstart: str = ""  # the executor's start time (/proc), to tell a reused pid apart
     kill_at: float | None = None  # when SIGKILL follows the SIGTERM already sent
     reason: str | None = None  # why it was killed, when it was
 
@@ -192,7 +193,7 @@ class Worker:
         except (ProcessLookupError, PermissionError):
             pass  # already exec'd setpgid itself, or already gone
         now = time.time()
-        self.runs[pid] = _Run(item, pid, now)
+        self.runs[pid] = _Run(item, pid, now, pstart=liveness.process_start(pid))
         self.notify(f"started {item.name} (pid {pid})")
         self._beat(force=True)
 
@@ -264,16 +265,16 @@ class Worker:
 
     def _beat(self, *, force: bool = False) -> None:
         now = time.time()
-        if not force and now - self._last_beat < queue.HEARTBEAT:
+        if not force and now - self._last_beat < liveness.HEARTBEAT:
             return
         self._last_beat = now
         info = {"wid": self.wid, "pid": os.getpid(), "host": socket.gethostname(),
-                "boot_id": queue.boot_id(), "pstart": queue.process_start(os.getpid()),
+                "boot_id": liveness.boot_id(), "pstart": liveness.process_start(os.getpid()),
                 "started": self.started_ns / 1e9, "started_ns": self.started_ns,
                 "heartbeat": now, "slots": self.slots, "keep_alive": self.keep_alive,
                 "stopping": self._stopping,
-                "current": {r.item.id: {"name": r.item.name, "pgid": r.pid, "started": r.started}
-                            for r in self.runs.values()}}
+                "current": {r.item.id: {"name": r.item.name, "pgid": r.pid, "pstart": r.pstart,
+                                        "started": r.started} for r in self.runs.values()}}
         atomic_write(self._info_path, json.dumps(info, sort_keys=True).encode(), durable=False)
 
     def _shutdown(self) -> None:

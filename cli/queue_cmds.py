@@ -199,7 +199,7 @@ def run_options(a):
     """`tally run` with --queue / --dry-run / --run-all / --resume (parsed by
     cli/experiments.py). Returns an Experiment to render for a workspace --resume run,
     else None (queue output is rendered here)."""
-    from cas import checkpoints, queue, worker
+    from cas import checkpoints, queue, sweep, worker
     from cas.errors import UsageError
 
     if a.cmd is not None or a.outs or a.deps or a.metrics or a.outs_no_cache:
@@ -215,7 +215,7 @@ def run_options(a):
             echo=not a.quiet and not a.json, wait=a.wait,
             notify=None if a.json or a.quiet else err)
     if a.queue or a.dry_run:
-        entries = queue.plan(project, set_params=a.set_param, name=a.name, stages=a.targets,
+        entries = sweep.plan(project, set_params=a.set_param, name=a.name, stages=a.targets,
                              force=a.force, no_run_cache=a.no_run_cache, message=a.message,
                              resume=a.resume, dry_run=a.dry_run)
         if not a.dry_run:

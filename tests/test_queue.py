@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cas import envelope, hashing, queue
+from cas import envelope, hashing, liveness, queue, sweep
 from cas.errors import Conflict, FormatError, NotFound, ParamError, UsageError
 
 COMMIT = "a" * 40
@@ -125,24 +125,24 @@ def test_enqueue_is_fifo_and_names_are_unique(qproj):
 
 def test_plan_expands_the_grid_and_dry_run_stores_nothing(qproj):
     objects_before = set(qproj.store.iter_oids())
-    grid = queue.plan(qproj, set_params=["lr=0.1,0.01,0.001", "epochs=range(1,4)"], dry_run=True)
+    grid = sweep.plan(qproj, set_params=["lr=0.1,0.01,0.001", "epochs=range(1,4)"], dry_run=True)
     assert len(grid) == 9
     assert [dict((k, v) for _, _, k, v in e.overrides) for e in grid[:4]] == [
         {"lr": 0.1, "epochs": 1}, {"lr": 0.1, "epochs": 2}, {"lr": 0.1, "epochs": 3},
         {"lr": 0.01, "epochs": 1}]
     assert len({e.name for e in grid}) == 9
     assert set(qproj.store.iter_oids()) == objects_before and queue.items(qproj) == []
-    named = queue.plan(qproj, set_params=["lr=1,2"], name="sweep", dry_run=True)
+    named = sweep.plan(qproj, set_params=["lr=1,2"], name="sweep", dry_run=True)
     assert [e.name for e in named] == ["sweep-1", "sweep-2"]
     with pytest.raises(ParamError):
-        queue.plan(qproj, set_params=["lr=1", "lr=2"], dry_run=True)
+        sweep.plan(qproj, set_params=["lr=1", "lr=2"], dry_run=True)
 
 
 def test_plan_snapshot_is_stored_and_is_a_root(qproj):
     from cas import fsck, tree
 
     (qproj.root / "untracked.txt").write_text("seen by git\n")
-    (grid,) = [queue.plan(qproj, set_params=["lr=0.5"])]
+    (grid,) = [sweep.plan(qproj, set_params=["lr=0.5"])]
     queue.enqueue(qproj, grid)
     t = tree.decode(qproj.store.get(grid[0].workspace))
     names = {e.name for e in t.entries}
@@ -191,7 +191,7 @@ def test_claim_race_each_entry_exactly_once(qproj, tmp_path):
 
 def test_running_entries_cannot_be_removed(qproj):
     queue.enqueue(qproj, [entry("a")])
-    _worker_file(qproj, "1-w", pid=os.getpid(), host=socket.gethostname(), boot_id=queue.boot_id())
+    _worker_file(qproj, "1-w", pid=os.getpid(), host=socket.gethostname(), boot_id=liveness.boot_id())
     queue.claim(qproj, "1-w")
     with pytest.raises(Conflict):
         queue.remove(qproj, keys=["a"])
@@ -217,9 +217,9 @@ def _dead_pid() -> int:
 def test_running_entry_of_a_dead_worker_is_failed_by_whoever_looks(qproj):
     queue.enqueue(qproj, [entry("dead"), entry("alive"), entry("reused"), entry("remote-ok"),
                           entry("remote-stale"), entry("nofile"), entry("finished")])
-    me = {"host": socket.gethostname(), "boot_id": queue.boot_id()}
+    me = {"host": socket.gethostname(), "boot_id": liveness.boot_id()}
     _worker_file(qproj, "1-dead", pid=_dead_pid(), **me)
-    _worker_file(qproj, "2-alive", pid=os.getpid(), pstart=queue.process_start(os.getpid()), **me)
+    _worker_file(qproj, "2-alive", pid=os.getpid(), pstart=liveness.process_start(os.getpid()), **me)
     _worker_file(qproj, "3-reused", pid=os.getpid(), pstart="1", **me)
     _worker_file(qproj, "4-remote", pid=1, host="elsewhere", boot_id="x", heartbeat=time.time())
     _worker_file(qproj, "5-remote", pid=1, host="elsewhere", boot_id="x", heartbeat=time.time() - 3600)

@@ -149,12 +149,12 @@ def test_queue_names(b: Block, tmp_path):
 
 
 def test_outcome_keys_of_a_real_run(tmp_path):
-    from cas import worker
+    from cas import sweep, worker
     from test_worker import TRAIN, make_project
 
     (b,) = of("outcome-keys")
     p = make_project(tmp_path / "proj", train=TRAIN)
-    (it,) = queue.enqueue(p, queue.plan(p))
+    (it,) = queue.enqueue(p, sweep.plan(p))
     worker.run_all(p)
     outcome = queue.read_outcome(p, it.id)
     assert outcome["status"] == "success"

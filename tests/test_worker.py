@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cas import checkpoints, queue, record, refs, worker
+from cas import checkpoints, queue, record, refs, sweep, worker
 from cas.errors import WouldOverwrite
 
 PY = sys.executable
@@ -72,7 +72,7 @@ def proj(tmp_path):
 
 
 def queue_runs(p, *specs: str, **kw):
-    return queue.enqueue(p, queue.plan(p, set_params=list(specs), **kw))
+    return queue.enqueue(p, sweep.plan(p, set_params=list(specs), **kw))
 
 
 def records(p) -> dict[str, record.Record]:
