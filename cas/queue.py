@@ -404,7 +404,6 @@ def reap(project) -> list[Item]:
             continue
         if _executor_alive(info, eid):
             continue
-        _kill_leftovers(info, eid)
         try:
             entry = _read_entry(path, eid)
         except FileNotFoundError:
@@ -438,22 +437,6 @@ def _executor_alive(info: dict[str, Any] | None, eid: str) -> bool:
         return False
     want = cur.get("pstart")
     return not want or process_start(pid) in ("", want)
-
-
-def _kill_leftovers(info: dict[str, Any] | None, eid: str) -> None:
-    import signal
-
-    if not info or info.get("host") != socket.gethostname() or info.get("boot_id") != boot_id():
-        return
-    cur = (info.get("current") or {}).get(eid) or {}
-    pgid = cur.get("pgid")
-    if type(pgid) is int and pgid > 1:
-        # SIGTERM, not SIGKILL: an executor still alive forwards it to its stage (which
-        # has a process group of its own) and records the run as interrupted.
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 # ---------------------------------------------------------------- requests

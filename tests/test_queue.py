@@ -287,3 +287,16 @@ def test_stop_request_only_for_older_workers(qproj):
     queue.request_stop(qproj, kill=True)
     req = queue.stop_request(qproj)
     assert req["kill"] is True and req["time"] >= before
+
+
+def test_entry_waits_for_its_executor_to_exit(qproj):
+    (it,) = queue.enqueue(qproj, [entry("slow-exit")])
+    me = {"host": socket.gethostname(), "boot_id": liveness.boot_id()}
+    alive_exec = {it.id: {"pgid": os.getpid(), "pstart": liveness.process_start(os.getpid())}}
+    _worker_file(qproj, "1-dead", pid=_dead_pid(), current=alive_exec, **me)
+    queue.claim(qproj, "1-dead")
+    assert queue.find(qproj, "slow-exit").state == "running"  # its executor still exits
+    reused = {it.id: {"pgid": os.getpid(), "pstart": "1"}}  # that pid is someone else now
+    _worker_file(qproj, "1-dead", pid=_dead_pid(), current=reused, **me)
+    item = queue.find(qproj, "slow-exit")
+    assert item.state == "failed" and item.outcome["reason"] == "worker died"
