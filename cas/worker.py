@@ -45,7 +45,9 @@ from .fsops import atomic_write
 
 POLL = 0.01  # seconds between supervisor checks while runs are going
 IDLE_POLL = 0.5  # seconds between looks at an empty queue (keep_alive)
-KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a killed run
+KILL_GRACE = 15.0  # seconds between SIGTERM and SIGKILL of a killed run: longer than
+# cas.runner.KILL_GRACE (10 s), so the runner, which forwards SIGTERM to the stage's own
+# process group, always gets to SIGKILL the stage before we SIGKILL the runner
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 EXIT_EXECUTOR_ERROR = 70  # an executor that crashed before writing an outcome
 

@@ -96,7 +96,7 @@ def logs(name: str = typer.Argument(..., help="Entry name or id prefix."),
 
 @queue_app.command("kill", epilog=EXIT_CODES)
 def kill(names: List[str] = typer.Argument(..., help="Running entries (names or id prefixes).")) -> None:
-    """Kill running entries (SIGTERM to the run, SIGKILL 5 s later); they end failed
+    """Kill running entries (SIGTERM to the run, SIGKILL 15 s later); they end failed
     and can be retried. The worker goes on with the next entry."""
     from cas import queue
 
