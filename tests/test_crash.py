@@ -185,8 +185,8 @@ def test_sigkill_during_add_leaves_a_consistent_store(tmp_path: Path, monkeypatc
 
 @helpers.slow
 def test_sigkill_during_add_many_points(tmp_path: Path, monkeypatch) -> None:
-    seen = crash_points(tmp_path, monkeypatch, n_small=10_000, big_mib=64, points=60)
-    assert len(seen) == 60
+    seen = crash_points(tmp_path, monkeypatch, n_small=5_000, big_mib=16, points=40)
+    assert len(seen) == 40
 
 
 @pytest.mark.xfail(strict=True, reason="reported (cas/git.py): a SIGKILLed add can leave "
