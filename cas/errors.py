@@ -164,4 +164,9 @@ def from_os_error(exc: OSError, *, path: str | os.PathLike[str] | Path | None = 
                           hint="check ownership and permissions of the path")
     if code == errno.ENOENT:
         return NotFound(f"no such file or directory while {doing}", path=where)
+    if code == errno.ENAMETOOLONG:
+        shown = str(where)
+        shown = shown if len(shown) <= 200 else f"{shown[:100]}...{shown[-60:]}"
+        return UsageError(f"a path is longer than the filesystem allows while {doing}: {shown}",
+                          hint="the tree nests deeper or names longer than this filesystem takes")
     return TallyError(f"{exc.strerror or exc} while {doing}", path=where)

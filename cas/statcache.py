@@ -133,13 +133,25 @@ class StatCache:
         return len(rows)
 
     def forget_oids(self, oids: set[str]) -> int:
-        """Drop entries naming any of `oids` (gc removed those objects). Returns rows removed."""
+        """Drop entries naming any of `oids` (gc removed those objects). Returns rows removed.
+
+        One pass over the table whatever the number of ids: the ids go into a temporary
+        table and one DELETE joins against it (an index on oid would instead tax every
+        insert of every add and checkout).
+        """
         if not oids:
             return 0
         with self._lock:
             db = self._connect()
-            with db:
-                cur = db.executemany("DELETE FROM entries WHERE oid = ?", [(o,) for o in oids])
+            try:
+                with db:
+                    db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (oid TEXT PRIMARY KEY)")
+                    db.execute("DELETE FROM gone")
+                    db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(o,) for o in oids])
+                    cur = db.execute("DELETE FROM entries WHERE oid IN (SELECT oid FROM gone)")
+                    db.execute("DELETE FROM gone")
+            except sqlite3.OperationalError:
+                return 0  # a read-only store keeps its (harmless) stale entries
             self._map = None
             return cur.rowcount
 

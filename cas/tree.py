@@ -20,6 +20,7 @@ never opens two subtrees with equal ids.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -199,21 +200,31 @@ Loader = Callable[[str], Tree]
 
 
 def walk(oid: str, load: Loader, prefix: str = "") -> Iterator[tuple[str, Entry]]:
-    """Yield (posix path, entry) for every non-directory entry below tree `oid`, in order."""
-    for e in load(oid).entries:
-        path = f"{prefix}{e.name}"
-        if e.kind == DIR:
-            yield from walk(e.oid, load, path + "/")
+    """Yield (posix path, entry) for every non-directory entry below tree `oid`, in order.
+
+    Iterative, so a hostile tree nested thousands of levels deep is just slow, never a
+    RecursionError.
+    """
+    stack: list[tuple[str, Iterator[Entry]]] = [(prefix, iter(load(oid).entries))]
+    while stack:
+        base, it = stack[-1]
+        for e in it:
+            if e.kind == DIR:
+                stack.append((f"{base}{e.name}/", iter(load(e.oid).entries)))
+                break
+            yield f"{base}{e.name}", e
         else:
-            yield path, e
+            stack.pop()
 
 
 def walk_trees(oid: str, load: Loader, prefix: str = "") -> Iterator[tuple[str, str]]:
     """Yield (posix dir path, tree oid) for `oid` and every subtree, parents first."""
-    yield prefix.rstrip("/"), oid
-    for e in load(oid).entries:
-        if e.kind == DIR:
-            yield from walk_trees(e.oid, load, f"{prefix}{e.name}/")
+    stack = [(prefix, oid)]
+    while stack:
+        base, t_oid = stack.pop()
+        yield base.rstrip("/"), t_oid
+        subdirs = [(f"{base}{e.name}/", e.oid) for e in load(t_oid).entries if e.kind == DIR]
+        stack.extend(reversed(subdirs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +240,17 @@ def diff(old: str | None, new: str | None, load: Loader, prefix: str = "") -> It
     """Yield the file-level differences from tree `old` to tree `new`.
 
     Subtrees with equal ids are skipped without being loaded, so the cost is
-    proportional to what changed, not to the size of the trees.
+    proportional to what changed, not to the size of the trees. Raises FormatError
+    (not RecursionError) for trees nested deeper than any real directory.
     """
+    try:
+        yield from _diff(old, new, load, prefix)
+    except RecursionError:
+        raise FormatError("tree nesting is deeper than tally can compare "
+                          f"(over {sys.getrecursionlimit() // 2} levels)") from None
+
+
+def _diff(old: str | None, new: str | None, load: Loader, prefix: str = "") -> Iterator[Change]:
     if old == new:
         return
     a = load(old).entries if old else ()
@@ -253,7 +273,7 @@ def diff(old: str | None, new: str | None, load: Loader, prefix: str = "") -> It
                 continue
             path = f"{prefix}{ea.name}"
             if ea.kind == DIR and eb.kind == DIR:
-                yield from diff(ea.oid, eb.oid, load, path + "/")
+                yield from _diff(ea.oid, eb.oid, load, path + "/")
             elif ea.kind == DIR:
                 yield from _one_side(ea, prefix, load, removed=True)
                 yield Change(path, None, eb)
