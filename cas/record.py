@@ -295,13 +295,30 @@ def _dec_files(rows: Any, what: str) -> dict[str, Any]:
     return {r[0]: _dec_value(r[1], f"{what} {r[0]}", 0) for r in _sorted_rows(rows, what, 2)}
 
 
+def _check_rel_path(path: str, what: str) -> None:
+    """Deps and outs are workspace paths: relative, POSIX, inside the project.
+
+    Restore and gc act on them, so a record naming `../x`, `/etc/x` or `.git/x` is
+    hostile or damaged, and refused here, at the one door every record comes through.
+    """
+    parts = path.split("/")
+    check(path != "" and not path.startswith("/") and "\0" not in path
+          and not any(p in ("", ".", "..") for p in parts) and parts[0] not in (".git", ".tally"),
+          f"record {what}", f"{path!r} is not a relative path inside the project")
+
+
 def _dec_deps(rows: Any) -> dict[str, str]:
-    return {r[0]: _dec_oid(r[1], f"deps {r[0]}") for r in _sorted_rows(rows, "deps", 2)}
+    out = {}
+    for r in _sorted_rows(rows, "deps", 2):
+        _check_rel_path(r[0], "deps")
+        out[r[0]] = _dec_oid(r[1], f"deps {r[0]}")
+    return out
 
 
 def _dec_outs(rows: Any) -> dict[str, tuple[str, bool]]:
     out = {}
     for r in _sorted_rows(rows, "outs", 3):
+        _check_rel_path(r[0], "outs")
         check(isinstance(r[2], bool), f"record outs {r[0]}", "is_dir must be a bool")
         out[r[0]] = (_dec_oid(r[1], f"outs {r[0]}"), r[2])
     return out

@@ -160,3 +160,19 @@ def test_store_helpers(tmp_path):
     oid = record.put(store, full())
     assert oid == record.record_id(full())
     assert record.load(store, oid) == full()
+
+
+@pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b", ".git/config", "", "a//b", "x\0y"])
+def test_decode_refuses_paths_outside_the_project(bad: str) -> None:
+    """Restore and gc act on deps/outs: a record naming a path outside is hostile."""
+    import dataclasses
+
+    from cas import record as rec_mod
+    from cas.errors import FormatError
+
+    base = full()
+    for field in ("deps", "outs"):
+        value = {bad: "a" * 64} if field == "deps" else {bad: ("a" * 64, False)}
+        data = rec_mod.encode(dataclasses.replace(base, **{field: value}))
+        with pytest.raises(FormatError):
+            rec_mod.decode(data)
