@@ -335,31 +335,21 @@ def read_checkpoints(path: Path) -> list[tuple[int, str]]:
 
 def find_live_dirs(run_dir: Path, *, extra: Iterable[str] = ()) -> list[str]:
     """Live directories in `run_dir`: those of `extra` (paths relative to it) plus every
-    top-level or second-level directory holding a metrics.json (a live directory may
-    have no history yet)."""
+    top-level directory holding a metrics.json (a live directory may have no history
+    yet). Only the top level is scanned: one stat per directory there, never a walk of
+    a large data directory; pass nested live directories in `extra`."""
     run_dir = Path(run_dir)
-    found: list[str] = []
-    for e in extra:
-        if (run_dir / e / SUMMARY_FILE).is_file() and e not in found:
-            found.append(e)
-    stack = [("", run_dir, 0)]
-    while stack:
-        rel, d, depth = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for ent in it:
-                if ent.name.startswith(".") or not ent.is_dir(follow_symlinks=False):
-                    continue
-                sub = f"{rel}{ent.name}"
-                p = Path(ent.path)
-                if (p / SUMMARY_FILE).is_file():
-                    if sub not in found:
-                        found.append(sub)
-                elif depth < 1:
-                    stack.append((sub + "/", p, depth + 1))
+    found: list[str] = [e for e in dict.fromkeys(extra) if (run_dir / e / SUMMARY_FILE).is_file()]
+    try:
+        it = os.scandir(run_dir)
+    except OSError:
+        return sorted(found)
+    with it:
+        for ent in it:
+            if ent.name.startswith(".") or ent.name in found or not ent.is_dir(follow_symlinks=False):
+                continue
+            if os.path.isfile(os.path.join(ent.path, SUMMARY_FILE)):
+                found.append(ent.name)
     return sorted(found)
 
 

@@ -145,7 +145,8 @@ def test_read_live_finds_live_dirs(in_tmp):
     b.log_param("p", 1)
     b.next_step()
     Live("a").end()
-    got = read_live(in_tmp)
+    assert read_live(in_tmp)["metrics"] == {"a/metrics.json": {}}  # nested: not scanned
+    got = read_live(in_tmp, live_dirs=["sub/b"])
     assert got["metrics"] == {"a/metrics.json": {}, "sub/b/metrics.json": {"y": 2}}
     assert got["params"] == {"sub/b/params.yaml": {"p": 1}}
     assert got["step"] == 0 and got["updated"] is not None and got["checkpoints"] == []
