@@ -526,6 +526,18 @@ def prune_worker_files(project) -> int:
                 removed += 1
             except FileNotFoundError:
                 pass
+    # Cached baseline indexes (cas/rundir.py) unused for as long as worker logs are kept.
+    idx = queue_dir(project) / "index"
+    try:
+        for n in os.listdir(idx):
+            try:
+                if now - os.stat(idx / n).st_atime > WORKER_LOG_KEEP and \
+                        now - os.stat(idx / n).st_mtime > WORKER_LOG_KEEP:
+                    os.unlink(idx / n)
+            except FileNotFoundError:
+                pass
+    except FileNotFoundError:
+        pass
     # Run directories a dead worker had discarded but not yet deleted (cas/worker.py).
     try:
         trashes = [e for e in os.listdir(project.store_dir / "tmp") if e.startswith("trash-")]

@@ -91,11 +91,29 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
     (gitdir / "HEAD").write_text(baseline + "\n")
     (gitdir / "commondir").write_text(os.fspath(common_dir) + "\n")
     (d / ".git").write_text(f"gitdir: {gitdir}\n")
-    # The index of the baseline: files Git tracks stay "seen" even where an ignore
-    # rule matches them, as in the user's workspace. Costs one short git process.
-    git._out(d, ["read-tree", baseline])
+    _baseline_index(project, d, gitdir, baseline)
     return RunProject(root=d, config=project.config, real_store_dir=project.store_dir,
                       run_id=run_id)
+
+
+def _baseline_index(project: Project, d: Path, gitdir: Path, baseline: str) -> None:
+    """Give the run's Git dir the index of `baseline`, so files Git tracks stay "seen"
+    even where an ignore rule matches them, as in the user's workspace.
+
+    `git read-tree` makes it once per baseline (a commit never changes, so neither
+    does its index); later runs copy the cached file instead of starting a git process.
+    """
+    cache = project.store_dir / "queue" / "index" / baseline
+    try:
+        shutil.copyfile(cache, gitdir / "index")
+        return
+    except FileNotFoundError:
+        pass
+    git._out(d, ["read-tree", baseline])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{baseline}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    shutil.copyfile(gitdir / "index", tmp)
+    os.replace(tmp, cache)
 
 
 def _unprotect_loose(project: Project, root_oid: str, d: Path) -> None:
