@@ -55,12 +55,7 @@ def run(argv: list[str] | None = None) -> int:
         sys.stderr.write("tally: interrupted\n")
         return 130
     except BrokenPipeError:
-        # The reader went away (`tally show | head`): not an error worth a message.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
+        return _pipe_closed()
     except OSError as exc:
         from cas.errors import from_os_error
         te = from_os_error(exc, doing="running")
@@ -82,6 +77,12 @@ def _typer_app(args: list[str]) -> int:
     try:
         rc = app(args=args, prog_name="tally", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
+    except SystemExit as exc:
+        # Click turns EPIPE into sys.exit(1) even outside standalone mode, after
+        # wrapping stdout in its PacifyFlushWrapper: that is a closed pipe, not a failure.
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            return _pipe_closed()
+        raise
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -90,6 +91,20 @@ def _typer_app(args: list[str]) -> int:
     except ClickException as exc:
         exc.show(file=sys.stderr)
         return 2
+
+
+def _pipe_closed() -> int:
+    """The reader went away (`tally show | head`): success, and silence from here on.
+
+    fd 1 is pointed at /dev/null so the interpreter's final flush cannot raise again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno() if hasattr(sys.stdout, "fileno") else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _report(exc: BaseException, debug: bool, cause: BaseException | None = None) -> None:

@@ -219,3 +219,21 @@ def test_version_and_help_list_exit_codes(capsys):
 def test_unknown_command_is_usage_error(capsys):
     code, out, err = tally(capsys, "frobnicate")
     assert code == 2 and "frobnicate" in err
+
+
+def test_a_closed_pipe_is_not_a_failure(repo, capsys):
+    """`tally ... | head -1` exits 0 however early the reader goes away."""
+    import shutil
+    import sys
+
+    tally(capsys, "init")
+    exe = shutil.which("tally", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("the tally script is not installed next to this interpreter")
+    for args in (["config"], ["status", "--json"], ["--help"]):
+        for _ in range(10):
+            r = subprocess.run(["bash", "-o", "pipefail", "-c",
+                                f"{exe} {' '.join(args)} | head -c 1 >/dev/null"],
+                               cwd=repo, capture_output=True, text=True)
+            assert r.returncode == 0, (args, r.stderr)
+            assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
