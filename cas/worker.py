@@ -10,8 +10,8 @@ a run starts in about a millisecond instead of a fresh interpreter's ~150 ms):
            there (cas.experiments.run), writes the outcome, exits
              └─ stage commands (their own process groups, run by cas.runner)
 
-The supervisor is single-threaded (fork with threads is unsafe) and polls every POLL
-seconds. It is the only writer of its worker file; the executor is the only writer
+The supervisor is single-threaded (fork with threads is unsafe); it wakes when an
+executor exits (SIGCHLD through a wakeup pipe) and otherwise every POLL seconds. It is the only writer of its worker file; the executor is the only writer
 of its entry's outcome, written before the supervisor moves the entry to done/ or
 failed/. An executor that dies without an outcome gets one from the supervisor
 ("killed by signal 9", "exited with code 1"). A supervisor that dies is noticed by
@@ -43,7 +43,8 @@ from typing import Any, Callable
 from . import liveness, queue
 from .fsops import atomic_write
 
-POLL = 0.01  # seconds between supervisor checks while runs are going
+POLL = 0.05  # seconds between supervisor checks while runs are going (an executor's
+# exit wakes it at once through SIGCHLD; the poll only paces kill/stop requests)
 IDLE_POLL = 0.5  # seconds between looks at an empty queue (keep_alive)
 KILL_GRACE = 15.0  # seconds between SIGTERM and SIGKILL of a killed run: longer than
 # cas.runner.KILL_GRACE (10 s), so the runner, which forwards SIGTERM to the stage's own
@@ -91,6 +92,7 @@ class Worker:
         self._last_beat = 0.0
         self._info_path = queue.queue_dir(project) / "workers" / f"{self.wid}.json"
         self._common_dir: Path | None = None
+        self._wake = self._wake_w = -1  # the signal wakeup pipe, while run() is going
         # Successful runs' directories are renamed here by their executors and deleted
         # by the supervisor while other runs go on (deleting takes ~20 ms per run).
         self.trash = project.store_dir / "tmp" / f"trash-{self.wid}"
@@ -104,6 +106,12 @@ class Worker:
         self._common_dir = rundir.git_common_dir(self.project.root)
         _preload()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        old[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        self._wake, self._wake_w = wake_r, wake_w
         self._beat(force=True)  # the worker file exists before the first claim
         try:
             queue.reap(self.project)
@@ -126,12 +134,30 @@ class Worker:
                         break
                     time.sleep(IDLE_POLL)
                 elif not claimed:
-                    time.sleep(POLL)
+                    self._sleep(POLL)
         finally:
             self._shutdown()
+            signal.set_wakeup_fd(old_wakeup)
             for s, h in old.items():
                 signal.signal(s, h)
+            os.close(wake_r)
+            os.close(wake_w)
         return self.stats
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait up to `seconds`, or until a signal (an executor exiting) arrives."""
+        import select
+
+        try:
+            ready, _, _ = select.select([self._wake], [], [], seconds)
+        except InterruptedError:
+            ready = []
+        if ready:
+            try:
+                while os.read(self._wake, 512):
+                    pass
+            except BlockingIOError:
+                pass
 
     def _empty_trash(self, *, one: bool) -> None:
         """Delete discarded run directories: one per call while runs go on, else all."""
@@ -179,6 +205,11 @@ class Worker:
         if pid == 0:  # executor
             try:
                 os.setpgid(0, 0)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for wfd in (self._wake, self._wake_w):
+                    if wfd >= 0:
+                        os.close(wfd)
                 _child_setup(parent, fd)
                 code = _execute(self.project, item, self.wid, self._common_dir, self.trash)
             except BaseException:  # noqa: BLE001 - the child must never return into the loop
@@ -286,7 +317,7 @@ class Worker:
             deadline = time.time() + KILL_GRACE + 1
             while self.runs and time.time() < deadline:
                 self._reap_children()
-                time.sleep(POLL)
+                self._sleep(POLL)
             for pid in list(self.runs):
                 _killpg(pid, signal.SIGKILL)
                 try:
