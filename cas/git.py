@@ -11,6 +11,7 @@ to `root`, decoded like `os.fsdecode` (undecodable bytes survive as surrogates).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -257,18 +258,35 @@ def ensure_ignored(root: Path, path: Path | str) -> bool:
 
 def _append_rule(file: Path, rule: bytes) -> bool:
     """Append `rule` to `file` unless it is already the last rule; atomic, under a lock."""
+    # The mutual exclusion is an flock on the directory, which the kernel drops when
+    # its holder dies: a SIGKILLed `tally add` can leave a `.gitignore.lock` behind, but
+    # never a lock that blocks the next add. `.gitignore.lock` is only the temp file,
+    # written (truncating any leftover) by the flock holder alone.
     lock, deadline = file.with_name(file.name + ".lock"), time.monotonic() + _GITIGNORE_LOCK_TIMEOUT_S
-    while True:
+    try:
+        dirfd = os.open(file.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise from_os_error(exc, path=file.parent, doing="locking .gitignore") from exc
+    try:
+        while True:
+            try:
+                fcntl.flock(dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy("another process is writing this .gitignore", path=file,
+                                   hint="wait for the other tally process to finish") from None
+                time.sleep(_GITIGNORE_LOCK_POLL_S)
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            if time.monotonic() >= deadline:
-                raise LockBusy("another process is writing this .gitignore", path=lock,
-                               hint="wait, or remove the lock file if no git/tally process runs") from None
-            time.sleep(_GITIGNORE_LOCK_POLL_S)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         except OSError as exc:
-            raise from_os_error(exc, path=lock, doing="locking .gitignore") from exc
+            raise from_os_error(exc, path=lock, doing="writing .gitignore") from exc
+        return _rewrite_rules(file, lock, fd, rule)
+    finally:
+        os.close(dirfd)  # drops the flock
+
+
+def _rewrite_rules(file: Path, lock: Path, fd: int, rule: bytes) -> bool:
     try:
         with os.fdopen(fd, "wb") as out:
             try:

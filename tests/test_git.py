@@ -238,12 +238,32 @@ def test_ensure_ignored_refusals(committed: Path, tmp_path: Path) -> None:
 
 
 def test_ensure_ignored_lock_busy(committed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live writer (holding the directory's flock) makes another wait, then LockBusy."""
+    import fcntl
+
     monkeypatch.setattr(git, "_GITIGNORE_LOCK_TIMEOUT_S", 0.1)
-    (committed / ".gitignore.lock").write_text("")
     (committed / "d.bin").write_text("d")
-    with pytest.raises(LockBusy):
-        git.ensure_ignored(committed, "d.bin")
+    held = os.open(committed, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        # flock is per open file description: a second open in this process conflicts
+        # exactly as another process would.
+        with pytest.raises(LockBusy):
+            git.ensure_ignored(committed, "d.bin")
+    finally:
+        os.close(held)
     assert not (committed / ".gitignore").exists()
+
+
+def test_a_stale_gitignore_lock_file_does_not_block(committed: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `.gitignore.lock` left by a SIGKILLed writer is only a temp file: overwritten."""
+    monkeypatch.setattr(git, "_GITIGNORE_LOCK_TIMEOUT_S", 0.1)
+    (committed / ".gitignore.lock").write_text("half a rule fr")
+    (committed / "d.bin").write_text("d")
+    assert git.ensure_ignored(committed, "d.bin")
+    assert (committed / ".gitignore").read_text() == "/d.bin\n"
+    assert not (committed / ".gitignore.lock").exists()
 
 
 # -- writing objects, commits and refs -----------------------------------------------
