@@ -584,21 +584,16 @@ def _remove_stale_temp(store, fs_now: int, grace_s: float) -> tuple[list[str], i
 # the oid): ~13 ms per id on a 50k-entry cache. Above this many ids gc leaves the rows:
 # a stale entry still states a true fact (those bytes hash to that id), and every
 # writer checks that the object exists before trusting an entry.
-FORGET_MAX = 500
 
 
 def _forget(project: Project, oids: set[str], report: GcReport) -> None:
-    """Drop stat-cache entries naming deleted objects (hygiene, never correctness)."""
+    """Drop stat-cache entries naming deleted objects (hygiene, never correctness).
+
+    One pass over the cache table whatever the number of ids (StatCache.forget_oids).
+    """
     if not oids or not (project.store_dir / "statcache.db").exists():
         return
-    sc = project.statcache
-    load = getattr(sc, "_load", None)  # the cache's own memo: one SELECT for all rows
-    hits = oids & {row[3] for row in load().values()} if load is not None else oids
-    if len(hits) > FORGET_MAX:
-        report.notes.append(f"{len(hits)} stat-cache entries name deleted objects; left in "
-                            "place (harmless: an entry is only trusted once its object is found)")
-        return
-    sc.forget_oids(hits)
+    project.statcache.forget_oids(oids)
 
 
 __all__ = ["gc", "GcReport", "GcRefused", "Deleted", "RootStats", "Root", "Policy",
