@@ -6,8 +6,9 @@ from typing import List, Optional
 
 import typer
 
+from . import datacmd
 from .main import app
-from .output import EXIT_CODES, emit_json, err, human_bytes, out, progress
+from .output import EXIT_CODES, emit_json, err, out
 
 JSON = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 
@@ -33,24 +34,7 @@ def add(paths: List[str] = typer.Argument(..., help="Files or directories to sto
 
     PATH itself is added to .gitignore. Unchanged files are not read again.
     """
-    from cas import tracking
-    from cas.project import open_project
-
-    project = open_project()
-    with progress("hashing") as cb:
-        added = tracking.add(project, paths, progress=cb)
-    if json_out:
-        emit_json([{"path": a.path, "oid": a.pointer.oid, "kind": "dir" if a.pointer.is_dir else "file",
-                    "size": a.pointer.size, "files": a.pointer.files, "hashed": a.hashed,
-                    "changed": a.changed} for a in added])
-        return
-    for a in added:
-        what = f"{a.pointer.files} files, " if a.pointer.is_dir else ""
-        verb = "added" if a.changed else "unchanged"
-        out(f"{verb} {a.path} ({what}{human_bytes(a.pointer.size)}) -> {a.path}.tally")
-    if any(a.changed for a in added):
-        err("To track the changes with Git, run:\n  git add " +
-            " ".join(f"{a.path}.tally" for a in added if a.changed) + " .gitignore")
+    datacmd.add(paths, json_out)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -60,28 +44,7 @@ def status(paths: Optional[List[str]] = typer.Argument(None, help="Tracked paths
 
     Exits 0 whatever the state (use --json to script on it).
     """
-    from cas import tracking
-    from cas.project import open_project
-
-    project = open_project()
-    result = tracking.status(project, paths)
-    if json_out:
-        emit_json([s.to_json() for s in result])
-        return
-    changed = [s for s in result if s.state != "unchanged"]
-    if not result:
-        out("No tracked data (use `tally add PATH`).")
-        return
-    if not changed:
-        out("Data and pointers are up to date.")
-        return
-    for s in changed:
-        out(f"{s.state}: {s.path}")
-        for label, items in (("new", s.added), ("modified", s.modified), ("deleted", s.deleted)):
-            for item in items[:50]:
-                out(f"    {label}: {s.path}/{item}")
-            if len(items) > 50:
-                out(f"    ... and {len(items) - 50} more {label}")
+    datacmd.status(paths, json_out)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -94,23 +57,7 @@ def checkout(paths: Optional[List[str]] = typer.Argument(None, help="Tracked pat
     Only files that differ are touched. Refuses (exit 4) to overwrite changes that are
     not in the store, naming them, unless --force.
     """
-    from cas import tracking
-    from cas.project import open_project
-
-    project = open_project()
-    with progress("checking out") as cb:
-        reports = tracking.checkout(project, paths, force=force, progress=cb)
-    if json_out:
-        emit_json({p: {"written": len(r.written), "deleted": len(r.deleted),
-                       "unchanged": r.unchanged, "modes": r.modes} for p, r in reports.items()})
-        return
-    for p, r in reports.items():
-        if r.written or r.deleted:
-            modes = ", ".join(f"{n} {m}" for m, n in sorted(r.modes.items()))
-            out(f"{p}: {len(r.written)} written ({modes}), {len(r.deleted)} removed, "
-                f"{r.unchanged} unchanged")
-        else:
-            out(f"{p}: up to date")
+    datacmd.checkout(paths, force, json_out)
 
 
 @app.command(epilog=EXIT_CODES)

@@ -1,8 +1,9 @@
 """The `tally` executable: one funnel from every failure to a message and an exit code.
 
 Typer-free on purpose. The commands whose start-up users pay on every call parse
-their own arguments (`run`: each experiment's overhead; `show`: the listing loop)
-and are dispatched here without importing Typer, which costs ~60 ms. Everything
+their own arguments (`run`: each experiment's overhead; `show`: the listing loop;
+`add`, `status`, `checkout`: the data loop) and are dispatched here without
+importing Typer, which costs ~60 ms. Everything
 else, and every `--help`, goes through the Typer app in cli/main.py.
 """
 
@@ -16,6 +17,9 @@ VERSION = "0.1.0"
 
 
 def _fast(command: str) -> Callable[[list[str]], None] | None:
+    if command in ("add", "status", "checkout"):
+        from . import datacmd
+        return getattr(datacmd, f"main_{command}")
     if command == "run":
         from .runcmd import main
         return main
@@ -77,7 +81,7 @@ def _typer_app(args: list[str]) -> int:
     try:
         rc = app(args=args, prog_name="tally", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
-    except SystemExit as exc:
+    except SystemExit:
         # Click turns EPIPE into sys.exit(1) even outside standalone mode, after
         # wrapping stdout in its PacifyFlushWrapper: that is a closed pipe, not a failure.
         if type(sys.stdout).__name__ == "PacifyFlushWrapper":
