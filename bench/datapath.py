@@ -20,9 +20,11 @@ not a win.
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import profile
 from bench.measure import CommandFailed, Results, run_timed
 from bench.tools import Templates, Tool, remove_tree
 from bench.workload import FileSet, copy_into, tree_size
@@ -81,9 +83,13 @@ def _check_restored(chain: Chain, project: Path) -> None:
 
 
 def _run_chain(chain: Chain, tool: Tool, mode: str, project: Path, results: Results,
-               *, timeout: float, cold: bool) -> None:
-    """One repetition of ``chain`` with ``tool`` in ``project``; record every step."""
-    copy_into(chain.source, project)
+               *, timeout: float, cold: bool, profile_dir: Path | None = None) -> None:
+    """One repetition of ``chain`` with ``tool`` in ``project``; record every step.
+
+    With ``profile_dir``, nothing is recorded: each step runs under cProfile instead
+    (``bench.profile``), writing ``<profile_dir>/<row>-<mode>.prof``. The project
+    already holds a fresh copy of the data set.
+    """
     for row in chain.rows:
         step = row.rsplit("-", 1)[0]
         if step in ("add", "noop-add"):
@@ -93,23 +99,29 @@ def _run_chain(chain: Chain, tool: Tool, mode: str, project: Path, results: Resu
         else:
             _delete_data(chain, project)
             argv = tool.checkout()
+        if profile_dir is not None:
+            argv = profile.wrap(tool, argv, profile_dir / f"{row}-{mode}.prof")
         try:
             sample = run_timed(argv, cwd=project, env=tool.env, timeout=timeout,
                                cold=cold)
             if step == "checkout":
                 _check_restored(chain, project)
         except CommandFailed as exc:
+            if profile_dir is not None:
+                return  # a profiling pass only adds information; the timed one judged
             results.fail(row, mode, tool.name, exc)
             for later in chain.rows[chain.rows.index(row) + 1:]:
                 results.mark(later, mode, tool.name, "skipped",
                              f"skipped: an earlier step ({row}) failed")
             return
-        results.record(row, mode, tool.name, sample)
+        if profile_dir is None:
+            results.record(row, mode, tool.name, sample)
 
 
 def run(*, chains_: list[Chain], modes_for: dict[str, tuple[str, ...]],
         tools: list[Tool], templates: Templates, projects: Path, results: Results,
-        reps: int, timeout: float, cold: bool, log) -> None:
+        reps: int, timeout: float, cold: bool, log,
+        profile_dir: Path | None = None) -> None:
     """Benchmark every chain in every mode with every available tool.
 
     Args:
@@ -123,6 +135,8 @@ def run(*, chains_: list[Chain], modes_for: dict[str, tuple[str, ...]],
         timeout: seconds before one command is killed (cell marked "timed out").
         cold: drop the page cache before every timed command.
         log: progress callable.
+        profile_dir: if set, one extra untimed tally pass per (chain, mode) under
+            cProfile, profiles written there.
     """
     turn = 0  # flips which tool goes first, across reps *and* modes (even with 1 rep)
     for chain in chains_:
@@ -140,14 +154,30 @@ def run(*, chains_: list[Chain], modes_for: dict[str, tuple[str, ...]],
                         continue
                     log(f"bench: {chain.fileset.name} chain, {mode}, {tool.name}, "
                         f"rep {rep + 1}/{reps}")
-                    project = projects / f"{tool.name}-{mode}-{chain.fileset.name}"
-                    try:
-                        templates.project(tool, mode, project)
-                    except CommandFailed as exc:
-                        for row in chain.rows:
-                            results.fail(row, mode, tool.name, exc)
-                        continue
-                    _run_chain(chain, tool, mode, project, results, timeout=timeout,
-                               cold=cold)
-                    remove_tree(project)
-                    os.sync()
+                    _fresh_chain(chain, tool, mode, projects, templates, results,
+                                 timeout=timeout, cold=cold)
+            tally = next((t for t in tools if t.name == "tally" and not t.missing), None)
+            if profile_dir is not None and tally is not None:
+                log(f"bench: {chain.fileset.name} chain, {mode}, tally, cProfile pass")
+                profile_dir.mkdir(parents=True, exist_ok=True)
+                _fresh_chain(chain, tally, mode, projects, templates, results,
+                             timeout=timeout, cold=cold, profile_dir=profile_dir)
+
+
+def _fresh_chain(chain: Chain, tool: Tool, mode: str, projects: Path,
+                 templates: Templates, results: Results, **kw) -> None:
+    """``_run_chain`` in a fresh project from the template, removed afterwards."""
+    project = projects / f"{tool.name}-{mode}-{chain.fileset.name}"
+    try:
+        templates.project(tool, mode, project)
+        copy_into(chain.source, project)
+    except (CommandFailed, subprocess.CalledProcessError) as exc:
+        if not isinstance(exc, CommandFailed):
+            exc = CommandFailed(list(map(str, exc.cmd)), exc.returncode, "setup failed")
+        if kw.get("profile_dir") is None:
+            for row in chain.rows:
+                results.fail(row, mode, tool.name, exc)
+        return
+    _run_chain(chain, tool, mode, project, results, **kw)
+    remove_tree(project)
+    os.sync()

@@ -8,21 +8,23 @@ stdout only). Progress goes to stderr, each line stamped with the seconds elapse
 Work directory: ``$TALLY_BENCH_DIR/tally-bench`` when that variable is set (point it
 at an XFS reflink mount to get the reflink rows), else ``bench/.work``. Generated
 data is kept there between runs; projects, templates and DVC's site cache are
-removed at the end. One run at a time per work directory.
+removed at the end. Runs sharing a work directory queue on ``<work>/.lock``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import os
 import platform
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from bench import datapath, experiments, limits, report
+from bench import datapath, experiments, limits, profile, report
 from bench.dvc_env import DVC_VERSION, DvcUnavailable, ensure_dvc
 from bench.measure import Results, can_drop_caches, rss_supported
 from bench.rows import SHOW_COUNTS, Row, catalogue, selected
@@ -43,8 +45,11 @@ def _log(line: str) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run",
-                                description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Benchmark tally against DVC 3.67.1 and the machine's limits on "
+                    "the same generated data; print a Markdown report and write it "
+                    "to --out.")
     p.add_argument("--quick", action="store_true",
                    help="reduced sizes (L 4x16 MiB, S 5,000 files), one repetition, "
                         "no queue or 1,000+ show rows: about two minutes")
@@ -60,6 +65,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-dvc", action="store_true", help="benchmark tally alone")
     p.add_argument("--cold", action="store_true",
                    help="drop the page cache before every timed command (root only)")
+    p.add_argument("--profile", action="store_true",
+                   help="one extra, untimed pass of each tally data step under "
+                        "cProfile; top functions go into the report")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds before one command is killed (cell: timed out)")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"),
@@ -152,6 +160,38 @@ def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list
     return out
 
 
+def _lock(work: Path):
+    """Hold ``work/.lock`` for the whole run; wait while another run holds it.
+
+    Two runs in one work dir would delete each other's projects, and two runs on one
+    machine would time each other's load: they queue instead.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    f = open(work / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        _log(f"bench: another run holds {work}/.lock ({f.read().strip()}); waiting")
+        fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    return f  # the lock lives as long as this file object
+
+
+def _guard(phase: str, notes: list[str], fn, *args, **kw):
+    """Run one phase; an unexpected error is logged and noted, the run goes on."""
+    try:
+        return fn(*args, **kw)
+    except Exception as exc:  # noqa: BLE001 - a report with a hole beats no report
+        _log(f"bench: {phase} aborted:\n{traceback.format_exc()}")
+        notes.append(f"- {phase}: aborted by an unexpected error ({type(exc).__name__}: "
+                     f"{exc}); its cells are incomplete.")
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.perf_counter()
@@ -160,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     only = [w for item in args.only for w in item.split(",") if w]
     work = _work_dir()
+    lock = _lock(work)  # noqa: F841 - held until the process exits
     for sub in SCRATCH:
         remove_tree(work / sub)
     for sub in ("tmp", "projects", "templates"):
@@ -190,36 +231,39 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"bench: generating {name} = {fs.describe()} (cached after the first run)")
             generated[name] = (fs, generate(fs, work))
 
+    aborted: list[str] = []
     lims = {}
     if want_limits:
-        lims = limits.measure(large=generated["L"][1] if "L" in generated else None,
-                              small=generated["S"][1] if "S" in generated else None,
-                              scratch=work / "tmp" / "limits", reps=args.reps,
-                              reflink=reflink, log=_log)
+        lims = _guard("limits", aborted, limits.measure,
+                      large=generated["L"][1] if "L" in generated else None,
+                      small=generated["S"][1] if "S" in generated else None,
+                      scratch=work / "tmp" / "limits", reps=args.reps,
+                      reflink=reflink, log=_log) or {}
 
     templates = Templates(work / "templates")
-    datapath.run(chains_=[c for c in datapath.chains(generated)
-                          if any(r in row_ids for r in c.rows)],
-                 modes_for={"add-L": modes, "add-S": modes, "add-X": ("default",)},
-                 tools=tools, templates=templates, projects=work / "projects",
-                 results=results, reps=args.reps, timeout=args.timeout,
-                 cold=args.cold, log=_log)
+    chains = [c for c in datapath.chains(generated) if any(r in row_ids for r in c.rows)]
+    _guard("data path", aborted, datapath.run, chains_=chains,
+           modes_for={"add-L": modes, "add-S": modes, "add-X": ("default",)},
+           tools=tools, templates=templates, projects=work / "projects",
+           results=results, reps=args.reps, timeout=args.timeout, cold=args.cold,
+           log=_log, profile_dir=work / "tmp" / "profiles" if args.profile else None)
 
     common = dict(tools=tools, templates=templates, projects=work / "projects",
                   results=results, reps=args.reps, timeout=args.timeout, log=_log)
-    experiments.cli_start(tools=tools, rows=sorted(row_ids), cwd=work / "tmp",
-                          results=results, reps=args.reps, log=_log,
-                          samples=5 if args.quick else experiments.CLI_REPS)
+    _guard("cli start", aborted, experiments.cli_start, tools=tools,
+           rows=sorted(row_ids), cwd=work / "tmp", results=results, reps=args.reps,
+           log=_log, samples=5 if args.quick else experiments.CLI_REPS)
     if "exp-run" in row_ids:
-        experiments.exp_run(**common)
+        _guard("exp-run", aborted, experiments.exp_run, **common)
     if "exp-queue" in row_ids and not args.quick:
-        experiments.exp_queue(**common)
+        _guard("exp-queue", aborted, experiments.exp_queue, **common)
     counts = [n for n in SHOW_COUNTS if f"exp-show-{n}" in row_ids
               and not (args.quick and f"exp-show-{n}" in QUICK_SKIPS)]
     if counts:
-        experiments.exp_show(counts=counts, **common)
+        _guard("exp-show", aborted, experiments.exp_show, counts=counts, **common)
     if "exp-restore" in row_ids:
-        experiments.exp_restore(out_mib=restore_mib, **common)
+        _guard("exp-restore", aborted, experiments.exp_restore, out_mib=restore_mib,
+               **common)
 
     ctx = report.Context(
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -239,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         full_size=not args.quick,
         elapsed=time.perf_counter() - started)
     text = report.render(ctx=ctx, rows=rows, results=results, limits=lims,
-                         extra_notes=_notes(reflink=reflink, fstype=fstype,
-                                            row_ids=row_ids, show=bool(counts)))
+                         extra_notes=aborted + _notes(reflink=reflink, fstype=fstype,
+                                                     row_ids=row_ids, show=bool(counts)))
+    text += "\n".join(profile.section(work / "tmp" / "profiles"))
     print(text)
     if args.out != "-":
         Path(args.out).write_text(text)

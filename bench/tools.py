@@ -179,12 +179,16 @@ class Templates:
         return path
 
     def project(self, tool: Tool, mode: str, dest: Path) -> Path:
-        """A fresh project at ``dest`` (removed first if present), copied from the template."""
+        """A fresh project at ``dest`` (removed first if present), copied from the template.
+
+        Raises:
+            CommandFailed: the template could not be made or copied.
+        """
         src = self.template(tool, mode)
         if dest.exists():
             remove_tree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
+        run_quiet(["cp", "-a", str(src), str(dest)], cwd=dest.parent, env=tool.env)
         return dest
 
 
