@@ -181,6 +181,16 @@ def cleanup(project: Project, run_id: str) -> None:
     d = project.store_dir / "tmp" / f"run-{run_id}"
     for p in (d, d.with_name(d.name + ".git")):
         remove_tree(p)
+    _drop_lock_files(project, run_id)
+
+
+def _drop_lock_files(project: Project, run_id: str) -> None:
+    # The per-run workspace lock (RunProject.lock) is free once the run has ended.
+    for name in (f"workspace-run-{run_id}", f"workspace-run-{run_id}.holder"):
+        try:
+            os.unlink(project.store_dir / "locks" / name)
+        except FileNotFoundError:
+            pass
 
 
 def discard(project: Project, run_id: str, trash: Path) -> None:
@@ -195,6 +205,7 @@ def discard(project: Project, run_id: str, trash: Path) -> None:
             pass
         except OSError:
             remove_tree(p)  # e.g. a leftover of the same name in the trash: delete now
+    _drop_lock_files(project, run_id)
 
 
 def remove_tree(p: Path) -> None:

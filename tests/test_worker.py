@@ -97,6 +97,7 @@ def test_life_cycle_with_a_sweep(proj):
         assert "trained with" in log and f"=== {it.name}" in log
         assert not queue.run_dir(proj, it.id).exists()  # success: the run dir is gone
     assert not [n for n in os.listdir(proj.store_dir / "tmp") if n.startswith(("trash-", "run-"))]
+    assert not [n for n in os.listdir(proj.store_dir / "locks") if n.startswith("workspace-run-")]
     # The user's workspace was never touched.
     assert (proj.root / "params.yaml").read_text() == "lr: 0.1\nepochs: 2\n"
     assert not (proj.root / "out.txt").exists()
