@@ -75,8 +75,8 @@ def main(args: list[str]) -> None:
 
     a = _parse_run(list(args))
     if a.queue or a.run_all or a.resume or a.dry_run:
-        from . import queue_cmds  # --queue, --run-all -j N, --resume NAME, --dry-run
-        exp = queue_cmds.run_options(a)
+        from . import queue_run  # --queue, --run-all -j N, --resume NAME, --dry-run
+        exp = queue_run.run_options(a)
         if exp is not None:
             render(exp, a.json, "Ran")
         return
