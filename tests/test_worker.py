@@ -392,3 +392,21 @@ def test_link_modes_keep_the_store_read_only(tmp_path, mode):
     for oid in p.store.iter_oids():
         info = p.store.info(oid)
         assert oct(os.stat(info.path).st_mode & 0o777) == oct(0o444), oid
+
+
+def test_stop_kill_kills_the_current_run(sleepy):
+    p, go = sleepy
+    a, b = queue_runs(p, "lr=1,2")
+    w = _spawn_worker(p, "--keep-alive")
+    try:
+        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+                  what="the first run's stage")
+        queue.request_stop(p, kill=True)
+        assert w.wait(30) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    first = queue.find(p, a.name)
+    assert first.state == "failed" and first.outcome["reason"] == "killed by `tally queue stop --kill`"
+    assert queue.find(p, b.name).state == "pending"
+    assert queue.live_workers(p) == []
