@@ -201,12 +201,22 @@ class Worker:
             except (OSError, ValueError):
                 pass
         parent = os.getpid()
+        # Signals are blocked across fork: the child must not run the supervisor's
+        # handler (it would kill the sibling runs its copy still lists) before it has
+        # reset them; the parent gets what arrived meanwhile as soon as it unblocks.
+        caught = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, caught)
         pid = os.fork()
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:  # executor
             try:
+                for s in caught:
+                    signal.signal(s, signal.SIG_DFL)
+                self.runs.clear()
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 os.setpgid(0, 0)
                 signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 for wfd in (self._wake, self._wake_w):
                     if wfd >= 0:
                         os.close(wfd)
@@ -350,8 +360,6 @@ def _child_setup(parent: int, log_fd: int) -> None:
     _set_pdeathsig(signal.SIGTERM)
     if os.getppid() != parent:  # the supervisor died before the prctl took effect
         os._exit(EXIT_EXECUTOR_ERROR)
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
