@@ -215,8 +215,43 @@ def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | No
             index.save()
         finally:
             index.discard()
+        out.extend(_in_queue(project, None if all_baselines else set(baselines)))
         out.sort(key=lambda e: (-e.created, e.name))
         return out, head
+
+
+def _in_queue(project: Any, baselines: set[str] | None) -> list[Experiment]:
+    """Queued and running experiments, not yet recorded: running ones with their live
+    values (the latest summary each live directory wrote) as metric columns, both with
+    their `-S` overrides as param columns, so filter and sort work on them too."""
+    if not (project.store_dir / "queue").is_dir():
+        return []  # no queue was ever used: listing stays one stat
+    from . import queue
+    from .params import flatten
+
+    out = []
+    for it in queue.items(project, states=("pending", "running")):
+        if it.error or (baselines is not None and it.entry.baseline not in baselines):
+            continue
+        values: dict[str, Any] = {}
+        for f, op, k, v in it.entry.overrides:
+            if op != "delete":
+                values[f"params:{f}:{k}"] = v
+        status = "queued"
+        created = it.entry.queued
+        if it.state == "running":
+            status = "running"
+            live = queue.live_values(project, it)
+            for file, summary in (live.get("metrics") or {}).items():
+                if isinstance(summary, dict):
+                    for k, v in flatten(summary).items():
+                        values[f"metrics:{file}:{k}"] = v
+            if live.get("step") is not None:
+                values["metrics:live:step"] = live["step"]
+            if it.started:
+                created = int(it.started * 1e9)
+        out.append(Experiment(it.name, it.entry.baseline, "", created, status, None, values))
+    return out
 
 
 def _experiment(item: Listed, base_deps: dict[str, str | None]) -> Experiment:

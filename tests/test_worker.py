@@ -410,3 +410,31 @@ def test_stop_kill_kills_the_current_run(sleepy):
     assert first.state == "failed" and first.outcome["reason"] == "killed by `tally queue stop --kill`"
     assert queue.find(p, b.name).state == "pending"
     assert queue.live_workers(p) == []
+
+
+def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
+    """`tally show` shows a running queued experiment with its live metrics, and the
+    still-queued ones, alongside the recorded experiments (filterable like them)."""
+    from cas import books
+
+    p, go = sleepy
+    items = queue_runs(p) + queue_runs(p)  # one worker: the second stays queued
+    w = _spawn_worker(p)
+    try:
+        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+                  what="live step 1")
+        exps = {e.name: e for e in books.list_experiments(p)}
+        running = exps[items[0].name]
+        assert running.status == "running" and not running.oid
+        assert running.values["metrics:tally-live/metrics.json:loss"] == 0.5
+        assert running.values["metrics:tally-live/metrics.json:train.acc"] == 10
+        assert exps[items[1].name].status == "queued"
+        table = books.show(p, filter="status == \"running\" and loss < 1")
+        assert [e.name for e in table.experiments] == [items[0].name]
+        go.touch()
+        assert w.wait(60) == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+    done = {e.name: e.status for e in books.list_experiments(p)}
+    assert done[items[0].name] == "success" and done[items[1].name] == "success"
