@@ -169,14 +169,19 @@ def render(*, ctx: Context, rows: list[Row], results: Results,
         if part:
             lines += ["", f"## {title}", ""] + section_table(part, results, ctx)
     if limits:
-        lines += ["", "## Machine limits (best of the repetitions, warm cache)", ""]
+        lines += ["", "## Machine limits (best of the repetitions before and after the "
+                  "tool runs, warm cache)", ""]
         lines += limits_table(limits)
         floors = floors_table(rows, results, limits)
         if floors:
             lines += ["", "### Figures against the machine's floor", "",
                       "Floor = the sum of the limits an operation cannot avoid; "
                       "\"% of floor speed\" = floor / figure (100% = as fast as the "
-                      "machine allows).", ""] + floors
+                      "machine allows). Over 100%: the tool ran at a moment when the "
+                      "filesystem was faster than at any of the limit measurements "
+                      "(its metadata speed swings with other load on this machine), "
+                      "or it does less work than the floor assumes (e.g. fewer files).",
+                      ""] + floors
     all_notes = extra_notes + notes(rows, results)
     if all_notes:
         lines += ["", "## Notes", ""] + all_notes

@@ -248,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
            results=results, reps=args.reps, timeout=args.timeout, cold=args.cold,
            log=_log, profile_dir=work / "tmp" / "profiles" if args.profile else None)
 
+    if want_limits and lims:  # again after the data rows: keep the best of both
+        lims = limits.best_of(lims, _guard(
+            "limits (second pass)", aborted, limits.measure,
+            large=generated["L"][1] if "L" in generated else None,
+            small=generated["S"][1] if "S" in generated else None,
+            scratch=work / "tmp" / "limits", reps=args.reps, reflink=reflink,
+            log=_log) or {})
+
     common = dict(tools=tools, templates=templates, projects=work / "projects",
                   results=results, reps=args.reps, timeout=args.timeout, log=_log)
     _guard("cli start", aborted, experiments.cli_start, tools=tools,
