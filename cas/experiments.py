@@ -425,14 +425,14 @@ def _plainify(v: Any) -> Any:
 def _host() -> str:
     try:
         return os.uname().nodename
-    except Exception:
+    except OSError:
         return ""
 
 
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:
+    except (OSError, KeyError):  # no login name and no passwd entry (containers)
         return ""
 
 

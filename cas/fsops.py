@@ -69,52 +69,42 @@ def can_reflink(directory: str | os.PathLike[str]) -> bool:
                 pass
 
 
-def copy_and_hash(src: str, fd: int, size: int) -> str:
-    """Copy the file `src` into the open descriptor `fd`, returning the id of what was written.
-
-    One pass over the data: each buffer is hashed and then written, so the id is
-    exactly that of the bytes handed to the kernel.
-    """
-    with open(src, "rb", buffering=0) as fin:
-        if size < hashing.MMAP_THRESHOLD:
-            data = fin.read()
-            _write_all(fd, data)
-            return hashing.hash_bytes(data)
-        hasher = hashing.new_hasher(threaded=True)
-        buf = bytearray(hashing.STREAM_CHUNK)
-        view = memoryview(buf)
-        while True:
-            n = fin.readinto(buf)
-            if not n:
-                break
-            chunk = view[:n]
-            hasher.update(chunk)
-            _write_all(fd, chunk)
-        return hasher.hexdigest()
-
-
 def copy_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, mode: int = 0o644) -> None:
     """Copy `src` to a new file `dst` with the kernel's in-kernel copy where possible."""
     with open(src, "rb", buffering=0) as fin:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            size = os.fstat(fin.fileno()).st_size
-            offset = 0
-            try:
-                while offset < size:
-                    n = os.copy_file_range(fin.fileno(), fd, size - offset)
-                    if n == 0:
-                        break
-                    offset += n
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                fin.seek(offset)
-                os.lseek(fd, offset, os.SEEK_SET)
-                while chunk := fin.read(hashing.STREAM_CHUNK):
-                    _write_all(fd, chunk)
+            copy_fd(fin.fileno(), fd, os.fstat(fin.fileno()).st_size)
         finally:
             os.close(fd)
+
+
+def copy_fd(src_fd: int, dst_fd: int, size: int) -> int:
+    """Copy `size` bytes from `src_fd` into the empty `dst_fd`; return the bytes copied.
+
+    copy_file_range(2) keeps the bytes in the kernel; where it is refused (another
+    filesystem, an old kernel) the copy starts over through a buffer, from a clean
+    destination, so a partial kernel copy never stays in front of it.
+    """
+    offset = 0
+    try:
+        while offset < size:
+            n = os.copy_file_range(src_fd, dst_fd, size - offset)
+            if n == 0:
+                break
+            offset += n
+        return offset
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    os.ftruncate(dst_fd, 0)
+    os.lseek(dst_fd, 0, os.SEEK_SET)
+    os.lseek(src_fd, 0, os.SEEK_SET)
+    offset = 0
+    while chunk := os.read(src_fd, hashing.STREAM_CHUNK):
+        _write_all(dst_fd, chunk)
+        offset += len(chunk)
+    return offset
 
 
 def syncfs(path: str | os.PathLike[str]) -> None:

@@ -35,7 +35,7 @@ import zstandard
 
 from . import hashing
 from .errors import CorruptObject, ObjectMissing, StoreError, TallyError, from_os_error
-from .fsops import _write_all, copy_and_hash, fsync_dir, reflink, syncfs
+from .fsops import _write_all, copy_fd, fsync_dir, reflink, syncfs
 
 ZST_SUFFIX = ".zst"
 OBJECT_MODE = 0o444
@@ -691,25 +691,9 @@ class Writer:
 
 
 def _copy_into(src: str, fd: int, size: int) -> None:
-    """Copy the file `src` into the open, empty descriptor `fd`, in the kernel if it can."""
+    """Copy the file `src` into the open, empty descriptor `fd` (in the kernel if it can)."""
     with open(src, "rb", buffering=0) as fin:
-        offset = 0
-        try:
-            while offset < size:
-                n = os.copy_file_range(fin.fileno(), fd, size - offset)
-                if n == 0:
-                    break
-                offset += n
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            # The portable path, from a clean start: a copy_file_range that failed
-            # part way must not leave its bytes in front of ours.
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            copy_and_hash(src, fd, size)
-            return
-        if offset != size:
+        if copy_fd(fin.fileno(), fd, size) != size:
             raise StoreError("file changed size while it was being stored", path=src,
                              hint="stop whatever is writing it and run the command again")
 
