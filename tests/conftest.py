@@ -53,8 +53,9 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(autouse=True)
 def tiny_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small data takes the big-data paths: mmap + threads, streaming, pools, batches."""
-    from cas import checkout, hashing, store, workspace
-    modules = {"hashing": hashing, "store": store, "workspace": workspace, "checkout": checkout}
+    from cas import checkout, codec, hashing, workspace, writer
+    modules = {"hashing": hashing, "codec": codec, "writer": writer, "workspace": workspace,
+               "checkout": checkout}
     for module, name, value in helpers.TINY:
         # raising=False: a knob that a refactor removed must not break every test.
         monkeypatch.setattr(modules[module], name, value, raising=False)

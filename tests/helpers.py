@@ -25,8 +25,8 @@ PROCESS_MIN_FILES = 16  # a few dozen files take the forked-worker path of big a
 TINY = [  # (module in cas, name, value): installed by conftest.tiny_thresholds
     ("hashing", "MMAP_THRESHOLD", MMAP_THRESHOLD),
     ("hashing", "STREAM_CHUNK", STREAM_CHUNK),
-    ("store", "THREADED_ZSTD_THRESHOLD", 2 * MMAP_THRESHOLD),
-    ("store", "BATCH_LIMIT", BATCH_LIMIT),
+    ("codec", "THREADED_ZSTD_THRESHOLD", 2 * MMAP_THRESHOLD),
+    ("writer", "BATCH_LIMIT", BATCH_LIMIT),
     ("workspace", "CHUNK", POOL_CHUNK),
     ("workspace", "PROCESS_MIN_FILES", PROCESS_MIN_FILES),
     ("checkout", "CHUNK", POOL_CHUNK),

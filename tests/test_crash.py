@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,10 +27,10 @@ from cas.project import init_project, open_project
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-import cas.checkout, cas.hashing, cas.store, cas.workspace
+import cas.checkout, cas.codec, cas.hashing, cas.workspace, cas.writer
 from cas import project, tracking
-mods = {"hashing": cas.hashing, "store": cas.store, "workspace": cas.workspace,
-        "checkout": cas.checkout}
+mods = {"hashing": cas.hashing, "codec": cas.codec, "writer": cas.writer,
+        "workspace": cas.workspace, "checkout": cas.checkout}
 for module, name, value in json.loads(sys.argv[3]):
     setattr(mods[module], name, value)
 p = project.open_project(Path(sys.argv[1]))
@@ -45,7 +44,7 @@ print("done", time.monotonic() - t0, flush=True)
 # and a dozen batches per add (each flush is a syncfs, which costs the whole
 # filesystem's dirty data on a busy machine: a batch per 16 files would be all syncs).
 BATCH_LIMIT = 200
-CHILD_TINY = [t for t in helpers.TINY if t[1] != "BATCH_LIMIT"] + [("store", "BATCH_LIMIT", BATCH_LIMIT)]
+CHILD_TINY = [t for t in helpers.TINY if t[1] != "BATCH_LIMIT"] + [("writer", "BATCH_LIMIT", BATCH_LIMIT)]
 
 
 def make_repo(root: Path, n_small: int, big_mib: int) -> Path:
@@ -155,8 +154,8 @@ def kill_schedule(took: float, points: int) -> list[float]:
 
 def crash_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, n_small: int,
                  big_mib: int, points: int) -> list[str]:
-    from cas import store
-    monkeypatch.setattr(store, "BATCH_LIMIT", BATCH_LIMIT)  # the reruns, as the child
+    from cas import writer
+    monkeypatch.setattr(writer, "BATCH_LIMIT", BATCH_LIMIT)  # the reruns, as the child
     root = make_repo(tmp_path / "repo", n_small, big_mib)
     took, _ = run_add(root, kill_after=None)
     assert took is not None

@@ -57,7 +57,7 @@ import blake3
 import pytest
 
 from cas import config as config_mod
-from cas import errors, pointer, project, statcache, store, tracking, tree
+from cas import codec, errors, pointer, project, statcache, store, tracking, tree, writer
 
 SPEC = Path(__file__).resolve().parent.parent / "spec"
 PAGES = ["README.md", "store.md", "objects.md", "pointer.md", "statcache.md", "checkout.md"]
@@ -227,7 +227,7 @@ def test_invalid_trees_are_format_errors(b: Block) -> None:
 @pytest.mark.parametrize("b", _of("zst"), ids=_ids(_of("zst")))
 def test_zstd_frame(b: Block) -> None:
     frame = _hex(b.text)
-    content = store._decompress(b.args["oid"], frame, max_size=None)
+    content = codec.decompress(b.args["oid"], frame, max_size=None)
     assert _h(content) == b.args["oid"], b.where
 
 
@@ -530,7 +530,7 @@ def test_layout_matches_a_real_store(b: Block, session_of) -> None:
     assert Path(p.statcache.db_path).name in names
     assert os.path.relpath(p.store.tmp, session.workdir) == ".tally/tmp"
     objs = list(p.store.iter_oids())
-    assert objs and all(stat.S_IMODE(os.stat(p.store.info(o).path).st_mode) == store.OBJECT_MODE
+    assert objs and all(stat.S_IMODE(os.stat(p.store.info(o).path).st_mode) == writer.OBJECT_MODE
                         for o in objs)
 
 

@@ -17,7 +17,9 @@ import pytest
 
 import helpers
 from cas import hashing
+from cas import codec as codec_mod
 from cas import store as store_mod
+from cas import writer as writer_mod
 from cas.errors import CorruptObject, NotFound, ObjectMissing, StoreError, TallyError
 from cas.store import FileStore, MemoryStore, ObjectStore, StoreOptions
 
@@ -382,7 +384,7 @@ def test_writer_publishes_at_flush_in_insertion_order(tmp_path: Path,
             linked.append(Path(dst).parent.name + Path(dst).name)
 
     monkeypatch.setattr(store_mod.os, "link", spy)
-    monkeypatch.setattr(store_mod, "BATCH_LIMIT", 1000)
+    monkeypatch.setattr(writer_mod, "BATCH_LIMIT", 1000)
     blobs = [b"blob %d" % i for i in range(10)]
     with s.writer() as w:
         oids = [w.put_bytes(b) for b in blobs]
@@ -392,13 +394,56 @@ def test_writer_publishes_at_flush_in_insertion_order(tmp_path: Path,
     assert w.written == 11
 
 
+@pytest.mark.parametrize("n,barrier", [(3, "fsync"), (writer_mod.SMALL_BATCH, "fsync"),
+                                       (writer_mod.SMALL_BATCH + 1, "syncfs")])
+def test_batch_barrier_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               n: int, barrier: str) -> None:
+    """Small batches fsync each temp file; larger ones pay for one syncfs.
+
+    Either way every temp file is durable before the first link(2) publishes anything.
+    """
+    monkeypatch.setattr(writer_mod, "BATCH_LIMIT", 1000)
+    s = file_store(tmp_path, compression="none")
+    events: list[tuple[str, str]] = []
+    real_link, real_fsync_path, real_syncfs = os.link, writer_mod._fsync_path, writer_mod.syncfs
+    monkeypatch.setattr(writer_mod, "_fsync_path",
+                        lambda p: (events.append(("fsync", os.fspath(p))), real_fsync_path(p)))
+    monkeypatch.setattr(writer_mod, "syncfs",
+                        lambda p: (events.append(("syncfs", os.fspath(p))), real_syncfs(p)))
+
+    def link(src, dst, *a, **kw):
+        real_link(src, dst, *a, **kw)  # raises when the shard dir is not there yet
+        events.append(("link", os.fspath(src)))
+
+    monkeypatch.setattr(writer_mod.os, "link", link)
+    with s.writer() as w:
+        for i in range(n):
+            w.put_bytes(b"durable %d" % i)
+    kinds = [k for k, _ in events]
+    first_link = kinds.index("link")
+    assert "link" not in kinds[:first_link] and kinds[first_link:] == ["link"] * n
+    if barrier == "syncfs":
+        assert kinds[:first_link] == ["syncfs"]
+    else:
+        synced = {p for k, p in events[:first_link] if k == "fsync"}
+        assert kinds[:first_link] == ["fsync"] * n
+        assert synced == {p for k, p in events[first_link:]}  # exactly the temps published
+
+
+def test_tiny_threshold_knobs_exist() -> None:
+    """conftest patches these with raising=False: a renamed knob must fail here, loudly."""
+    import importlib
+    for module, name, _ in helpers.TINY:
+        assert hasattr(importlib.import_module(f"cas.{module}"), name), f"cas.{module}.{name}"
+
+
 def test_batch_limit_flushes_automatically(tmp_path: Path) -> None:
     s = file_store(tmp_path, compression="none")
-    n = 3 * store_mod.BATCH_LIMIT + 1
+    n = 3 * writer_mod.BATCH_LIMIT + 1
     with s.writer() as w:
         oids = [w.put_bytes(b"item %d" % i) for i in range(n)]
         published = sum(s.has(o) for o in oids)
-        assert published == 3 * store_mod.BATCH_LIMIT  # the last one is still pending
+        assert published == 3 * writer_mod.BATCH_LIMIT  # the last one is still pending
     assert all(s.has(o) for o in oids)
     assert tmp_files(s) == []
 
@@ -434,7 +479,7 @@ def test_compressed_output_is_verified_before_publishing(tmp_path: Path,
         def compress(self, data: bytes) -> bytes:
             return zstandard.ZstdCompressor().compress(data[:-1] + b"?")
 
-    monkeypatch.setattr(store_mod, "_cctx", lambda level: Liar())
+    monkeypatch.setattr(codec_mod, "cctx", lambda level: Liar())
     s = file_store(tmp_path, compression="zstd")
     with pytest.raises(CorruptObject, match="failed verification"):
         s.put_bytes(TEXT)
@@ -470,7 +515,7 @@ def test_full_store_while_writing_temp(tmp_path: Path, monkeypatch: pytest.Monke
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_mod, "_write_all", full)
+    monkeypatch.setattr(writer_mod, "_write_all", full)
     with pytest.raises(StoreError, match="no space left") as ei:
         s.put_bytes(RANDOM)
     assert ei.value.hint and "gc" in ei.value.hint

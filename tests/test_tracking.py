@@ -365,8 +365,8 @@ def test_round_trip_add_delete_checkout(request, order: str) -> None:
 @pytest.mark.parametrize("order", ROUND_TRIP_ORDERS)
 def test_round_trip_full_size(request, order: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 2 as written: a 1 GiB mix of large files and 50,000 small files."""
-    from cas import store
-    monkeypatch.setattr(store, "BATCH_LIMIT", 20_000)  # real-size batches for real-size data
+    from cas import writer
+    monkeypatch.setattr(writer, "BATCH_LIMIT", 20_000)  # real-size batches for real-size data
     repo = request.getfixturevalue("reflink_repo" if order.startswith("reflink") else "repo")
     need = 3 * (1 << 30)
     if shutil.disk_usage(repo).free < need:
