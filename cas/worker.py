@@ -19,7 +19,8 @@ anyone listing the queue (cas/queue.py, reap); its executors get SIGTERM from th
 kernel (PR_SET_PDEATHSIG), which the runner forwards to the stage, so no orphaned
 stage keeps running.
 
-`spawn` starts detached workers (`tally queue start -j N`): new sessions, stdio to
+`spawn` starts detached workers (`tally queue start -j N`, each `python -m cli.worker`,
+whose log lines are the worker's stdout): new sessions, stdio to
 `.tally/queue/workers/*.log`, so they outlive the terminal. A worker stops when the
 queue is empty (unless keep_alive), or when a stop request newer than its own start
 appears (`tally queue stop`; workers started later ignore it, so a stale request can
@@ -38,7 +39,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import liveness, queue
 from .fsops import atomic_write
@@ -478,9 +479,11 @@ def _drop_failed_ref(project, e: queue.Entry) -> None:
 
 # ---------------------------------------------------------------- detached workers
 
-def spawn(project, *, count: int, keep_alive: bool = False) -> list[int]:
+def spawn(project, *, count: int, launcher: Sequence[str], keep_alive: bool = False) -> list[int]:
     """Start `count` detached workers (new sessions, stdio to log files); their pids.
 
+    `launcher` is the command that runs one Worker given `--root ROOT [--keep-alive]`
+    (the CLI's `python -m cli.worker`: the entry point lives with the other commands).
     They outlive the calling terminal; each exits when the queue is empty (or, with
     keep_alive, when `tally queue stop` asks).
     """
@@ -490,7 +493,7 @@ def spawn(project, *, count: int, keep_alive: bool = False) -> list[int]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(count):
         log = wdir / f"worker-{stamp}-{os.getpid()}-{i}.log"
-        args = [sys.executable, "-m", "cas.worker", "--root", os.fspath(project.root)]
+        args = [*launcher, "--root", os.fspath(project.root)]
         if keep_alive:
             args.append("--keep-alive")
         with open(log, "ab") as out:
@@ -501,7 +504,8 @@ def spawn(project, *, count: int, keep_alive: bool = False) -> list[int]:
     return pids
 
 
-def start(project, *, jobs: int, keep_alive: bool = False) -> dict[str, Any]:
+def start(project, *, jobs: int, launcher: Sequence[str],
+          keep_alive: bool = False) -> dict[str, Any]:
     """`tally queue start -j N`: make sure N workers run (never fewer than already do).
 
     Dead workers' entries are reaped first. Returns {"started": [pids], "running":
@@ -517,7 +521,7 @@ def start(project, *, jobs: int, keep_alive: bool = False) -> dict[str, Any]:
     want = max(0, jobs - len(alive))
     if not keep_alive:
         want = min(want, pending)  # a worker with nothing to claim would exit at once
-    pids = spawn(project, count=want, keep_alive=keep_alive) if want else []
+    pids = spawn(project, count=want, launcher=launcher, keep_alive=keep_alive) if want else []
     return {"started": pids, "running": alive, "pending": pending}
 
 
@@ -532,30 +536,3 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cas.worker --root ROOT [--keep-alive] [-j SLOTS]`: one worker."""
-    import argparse
-
-    from .project import open_project
-
-    ap = argparse.ArgumentParser(prog="cas.worker")
-    ap.add_argument("--root", required=True)
-    ap.add_argument("--keep-alive", action="store_true")
-    ap.add_argument("-j", "--slots", type=int, default=1)
-    args = ap.parse_args(argv)
-    project = open_project(Path(args.root))
-
-    def say(msg: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} [{os.getpid()}] {msg}", flush=True)
-
-    w = Worker(project, slots=args.slots, keep_alive=args.keep_alive, notify=say)
-    say(f"worker {w.wid} started")
-    stats = w.run()
-    say(f"worker {w.wid} exiting: {len(stats.done)} done, {len(stats.failed)} failed")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -180,7 +180,9 @@ def start(jobs: int = typer.Option(1, "-j", "--jobs", help="Workers to have runn
     background; each exits when the queue is empty (unless --keep-alive)."""
     from cas import worker
 
-    res = worker.start(_project(), jobs=jobs, keep_alive=keep_alive)
+    from .worker import LAUNCHER
+
+    res = worker.start(_project(), jobs=jobs, launcher=LAUNCHER, keep_alive=keep_alive)
     if json_out:
         emit_json(res)
         return

@@ -17,6 +17,7 @@ import pytest
 
 from cas import checkpoints, queue, record, refs, sweep, worker
 from cas.errors import WouldOverwrite
+from cli.worker import LAUNCHER
 
 PY = sys.executable
 SLOW = os.environ.get("TALLY_SLOW") == "1"
@@ -162,7 +163,7 @@ def _wait_for(cond, timeout: float = 30.0, what: str = "condition"):
 
 
 def _spawn_worker(p, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([PY, "-m", "cas.worker", "--root", str(p.root), *extra],
+    return subprocess.Popen([PY, "-m", "cli.worker", "--root", str(p.root), *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -315,7 +316,7 @@ def test_resume_in_the_workspace(tmp_path):
 @pytest.mark.skipif(not SLOW, reason="heavy: TALLY_SLOW=1")
 def test_hundred_entries_two_detached_workers(proj):
     items = queue_runs(proj, "lr=range(0,100)")
-    res = worker.start(proj, jobs=2)
+    res = worker.start(proj, jobs=2, launcher=LAUNCHER)
     assert len(res["started"]) == 2
     _wait_for(lambda: all(e["state"] in ("done", "failed") for e in queue.status(proj)["entries"]),
               timeout=300, what="100 runs")
