@@ -75,20 +75,9 @@ def restore(
     """
     from cas import restore as restore_mod
 
-    r = restore_mod.restore(_project(), name, force=force, step=step)
-    if json_out:
-        emit_json(r.to_json())
-        return
-    what = f"{r.name}" + (f" at step {r.step}" if r.step is not None else "")
-    if not r.written and not r.deleted:
-        out(f"{what}: the workspace already matches ({r.unchanged} files)")
-        return
-    modes = ", ".join(f"{n} {m}" for m, n in sorted(r.modes.items()))
-    if r.head is not None and r.head != r.baseline:
-        err(f"note: {r.name} ran on {r.baseline[:7]}, HEAD is {r.head[:7]}: "
-            "`git diff` now shows the experiment's files against HEAD")
-    out(f"restored {what}: {len(r.written)} written" + (f" ({modes})" if modes else "")
-        + f", {len(r.deleted)} deleted, {r.unchanged} unchanged")
+    from .restorecmd import render
+
+    render(restore_mod.restore(_project(), name, force=force, step=step), json_out)
 
 
 @app.command(epilog=EXIT_CODES)

@@ -101,6 +101,20 @@ def test_restore_refusal_then_force(three: Lab, capsys: pytest.CaptureFixture[st
     assert "already matches" in out
     code, _, err = tally(capsys, "restore", "alpah")
     assert code == 3 and "did you mean 'alpha'" in err
+    for bad in ([], ["alpha", "--bogus"], ["alpha", "--step", "two"], ["alpha", "beta"]):
+        code, out, err = tally(capsys, "restore", *bad)
+        assert code == 2 and out == "" and "tally restore:" in err and "--help" in err, bad
+
+
+def test_restore_does_not_import_typer(three: Lab) -> None:
+    """restore is dispatched without Typer: its start-up is part of every restore."""
+    import subprocess
+    import sys
+    code = ("import sys; from cli.entry import run; rc = run(['restore', 'alpha', '--force']); "
+            "print(rc, 'typer' in sys.modules, 'click' in sys.modules, file=sys.stderr)")
+    got = subprocess.run([sys.executable, "-c", code], cwd=three.root, capture_output=True,
+                         text=True, check=True).stderr.split()[-3:]
+    assert got == ["0", "False", "False"]
 
 
 def test_promote_created_and_conflict(three: Lab, capsys: pytest.CaptureFixture[str]) -> None:
