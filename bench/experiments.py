@@ -62,9 +62,10 @@ ARGV = {
 }
 # The tally subcommands each row needs before it stops being "pending".
 NEEDS = {"exp-run": [("run",)],
-         "exp-queue": [("run",)],
+         "exp-queue": [("run",), ("show",)],
          "exp-show": [("run",), ("show",)],
          "exp-restore": [("run",), ("restore",)]}
+QUEUE_LIMIT = 1200.0  # seconds per tool for the 100-experiment queue (issue 6)
 
 
 def _cmd(tool: Tool, what: str, *extra: str) -> list[str]:
@@ -76,9 +77,9 @@ def _git(project: Path, tool: Tool, *args: str) -> str:
 
 
 def _pipeline_project(tool: Tool, templates: Templates, dest: Path, *,
-                      out_mib: int = 1) -> Path:
+                      out_mib: int = 1, mode: str = MODE) -> Path:
     """A project with the E pipeline reproduced and committed as the baseline."""
-    project = templates.project(tool, MODE, dest)
+    project = templates.project(tool, mode, dest)
     write_pipeline(project, out_mib=out_mib)
     _git(project, tool, "add", "-A")
     _git(project, tool, "commit", "-q", "-m", "bench: pipeline E")
@@ -93,7 +94,7 @@ def _available(tool: Tool, row: str) -> str | None:
     if tool.missing:
         return tool.missing
     if tool.name == "tally":
-        for words in NEEDS["exp-show" if row.startswith("exp-show") else row]:
+        for words in NEEDS[next(k for k in NEEDS if row.startswith(k))]:
             if not tool.has_command(*words):
                 return "pending"
     return None
@@ -165,9 +166,13 @@ def exp_run(*, tools, templates, projects: Path, results: Results, reps: int,
 
 
 def exp_queue(*, tools, templates, projects: Path, results: Results, reps: int,
-              timeout: float, log) -> None:
-    """20 experiments queued (untimed), then run with 2 workers (timed)."""
-    row = "exp-queue"
+              timeout: float, log, count: int = QUEUED, row: str = "exp-queue") -> None:
+    """``count`` experiments queued (untimed), then run with 2 workers (timed).
+
+    The cell is measured only when every queued experiment finished with success
+    (counted in ``show --json`` afterwards, untimed); otherwise it reads "failed"
+    with the counts, never a time.
+    """
     for tool in tools:
         why = _available(tool, row)
         if why:
@@ -175,23 +180,77 @@ def exp_queue(*, tools, templates, projects: Path, results: Results, reps: int,
     for rep, tool in _alternating(tools, reps):
         if results.done(row, MODE, tool.name, reps):
             continue
-        log(f"bench: exp-queue, {tool.name}, rep {rep + 1}/{reps}")
+        log(f"bench: {row}, {tool.name}, rep {rep + 1}/{reps}")
+        dest = projects / f"{tool.name}-queue"
         try:
-            project = _pipeline_project(tool, templates, projects / f"{tool.name}-queue")
-            for i in range(QUEUED):
+            project = _pipeline_project(tool, templates, dest)
+            for i in range(count):
                 run_quiet(_cmd(tool, "queue", "-S", f"lr=0.{i + 1:04d}"), cwd=project,
                           env=tool.env)
-            results.record(row, MODE, tool.name,
-                           run_timed(_cmd(tool, "run_all"), cwd=project, env=tool.env,
-                                     timeout=timeout))
-            ran = _count_experiments(tool, project)
-            if ran < QUEUED:
+            try:
+                sample = run_timed(_cmd(tool, "run_all"), cwd=project, env=tool.env,
+                                   timeout=timeout)
+            except CommandFailed as exc:  # say how far it got, then report the failure
+                states = _experiment_states(tool, project)
+                raise CommandFailed(exc.argv, exc.code,
+                                    f"{_states_text(states, count)}; {exc.tail}") from exc
+            states = _experiment_states(tool, project)
+            if states.get("success", 0) != count:
                 raise CommandFailed(_cmd(tool, "run_all"), -1,
-                                    f"only {ran} of {QUEUED} experiments were recorded")
+                                    f"exited 0 but {_states_text(states, count)}")
+            results.record(row, MODE, tool.name, sample)
         except CommandFailed as exc:
             results.fail(row, MODE, tool.name, exc)
         finally:
-            remove_tree(projects / f"{tool.name}-queue")
+            remove_tree(dest)
+
+
+def dvc_states(shown: list) -> dict[str, int]:
+    """Experiments by state in ``dvc exp show --json`` output (all baselines).
+
+    An experiment without an executor, or whose executor says "success", has
+    finished; its state is "error" when DVC could not read its revision.
+    """
+    states: dict[str, int] = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            executor = exp.get("executor") or {}
+            state = executor.get("state") or "success"
+            revs = exp.get("revs") or [{}]
+            if state == "success" and revs[0].get("error"):
+                state = "error"
+            states[state] = states.get(state, 0) + 1
+    return states
+
+
+def _states_text(states: dict[str, int], count: int) -> str:
+    got = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+    return f"of {count} queued experiments: {got}"
+
+
+def _experiment_states(tool: Tool, project: Path) -> dict[str, int]:
+    """Experiments on HEAD by state (success, failed, queued, running), untimed.
+
+    tally: ``tally show --json`` (its ``status``). DVC: ``dvc exp show --json``
+    (an experiment with a commit and no executor or a "success" executor is a
+    success; otherwise its executor's state), cross-checked with the refs DVC keeps
+    under refs/exps/ for finished experiments.
+    """
+    states: dict[str, int] = {}
+    if tool.name == "tally":
+        shown = run_quiet(tool.argv("show", "--json"), cwd=project, env=tool.env)
+        for e in json.loads(shown):
+            state = e.get("status") or "unknown"
+            states[state] = states.get(state, 0) + 1
+        return states
+    shown = run_quiet(_cmd(tool, "show", "--json"), cwd=project, env=tool.env,
+                      timeout=QUEUE_LIMIT)
+    states = dvc_states(json.loads(shown))
+    refs, shown_ok = _count_experiments(tool, project), states.get("success", 0)
+    if refs != shown_ok:  # trust neither alone
+        states["success"] = min(refs, shown_ok)
+        states["unconfirmed"] = abs(refs - shown_ok)
+    return states
 
 
 def _count_experiments(tool: Tool, project: Path) -> int:
@@ -301,25 +360,33 @@ def exp_show(*, tools, templates, projects: Path, results: Results, counts: list
 
 
 def exp_restore(*, tools, templates, projects: Path, results: Results, out_mib: int,
-                reps: int, timeout: float, log) -> None:
-    """Apply an experiment with an ``out_mib`` MiB output onto the baseline workspace."""
-    row = "exp-restore"
+                reps: int, timeout: float, log, mode: str = MODE,
+                row: str = "exp-restore") -> None:
+    """Apply an experiment with an ``out_mib`` MiB output onto the baseline workspace.
+
+    ``mode`` is the link mode both tools are configured with (``cache.type``); the
+    projects (and so the stores) are made under ``projects``, which for reflink must
+    be on a filesystem that can clone. In hardlink mode the restored ``model.bin``
+    must be a hardlink (link count >= 2), or the cell fails: a copy is not what the
+    row measures.
+    """
     ready = {}
     for tool in tools:
         why = _available(tool, row)
         if why:
-            results.mark(row, MODE, tool.name, why)
+            results.mark(row, mode, tool.name, why)
             continue
         log(f"bench: {row}, {tool.name}: running the {out_mib} MiB experiment (untimed)")
         try:
-            project = _pipeline_project(tool, templates, projects / f"{tool.name}-restore")
+            project = _pipeline_project(tool, templates,
+                                        projects / f"{tool.name}-restore-{mode}", mode=mode)
             run_quiet(_cmd(tool, "run", "-n", "big", "-S", f"out_mib={out_mib}"),
                       cwd=project, env=tool.env, timeout=timeout)
             ready[tool.name] = project
         except CommandFailed as exc:
-            results.fail(row, MODE, tool.name, exc)
+            results.fail(row, mode, tool.name, exc)
     for rep, tool in _alternating(tools, reps):
-        if tool.name not in ready or results.done(row, MODE, tool.name, reps):
+        if tool.name not in ready or results.done(row, mode, tool.name, reps):
             continue
         project = ready[tool.name]
         log(f"bench: {row}, {tool.name}, rep {rep + 1}/{reps}")
@@ -333,15 +400,19 @@ def exp_restore(*, tools, templates, projects: Path, results: Results, out_mib: 
                                     "model.bin, expected 1 MiB")
             sample = run_timed(_cmd(tool, "apply", "big"), cwd=project, env=tool.env,
                                timeout=timeout)
-            size = (project / "model.bin").stat().st_size
-            if size != out_mib << 20:
+            st = (project / "model.bin").stat()
+            if st.st_size != out_mib << 20:
                 raise CommandFailed(_cmd(tool, "apply", "big"), -1,
-                                    f"model.bin is {size} bytes after apply, "
+                                    f"model.bin is {st.st_size} bytes after apply, "
                                     f"expected {out_mib << 20}")
-            results.record(row, MODE, tool.name, sample)
+            if mode == "hardlink" and st.st_nlink < 2:
+                raise CommandFailed(_cmd(tool, "apply", "big"), -1,
+                                    "model.bin is not a hardlink after apply "
+                                    f"(link count {st.st_nlink}) in hardlink mode")
+            results.record(row, mode, tool.name, sample)
         except (CommandFailed, OSError) as exc:
             if isinstance(exc, OSError):
                 exc = CommandFailed(["apply"], -1, str(exc))
-            results.fail(row, MODE, tool.name, exc)
+            results.fail(row, mode, tool.name, exc)
     for project in ready.values():
         remove_tree(project)

@@ -14,6 +14,7 @@ from bench.measure import Outcome, Results
 from bench.rows import Row
 
 SECTIONS = (("data", "Data path"), ("experiments", "Experiments"),
+            ("gc", "Garbage collection (each tool's default link mode)"),
             ("scale", "Scale (X, each tool's default link mode)"))
 
 

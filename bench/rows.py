@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.gcworkload import GcSpec, gc_spec
 from bench.measure import Outcome
 
 GIB_KIB = 1 << 20  # 1 GiB expressed in KiB (ru_maxrss unit)
+QUEUE_MANY = 100  # issue 6: the second queue row
 LINKED = ("hardlink", "reflink")
 SHOW_COUNTS = (50, 1_000, 10_000)  # experiments on one baseline for the show rows
 
@@ -59,7 +61,7 @@ class Row:
 
     Attributes:
         id: stable name, used by ``--only`` ("add-S", "exp-show-1000").
-        section: "data", "scale" or "experiments".
+        section: "data", "scale", "experiments" or "gc".
         label: the operation as shown in the table ("add S").
         modes: link modes the row is measured in ("default" = each tool's default).
         goals: goal per mode (missing: no goal).
@@ -81,14 +83,19 @@ def _per_mode(linked, copy) -> dict:
     return out
 
 
-def catalogue(*, modes: tuple[str, ...], restore_mib: int = 1024) -> list[Row]:
+def catalogue(*, modes: tuple[str, ...], restore_mib: int = 1024,
+              gc: GcSpec | None = None) -> list[Row]:
     """All rows.
 
     Args:
         modes: link modes of the data rows (reflink only where the filesystem can).
         restore_mib: size of the restored experiment output (1 GiB; less in --quick).
+        gc: the gc workload (default: the full-size one).
     """
+    gc = gc or gc_spec(quick=False)
     restore = "1 GiB" if restore_mib == 1024 else f"{restore_mib} MiB"
+    # issue 4: "restore of a 1 GiB output within 0.3 s with reflink or hardlink"
+    restore_linked = Goal("<= 0.3 s", max_seconds=0.3)
     add_s = Goal("<= 3 s", max_seconds=3.0)
     noop = Goal("<= 0.4 s", max_seconds=0.4)
     show = Goal("10,000 experiments <= 1 s", max_seconds=1.0)
@@ -126,6 +133,11 @@ def catalogue(*, modes: tuple[str, ...], restore_mib: int = 1024) -> list[Row]:
             {"default": ("spawn-python",)}),
         Row("exp-queue", "experiments", "20 queued trivial experiments, 2 workers",
             ("default",), {"default": Goal("<= 2.5 s", max_seconds=2.5)}, {}),
+        # issue 6: "100 queued experiments with 2 workers finishing with no failure";
+        # a cell is measured only when all succeeded, so "met" = measured
+        Row(f"exp-queue-{QUEUE_MANY}", "experiments",
+            f"{QUEUE_MANY} queued trivial experiments, 2 workers", ("default",),
+            {"default": Goal(f"all {QUEUE_MANY} succeed")}, {}),
     ] + [
         Row(f"exp-show-{n}{suffix}", "experiments",
             f"show, {n:,} experiments, {when}", ("default",), {"default": show}, {})
@@ -134,10 +146,22 @@ def catalogue(*, modes: tuple[str, ...], restore_mib: int = 1024) -> list[Row]:
     ] + [
         Row("exp-restore", "experiments", f"restore an experiment's {restore} output",
             ("default",), {}, {}),
+        Row("exp-restore-hardlink", "experiments",
+            f"restore an experiment's {restore} output", ("hardlink",),
+            {"hardlink": restore_linked}, {}),
+        Row("exp-restore-reflink", "experiments",
+            f"restore an experiment's {restore} output", ("reflink",),
+            {"reflink": restore_linked}, {}),
         Row("cli-help", "experiments", "CLI start `--help`", ("default",),
             {"default": cli}, {"default": ("spawn-python",)}),
         Row("cli-version", "experiments", "CLI start `--version`", ("default",),
             {"default": cli}, {"default": ("spawn-python",)}),
+        # issue 5: "gc of a store with 1,000 experiments and 50,000 objects next to
+        # `dvc gc`": no number to meet, the ratio is the report
+        Row("gc-noop", "gc", f"gc, nothing to delete ({gc.experiments:,} experiments, "
+            f"{gc.data_objects:,} data objects)", ("default",), {}, {}),
+        Row("gc", "gc", f"gc, keep the {gc.keep} best of {gc.experiments:,} experiments "
+            f"(delete {gc.dropped * gc.files:,} data objects)", ("default",), {}, {}),
     ]
     return rows
 

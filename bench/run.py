@@ -9,6 +9,11 @@ Work directory: ``$TALLY_BENCH_DIR/tally-bench`` when that variable is set (poin
 at an XFS reflink mount to get the reflink rows), else ``bench/.work``. Generated
 data is kept there between runs; projects, templates and DVC's site cache are
 removed at the end. Runs sharing a work directory queue on ``<work>/.lock``.
+
+``exp-restore-reflink`` runs its projects under ``$TALLY_BENCH_REFLINK_DIR/
+tally-bench-reflink`` (an XFS ``reflink=1`` or Btrfs mount), or in the work dir when
+that one can reflink; otherwise its cells read "skipped (no reflink fs)" and the
+notes say why.
 """
 
 from __future__ import annotations
@@ -24,18 +29,21 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import datapath, experiments, limits, profile, report
+from bench import datapath, experiments, gcbench, limits, profile, report
 from bench.dvc_env import DVC_VERSION, DvcUnavailable, ensure_dvc
 from bench.measure import Results, can_drop_caches, rss_supported
-from bench.rows import SHOW_COUNTS, Row, catalogue, selected
+from bench.gcworkload import GcSpec, gc_spec
+from bench.rows import QUEUE_MANY, SHOW_COUNTS, Row, catalogue, selected
 from bench.tools import (MODES, Templates, Tool, bench_env, dvc_tool, find_tally,
                          git_version, remove_tree)
 from bench.workload import generate, sets, stage_python
 
 HERE = Path(__file__).resolve().parent
-QUICK_SKIPS = ("exp-queue", "exp-show-1000-first", "exp-show-1000",  # minutes each
+QUICK_SKIPS = ("exp-queue", f"exp-queue-{QUEUE_MANY}",  # minutes each
+               "exp-show-1000-first", "exp-show-1000",
                "exp-show-10000-first", "exp-show-10000")
-SECTION_WORDS = ("data", "experiments", "scale", "limits")
+SECTION_WORDS = ("data", "experiments", "gc", "scale", "limits")
+REFLINK_ENV = "TALLY_BENCH_REFLINK_DIR"
 SCRATCH = ("tmp", "projects", "templates", "dvc-site-cache")  # emptied per run
 _T0 = time.perf_counter()
 
@@ -134,6 +142,54 @@ def _select(rows_all: list[Row], only: list[str]) -> list[Row]:
     return [r for r in rows_all if r.section in sections or r.id in picked]
 
 
+def _reflink_root(work: Path, work_can_reflink: bool) -> tuple[Path | None, str]:
+    """Where the reflink restore row makes its projects, or (None, why not)."""
+    base = os.environ.get(REFLINK_ENV)
+    if base:
+        root = Path(base) / "tally-bench-reflink"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return None, f"{REFLINK_ENV}={base} is not usable ({exc})"
+        if limits.reflink_supported(root):
+            return root, ""
+        return None, (f"{REFLINK_ENV}={base} is on {limits.filesystem_type(root)}, "
+                      "where FICLONE fails")
+    if work_can_reflink:
+        return work, ""
+    return None, (f"{REFLINK_ENV} is not set and the work dir cannot reflink; set it "
+                  "to an XFS (reflink=1) or Btrfs mount")
+
+
+def _restore_rows(row_ids: set[str], common: dict, *, work: Path, reflink: bool,
+                  templates: Templates, restore_mib: int, results: Results,
+                  tools: list[Tool], aborted: list[str]) -> list[str]:
+    """The exp-restore rows: default, hardlink, reflink (where a filesystem can)."""
+    notes = []
+    for mode in ("default", "hardlink", "reflink"):
+        row = "exp-restore" if mode == "default" else f"exp-restore-{mode}"
+        if row not in row_ids:
+            continue
+        kw = dict(common)
+        if mode == "reflink":
+            root, why = _reflink_root(work, reflink)
+            if root is None:
+                for t in tools:
+                    results.mark(row, mode, t.name, "skipped (no reflink fs)", why)
+                continue
+            if root != work:
+                kw["templates"] = Templates(root / "templates")
+                kw["projects"] = root / "projects"
+            notes.append(f"- {row}: projects on `{root}` "
+                         f"({limits.filesystem_type(root)}, reflink yes).")
+        _guard(row, aborted, experiments.exp_restore, out_mib=restore_mib,
+               mode=experiments.MODE if mode == "default" else mode, row=row, **kw)
+        if mode == "reflink" and root != work:
+            for sub in ("templates", "projects"):
+                remove_tree(root / sub)
+    return notes
+
+
 def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list[str]:
     out = []
     if not reflink:
@@ -142,7 +198,8 @@ def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list
                    "(reflink=1) or Btrfs mount to add them.")
     if not rss_supported():
         out.append("- peak RSS: unknown, GNU time (/usr/bin/time) is not installed.")
-    if row_ids & {"exp-run", "exp-queue", "exp-restore"} or show:
+    if row_ids & {"exp-run", "exp-queue", f"exp-queue-{QUEUE_MANY}", "exp-restore",
+                  "exp-restore-hardlink", "exp-restore-reflink"} or show:
         out.append("- experiment commands: DVC `dvc exp run [--queue|--run-all -j 2]`, "
                    "`dvc exp show`, `dvc exp apply`; tally `tally run [--queue|"
                    "--run-all -j 2]`, `tally show`, `tally restore`.")
@@ -150,6 +207,16 @@ def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list
         out.append("- exp-run: per repetition, `run -S lr=<new>` minus the bare "
                    f"stage (`{Path(stage_python()).name} train.py`) run right after "
                    "it in the same project.")
+    if row_ids & {"exp-queue", f"exp-queue-{QUEUE_MANY}"}:
+        out.append("- exp-queue rows: a cell is timed only when `show --json` "
+                   "(untimed, afterwards) counts every queued experiment a success; "
+                   f"exp-queue-{QUEUE_MANY} gives each tool at most "
+                   f"{experiments.QUEUE_LIMIT / 60:.0f} min (then: timed out).")
+    if row_ids & {"exp-restore-hardlink", "exp-restore-reflink"}:
+        out.append("- exp-restore-hardlink / -reflink: both tools configured with "
+                   "`config cache.type hardlink` (`reflink`) in the project template; "
+                   "hardlink cells fail unless the restored model.bin has a link "
+                   "count >= 2.")
     if show:
         out.append("- exp-show: one real experiment plus clones of it (DVC: commits "
                    "of the same shape made with `git fast-import` under refs/exps/; "
@@ -213,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = tuple(m for m in args.modes.split(",") if m != "reflink" or reflink)
     data_sets = sets(quick=args.quick, scale=args.scale)
     restore_mib = 64 if args.quick else 1024
-    rows = _select([r for r in catalogue(modes=modes, restore_mib=restore_mib)
+    gc = gc_spec(quick=args.quick)
+    rows = _select([r for r in catalogue(modes=modes, restore_mib=restore_mib, gc=gc)
                     if r.section != "scale" or args.scale], only)
     row_ids = {r.id for r in rows}
     want_limits = not only or "limits" in only
@@ -265,13 +333,20 @@ def main(argv: list[str] | None = None) -> int:
         _guard("exp-run", aborted, experiments.exp_run, **common)
     if "exp-queue" in row_ids and not args.quick:
         _guard("exp-queue", aborted, experiments.exp_queue, **common)
+    many = f"exp-queue-{QUEUE_MANY}"
+    if many in row_ids and not args.quick:
+        _guard(many, aborted, experiments.exp_queue, count=QUEUE_MANY, row=many,
+               **{**common, "timeout": min(args.timeout, experiments.QUEUE_LIMIT)})
     counts = [n for n in SHOW_COUNTS if f"exp-show-{n}" in row_ids
               and not (args.quick and f"exp-show-{n}" in QUICK_SKIPS)]
     if counts:
         _guard("exp-show", aborted, experiments.exp_show, counts=counts, **common)
-    if "exp-restore" in row_ids:
-        _guard("exp-restore", aborted, experiments.exp_restore, out_mib=restore_mib,
-               **common)
+    run_notes = _restore_rows(row_ids, common, work=work, reflink=reflink,
+                              templates=templates, restore_mib=restore_mib,
+                              results=results, tools=tools, aborted=aborted)
+    if row_ids & set(gcbench.ROWS):
+        run_notes += _guard("gc", aborted, gcbench.run, spec=gc, rows=row_ids,
+                            **common) or []
 
     ctx = report.Context(
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -287,12 +362,13 @@ def main(argv: list[str] | None = None) -> int:
                "every timed command" + ("; `--cold` would drop caches" if
                                         can_drop_caches() else "") + ")"),
         reps=args.reps,
-        workloads=_workloads(data_sets, restore_mib),
+        workloads=_workloads(data_sets, restore_mib, gc),
         full_size=not args.quick,
         elapsed=time.perf_counter() - started)
     text = report.render(ctx=ctx, rows=rows, results=results, limits=lims,
                          extra_notes=aborted + _notes(reflink=reflink, fstype=fstype,
-                                                     row_ids=row_ids, show=bool(counts)))
+                                                     row_ids=row_ids, show=bool(counts))
+                         + run_notes)
     text += "\n".join(profile.section(work / "tmp" / "profiles"))
     print(text)
     if args.out != "-":
@@ -303,13 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _workloads(data_sets, restore_mib: int) -> list[str]:
+def _workloads(data_sets, restore_mib: int, gc: GcSpec) -> list[str]:
     desc = {name: fs.describe() for name, fs in data_sets.items()}
     return ([f"L = {desc['L']} (2 CSV-like text, 2 random; added as 4 paths)",
              f"S = {desc['S']} (half text, half random; added as one directory)"]
             + ([f"X = {desc['X']} (added as one directory)"] if "X" in desc else [])
             + [f"E = one Python stage reading params.yaml, writing a 1 MiB model.bin "
-               f"and metrics.json; restore uses a {restore_mib} MiB model.bin"])
+               f"and metrics.json; restore uses a {restore_mib} MiB model.bin",
+               f"gc = {gc.describe()}"])
 
 
 if __name__ == "__main__":

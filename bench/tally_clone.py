@@ -22,6 +22,16 @@ import time
 from pathlib import Path
 
 
+def _replace(rec, **changes):
+    """A copy of ``rec`` with ``changes``: a NamedTuple's ``_replace`` or a dataclass's.
+
+    cas.record.Record has been both; the bench must follow either.
+    """
+    if hasattr(rec, "_replace"):
+        return rec._replace(**changes)
+    return dataclasses.replace(rec, **changes)
+
+
 def clone(project_dir: Path, baseline: str, count: int) -> int:
     """Record ``count`` clones of the experiment on ``baseline``; return how many."""
     from cas import record, refs
@@ -38,7 +48,7 @@ def clone(project_dir: Path, baseline: str, count: int) -> int:
     now = time.time_ns()
     for i in range(count):
         lr = round((i + 1) * 1e-5, 8)
-        rec = dataclasses.replace(
+        rec = _replace(
             real,
             name=f"bench-{i:05d}",
             created=now - (count - i) * 1_000_000,  # distinct, recent, in order

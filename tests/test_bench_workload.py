@@ -95,3 +95,119 @@ def test_pipeline_files(tmp_path: Path) -> None:
     assert "out_mib: 2" in (tmp_path / "params.yaml").read_text()
     assert "cmd: /usr/bin/python3 train.py" in (tmp_path / "dvc.yaml").read_text()
     assert (tmp_path / "train.py").exists()
+
+
+# --- the gc workload (issue 5) ---------------------------------------------------------
+
+def test_gc_spec_sizes() -> None:
+    from bench.gcworkload import gc_spec
+
+    full = gc_spec(quick=False)
+    assert (full.experiments, full.files, full.keep) == (1_000, 50, 50)
+    assert full.data_objects == 50_000  # issue 5: "1,000 experiments and 50,000 objects"
+    assert full.dropped == 950 and full.clones == 999
+    quick = gc_spec(quick=True)
+    assert quick.data_objects < full.data_objects and quick.keep < quick.experiments
+
+
+def test_gc_spec_rejects_nonsense() -> None:
+    from bench.gcworkload import GcSpec
+
+    with pytest.raises(ValueError):
+        GcSpec(experiments=10, files=5, file_size=1024, keep=11)
+    with pytest.raises(ValueError):
+        GcSpec(experiments=10, files=0, file_size=1024, keep=1)
+
+
+def test_gc_keep_best_is_real_plus_top_clones() -> None:
+    from bench import gcworkload as g
+
+    spec = g.GcSpec(experiments=20, files=3, file_size=64, keep=4)
+    kept, dropped = g.kept_names(spec), g.dropped_names(spec)
+    assert kept == [g.REAL, "gc-0016", "gc-0017", "gc-0018"]
+    assert len(kept) == spec.keep and len(dropped) == spec.dropped
+    assert not set(kept) & set(dropped)
+    accs = [g.clone_acc(spec, i) for i in range(spec.clones)]
+    assert len(set(accs)) == spec.clones  # distinct: "the best N" is unambiguous
+    assert all(0.0 < a < g.REAL_ACC for a in accs)  # never the baseline's 0.0
+
+
+def test_gc_files_are_distinct_objects() -> None:
+    from bench import gcworkload as g
+
+    spec = g.GcSpec(experiments=30, files=7, file_size=256, keep=3)
+    blobs = {g.file_bytes(spec, i, j) for i in range(spec.clones) for j in range(spec.files)}
+    assert len(blobs) == spec.clones * spec.files
+    assert all(len(b) == spec.file_size for b in blobs)
+    assert g.file_bytes(spec, 3, 2) == g.file_bytes(spec, 3, 2)  # deterministic
+    assert len(set(g.file_names(spec))) == spec.files
+
+
+def test_gc_dvc_dir_object_matches_dvc_format() -> None:
+    import hashlib
+    import json
+
+    from bench import gcworkload as g
+
+    h, data = g.dvc_dir_object([("f001.bin", "b" * 32), ("f000.bin", "a" * 32)])
+    # dvc-data Tree.as_bytes(): sorted by relpath, keys sorted, default separators
+    assert data == (b'[{"md5": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "relpath": "f000.bin"}, '
+                    b'{"md5": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "relpath": "f001.bin"}]')
+    assert h == hashlib.md5(data).hexdigest() + ".dir"
+    assert json.loads(data)[0]["relpath"] == "f000.bin"
+    assert g.dvc_cache_relpath(h) == f"files/md5/{h[:2]}/{h[2:]}"
+
+
+def test_gc_pipeline_texts() -> None:
+    from bench import gcworkload as g
+
+    spec = g.GcSpec(experiments=10, files=4, file_size=512, keep=2)
+    files = g.pipeline_files(spec, "/usr/bin/python3")
+    assert files["params.yaml"] == "seed: 0\nacc: 0.0\nfiles: 4\n"
+    assert "cmd: /usr/bin/python3 train.py" in files["dvc.yaml"]
+    assert ".digest(512)" in files["train.py"]
+    assert g.metrics_text(0.5) == '{"acc": 0.5}'
+    p = g.clone_params(spec, 2)
+    assert g.params_text(p) == f"seed: 1000002\nacc: {g.clone_acc(spec, 2)}\nfiles: 4\n"
+
+
+def test_gc_clone_lock_param_substitution() -> None:
+    from bench.tally_gcstore import _sub_param
+
+    lock = "    params:\n      params.yaml:\n        acc: 1.0\n        files: 5\n        seed: 7\n"
+    out = _sub_param(_sub_param(lock, "seed", 1000003), "acc", 0.25)
+    assert "        seed: 1000003\n" in out and "        acc: 0.25\n" in out
+    assert "        files: 5\n" in out
+
+
+def test_catalogue_has_the_issue_rows() -> None:
+    from bench.gcworkload import gc_spec
+    from bench.rows import catalogue, selected
+
+    rows = {r.id: r for r in catalogue(modes=("copy", "hardlink"), gc=gc_spec(quick=False))}
+    for rid in ("exp-queue-100", "exp-restore-hardlink", "exp-restore-reflink",
+                "gc", "gc-noop"):
+        assert rid in rows
+    assert rows["exp-restore-hardlink"].modes == ("hardlink",)
+    assert rows["exp-restore-reflink"].goals["reflink"].max_seconds == 0.3
+    assert "1,000 experiments" in rows["gc"].label
+    # an exact id selects only itself, not the longer ids it prefixes
+    assert [r.id for r in selected(list(rows.values()), ["exp-queue"])] == ["exp-queue"]
+    assert [r.id for r in selected(list(rows.values()), ["gc"])] == ["gc"]
+
+
+def test_dvc_states_counts_finished_failed_and_queued() -> None:
+    from bench.experiments import dvc_states
+
+    shown = [
+        {"rev": "workspace", "experiments": None},
+        {"rev": "abc", "experiments": [
+            {"executor": None, "name": "a", "revs": [{"rev": "1" * 40, "error": None}]},
+            {"executor": {"state": "success"}, "name": "b", "revs": [{"rev": "2" * 40}]},
+            {"executor": {"state": "failed"}, "name": "c", "revs": [{"rev": "3" * 40}]},
+            {"executor": {"state": "queued"}, "name": "d", "revs": [{"rev": "4" * 40}]},
+            {"executor": None, "name": "e", "revs": [{"rev": "5" * 40,
+                                                      "error": {"msg": "bad"}}]},
+        ]},
+    ]
+    assert dvc_states(shown) == {"success": 2, "failed": 1, "queued": 1, "error": 1}
