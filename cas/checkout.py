@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat as stat_mod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import zstandard
+from typing import Callable, NamedTuple
 
 from . import envelope, hashing, tree
 from .errors import CorruptObject, UsageError, WouldOverwrite, from_os_error
@@ -45,18 +41,25 @@ os.umask(_UMASK)
 Progress = Callable[[int, int], None]
 
 
-@dataclass
+# A plain class and a NamedTuple, not dataclasses: `tally run` imports this module
+# (through cas.workspace), and a dataclass costs ~1 ms of start-up each.
 class Report:
     """What a checkout did."""
 
-    written: list[str] = field(default_factory=list)  # paths relative to the target
-    deleted: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    modes: dict[str, int] = field(default_factory=dict)  # link mode -> files
+    __slots__ = ("written", "deleted", "unchanged", "modes")
+
+    def __init__(self) -> None:
+        self.written: list[str] = []  # paths relative to the target
+        self.deleted: list[str] = []
+        self.unchanged = 0
+        self.modes: dict[str, int] = {}  # link mode -> files
+
+    def __repr__(self) -> str:
+        return (f"Report(written={self.written!r}, deleted={self.deleted!r}, "
+                f"unchanged={self.unchanged}, modes={self.modes!r})")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """What to materialize at a path: a tree, or a single blob with its mode."""
 
     oid: str
@@ -124,7 +127,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     # A directory where a file must go (or the reverse) is removed first; it was
     # classified above like any other path in the way.
     if not target.is_dir and dest.is_dir() and not dest.is_symlink():
-        shutil.rmtree(dest)
+        _rmtree(dest)
     elif target.is_dir and (dest.is_symlink() or dest.is_file()):
         dest.unlink()
     for rel, _, p in extras:
@@ -270,10 +273,16 @@ def _object_link_oid(store: FileStore, path: str) -> str | None:
     return oid if len(shard) == 2 and hashing.is_oid(oid) and store.has(oid) else None
 
 
+def _rmtree(path: str | Path) -> None:
+    import shutil  # here: with zlib, bz2 and lzma it costs ~4 ms of every `tally run`'s start
+
+    shutil.rmtree(path)
+
+
 def _remove(path: str) -> None:
     try:
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            _rmtree(path)
         else:
             os.unlink(path)
     except FileNotFoundError:
@@ -393,7 +402,7 @@ class _Materializer:
     @staticmethod
     def _replace(tmp: str, path: str) -> None:
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            _rmtree(path)
         os.replace(tmp, path)
 
     def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:
@@ -442,6 +451,8 @@ def _escapes(link_rel: str, target: str, links: frozenset[str] = frozenset()) ->
 
 def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:
     """Decompress a zstd object into a new file, verifying its hash on the way."""
+    import zstandard  # here: only a checkout out of a compressed object needs it
+
     hasher = hashing.new_hasher(threaded=size >= hashing.MMAP_THRESHOLD)
     written = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import getpass
 import os
-import shlex
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from . import refs, runner, worktree
 from .errors import Conflict, LockBusy, NotFound, ParamError, TallyError, UsageError
@@ -30,8 +28,8 @@ METRIC_FORMATS = (".json", ".yaml", ".yml", ".toml")
 MAX_METRICS_FILE = 16 * 1024 * 1024  # bytes: a metrics file is a summary, not data
 
 
-@dataclass(frozen=True)
-class QuickStage:
+# NamedTuples, not dataclasses: a dataclass costs ~1 ms of every `tally run`'s start-up.
+class QuickStage(NamedTuple):
     """`tally run -o OUT -d DEP -M METRICS -- CMD...`: one stage from the command line."""
 
     cmd: tuple[str, ...]
@@ -41,8 +39,7 @@ class QuickStage:
     outs_no_cache: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Experiment:
+class Experiment(NamedTuple):
     """A recorded experiment: its ref name, record id and record."""
 
     name: str
@@ -149,7 +146,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 checkpoints=checkpoints)
             exp = _publish(project, writer, rec, before_ref=r.finish)
         parsed.save()
-    return replace(exp, reason=result.reason)
+    return exp._replace(reason=result.reason)
 
 
 def save(project, *, name: str | None = None, message: str = "",
@@ -272,7 +269,11 @@ def _quick_pipeline(q: QuickStage):
 
     if not q.cmd:
         raise UsageError("no command given", hint="tally run -o OUT -d DEP -- CMD ...")
-    cmd = q.cmd[0] if len(q.cmd) == 1 else shlex.join(q.cmd)
+    if len(q.cmd) == 1:
+        cmd = q.cmd[0]
+    else:
+        import shlex  # only for a multi-word command
+        cmd = shlex.join(q.cmd)
     for p in (*q.deps, *q.outs, *q.metrics):
         if os.path.isabs(p) or p.startswith("../") or p in ("", ".", ".."):
             raise UsageError(f"{p!r}: paths must be relative to the project root, inside it")
@@ -315,8 +316,8 @@ def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileS
         from .lockfile import LOCK_FILE
         known[LOCK_FILE] = worktree.Known(writer.put_bytes(lock_bytes), False, len(lock_bytes), 1,
                                           _mode(project.root / LOCK_FILE))
-    ingest = "reflink" if _reflink_ok(project) else "copy"
-    return worktree.snapshot(project, writer=writer, extra=known, ingest=ingest, files=files).oid
+    # ingest=None: reflink when the store can clone, probed only if a file is unseen.
+    return worktree.snapshot(project, writer=writer, extra=known, ingest=None, files=files).oid
 
 
 def _gitignore_outs(project, files: list[str], outs: set[str], notify: Notify | None) -> bool:
@@ -342,11 +343,6 @@ def _gitignore_outs(project, files: list[str], outs: set[str], notify: Notify | 
             if notify:
                 notify(f"warning: output {p} is tracked by Git; `git rm -r --cached {p}` to let tally store it")
     return changed
-
-
-def _reflink_ok(project) -> bool:
-    from .tracking import ingest_mode
-    return ingest_mode(project) == "reflink"
 
 
 def _mode(p: Path) -> int:

@@ -15,7 +15,6 @@ import fcntl
 import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
@@ -321,6 +320,8 @@ def hash_objects(root: Path, contents: Sequence[bytes]) -> list[str]:
     """
     if not contents:
         return []
+    import tempfile  # here, as below: ~3 ms of start-up (random, shutil) `tally run` never needs
+
     with tempfile.TemporaryDirectory(prefix="tally-git-") as tmp:
         marks = Path(tmp, "marks")
         with open(Path(tmp, "stderr"), "w+b") as err:
@@ -393,6 +394,8 @@ def commit_tree(root: Path, *, base: str, changes: Mapping[str, bytes | None], m
     records = [f"0 {'0' * len(base_oid)}\t{p}" for p, c in changes.items() if c is None]
     records += [f"{'100755' if p in executable else '100644'} {oid}\t{p}"
                 for p, oid in zip(written, oids)]
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="tally-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp, "index"))}
         _run(root, ["read-tree", base_oid], env=env)
@@ -513,6 +516,8 @@ class TreeReader(AbstractContextManager["TreeReader"]):
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
+        import tempfile
+
         self._stderr = tempfile.TemporaryFile()
         self._proc = _popen(self._root, ["cat-file", "--batch"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=self._stderr)

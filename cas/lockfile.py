@@ -39,9 +39,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import UsageError
 from .fsops import atomic_write
@@ -49,12 +48,14 @@ from .fsops import atomic_write
 LOCK_FILE = "tally.lock"
 SCHEMA = 1
 HEADER = "# tally.lock: written by `tally run`; commit it with your code\n"
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*")
+# Regular expressions are kept as text and compiled (and cached by `re`) on first use:
+# `tally run` imports this module on every run, and most runs write no lock file.
+_PLAIN = r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*"
 _RESERVED = frozenset("true false yes no on off null y n".split())
 
 
-@dataclass(frozen=True)
-class FileState:
+# NamedTuples, not dataclasses: a dataclass costs ~1 ms of `tally run`'s start-up each.
+class FileState(NamedTuple):
     """A dep or out as recorded: its id, size and, for a directory, its file count."""
 
     path: str
@@ -67,14 +68,13 @@ class FileState:
         return self.files is not None
 
 
-@dataclass(frozen=True)
-class StageLock:
-    """One stage's entry."""
+class StageLock(NamedTuple):
+    """One stage's entry (a value: its params dict is never changed in place)."""
 
     cmd: tuple[str, ...]
     wdir: str = "."
     deps: tuple[FileState, ...] = ()
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {key: value}
+    params: dict[str, dict[str, Any]] = {}  # file -> {key: value}
     outs: tuple[FileState, ...] = ()
 
 
@@ -96,7 +96,7 @@ def _scalar(v: Any) -> str:
             return ".inf" if v > 0 else "-.inf"
         return repr(v)
     if isinstance(v, str):
-        if _PLAIN.fullmatch(v) and not v.endswith(" ") and v.lower() not in _RESERVED \
+        if re.fullmatch(_PLAIN, v) and not v.endswith(" ") and v.lower() not in _RESERVED \
                 and "  " not in v:
             return v
         return _quote(v)
@@ -107,20 +107,20 @@ def _scalar(v: Any) -> str:
 
 # Characters YAML treats as line breaks or does not allow raw in a stream: such a
 # string is written all-ASCII, escaped (JSON escapes are valid YAML escapes).
-_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+_UNSAFE = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]"
 
 
 # A hex id that YAML would read as a number: all digits (an int) or digits, one "e",
 # digits (a float). Astronomically rare, but then it must be quoted to stay a string.
-_NUMERIC_HEX = re.compile(r"[0-9]+(e[0-9]+)?")
+_NUMERIC_HEX = r"[0-9]+(e[0-9]+)?"
 
 
 def _oid_text(oid: str) -> str:
-    return json.dumps(oid) if _NUMERIC_HEX.fullmatch(oid) else oid
+    return json.dumps(oid) if re.fullmatch(_NUMERIC_HEX, oid) else oid
 
 
 def _quote(s: str) -> str:
-    if _UNSAFE.search(s):
+    if re.search(_UNSAFE, s):
         return json.dumps(s, ensure_ascii=True).replace("\x7f", "\\u007f")
     return json.dumps(s, ensure_ascii=False)
 

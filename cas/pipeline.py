@@ -22,16 +22,14 @@ Every schema error is a PipelineError whose message reads `FILE:LINE: WHERE: wha
 
 from __future__ import annotations
 
-import difflib
 import heapq
 import itertools
 import posixpath
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from cas import params as params_mod
 from cas.errors import NotFound, ParamError, PipelineError
@@ -49,16 +47,16 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MISS = object()
 
 
-@dataclass(frozen=True, kw_only=True)
-class ParamRef:
+# NamedTuples, not dataclasses: every `tally run` imports this module (a cached parse is
+# unpickled into these classes), and a dataclass costs ~1 ms of start-up each.
+class ParamRef(NamedTuple):
     """A param dependency: `key` (dotted) in `file`; key None means every param in the file."""
 
     file: str
     key: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Out:
+class Out(NamedTuple):
     """A stage output. `cache` defaults to True for every kind, metrics and plots too, as in DVC."""
 
     path: str
@@ -69,8 +67,7 @@ class Out:
     remote: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Stage:
+class Stage(NamedTuple):
     """One runnable stage. Paths are POSIX, relative to the project root; cmd runs in order."""
 
     name: str
@@ -83,7 +80,7 @@ class Stage:
     frozen: bool = False
     always_changed: bool = False
     desc: str | None = None
-    line: int = field(default=0, compare=False)  # where it is defined in the pipeline file
+    line: int = 0  # where it is defined in the pipeline file
 
     @property
     def group(self) -> str:
@@ -91,17 +88,15 @@ class Stage:
         return self.name.split("@", 1)[0]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Plot:
+class Plot(NamedTuple):
     """A plot definition: its id, the data files it reads, and its display properties."""
 
     id: str
     files: tuple[str, ...]
-    props: Mapping[str, Any] = field(default_factory=dict)
+    props: Mapping[str, Any] = {}  # never changed in place
 
 
-@dataclass(frozen=True, kw_only=True)
-class Pipeline:
+class Pipeline(NamedTuple):
     """A loaded pipeline. `stages` is in run order: topological, ties broken by file order.
 
     `upstream` maps each stage name to the names of the stages it directly depends on.
@@ -111,7 +106,7 @@ class Pipeline:
 
     path: str
     stages: tuple[Stage, ...]
-    upstream: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    upstream: Mapping[str, tuple[str, ...]] = {}  # never changed in place
     params: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: tuple[Plot, ...] = ()
@@ -146,6 +141,8 @@ class Pipeline:
 
     def _not_found(self, name: str) -> NotFound:
         known = [st.name for st in self.stages]
+        import difflib  # here, as in _suggest: only error messages need it
+
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"stages: {', '.join(known) or '(none)'}"
         return NotFound(f"{self.path}: no stage named {name!r}", path=self.path, hint=hint)
@@ -580,6 +577,8 @@ def _find_cycle(left: set[str], upstream: dict[str, list[str]], start: str) -> l
 
 
 def _suggest(key: Any, known: Iterable[str]) -> str | None:
+    import difflib
+
     close = difflib.get_close_matches(str(key), sorted(known), n=1)
     return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
 

@@ -18,22 +18,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import hashing
 from .errors import NotFound, UsageError
 from .fsops import atomic_write
 
 SUFFIX = ".tally"
-_DECIMAL = re.compile(r"[0-9]{1,20}")
-_OCTAL = re.compile(r"[0-7]{1,6}")
+# Patterns as text, compiled (and cached by `re`) on first use: `tally run` imports this
+# module without ever reading a pointer.
+_DECIMAL = r"[0-9]{1,20}"
+_OCTAL = r"[0-7]{1,6}"
 FORMAT = 1
 MAX_POINTER_SIZE = 64 * 1024  # bytes: a pointer is ~200; anything huge is not one
 
 
-@dataclass(frozen=True, slots=True)
-class Pointer:
+class Pointer(NamedTuple):
     """What a pointer file says: the data at `path` (relative to the project root)."""
 
     path: str
@@ -103,7 +104,7 @@ def decode(text: bytes, *, path: str) -> Pointer:
         text_value = need(key)
         # Plain ASCII digits only: int() would also take "1_000", "+5" and other scripts.
         digits = _OCTAL if base == 8 else _DECIMAL
-        if not digits.fullmatch(text_value):
+        if not re.fullmatch(digits, text_value):
             raise UsageError(f"{where}: `{key}: {text_value[:40]}` is not a plain "
                              f"{'octal ' if base == 8 else ''}number", path=where)
         return int(text_value, base)

@@ -55,6 +55,31 @@ class Project:
         from .statcache import StatCache
         return StatCache(self.store_dir / "statcache.db", clock_dir=self.store_dir / "tmp")
 
+    def ingest_mode(self) -> str:
+        """How data enters the store, from the first usable checkout link type:
+
+        reflink -> "reflink" (clone, when the store's filesystem can); hardlink and
+        symlink -> "hardlink" (link the file itself in: zero copies); copy -> "copy".
+        Here rather than in cas.tracking so that `tally run` need not import `add`'s
+        module (and what it imports) to learn it.
+        """
+        for mode in self.config.link_order:
+            if mode == "reflink":
+                if self._can_reflink:
+                    return "reflink"
+            elif mode in ("hardlink", "symlink"):
+                return "hardlink"
+            elif mode == "copy":
+                return "copy"
+        return "copy"
+
+    @cached_property
+    def _can_reflink(self) -> bool:  # probed once per opened project
+        from .fsops import can_reflink
+
+        self.store.ensure_dirs()
+        return can_reflink(self.store.tmp)
+
     def lock(self, name: str, *, shared: bool = False, timeout: float = 0.0,
              purpose: str = "") -> Lock:
         """A lock under `.tally/locks/` (see cas/lock.py for the names in use)."""

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import envelope, hashing
 from .envelope import check
@@ -53,8 +52,9 @@ MAX_DEPTH = 64  # nesting of params/metrics values; real configs use < 10
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry exactly
 
 
-@dataclass(frozen=True, slots=True)
-class StageResult:
+# NamedTuples, not dataclasses: `tally run` imports this module, and a dataclass costs
+# ~1 ms of start-up each (tests/test_import_budget.py).
+class StageResult(NamedTuple):
     """How one stage of the run went."""
 
     name: str
@@ -68,9 +68,12 @@ class StageResult:
                 "exit_code": self.exit_code, "duration": self.duration_ns / 1e9}
 
 
-@dataclass(frozen=True)
-class Record:
-    """One experiment. Mappings are plain dicts; encode() sorts them."""
+class Record(NamedTuple):
+    """One experiment. Mappings are plain dicts; encode() sorts them.
+
+    Records are values: nothing changes their dicts in place, so the empty defaults
+    can be shared. Derive a changed record with `rec._replace(field=...)`.
+    """
 
     name: str
     baseline: str  # Git commit, hex
@@ -83,17 +86,17 @@ class Record:
     started: int | None = None
     finished: int | None = None
     workspace: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # file -> nested value
-    deps: dict[str, str] = field(default_factory=dict)  # path -> oid
-    outs: dict[str, tuple[str, bool]] = field(default_factory=dict)  # path -> (oid, is_dir)
-    metrics: dict[str, Any] = field(default_factory=dict)  # file -> nested value
+    params: dict[str, Any] = {}  # file -> nested value
+    deps: dict[str, str] = {}  # path -> oid
+    outs: dict[str, tuple[str, bool]] = {}  # path -> (oid, is_dir)
+    metrics: dict[str, Any] = {}  # file -> nested value
     stages: tuple[StageResult, ...] = ()
     logs: str | None = None
     checkpoints: tuple[tuple[int, str], ...] = ()
     message: str = ""
 
     def with_name(self, name: str) -> "Record":
-        return replace(self, name=name)
+        return self._replace(name=name)
 
     def flat_params(self) -> dict[str, Any]:
         """`{"params.yaml:train.lr": 0.1, ...}`: one column per leaf, sorted."""

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import msgpack
 
@@ -43,8 +42,7 @@ KEY_TAG = "tally-runcache/1"
 INDEX_DIR = "runcache"  # under .tally/
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # not a dataclass: ~1 ms less start-up for `tally run`
     """A cached run of one stage."""
 
     cmd: tuple[str, ...]

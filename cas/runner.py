@@ -28,9 +28,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, NamedTuple
 
 from . import lockfile, runcache, workspace
 from .errors import NotFound, ParamError, TallyError, from_os_error
@@ -42,29 +41,33 @@ KILL_GRACE = 10.0  # seconds between forwarding a signal and SIGKILL of the stag
 Notify = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class RunOptions:
+# A NamedTuple and a plain class, not dataclasses: a dataclass costs ~1 ms of every
+# `tally run`'s start-up (tests/test_import_budget.py).
+class RunOptions(NamedTuple):
     force: bool = False
     no_run_cache: bool = False
     echo: bool = False  # tee stage output to this process's stderr
     write_lock: bool = True  # update tally.lock (not for a command-line stage)
-    env: dict[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = {}  # extra environment for the stage commands
 
 
-@dataclass
 class RunResult:
-    """What happened to the selected stages."""
+    """What happened to the selected stages, filled in as they run."""
 
-    status: str = "success"  # success | failed | interrupted
-    exit_code: int | None = None
-    stages: list[StageResult] = field(default_factory=list)
-    deps: dict[str, FileState] = field(default_factory=dict)
-    outs: dict[str, FileState] = field(default_factory=dict)  # stored outputs only
-    hashed_outs: dict[str, FileState] = field(default_factory=dict)  # cache: false ones
-    failed_stage: str | None = None
-    reason: str = ""
-    started: int = 0
-    finished: int = 0
+    __slots__ = ("status", "exit_code", "stages", "deps", "outs", "hashed_outs",
+                 "failed_stage", "reason", "started", "finished")
+
+    def __init__(self, *, started: int = 0) -> None:
+        self.status = "success"  # success | failed | interrupted
+        self.exit_code: int | None = None
+        self.stages: list[StageResult] = []
+        self.deps: dict[str, FileState] = {}
+        self.outs: dict[str, FileState] = {}  # stored outputs only
+        self.hashed_outs: dict[str, FileState] = {}  # cache: false ones
+        self.failed_stage: str | None = None
+        self.reason = ""
+        self.started = started
+        self.finished = 0
 
 
 class _Signals:
@@ -353,8 +356,7 @@ class Runner:
 
     def _out_mode(self) -> str:
         if self._out_ingest is None:
-            from .tracking import ingest_mode
-            self._out_ingest = ingest_mode(self.project)
+            self._out_ingest = self.project.ingest_mode()
         return self._out_ingest
 
     def _dep_mode(self) -> str:
@@ -477,21 +479,28 @@ class ParsedCache:
     """
 
     FILE = ("runcache", "parsed.cache")  # under .tally/
-    VERSION = 1
+    VERSION = 2  # 2: pipeline classes are NamedTuples
 
     def __init__(self, project) -> None:
         self.project = project
         self.path = project.store_dir.joinpath(*self.FILE)
         self.dirty = False
-        self.data: dict[str, tuple[tuple, tuple, Any]] = {}
-        try:
-            import pickle
-            with open(self.path, "rb") as f:
-                version, data = pickle.load(f)
-            if version == self.VERSION and isinstance(data, dict):
-                self.data = data
-        except Exception:
-            self.data = {}
+        self._data: dict[str, tuple[tuple, tuple, Any]] | None = None
+
+    @property
+    def data(self) -> dict[str, tuple[tuple, tuple, Any]]:
+        """The entries, read on first use (a command-line stage never needs them)."""
+        if self._data is None:
+            self._data = {}
+            try:
+                import pickle
+                with open(self.path, "rb") as f:
+                    version, data = pickle.load(f)
+                if version == self.VERSION and isinstance(data, dict):
+                    self._data = data
+            except Exception:
+                pass
+        return self._data
 
     def _stat(self, rel: str) -> tuple | None:
         try:

@@ -21,8 +21,7 @@ never opens two subtrees with equal ids.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from . import envelope
 from .envelope import check
@@ -40,8 +39,9 @@ RESERVED_NAMES = frozenset({".", "..", ".git", ".tally"})
 MAX_SIZE = 2**63 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+# NamedTuples, not dataclasses: this module is on `tally run`'s import path, where a
+# dataclass costs ~1 ms of start-up each (see tests/test_import_budget.py).
+class Entry(NamedTuple):
     """One name in a directory."""
 
     name: str
@@ -51,8 +51,7 @@ class Entry:
     mode: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Tree:
+class Tree(NamedTuple):
     """A decoded directory: entries sorted by name bytes, plus recursive totals."""
 
     entries: tuple[Entry, ...]
@@ -227,8 +226,7 @@ def walk_trees(oid: str, load: Loader, prefix: str = "") -> Iterator[tuple[str, 
         stack.extend(reversed(subdirs))
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One difference between two trees: `old` or `new` is None for added/removed."""
 
     path: str

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import git, hashing, pointer, tree, workspace
 from .errors import StoreError, UsageError
@@ -29,8 +28,9 @@ SKIP_TOP = (".tally/", ".git/")
 HASH_POOL_MIN = 64  # files to hash before a thread pool pays for itself
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
+# NamedTuples, not dataclasses: this module is on `tally run`'s import path, where a
+# dataclass costs ~1 ms of start-up each (tests/test_import_budget.py).
+class Known(NamedTuple):
     """A path the caller has already snapshotted (and stored)."""
 
     oid: str
@@ -40,8 +40,7 @@ class Known:
     mode: int = 0o644
 
 
-@dataclass(frozen=True, slots=True)
-class WorkspaceTree:
+class WorkspaceTree(NamedTuple):
     oid: str
     size: int
     files: int
@@ -58,7 +57,7 @@ class _Dir:
 
 
 def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
-             files: list[str] | None = None, ingest: str = "copy") -> WorkspaceTree:
+             files: list[str] | None = None, ingest: str | None = "copy") -> WorkspaceTree:
     """Store the workspace and return its tree id.
 
     Args:
@@ -67,7 +66,8 @@ def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
             win over Git-visible files at or below them.
         files: the Git-visible file list if the caller already has it.
         ingest: how unseen files enter the store (never "hardlink": these are the
-            user's own sources, which must stay writable).
+            user's own sources, which must stay writable); None: "reflink" when the
+            store's filesystem can clone, else "copy", probed only if a file is unseen.
     """
     root = project.root
     statcache = project.statcache
@@ -86,6 +86,7 @@ def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
                 ptr = pointer.read(root, rel)
             except Exception:  # a malformed pointer is the user's file, stored as such
                 continue
+            ingest = ingest or _clone_or_copy(project)
             extra[rel] = _snapshot_data(project, rel, ptr, writer, ingest)
 
     top = _Dir()
@@ -118,11 +119,17 @@ def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
         else:
             todo.append((parent, name, abs_p, st))
 
+    if todo:
+        ingest = ingest or _clone_or_copy(project)
+
     def work(item):
         parent, name, abs_p, st = item
         return writer.put_file(abs_p, ingest=ingest)
 
     if len(todo) >= HASH_POOL_MIN:
+        # Imported here: concurrent.futures (and the logging it pulls in) costs ~6 ms of
+        # start-up, and a run whose files the stat cache vouches for never needs a pool.
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=workspace.WORKERS) as pool:
             oids = list(pool.map(work, todo))
     else:
@@ -134,6 +141,11 @@ def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
 
     oid, size, nfiles = _build(top, writer)
     return WorkspaceTree(oid, size, nfiles, len(todo))
+
+
+def _clone_or_copy(project) -> str:
+    """"reflink" if the store's filesystem can clone files, else "copy"."""
+    return "reflink" if project.ingest_mode() == "reflink" else "copy"
 
 
 def _snapshot_data(project, rel: str, ptr, writer, ingest: str) -> Known:

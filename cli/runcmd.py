@@ -112,7 +112,17 @@ def _parse_run(args: list[str]):
         def error(self, message: str):  # one error funnel: exit 2 via UsageError
             raise UsageError(f"tally run: {message}", hint="see `tally run --help`")
 
-    p = Parser(prog="tally run", add_help=False, allow_abbrev=False)
+    class Formatter(argparse.HelpFormatter):
+        # A fixed width: argparse builds a formatter per add_argument, and without a
+        # width each one imports shutil (~4 ms with zlib, bz2, lzma) for the terminal
+        # size. Help is Typer's (`tally run --help`); this one never prints.
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=80)
+
+    # A fixed usage too: parse_intermixed_args formats it up front, and generating it
+    # compiles a dozen regular expressions (~3 ms).
+    p = Parser(prog="tally run", usage="tally run [OPTIONS] [STAGE...] [-- CMD...]",
+               add_help=False, allow_abbrev=False, formatter_class=Formatter)
     p.add_argument("targets", nargs="*")
     p.add_argument("-S", "--set-param", action="append", default=[])
     p.add_argument("-n", "--name")

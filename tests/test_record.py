@@ -40,8 +40,8 @@ def test_round_trip_is_exact():
 
 def test_equal_content_equal_bytes_whatever_the_dict_order():
     a = full()
-    b = Record(**{**a.__dict__, "deps": dict(reversed(list(a.deps.items()))),
-                  "params": {"params.yaml": {"train": {"tags": ["a", 1], "epochs": 10, "lr": 0.1}}}})
+    b = a._replace(deps=dict(reversed(list(a.deps.items()))),
+                   params={"params.yaml": {"train": {"tags": ["a", 1], "epochs": 10, "lr": 0.1}}})
     assert record.encode(a) == record.encode(b)
     assert record.record_id(a) == record.record_id(b)
 
@@ -66,7 +66,7 @@ def test_minimal_record_and_flat_views():
 ])
 def test_encode_refuses_bad_fields(change, message):
     with pytest.raises(UsageError, match=message):
-        record.encode(Record(**{**full().__dict__, **change}))
+        record.encode(full()._replace(**change))
 
 
 def _body(rec: Record) -> list:
@@ -165,14 +165,12 @@ def test_store_helpers(tmp_path):
 @pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b", ".git/config", "", "a//b", "x\0y"])
 def test_decode_refuses_paths_outside_the_project(bad: str) -> None:
     """Restore and gc act on deps/outs: a record naming a path outside is hostile."""
-    import dataclasses
-
     from cas import record as rec_mod
     from cas.errors import FormatError
 
     base = full()
     for field in ("deps", "outs"):
         value = {bad: "a" * 64} if field == "deps" else {bad: ("a" * 64, False)}
-        data = rec_mod.encode(dataclasses.replace(base, **{field: value}))
+        data = rec_mod.encode(base._replace(**{field: value}))
         with pytest.raises(FormatError):
             rec_mod.decode(data)
