@@ -12,12 +12,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# editable_mode=compat: a plain path entry in a .pth file. setuptools' default editable
+# finder imports pathlib and importlib.util at every interpreter start (~20 ms here),
+# which `tally run` would pay on every experiment (tests/test_import_budget.py).
+EDITABLE := --config-settings editable_mode=compat
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(EDITABLE) -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(EDITABLE) -e '.[test]'
 	touch $@ $(STAMP)
 
 demo: $(STAMP)
