@@ -1,4 +1,5 @@
-"""The stat cache (hash memo): `(dev, inode) -> (size, mtime_ns, ctime_ns, oid)`.
+"""The stat cache (hash memo): `(dev, inode) -> (size, mtime_ns, ctime_ns, oid)`, and the
+directory memo: `(dev, inode) of a directory -> (listing signature, tree id)`.
 
 One per store, shared by every workspace of it (the project and each run directory
 under `.tally/tmp/`), so a file hashed anywhere is never hashed again while it is
@@ -18,9 +19,16 @@ A checkout records what it wrote: it writes the files, then waits out the clock 
 (`wait_past`), so every file it just wrote is strictly older than the reading, and
 records them with the ids it wrote. Nothing just restored is hashed again.
 
+The directory memo (spec/statcache.md, "The directory memo") lets a snapshot skip a
+whole unchanged directory: its rows hold a BLAKE3 signature of the directory's listing
+(every entry's name and stat values, each subdirectory's tree id) and the tree id it
+built. cas/workspace.py computes signatures and applies the racy rule to every entry
+before it records a row; this module only stores and returns rows.
+
 Storage: SQLite in WAL mode (concurrent readers and writers across processes, atomic
-batches); one row per (dev, inode); loaded whole into a dict on first lookup because a
-50k-file status wants 50k lookups, and one SELECT is ~100x cheaper than 50k.
+batches); one row per (dev, inode). The file rows are loaded whole into a dict when a
+snapshot needs many of them (one SELECT is ~100x cheaper than 50k), and queried one by
+one when it needs few (a directory memo hit leaves only the changed directories).
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ import threading
 import time
 from pathlib import Path
 
+# Format 2 added the `dirs` table; format 1 (user_version 0) had `entries` alone, with
+# the same meaning, so opening one only adds the table (spec/statcache.md, "Changes").
+FORMAT_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     dev INTEGER NOT NULL,
@@ -42,9 +53,30 @@ CREATE TABLE IF NOT EXISTS entries (
     oid TEXT NOT NULL,
     PRIMARY KEY (dev, ino)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirs (
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    sig BLOB NOT NULL,
+    oid TEXT NOT NULL,
+    total_bytes INTEGER NOT NULL,
+    total_files INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    stored BLOB,
+    PRIMARY KEY (dev, ino)
+) WITHOUT ROWID;
 """
 BUSY_TIMEOUT_MS = 30_000
 MAX_TICK_WAIT = 2.5  # seconds: covers filesystems with 1 s or 2 s timestamp granularity
+# Up to this many lookups are one indexed SELECT each (~5 us); more load the whole
+# table once (~2 us a row, 50k rows ~0.1 s), which pays off only for many lookups.
+POINT_LOOKUPS_MAX = 2048
+_I63 = 1 << 63  # SQLite INTEGER is signed 64-bit
+
+DirRow = tuple  # (sig: bytes, oid: str, total_bytes: int, total_files: int, stored: bytes | None)
+
+
+class NewerFormat(sqlite3.OperationalError):
+    """The database was written by a newer tally (user_version above FORMAT_VERSION)."""
 
 
 class StatCache:
@@ -81,16 +113,25 @@ class StatCache:
             os.unlink(marker)
         return ns
 
-    def wait_past(self, newest_ns: int) -> int:
-        """Wait until the filesystem clock is strictly past `newest_ns`; return the reading."""
-        deadline = time.monotonic() + MAX_TICK_WAIT
+    @property
+    def clock_dev(self) -> int:
+        """The device of the last clock reading (-1 before the first)."""
+        return self._clock_dev
+
+    def wait_past(self, newest_ns: int, *, limit: float = MAX_TICK_WAIT) -> int:
+        """Wait until the filesystem clock is strictly past `newest_ns`; return the reading.
+
+        Gives up after `limit` seconds and returns the last reading, which the caller's
+        racy check then rejects.
+        """
+        deadline = time.monotonic() + limit
         while True:
             now = self.now_ns()
             if now > newest_ns or time.monotonic() > deadline:
                 return now
             time.sleep(0.002)
 
-    # -- lookups -----------------------------------------------------------------------
+    # -- file lookups ------------------------------------------------------------------
     def lookup(self, st: os.stat_result) -> str | None:
         """The id recorded for this exact file state, or None."""
         m = self._map if self._map is not None else self._load()
@@ -99,6 +140,28 @@ class StatCache:
                 and hit[3] == st.st_mtime_ns and hit[4] == st.st_ctime_ns:
             return hit[5]
         return None
+
+    def lookup_many(self, stats: list) -> list[str | None]:
+        """lookup() for each stat, by point queries when they are few (see POINT_LOOKUPS_MAX)."""
+        if self._map is not None or len(stats) > POINT_LOOKUPS_MAX:
+            return [self.lookup(st) for st in stats]
+        out: list[str | None] = []
+        query = "SELECT size, mtime_ns, ctime_ns, oid FROM entries WHERE dev=? AND ino=?"
+        with self._lock:
+            db = self._connect()
+            try:
+                for st in stats:
+                    if st.st_ino >= _I63 or st.st_dev >= _I63:
+                        out.append(None)
+                        continue
+                    r = db.execute(query, (st.st_dev, st.st_ino)).fetchone()
+                    out.append(r[3] if r is not None and r[0] == st.st_size
+                               and r[1] == st.st_mtime_ns and r[2] == st.st_ctime_ns else None)
+            except sqlite3.DatabaseError:
+                out = []
+        if len(out) != len(stats):  # damaged pages: _load() throws the database away
+            return [self.lookup(st) for st in stats]
+        return out
 
     def record(self, items: list[tuple[os.stat_result, str]], *, clock_ns: int) -> int:
         """Remember `items` (stat taken before hashing, id) if they are older than `clock_ns`.
@@ -112,8 +175,8 @@ class StatCache:
             # Only files on the clock's own filesystem: another one may truncate its
             # timestamps more coarsely, and then the racy rule would not hold. Device
             # and inode numbers must fit SQLite's signed 64-bit INTEGER.
-            if (self._clock_dev != -1 and st.st_dev != self._clock_dev) or st.st_ino >= 1 << 63 \
-                    or st.st_dev >= 1 << 63:
+            if (self._clock_dev != -1 and st.st_dev != self._clock_dev) or st.st_ino >= _I63 \
+                    or st.st_dev >= _I63:
                 continue
             if max(st.st_mtime_ns, st.st_ctime_ns) < clock_ns:
                 rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
@@ -132,10 +195,64 @@ class StatCache:
                     self._map[r[1]] = (r[1], r[0], r[2], r[3], r[4], r[6])
         return len(rows)
 
+    # -- directory memo ----------------------------------------------------------------
+    def dir_rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], DirRow]:
+        """The directory memo rows for `keys` ((dev, ino) of directories) that exist."""
+        out: dict[tuple[int, int], DirRow] = {}
+        query = "SELECT sig, oid, total_bytes, total_files, stored FROM dirs WHERE dev=? AND ino=?"
+        with self._lock:
+            db = self._connect()
+            try:
+                for key in keys:
+                    if key[0] < _I63 and key[1] < _I63:
+                        r = db.execute(query, key).fetchone()
+                        if r is not None:
+                            out[key] = r
+            except sqlite3.DatabaseError:
+                return {}  # the next write or file load finds and discards the damage
+        return out
+
+    def record_dirs(self, items: list[tuple]) -> int:
+        """Remember directory memo rows.
+
+        Each item is `(dev, ino, sig, oid, total_bytes, total_files, stored, newest_ns,
+        clock_ns)`: `newest_ns` is the largest mtime or ctime among the entries the
+        signature covers and `clock_ns` the clock reading taken before they were
+        stat'ed. The caller checks each entry against the reading taken before its own
+        stat; here a row is kept only if `newest_ns < clock_ns` and the directory is on
+        the clock's filesystem (the racy rule). Returns how many rows were recorded.
+        """
+        rows = [(dev, ino, sig, oid, nbytes, nfiles, clock, stored)
+                for dev, ino, sig, oid, nbytes, nfiles, stored, newest, clock in items
+                if newest < clock and dev == self._clock_dev and dev < _I63 and ino < _I63]
+        if not rows:
+            return 0
+        with self._lock:
+            db = self._connect()
+            try:
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?,?,?,?)", rows)
+            except sqlite3.OperationalError:
+                return 0  # read-only or full store: a cache may simply not remember
+        return len(rows)
+
+    def restamp_dirs(self, keys: list[tuple[int, int, bytes]], stored: bytes) -> None:
+        """Set the store stamp of the rows `(dev, ino, sig)` (those whose trees an add
+        found stored, under a stamp that its own publishing then changed)."""
+        with self._lock:
+            db = self._connect()
+            try:
+                with db:
+                    db.executemany("UPDATE dirs SET stored=? WHERE dev=? AND ino=? AND sig=?",
+                                   [(stored, dev, ino, sig) for dev, ino, sig in keys])
+            except sqlite3.OperationalError:
+                pass
+
+    # -- maintenance -------------------------------------------------------------------
     def forget_oids(self, oids: set[str]) -> int:
         """Drop entries naming any of `oids` (gc removed those objects). Returns rows removed.
 
-        One pass over the table whatever the number of ids: the ids go into a temporary
+        One pass over each table whatever the number of ids: the ids go into a temporary
         table and one DELETE joins against it (an index on oid would instead tax every
         insert of every add and checkout).
         """
@@ -149,17 +266,21 @@ class StatCache:
                     db.execute("DELETE FROM gone")
                     db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(o,) for o in oids])
                     cur = db.execute("DELETE FROM entries WHERE oid IN (SELECT oid FROM gone)")
+                    n = cur.rowcount
+                    cur = db.execute("DELETE FROM dirs WHERE oid IN (SELECT oid FROM gone)")
+                    n += cur.rowcount
                     db.execute("DELETE FROM gone")
             except sqlite3.OperationalError:
                 return 0  # a read-only store keeps its (harmless) stale entries
             self._map = None
-            return cur.rowcount
+            return n
 
     def clear(self) -> None:
         with self._lock:
             db = self._connect()
             with db:
                 db.execute("DELETE FROM entries")
+                db.execute("DELETE FROM dirs")
             self._map = None
 
     def __len__(self) -> int:
@@ -176,9 +297,10 @@ class StatCache:
             try:
                 self._db = self._open()
             except (sqlite3.OperationalError, OSError):
-                # A read-only store (or one with no space): work without memory.
+                # A read-only store (or one with no space), or a newer format: work
+                # without memory.
                 db = sqlite3.connect(":memory:", check_same_thread=False)
-                db.execute(SCHEMA)
+                db.executescript(SCHEMA)
                 self._db = db
         return self._db
 
@@ -187,22 +309,17 @@ class StatCache:
         db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
                              isolation_level="DEFERRED", check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # A cache: NORMAL keeps WAL atomic (never torn), only the last commits
-            # may be lost on power failure, which costs a re-hash, not correctness.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(SCHEMA)
+            _prepare(db)
         except sqlite3.OperationalError:
-            db.close()  # locked too long, read-only, full: not damage; never delete
+            db.close()  # locked too long, read-only, full, newer: not damage; never delete
             raise
         except sqlite3.DatabaseError:
             # A damaged cache is thrown away, never trusted.
             db.close()
             _unlink_db(self.db_path)
             db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                 check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
+                                 isolation_level="DEFERRED", check_same_thread=False)
+            _prepare(db)
         return db
 
     def _load(self) -> dict[int, tuple[int, int, int, int, int, str]]:
@@ -224,6 +341,22 @@ class StatCache:
                     self._connect()
                     self._map = {}
             return self._map
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL mode, the schema, and the format version: 0 (format 1) is upgraded in place."""
+    db.execute("PRAGMA journal_mode=WAL")
+    # A cache: NORMAL keeps WAL atomic (never torn), only the last commits may be lost
+    # on power failure, which costs a re-hash, not correctness.
+    db.execute("PRAGMA synchronous=NORMAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == FORMAT_VERSION:
+        return
+    if version > FORMAT_VERSION:
+        raise NewerFormat(f"stat cache format {version} is newer than {FORMAT_VERSION}")
+    with db:
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
 
 
 def _unlink_db(db_path: Path) -> None:

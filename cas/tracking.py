@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import checkout as co
-from . import envelope, git, pointer, tree, workspace
+from . import envelope, pointer, tree, workspace
 from .errors import NotFound, ObjectMissing, UsageError
 from .fsops import can_reflink
 from .pointer import Pointer
 from .project import Project
 from .workspace import Progress
+
+if TYPE_CHECKING:
+    from . import checkout as co
 
 _reflink_ok: dict[str, bool] = {}
 
@@ -64,6 +67,9 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
             tracked by Git, or a pointer file itself.
         NotFound: a path that does not exist.
     """
+    from . import checkout as co
+    from . import git
+
     rels = [_check_add_path(project, p, cwd) for p in paths]
     out = []
     mode = ingest_mode(project)
@@ -104,6 +110,8 @@ def _check_add_path(project: Project, path: str, cwd: Path | None) -> str:
         if (project.root / pointer.pointer_path(parent)).exists():
             raise UsageError(f"{rel} is inside {parent}, which is already tracked", path=path,
                              hint=f"re-add the whole directory: `tally add {parent}`")
+    from . import git
+
     tracked = git.tracked_files(project.root, rel)
     if tracked:
         raise UsageError(f"{rel} is tracked by Git ({len(tracked)} file(s), e.g. {tracked[0]})",
@@ -119,6 +127,8 @@ def _read_pointer_quiet(project: Project, rel: str) -> Pointer | None:
 
 
 def _target(ptr: Pointer) -> co.Target:
+    from . import checkout as co
+
     return co.Target(oid=ptr.oid, is_dir=ptr.is_dir, mode=ptr.mode,
                      size=None if ptr.is_dir else ptr.size)
 
@@ -167,24 +177,58 @@ def status(project: Project, paths: list[str] | None = None, *,
             st.state = "missing"
             out.append(st)
             continue
-        mem: dict[str, tree.Tree] = {}
-        snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
-                                  objects=os.path.abspath(project.store.objects))
-        if snap.oid != ptr.oid or snap.is_dir != ptr.is_dir:
-            if st.state == "unchanged":
-                st.state = "modified"
-            if snap.is_dir and ptr.is_dir and project.store.has(ptr.oid):
-                def load(oid: str) -> tree.Tree:
-                    return mem[oid] if oid in mem else tree.decode(
-                        project.store.get(oid, max_size=envelope.MAX_STRUCT_SIZE))
-                try:
-                    for ch in tree.diff(ptr.oid, snap.oid, load):
-                        (st.added if ch.old is None else st.deleted if ch.new is None
-                         else st.modified).append(ch.path)
-                except ObjectMissing:
-                    st.state = "not-in-store"
+        _compare(project, ptr, abs_path, st)
         out.append(st)
     return out
+
+
+def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status) -> None:
+    """Fill in `st` from a snapshot of `abs_path` (nothing is stored)."""
+    mem: dict[str, tree.Tree] = {}
+    hits: dict[str, str] = {}  # trees taken from the directory memo: id -> directory
+    objects = os.path.abspath(project.store.objects)
+    snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
+                              objects=objects, memo_hits=hits)
+    if snap.oid == ptr.oid and snap.is_dir == ptr.is_dir:
+        return
+    if st.state == "unchanged":
+        st.state = "modified"
+    if not (snap.is_dir and ptr.is_dir and project.store.has(ptr.oid)):
+        return
+
+    def load(oid: str) -> tree.Tree:
+        if oid in mem:
+            return mem[oid]
+        if oid in hits and not project.store.has(oid):
+            # A tree the memo vouched for but never stored (a status of changed data):
+            # build that one directory again, its unchanged subdirectories still memo'd.
+            t = workspace.rebuild(hits[oid], oid, statcache=project.statcache, trees=mem,
+                                  objects=objects, memo_hits=hits)
+            if t is None:
+                raise _Changed
+            return t
+        return tree.decode(project.store.get(oid, max_size=envelope.MAX_STRUCT_SIZE))
+
+    try:
+        try:
+            changes = list(tree.diff(ptr.oid, snap.oid, load))
+        except _Changed:
+            # The data changed while it was compared: once more, built whole.
+            mem.clear()
+            hits.clear()
+            snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
+                                      objects=objects, memo=False)
+            changes = list(tree.diff(ptr.oid, snap.oid, load))
+    except ObjectMissing:
+        st.state = "not-in-store"
+        return
+    for ch in changes:
+        (st.added if ch.old is None else st.deleted if ch.new is None
+         else st.modified).append(ch.path)
+
+
+class _Changed(Exception):
+    """A directory no longer hashes to the tree a snapshot took from the memo."""
 
 
 def checkout(project: Project, paths: list[str] | None = None, *, force: bool = False,
@@ -194,6 +238,8 @@ def checkout(project: Project, paths: list[str] | None = None, *, force: bool = 
     All pointers are read and every object checked present before the first file is
     touched, so a missing object fails the command without a half-done checkout.
     """
+    from . import checkout as co
+
     rels = _select(project, paths, cwd)
     ptrs = [pointer.read(project.root, rel) for rel in rels]
     for ptr in ptrs:
@@ -216,6 +262,8 @@ def unprotect(project: Project, paths: list[str], *, cwd: Path | None = None) ->
 
     Returns the files that were changed.
     """
+    from . import checkout as co
+
     changed = []
     for p in paths:
         rel = project.relpath(p, cwd=cwd)
