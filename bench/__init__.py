@@ -9,6 +9,9 @@ Entry point: ``python -m bench.run [--quick] [--scale] [--reps N] [--only ROW]``
 - ``tools``: the two CLIs (tally, DVC) behind one adapter; project templates.
 - ``datapath``: the add / status / checkout rows.
 - ``experiments``: the run / queue / show / restore / CLI-start rows.
+- ``gcbench``: the gc rows; ``gcworkload`` their workload (1,000 experiments, 50,000
+  objects); ``tally_gcstore`` and ``tally_clone`` the tally halves of setups that
+  clone one real experiment (run as children, through cas).
 - ``limits``: what the machine can do (BLAKE3, copy, link, stat, spawn).
 - ``rows``: the row catalogue and the DESIGN.md goals.
 - ``report``: the Markdown tables (stdout and ``bench/RESULTS.md``).

@@ -8,8 +8,12 @@ ARGV (DVC: ``dvc exp run/show/apply``; tally: ``tally run/show/restore``).
 - ``exp-run``: per repetition, ``run -S lr=<new>`` (the stage really runs: new
   params, no run-cache hit) and right after it the bare stage command in the same
   project; the sample is the difference (paired, so machine drift cancels).
-- ``exp-queue``: 20 x ``run --queue`` (untimed), then ``run --run-all -j 2`` timed
-  until every experiment has finished.
+- ``exp-queue`` / ``exp-queue-100``: 20 (100) x ``run --queue`` (untimed), then
+  ``run --run-all -j 2`` timed until every experiment has finished. Afterwards,
+  untimed, ``show --json`` must count every one a success (DVC: ``dvc exp show
+  --json`` and the refs under refs/exps/ must agree), else the cell reads failed
+  with the counts by state, never a time. exp-queue-100 gives each tool at most
+  QUEUE_LIMIT seconds (then "timed out").
 - ``exp-show-N-first`` / ``exp-show-N``: N experiments on one baseline, ``show``
   timed on its first call (one sample), then on the calls after it. One experiment is run for real and N-1 are cloned from it (DVC:
   ``git fast-import`` of commits of the same shape under ``refs/exps/``; tally:
@@ -19,7 +23,9 @@ ARGV (DVC: ``dvc exp run/show/apply``; tally: ``tally run/show/restore``).
   is brought back onto the baseline workspace (``dvc exp apply`` / ``tally
   restore``); before each repetition, untimed, ``git reset --hard`` and
   ``dvc checkout --force`` / ``tally run`` (a run-cache hit) put the baseline's
-  1 MiB ``model.bin`` back (checked).
+  1 MiB ``model.bin`` back (checked). ``exp-restore-hardlink`` / ``-reflink``: the
+  same with both tools set to ``cache.type hardlink`` (``reflink``, on a filesystem
+  that can clone); in hardlink mode the restored file must be a hardlink.
 - ``cli-help`` / ``cli-version``: ``--help`` and ``--version`` start-up.
 
 A tally cell reads "pending" until ``tally <words> --help`` exits 0 for the words in

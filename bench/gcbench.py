@@ -47,6 +47,8 @@ import re
 import statistics
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import gcworkload as g
@@ -241,9 +243,46 @@ def run(*, spec: g.GcSpec, rows: set[str], tools: list[Tool], templates: Templat
             _rep(tool, spec, rows, template, info, project, results, reps, timeout,
                  splits)
             remove_tree(project)
+    floor = None
+    if "gc" in rows and ready:
+        template, info = ready.get("tally") or ready["dvc"]  # tally's count if it ran
+        floor = _unlink_floor(template, projects / "gc-floor",
+                              spec.dropped * info["per_clone"])
     for tool in tools:
         remove_tree(projects / f"{tool.name}-gc-template")
-    return _notes(spec, ready, splits)
+    return _notes(spec, ready, splits, floor)
+
+
+def _unlink_floor(template: Path, scratch: Path, count: int) -> tuple[int, float] | None:
+    """(files, seconds) to unlink ``count`` object files of a copy of ``template``.
+
+    The least time the ``gc`` row can take here: deleting is most of it. 8 threads,
+    1,000 files per task (the fastest of the ways tried on this machine).
+    """
+    store = next((template / d for d in (".tally/objects", ".dvc/cache/files")
+                  if (template / d).is_dir()), None)
+    if store is None:
+        return None
+    try:
+        remove_tree(scratch)
+        subprocess.run(["cp", "-a", str(store), str(scratch)], check=True)
+        paths = [os.path.join(d, n) for d, _, names in os.walk(scratch)
+                 for n in names][:count]
+        os.sync()
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(_unlink_all, [paths[i:i + 1000]
+                                        for i in range(0, len(paths), 1000)]))
+        return len(paths), time.perf_counter() - t0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    finally:
+        remove_tree(scratch)
+
+
+def _unlink_all(paths: list[str]) -> None:
+    for p in paths:
+        os.unlink(p)
 
 
 def _rep(tool: Tool, spec: g.GcSpec, rows: list[str], template: Path,
@@ -284,7 +323,8 @@ def _rep(tool: Tool, spec: g.GcSpec, rows: list[str], template: Path,
         splits.setdefault(f"{row}/{tool.name}", []).append(parts)
 
 
-def _notes(spec: g.GcSpec, ready: dict, splits: dict[str, list[list[float]]]) -> list[str]:
+def _notes(spec: g.GcSpec, ready: dict, splits: dict[str, list[list[float]]],
+           floor: tuple[int, float] | None) -> list[str]:
     out = [f"- gc: {spec.describe()}. Setup untimed: one real experiment per tool, "
            "the others cloned (DVC: cache files and `.dir` objects written in DVC's "
            "layout plus one `git fast-import` commit each under refs/exps/; tally: "
@@ -302,4 +342,8 @@ def _notes(spec: g.GcSpec, ready: dict, splits: dict[str, list[list[float]]]) ->
                    "(medians); the row's figure is their sum per repetition. tally: "
                    f"`tally gc --keep-best {spec.keep} --sort-by acc:max --grace 0 "
                    "--yes`, one command.")
+    if floor:
+        out.append(f"- gc floor: unlinking {floor[0]:,} object files of a copy of the "
+                   f"store takes {floor[1]:.2f} s here (8 threads, one sample, warm "
+                   "cache): the least a sweep of that many files can take.")
     return out

@@ -193,9 +193,10 @@ def _restore_rows(row_ids: set[str], common: dict, *, work: Path, reflink: bool,
 def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list[str]:
     out = []
     if not reflink:
-        out.append(f"- reflink rows: not measured, the work dir's filesystem "
+        out.append(f"- data-path reflink rows: not measured, the work dir's filesystem "
                    f"({fstype}) has no FICLONE; set TALLY_BENCH_DIR to an XFS "
-                   "(reflink=1) or Btrfs mount to add them.")
+                   "(reflink=1) or Btrfs mount to add them (exp-restore-reflink "
+                   f"uses {REFLINK_ENV} instead).")
     if not rss_supported():
         out.append("- peak RSS: unknown, GNU time (/usr/bin/time) is not installed.")
     if row_ids & {"exp-run", "exp-queue", f"exp-queue-{QUEUE_MANY}", "exp-restore",
