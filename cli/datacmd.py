@@ -1,5 +1,5 @@
 """The data commands' bodies, Typer-free: `add`, `status` and `checkout` run on every
-iteration of a user's loop, so cli/entry.py dispatches them here with argparse and
+iteration of a user's loop, so cli/entry.py dispatches them here, parsed by hand, and
 never imports Typer (~60 ms). cli/data.py registers the same bodies with Typer for
 `--help` and for in-process callers.
 """
@@ -75,37 +75,48 @@ def checkout(paths: list[str] | None, force: bool = False, json_out: bool = Fals
             out(f"{p}: up to date")
 
 
-def _parser(prog: str):
-    import argparse
+def _parse(prog: str, args: list[str], flags: dict[str, str], *,
+           need_paths: bool) -> tuple[set[str], list[str]]:
+    """(flags given, by their long name; paths) of `args`; `--` ends the options.
 
+    Hand-rolled rather than argparse: building an ArgumentParser imports shutil, bz2,
+    lzma and gettext (~8 ms), on the commands a user runs in every loop. Errors read
+    like argparse's and go through the one funnel (UsageError, exit 2).
+    """
+    seen: set[str] = set()
+    paths: list[str] = []
+    options = True
+    for a in args:
+        if options and a == "--":
+            options = False
+        elif options and a.startswith("-") and a != "-":
+            if a not in flags:
+                raise _usage(prog, f"unrecognized arguments: {a}")
+            seen.add(flags[a])
+        else:
+            paths.append(a)
+    if need_paths and not paths:
+        raise _usage(prog, "the following arguments are required: paths")
+    return seen, paths
+
+
+def _usage(prog: str, message: str):
     from cas.errors import UsageError
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str):  # one error funnel: exit 2 via UsageError
-            raise UsageError(f"tally {prog}: {message}", hint=f"see `tally {prog} --help`")
-
-    p = Parser(prog=f"tally {prog}", add_help=False, allow_abbrev=False)
-    p.add_argument("--json", action="store_true")
-    return p
+    return UsageError(f"tally {prog}: {message}", hint=f"see `tally {prog} --help`")
 
 
 def main_add(args: list[str]) -> None:
-    p = _parser("add")
-    p.add_argument("paths", nargs="+")
-    a = p.parse_args(args)
-    add(a.paths, a.json)
+    seen, paths = _parse("add", args, {"--json": "json"}, need_paths=True)
+    add(paths, "json" in seen)
 
 
 def main_status(args: list[str]) -> None:
-    p = _parser("status")
-    p.add_argument("paths", nargs="*")
-    a = p.parse_args(args)
-    status(a.paths or None, a.json)
+    seen, paths = _parse("status", args, {"--json": "json"}, need_paths=False)
+    status(paths or None, "json" in seen)
 
 
 def main_checkout(args: list[str]) -> None:
-    p = _parser("checkout")
-    p.add_argument("paths", nargs="*")
-    p.add_argument("-f", "--force", action="store_true")
-    a = p.parse_args(args)
-    checkout(a.paths or None, a.force, a.json)
+    seen, paths = _parse("checkout", args, {"--json": "json", "-f": "force", "--force": "force"},
+                         need_paths=False)
+    checkout(paths or None, "force" in seen, "json" in seen)
