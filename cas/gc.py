@@ -27,6 +27,7 @@ sweeps anyway, keeping what the readable part of the graph reaches.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -34,13 +35,13 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import git
+from . import codec, envelope, git, hashing
 from .duration import parse_duration
-from .errors import LockBusy, NotFound, TallyError, UsageError
+from .errors import CorruptObject, LockBusy, NotFound, TallyError, UsageError, from_os_error
 from .fsops import syncfs
 from .project import Project
 from .reachability import BLOB, LAYER, Walker
@@ -60,44 +61,215 @@ TMP_FLOOR_S = 60.0
 TMP_PATTERNS = (re.compile(r"\A[a-z]+-\d+-[0-9a-f]{8}-\d+\Z"),
                 re.compile(r"\Aclock-\d+-\d+\Z"),
                 re.compile(r"\A\.reflink-probe-\d+-[ab]\Z"))
-DELETE_THREADS = 8
+# Deletion threads for a level of at least PARALLEL_MIN objects (smaller ones are deleted
+# inline, in order). unlink(2) mostly waits on the journal, so threads beyond the cores
+# still help: 16 measured best on ext4 here (2 cores, online discard).
+DELETE_THREADS = 16
+PARALLEL_MIN = 64
 
 
 # ------------------------------------------------------------------------- inventory
+
+RAW, ZST = 1, 2  # _Obj.forms bits: which files hold the object (spec/store.md, "Form")
+# An object file's name inside its shard: the id's last 62 hex digits, `.zst` for the
+# zstd form. Anything else there (a stray file, a temp name) is not an object.
+_NAME_RE = re.compile(r"\A([0-9a-f]{62})(\.zst)?\Z")
+_SHARD_RE = re.compile(r"\A[0-9a-f]{2}\Z")
+
 
 @dataclass(slots=True)
 class _Obj:
     size: int  # both forms
     newest_ns: int  # max over forms of max(mtime, ctime)
     nlink: int
+    forms: int = RAW  # RAW | ZST
 
 
 def _inventory(store) -> dict[str, _Obj]:
+    """Every object file with its lstat: one scandir per shard and one lstat per file.
+
+    A lean FileStore.scan: the form and the age are all gc needs, and at 50,000 objects
+    the per-entry records and paths scan() builds cost more than the lstat itself.
+    """
     inv: dict[str, _Obj] = {}
-    for so in store.scan():
-        t = max(so.mtime_ns, so.ctime_ns)
-        o = inv.get(so.oid)
-        if o is None:
-            inv[so.oid] = _Obj(so.size, t, so.nlink)
-        else:  # both forms present (a crash between two publishes of one id)
-            o.size += so.size
-            o.newest_ns = max(o.newest_ns, t)
-            o.nlink = max(o.nlink, so.nlink)
+    objects = os.fspath(store.objects)
+    try:
+        shards = sorted(e.name for e in os.scandir(objects)
+                        if _SHARD_RE.match(e.name) and e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return inv
+    match = _NAME_RE.match
+    for shard in shards:
+        try:
+            it = os.scandir(f"{objects}/{shard}")
+        except FileNotFoundError:
+            continue  # emptied and removed meanwhile
+        with it:
+            for ent in it:
+                m = match(ent.name)
+                if m is None:
+                    continue
+                try:
+                    st = ent.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                oid = shard + m.group(1)
+                form = ZST if m.group(2) else RAW
+                t = st.st_mtime_ns if st.st_mtime_ns > st.st_ctime_ns else st.st_ctime_ns
+                o = inv.get(oid)
+                if o is None:
+                    inv[oid] = _Obj(st.st_size, t, st.st_nlink, form)
+                else:  # both forms present (a crash between two publishes of one id)
+                    o.size += st.st_size
+                    o.newest_ns = max(o.newest_ns, t)
+                    o.nlink = max(o.nlink, st.st_nlink)
+                    o.forms |= form
     return inv
 
 
-def _restat(store, oid: str) -> _Obj | None:
-    size, newest, nlink, found = 0, 0, 1, False
-    for path in (store.raw_path(oid), store.zst_path(oid)):
+def _paths(store, oid: str, forms: int) -> list[str]:
+    return [p for bit, p in ((RAW, store.raw_path(oid)), (ZST, store.zst_path(oid))) if forms & bit]
+
+
+def _restat(store, oid: str, o: _Obj) -> _Obj | None:
+    """The object's files as they are now; only the forms the inventory saw.
+
+    A writer never adds the other form of an object it finds present (it freshens the
+    one there), so the inventory's forms are the ones that can still hold it.
+    """
+    size, newest, nlink, forms = 0, 0, 1, 0
+    for bit, path in ((RAW, store.raw_path(oid)), (ZST, store.zst_path(oid))):
+        if not o.forms & bit:
+            continue
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
-        found = True
+        forms |= bit
         size += st.st_size
         newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
         nlink = max(nlink, st.st_nlink)
-    return _Obj(size, newest, nlink) if found else None
+    return _Obj(size, newest, nlink, forms) if forms else None
+
+
+def _unlink(store, oid: str, forms: int) -> None:
+    """Delete the object's files (the forms given); one already gone is not an error."""
+    for path in _paths(store, oid, forms):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class _ReadCache:
+    """The store as gc reads it: each object opened where the inventory found it, and
+    small records and entries read once per run.
+
+    Root providers read the records and entries they name (cas/refs.py loads every
+    experiment's record to list its outputs) and the walker then needs the same bytes;
+    pass B asks the providers again. Keeping those verified bytes (trees are left out:
+    only the walker reads them, once) makes each such object one read per gc.
+    Everything but `get` is the store's own.
+    """
+
+    ITEM_MAX = 64 * 1024  # bytes: records and entries are ~1 KiB; bigger ones are re-read
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self._kept: dict[str, bytes] = {}
+        self.inv: dict[str, _Obj] = {}  # set once the inventory is taken
+        # The whole file of the last small object whose header was read: the walker
+        # reads a structured object right after its header, and needs no second open.
+        self.stash: tuple[str, bytes] | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def get(self, oid: str, *, max_size: int | None = None) -> bytes:
+        """FileStore.get, without probing for the form when the inventory knows it."""
+        data = self._kept.get(oid)
+        if data is not None and (max_size is None or len(data) <= max_size):
+            return data
+        o = self.inv.get(oid)
+        data = self._store.get(oid, max_size=max_size) if o is None else self._read(oid, o, max_size)
+        if len(data) <= self.ITEM_MAX and data[:3] == envelope.MAGIC \
+                and data[3:4] != envelope.KIND_TREE:
+            self._kept[oid] = data
+        return data
+
+    def _read(self, oid: str, o: _Obj, max_size: int | None) -> bytes:
+        # The checks FileStore.get makes, in its order: size bound, then the hash.
+        compressed = not o.forms & RAW
+        path = self._store.zst_path(oid) if compressed else self._store.raw_path(oid)
+        stash, self.stash = self.stash, None
+        if stash is not None and stash[0] == oid:
+            data = stash[1]
+        else:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    data = f.readall()
+            except FileNotFoundError:
+                return self._store.get(oid, max_size=max_size)  # gone since: the store says how
+            except OSError as exc:
+                raise from_os_error(exc, path=path, doing="reading an object") from None
+        if compressed:
+            data = codec.decompress(oid, data, max_size=max_size, path=path)
+        elif max_size is not None and len(data) > max_size:
+            raise CorruptObject(oid, f"{len(data)} bytes exceeds the expected {max_size}", path=path)
+        if hashing.hash_bytes(data) != oid:
+            raise CorruptObject(oid, "content does not hash to its id", path=path)
+        return data
+
+    def cached(self, oid: str) -> bytes | None:
+        return self._kept.get(oid)
+
+
+# First bytes read to find a zstd-form object's kind: a frame header (<= 18 bytes), a
+# block header (3) and one whole block (<= 128 KiB), so that one read yields content.
+HEAD_READ = 18 + 3 + 128 * 1024
+
+
+def _head_reader(store, rstore: _ReadCache, inv: dict[str, _Obj]) -> Callable[[str], bytes]:
+    """An object's envelope header, read from the form the inventory found (one open,
+    no path probing), or taken from bytes already read."""
+    size = envelope.HEADER_SIZE
+
+    def head(oid: str) -> bytes:
+        data = rstore.cached(oid)
+        if data is not None:
+            return data[:size]
+        o = inv.get(oid)
+        if o is None:  # published after the inventory
+            return store.read_head(oid, size)
+        compressed = not o.forms & RAW
+        path = store.zst_path(oid) if compressed else store.raw_path(oid)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return store.read_head(oid, size)  # raises ObjectMissing when truly gone
+        try:
+            chunk = os.read(fd, HEAD_READ if compressed else size)
+        finally:
+            os.close(fd)
+        if not compressed:
+            return chunk
+        got = codec.read_head(oid, io.BytesIO(chunk), size, path=path)
+        if len(got) < size and len(chunk) == HEAD_READ:
+            return store.read_head(oid, size)  # an odd frame: let the store stream it
+        if len(chunk) < HEAD_READ and got[:3] == envelope.MAGIC:
+            rstore.stash = (oid, chunk)  # the whole file, and the walker reads it next
+        return got
+
+    return head
+
+
+def _view(project: Project, rstore: _ReadCache) -> Project:
+    """`project` with gc's read cache as its store, for root providers and retention."""
+    view = replace(project)
+    view.__dict__["store"] = rstore
+    if "statcache" in project.__dict__:
+        view.__dict__["statcache"] = project.statcache
+    return view
 
 
 # ------------------------------------------------------------------------- failpoints
@@ -126,11 +298,11 @@ def _failpoint(name: str) -> None:
 class _Marker:
     """Walker + root bookkeeping: one bit per root kind, problems routed by phase."""
 
-    def __init__(self, store, inv: dict[str, _Obj]) -> None:
+    def __init__(self, store, inv: dict[str, _Obj], *, head: Callable[[str], bytes] | None = None) -> None:
         self.problems: list[Problem] = []
         self.notes: list[str] = []
         self._in_grace = False
-        self.walker = Walker(store, self._report, present=inv.__contains__)
+        self.walker = Walker(store, self._report, present=inv.__contains__, head=head)
         self.bits: dict[str, int] = {}
         self.roots: dict[str, int] = {}
         self.walked: set[tuple[str, str]] = set()  # (kind, oid) roots already walked
@@ -150,10 +322,14 @@ class _Marker:
         return b
 
     def walk(self, roots: Iterable[Root]) -> None:
+        """Walk every root not walked before (pass B's second look is incremental: a
+        ref or pointer unchanged since pass A costs a set lookup)."""
+        walked = self.walked
         for r in roots:
-            if (r.kind, r.oid) in self.walked:
+            key = (r.kind, r.oid)
+            if key in walked:
                 continue
-            self.walked.add((r.kind, r.oid))
+            walked.add(key)
             self.roots[r.kind] = self.roots.get(r.kind, 0) + 1
             self._in_grace = r.kind == GRACE
             try:
@@ -297,16 +473,18 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     # ---- pass A: no lock ---------------------------------------------------------
     fs_now = _fs_now_ns(project)
     cutoff = fs_now - int(report.grace_s * 1e9)  # newer than this is young
+    rstore = _ReadCache(store)
+    view = _view(project, rstore)  # providers and retention read through the cache
     drops: list[Drop] = []
     kept_exps: list[Experiment] | None = None
     if policy.active:
-        exps = list_experiments(project)
+        exps = list_experiments(view)
         drops = select(exps, policy, now_ns=now_ns, promoted=_promoted(project, history))
         dropped = {id(d.exp) for d in drops}
         kept_exps = [e for e in exps if id(e) not in dropped]
 
-    inv = _inventory(store)
-    marker = _Marker(store, inv)
+    inv = rstore.inv = _inventory(store)
+    marker = _Marker(rstore, inv, head=_head_reader(store, rstore, inv))
     problems = marker.problems
     commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
                            all_commits=all_commits)
@@ -316,7 +494,7 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     def collect(experiments: list[Experiment] | None) -> list[Root]:
         """Every root. With `experiments`, those stand in for the experiments provider
         (the plan: refs a policy drops are left out)."""
-        roots, kinds = provider_roots(project, problems,
+        roots, kinds = provider_roots(view, problems,
                                       skip=skip | ({"experiments"} if experiments is not None else set()))
         if experiments is not None:
             roots += [Root("experiments", f"experiment {e.label}", e.record, "record")
@@ -331,13 +509,19 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     # renamed or re-pointed meanwhile is a root again whatever it names.
     marker.walk(collect(kept_exps))
     marker.walk(_grace_roots(inv, marker.marks, cutoff))
-    candidates = [oid for oid in inv if oid not in marker.marks]
-    _fill_plan(report, store, inv, marker, candidates, cutoff, drops)
-    if problems and not force:
-        report.problems = list(problems)
+    # Unmarked now means old too: every young object was just walked as a root.
+    marks = marker.marks
+    kinds, levels = _order([oid for oid in inv if oid not in marks], inv, marker.walker)
+    report.dropped = drops
+    report.problems = list(problems)
+    report.notes.extend(marker.notes)
+    noted = len(marker.notes)
+    refused = bool(problems) and not force
+    if dry_run or refused or confirm is not None:
+        _fill_plan(report, inv, marker, kinds, levels)
+    if refused:
         report.seconds = time.monotonic() - started
         raise GcRefused(report)
-    report.problems = list(problems)
     if dry_run:
         report.temp_files, report.temp_bytes = _stale_temp(store, fs_now, report.grace_s)
         report.seconds = time.monotonic() - started
@@ -348,7 +532,6 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
         report.dropped = []
         report.seconds = time.monotonic() - started
         return report
-    plan = {d.oid for d in report.deleted}
     planned_drops = drops
 
     # ---- pass B: exclusive store lock -----------------------------------------------
@@ -367,48 +550,136 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
             _barrier(store)
         _failpoint("gc:refs-dropped")
 
-        commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
-                               all_commits=all_commits)
-        marker.walk(collect(None))
-        fs_now = _fs_now_ns(project)
-        cutoff = fs_now - int(report.grace_s * 1e9)
-        # Whatever got younger since pass A (freshened by a writer that does not take
-        # the lock) is kept, and so is everything it reaches.
-        fresh = {}
-        for oid in plan:
-            if oid in marker.marks:
-                continue
-            o = _restat(store, oid)
-            if o is not None and o.newest_ns > cutoff:
-                fresh[oid] = o
-        marker.walk(_grace_roots(fresh, marker.marks, cutoff))
-        report.problems = list(problems)
-        if problems and not force:
-            report.deleted = []
-            raise GcRefused(report)
-
-        final = [oid for oid in plan if oid not in marker.marks]
-        report.deleted = _sweep(store, final, marker.walker, inv, cutoff, report)
+        report.deleted = []
+        if levels:
+            # Every root again, walking only what pass A did not (a new or moved ref, a
+            # new pointer): what is marked already, and its subgraph, is not re-read.
+            commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
+                                   all_commits=all_commits)
+            marker.walk(collect(None))
+            report.problems = list(problems)
+            if problems and not force:
+                raise GcRefused(report)
+            fs_now = _fs_now_ns(project)
+            cutoff = fs_now - int(report.grace_s * 1e9)
+            report.deleted = _sweep(store, levels, kinds, inv, marker, cutoff, report)
         report.temp_files, report.temp_bytes = _remove_stale_temp(store, fs_now, report.grace_s)
         _failpoint("gc:swept")
         _forget(project, {d.oid for d in report.deleted}, report)
     finally:
         lock.release()
+    report.notes.extend(marker.notes[noted:])
     _fill_stats(report, inv, marker, {d.oid for d in report.deleted})
     report.seconds = time.monotonic() - started
     return report
 
 
-def _fill_plan(report: GcReport, store, inv: dict[str, _Obj], marker: _Marker,
-               candidates: list[str], cutoff: int, drops: list[Drop]) -> None:
-    report.dropped = drops
-    report.notes.extend(marker.notes)
+def _order(garbage: list[str], inv: dict[str, _Obj], walker: Walker
+           ) -> tuple[dict[str, str], list[list[str]]]:
+    """The kind of each garbage object, and the order to delete the garbage in.
+
+    Returns (kinds, levels): each level is deleted, and made durable, before the next
+    starts; every object comes after each garbage object that names it (required
+    edges, and optional ones across layers), and otherwise records and entries come
+    first, then trees, then blobs (spec/gc.md, "Deletion order").
+
+    Each garbage record, entry and tree is read once. A blob is read only when no
+    garbage tree or record names it: a referrer's hint is trusted, as in marking (a
+    blob is user data, whatever its first bytes). So the zstd-form objects, where
+    every structured object is (spec/store.md), go first, and the raw blobs their
+    trees name are never opened.
+    """
+    members = set(garbage)
+    kinds: dict[str, str] = {}
+    required: dict[str, list[str]] = {}
+    optional: dict[str, list[str]] = {}
+    named_as_blob: set[str] = set()
+
+    def header_kind(oid: str) -> str:
+        try:
+            return walker.kind(oid)
+        except TallyError:
+            return BLOB  # unreadable garbage: no edges, deleted with the blobs
+
+    def expand(oid: str, hint: str | None) -> None:
+        stack: list[tuple[str, str | None]] = [(oid, hint)]
+        while stack:
+            cur, k = stack.pop()
+            if cur in kinds:
+                continue
+            if k is None:
+                k = header_kind(cur)
+            kinds[cur] = k
+            if k == BLOB:
+                continue
+            try:
+                e = walker.edges(cur, k)
+            except TallyError:
+                # A referrer's hint that does not decode: the header may know better.
+                hk = header_kind(cur)
+                if hk in (k, BLOB):
+                    continue  # undecodable garbage names nothing we can see
+                try:
+                    e = walker.edges(cur, hk)
+                except TallyError:
+                    continue
+                kinds[cur] = hk
+            req = []
+            for c, ck in e.required:
+                if c in members and c != cur:
+                    req.append(c)
+                    if c not in kinds:
+                        if ck == BLOB:
+                            named_as_blob.add(c)
+                        else:
+                            stack.append((c, ck))
+            required[cur] = req
+            optional[cur] = [c for c in e.optional if c in members and c != cur]
+
+    for oid in sorted(garbage, key=lambda o: inv[o].forms & RAW):  # zstd form first
+        if oid not in kinds and oid not in named_as_blob:
+            expand(oid, None)
+    for oid in named_as_blob:
+        kinds.setdefault(oid, BLOB)
+
+    layer = {o: LAYER.get(kinds[o], 0) for o in garbage}
+    indeg = dict.fromkeys(garbage, 0)
+    children: dict[str, list[str]] = {}
+    for p, req in required.items():
+        lp = layer[p]
+        # An optional edge within a layer (a record's parent record) is not ordered:
+        # a present record may name an absent parent, and ordering such chains would
+        # cost one barrier per generation.
+        kids = list(dict.fromkeys(req + [c for c in optional[p] if layer[c] != lp]))
+        children[p] = kids
+        for c in kids:
+            indeg[c] += 1
+    ready: dict[int, list[str]] = {}
+    for o, d in indeg.items():
+        if d == 0:
+            ready.setdefault(layer[o], []).append(o)
+    levels: list[list[str]] = []
+    while ready:
+        level = sorted(ready.pop(min(ready)))  # the lowest layer that has ready objects
+        levels.append(level)
+        for o in level:
+            for c in children.get(o, ()):
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    ready.setdefault(layer[c], []).append(c)
+    left = sorted(o for o, d in indeg.items() if d > 0)  # a cycle cannot happen; be total
+    if left:
+        levels.append(left)
+    return kinds, levels
+
+
+def _fill_plan(report: GcReport, inv: dict[str, _Obj], marker: _Marker,
+               kinds: dict[str, str], levels: list[list[str]]) -> None:
     deleted = []
-    for oid in candidates:
-        o = inv[oid]
-        if o.newest_ns > cutoff:
-            continue
-        deleted.append(Deleted(oid, _kind(marker.walker, oid), o.size, o.nlink > 1))
+    for level in levels:
+        for oid in level:
+            o = inv[oid]
+            deleted.append(Deleted(oid, kinds[oid], o.size, o.nlink > 1))
     deleted.sort(key=lambda d: (LAYER.get(d.kind, 0), d.oid))
     report.deleted = deleted
     _fill_stats(report, inv, marker, {d.oid for d in deleted})
@@ -416,29 +687,40 @@ def _fill_plan(report: GcReport, store, inv: dict[str, _Obj], marker: _Marker,
 
 def _fill_stats(report: GcReport, inv: dict[str, _Obj], marker: _Marker, gone: set[str]) -> None:
     marks = marker.marks
-    report.objects = len(inv)
-    report.bytes = sum(o.size for o in inv.values())
-    report.kept_objects = report.kept_bytes = report.young_objects = report.young_bytes = 0
-    stats = {k: RootStats(k, roots=marker.roots.get(k, 0)) for k in marker.bits}
-    grace_bit = marker.bits.get(GRACE, 0)
+    # Objects grouped by their mark (the set of root kinds reaching them): a handful of
+    # distinct values, so the per-kind sums below cost nothing per object.
+    groups: dict[int, list[int]] = {}
+    total = 0
     for oid, o in inv.items():
+        total += o.size
         if oid in gone:
             continue
         m = marks.get(oid, 0)
+        g = groups.get(m)
+        if g is None:
+            g = groups[m] = [0, 0]
+        g[0] += 1
+        g[1] += o.size
+    report.objects = len(inv)
+    report.bytes = total
+    report.kept_objects = report.kept_bytes = report.young_objects = report.young_bytes = 0
+    stats = {k: RootStats(k, roots=marker.roots.get(k, 0)) for k in marker.bits}
+    grace_bit = marker.bits.get(GRACE, 0)
+    for m, (n, size) in groups.items():
         if m & ~grace_bit:
-            report.kept_objects += 1
-            report.kept_bytes += o.size
+            report.kept_objects += n
+            report.kept_bytes += size
         else:
-            report.young_objects += 1
-            report.young_bytes += o.size
+            report.young_objects += n
+            report.young_bytes += size
         for kind, b in marker.bits.items():
             if m & b:
                 s = stats[kind]
-                s.objects += 1
-                s.bytes += o.size
+                s.objects += n
+                s.bytes += size
                 if m == b:
-                    s.exclusive_objects += 1
-                    s.exclusive_bytes += o.size
+                    s.exclusive_objects += n
+                    s.exclusive_bytes += size
     order = {k: i for i, k in enumerate(ROOT_KINDS)}
     report.roots = sorted(stats.values(), key=lambda s: (order.get(s.kind, len(order)), s.kind))
 
@@ -466,79 +748,76 @@ def _drop_refs(project: Project, drops: list[Drop], report: GcReport) -> list[Dr
 
 
 def _barrier(store) -> None:
-    """Make every unlink so far durable before the next layer starts."""
+    """Make every unlink so far durable before the next level starts."""
     if store.options.fsync != "off":
         syncfs(store.root)
 
 
-def _sweep(store, oids: list[str], walker: Walker, inv: dict[str, _Obj], cutoff: int,
-           report: GcReport) -> list[Deleted]:
-    """Delete `oids` parents-first: by layer, and within a layer by topological level."""
-    kinds = {oid: _kind(walker, oid) for oid in oids}
-    layers: dict[int, list[str]] = {}
-    for oid, k in kinds.items():
-        layers.setdefault(LAYER.get(k, 0), []).append(oid)
-    deleted: list[Deleted] = []
-
-    def one(oid: str) -> Deleted | None:
-        o = _restat(store, oid)
+def _delete_some(store, oids: list[str], kinds: dict[str, str], inv: dict[str, _Obj],
+                 cutoff: int) -> tuple[list[Deleted], list[str]]:
+    """Re-stat and delete each of `oids`; returns (deleted, freshened and so kept)."""
+    gone: list[Deleted] = []
+    fresh: list[str] = []
+    for oid in oids:
+        o = _restat(store, oid, inv[oid])
         if o is None:
-            return None  # gone already (fsck --repair, another gc before us)
+            continue  # gone already (fsck --repair, another gc before us)
         if o.newest_ns > cutoff:
-            report.notes.append(f"{oid} was freshened during gc; kept")
-            return None
-        _failpoint("gc:delete")
-        store.delete(oid)
-        return Deleted(oid, kinds[oid], o.size, o.nlink > 1)
-
-    # Within one level the order does not matter, and unlink(2) waits on the journal
-    # (1-2 ms each on a busy ext4): a few threads keep it busy. Levels stay sequential.
-    with ThreadPoolExecutor(max_workers=DELETE_THREADS) as pool:
-        for layer in sorted(layers):
-            for level in _levels(layers[layer], kinds, walker):
-                if len(level) < 64:
-                    results = map(one, level)
-                else:
-                    results = pool.map(one, level, chunksize=64)
-                deleted.extend(d for d in results if d is not None)
-                _barrier(store)
-                _failpoint("gc:level")
-    return deleted
-
-
-def _levels(oids: list[str], kinds: dict[str, str], walker: Walker) -> list[list[str]]:
-    """Group structured garbage so each object comes before everything it names."""
-    if all(kinds[o] == BLOB for o in oids):
-        return [sorted(oids)]
-    members = set(oids)
-    children: dict[str, list[str]] = {}
-    indeg = {o: 0 for o in oids}
-    for o in oids:
-        if kinds[o] == BLOB:
+            fresh.append(oid)
             continue
-        try:
-            e = walker.edges(o, kinds[o])
-        except TallyError:
-            continue  # undecodable garbage names nothing we can see
-        kids = [c for c, _ in e.required if c in members] + [c for c in e.optional if c in members]
-        children[o] = kids
-        for c in kids:
-            indeg[c] += 1
-    levels = []
-    ready = sorted(o for o, d in indeg.items() if d == 0)
-    while ready:
-        levels.append(ready)
-        nxt = []
-        for o in ready:
-            for c in children.get(o, ()):
-                indeg[c] -= 1
-                if indeg[c] == 0:
-                    nxt.append(c)
-        ready = sorted(nxt)
-    left = sorted(o for o, d in indeg.items() if d > 0)  # a cycle cannot happen; be total
-    if left:
-        levels.append(left)
-    return levels
+        _failpoint("gc:delete")
+        _unlink(store, oid, o.forms)
+        gone.append(Deleted(oid, kinds[oid], o.size, o.nlink > 1))
+    return gone, fresh
+
+
+def _sweep(store, levels: list[list[str]], kinds: dict[str, str], inv: dict[str, _Obj],
+           marker: _Marker, cutoff: int, report: GcReport) -> list[Deleted]:
+    """Delete the levels in order, each made durable before the next.
+
+    Each object is re-statted right before its unlink. One that got younger since the
+    inventory (freshened by a writer that does not take the lock) is kept and walked
+    as a `grace` root before the next level starts; everything it reaches is in a
+    later level (nothing in a level names anything in it or before it), so it is all
+    still there and now kept too.
+    """
+    deleted: list[Deleted] = []
+    marks = marker.marks
+    pool: ThreadPoolExecutor | None = None
+    last = max((i for i, level in enumerate(levels) if level), default=-1)
+    try:
+        for i, level in enumerate(levels):
+            todo = [oid for oid in level if oid not in marks]
+            if not todo:
+                continue
+            if len(todo) < PARALLEL_MIN:
+                results = [_delete_some(store, todo, kinds, inv, cutoff)]
+            else:
+                # unlink(2) waits on the journal (0.1 ms and more each on a busy ext4,
+                # with online discard): threads keep it busy. Contiguous runs of the
+                # sorted ids keep each thread in its own shard directories.
+                if pool is None:
+                    pool = ThreadPoolExecutor(max_workers=DELETE_THREADS)
+                n = -(-len(todo) // DELETE_THREADS)
+                results = list(pool.map(lambda part: _delete_some(store, part, kinds, inv, cutoff),
+                                        [todo[i:i + n] for i in range(0, len(todo), n)]))
+            fresh = []
+            for gone, young in results:
+                deleted.extend(gone)
+                fresh.extend(young)
+            if fresh:
+                report.notes.extend(f"{oid} was freshened during gc; kept" for oid in fresh)
+                marker.walk(Root(GRACE, f"young object {oid[:12]}", oid, None, required=False)
+                            for oid in fresh)
+            if i != last:
+                # The last level needs no barrier: no later deletion depends on it, and
+                # what a crash brings back of it is garbage the next gc finds again.
+                _barrier(store)
+            _failpoint("gc:level")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return deleted
 
 
 def _temp_entries(store, fs_now: int, grace_s: float) -> list[tuple[str, int]]:

@@ -143,13 +143,18 @@ class Walker:
         present: ids known to be present (gc's inventory); others are asked of the
             store, so objects published after the inventory are still seen.
         bad: ids already known corrupt (fsck's first pass): reported as broken, not read.
+        head: reads an object's first `envelope.HEADER_SIZE` content bytes, unverified
+            (default `store.read_head`); gc passes one that knows each object's form
+            from its inventory and skips the store's path probing. Same errors as
+            read_head: ObjectMissing, CorruptObject.
     """
 
     def __init__(self, store, report: Report, *, present: Callable[[str], bool] | None = None,
-                 bad: set[str] | None = None) -> None:
+                 bad: set[str] | None = None, head: Callable[[str], bytes] | None = None) -> None:
         self.store = store
         self.report = report
         self._present = present
+        self._head = head
         self.bad = bad if bad is not None else set()
         self.marks: dict[str, int] = {}
         self.kinds: dict[str, str] = {}
@@ -165,7 +170,9 @@ class Walker:
         """The object's kind, from its header (cached). Raises ObjectMissing/CorruptObject."""
         k = self.kinds.get(oid)
         if k is None:
-            k = self.kinds[oid] = kind_of_header(self.store.read_head(oid, envelope.HEADER_SIZE))
+            head = self._head(oid) if self._head is not None else \
+                self.store.read_head(oid, envelope.HEADER_SIZE)
+            k = self.kinds[oid] = kind_of_header(head)
         return k
 
     def edges(self, oid: str, kind: str) -> Edges:
@@ -192,18 +199,19 @@ class Walker:
             True when something required below the root is missing or broken.
         """
         broken = False
+        marks, kinds, bad, present = self.marks, self.kinds, self.bad, self._present
         stack: list[tuple[str, str | None, str, bool]] = [(oid, hint, "", required)]
         while stack:
             cur, k, where, req = stack.pop()
-            if self.marks.get(cur, 0) & bit:
+            if marks.get(cur, 0) & bit:
                 continue
             if not self.has(cur):
                 if req:
                     self.report("missing", cur, f"{where or 'root'} of {label}")
                     broken = True
                 continue
-            if cur in self.bad:
-                self.marks[cur] = self.marks.get(cur, 0) | bit
+            if cur in bad:
+                marks[cur] = marks.get(cur, 0) | bit
                 broken = True
                 continue
             try:
@@ -220,21 +228,30 @@ class Walker:
                     broken = True
                 continue
             except (CorruptObject, FormatError) as exc:
-                self.marks[cur] = self.marks.get(cur, 0) | bit
-                self.bad.add(cur)
+                marks[cur] = marks.get(cur, 0) | bit
+                bad.add(cur)
                 self.report(k if k in (TREE, RECORD) else "object", cur,
                             f"{exc.message} ({where or 'root'} of {label})")
                 broken = True
                 continue
-            self.marks[cur] = self.marks.get(cur, 0) | bit
-            self.kinds.setdefault(cur, k)
+            marks[cur] = marks.get(cur, 0) | bit
+            kinds.setdefault(cur, k)
             if e.required or e.optional:
                 sub = f"{where}/{cur[:12]}" if where else cur[:12]
                 for child, ck in e.required:
-                    if not self.marks.get(child, 0) & bit:
-                        stack.append((child, ck, sub, True))
+                    m = marks.get(child, 0)
+                    if m & bit:
+                        continue
+                    if ck == BLOB and present is not None and child not in bad and present(child):
+                        # A blob its referrer names is only checked present, never read:
+                        # mark it here rather than through the stack (most of a store).
+                        marks[child] = m | bit
+                        if child not in kinds:
+                            kinds[child] = BLOB
+                        continue
+                    stack.append((child, ck, sub, True))
                 for child in e.optional:
-                    if not self.marks.get(child, 0) & bit:
+                    if not marks.get(child, 0) & bit:
                         stack.append((child, None, sub, False))
         return broken
 

@@ -59,7 +59,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
     monkeypatch.setattr(gc_mod, "_fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
     monkeypatch.setattr(gc_mod, "_inventory", inventory)
-    monkeypatch.setattr(gc_mod, "_restat", lambda store, oid: shift(oid, real_restat(store, oid)))
+    monkeypatch.setattr(gc_mod, "_restat", lambda store, oid, o: shift(oid, real_restat(store, oid, o)))
     return c
 
 
@@ -198,8 +198,8 @@ def test_deletion_order_is_records_then_trees_then_blobs(project, clock, monkeyp
     walker = gc_mod.Walker(project.store, lambda *a: None)
     kinds = {o: gc_mod._kind(walker, o) for o in oids(project)}
     order: list[str] = []
-    real = project.store.delete
-    monkeypatch.setattr(project.store, "delete", lambda oid: (order.append(oid), real(oid))[1])
+    real = gc_mod._unlink
+    monkeypatch.setattr(gc_mod, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
     gc(project, grace_s=0)
     layers = [gc_mod.LAYER[kinds[o]] for o in order]
     assert layers == sorted(layers) and kinds[order[0]] == RECORD
@@ -213,8 +213,8 @@ def test_trees_are_deleted_parents_first(project, clock, monkeypatch) -> None:
     chain = [t for _, t in tree.walk_trees(v1.oid, load)]  # data, x, x/y: parents first
     add(project, "data", {"q.txt": "q\n"})
     order: list[str] = []
-    real = project.store.delete
-    monkeypatch.setattr(project.store, "delete", lambda oid: (order.append(oid), real(oid))[1])
+    real = gc_mod._unlink
+    monkeypatch.setattr(gc_mod, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
     gc(project, grace_s=0)
     assert [o for o in order if o in chain] == chain
 
