@@ -82,20 +82,22 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
     baseline = worktree.baseline_commit(project.root)
     _check_free(project, baseline, name)
     overrides = _parse_overrides(set_params)
+    edited = {o.file for o in overrides}
     with _workspace_lock(project, wait, notify):
         parsed = runner.ParsedCache(project)
         if quick_stage is not None:
             pipeline = _quick_pipeline(quick_stage)
             selected = pipeline.stages
         else:
-            pipeline = _load_pipeline(project, parsed)  # malformed: fails before any edit
+            # Malformed: fails before any edit.
+            pipeline = _load_pipeline(project, parsed, edited=edited)
             selected = pipeline.select(stages)
         if overrides:
             from . import params as params_mod
             params_mod.apply_overrides(project.root, overrides)
             if quick_stage is None and _templated(project):
                 # `${...}` in cmds or paths may read the new values: load it again.
-                pipeline = _load_pipeline(project, parsed)
+                pipeline = _load_pipeline(project, parsed, edited=edited)
                 selected = pipeline.select(stages)
         created = time.time_ns()
         with project.lock("store", shared=True, timeout=60, purpose="tally run"), \
@@ -200,27 +202,50 @@ def _check_free(project, baseline: str, name: str | None) -> None:
                        hint="choose another name, or `tally remove` / `tally rename` the old one")
 
 
-def _templated(project) -> bool:
-    """Does the pipeline file use `${...}` (so its stages depend on params values)?"""
-    from .pipeline import PIPELINE_FILES
+def _pipeline_text(project) -> str:
+    from .stages import PIPELINE_FILES
 
     for f in PIPELINE_FILES:
         try:
-            return "${" in (project.root / f).read_text("utf-8", "replace")
+            return (project.root / f).read_text("utf-8", "replace")
         except FileNotFoundError:
             continue
-    return False
+    return ""
 
 
-def _load_pipeline(project, parsed):
-    from .pipeline import PIPELINE_FILES, load_pipeline
+def _templated(project) -> bool:
+    """Does the pipeline file use `${...}` (so its stages depend on params values)?"""
+    return "${" in _pipeline_text(project)
+
+
+def _load_pipeline(project, parsed, *, edited: set[str] = frozenset()):
+    """The pipeline, parsed or from the parsed cache.
+
+    The loader always reads params.yaml (DVC's default vars), but what it returns
+    depends on params values only through `${...}`, and on other files' keys only
+    through `vars`. Without either, the cached parse stays valid when params change,
+    which is every run after a `-S` (no YAML parse of the pipeline then); only the
+    errors of a malformed params.yaml remain, so it is still read here, unless it is
+    in `edited`: the files overrides are about to edit, which that edit reads.
+    """
+    from .stages import DEFAULT_PARAMS_FILE, PIPELINE_FILES
 
     def load():
+        from .pipeline import load_pipeline  # the loader: only when the cache misses
+
         p = load_pipeline(project.root)
         files = [f for f in PIPELINE_FILES if (project.root / f).exists()][:1]
-        return p, [*files, *PIPELINE_FILES, "params.yaml", *p.params]
+        text = _pipeline_text(project)
+        params = [DEFAULT_PARAMS_FILE, *p.params] if "${" in text or "vars" in text else []
+        return p, [*files, *PIPELINE_FILES, *params]
 
-    return parsed.get("pipeline", load)
+    pipeline = parsed.get("pipeline", load)
+    path = project.root / DEFAULT_PARAMS_FILE
+    if DEFAULT_PARAMS_FILE not in edited and path.is_file():
+        # Shared with the runner's params cache: the stages reading it reuse this parse.
+        parsed.get("params:" + DEFAULT_PARAMS_FILE,
+                   lambda: (runner._load_params(path), [DEFAULT_PARAMS_FILE]))
+    return pipeline
 
 
 class _WorkspaceLock:
@@ -265,7 +290,7 @@ def _parse_overrides(specs: Sequence[str]):
 
 
 def _quick_pipeline(q: QuickStage):
-    from .pipeline import Out, Pipeline, Stage
+    from .stages import Out, Pipeline, Stage
 
     if not q.cmd:
         raise UsageError("no command given", hint="tally run -o OUT -d DEP -- CMD ...")

@@ -29,12 +29,13 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 from cas import params as params_mod
 from cas.errors import NotFound, ParamError, PipelineError
+# The value types live in cas.stages (light to import); re-exported as this module's API.
+from cas.stages import PIPELINE_FILES, Out, ParamRef, Pipeline, Plot, Stage
 
-PIPELINE_FILES = ("tally.yaml", "dvc.yaml")  # first found wins
 TOP_KEYS = {"stages", "vars", "params", "metrics", "plots", "artifacts", "datasets"}
 STAGE_KEYS = {"cmd", "wdir", "deps", "params", "outs", "metrics", "plots", "frozen",
               "always_changed", "meta", "desc", "vars"}
@@ -45,107 +46,6 @@ BAD_NAME_CHARS = set("@:/\\,")  # `@` is reserved for generated names, as in DVC
 _EXPR = re.compile(r"(?<!\\)\$\{(?P<inner>[^}]*)\}")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MISS = object()
-
-
-# NamedTuples, not dataclasses: every `tally run` imports this module (a cached parse is
-# unpickled into these classes), and a dataclass costs ~1 ms of start-up each.
-class ParamRef(NamedTuple):
-    """A param dependency: `key` (dotted) in `file`; key None means every param in the file."""
-
-    file: str
-    key: str | None = None
-
-
-class Out(NamedTuple):
-    """A stage output. `cache` defaults to True for every kind, metrics and plots too, as in DVC."""
-
-    path: str
-    kind: Literal["out", "metric", "plot"] = "out"
-    cache: bool = True
-    persist: bool = False
-    push: bool = True
-    remote: str | None = None
-
-
-class Stage(NamedTuple):
-    """One runnable stage. Paths are POSIX, relative to the project root; cmd runs in order."""
-
-    name: str
-    cmd: tuple[str, ...]
-    wdir: str = "."
-    deps: tuple[str, ...] = ()
-    params: tuple[ParamRef, ...] = ()  # declared deps (`params:`)
-    tracked_params: tuple[ParamRef, ...] = ()  # read through ${...}; not deps
-    outs: tuple[Out, ...] = ()
-    frozen: bool = False
-    always_changed: bool = False
-    desc: str | None = None
-    line: int = 0  # where it is defined in the pipeline file
-
-    @property
-    def group(self) -> str:
-        """The foreach/matrix entry a generated stage came from (its own name otherwise)."""
-        return self.name.split("@", 1)[0]
-
-
-class Plot(NamedTuple):
-    """A plot definition: its id, the data files it reads, and its display properties."""
-
-    id: str
-    files: tuple[str, ...]
-    props: Mapping[str, Any] = {}  # never changed in place
-
-
-class Pipeline(NamedTuple):
-    """A loaded pipeline. `stages` is in run order: topological, ties broken by file order.
-
-    `upstream` maps each stage name to the names of the stages it directly depends on.
-    `params`, `metrics` are the files of the top-level sections followed by those the
-    stages use, first-seen order; `plots` the top-level plots then the stages' plots.
-    """
-
-    path: str
-    stages: tuple[Stage, ...]
-    upstream: Mapping[str, tuple[str, ...]] = {}  # never changed in place
-    params: tuple[str, ...] = ()
-    metrics: tuple[str, ...] = ()
-    plots: tuple[Plot, ...] = ()
-
-    def stage(self, name: str) -> Stage:
-        """The stage called `name`. Raises NotFound naming the known stages."""
-        for st in self.stages:
-            if st.name == name:
-                return st
-        raise self._not_found(name)
-
-    def select(self, names: Iterable[str]) -> tuple[Stage, ...]:
-        """The named stages plus everything upstream of them, in run order.
-
-        A name is a stage name or a foreach/matrix group (`train` selects every
-        `train@...`). No names selects every stage. Raises NotFound for an unknown name.
-        """
-        wanted: set[str] = set()
-        todo = [st.name for name in names for st in self._named(name)]
-        while todo:
-            name = todo.pop()
-            if name not in wanted:
-                wanted.add(name)
-                todo.extend(self.upstream.get(name, ()))
-        return tuple(st for st in self.stages if st.name in wanted or not wanted)
-
-    def _named(self, name: str) -> list[Stage]:
-        hits = [st for st in self.stages if st.name == name or ("@" not in name and st.group == name)]
-        if not hits:
-            raise self._not_found(name)
-        return hits
-
-    def _not_found(self, name: str) -> NotFound:
-        known = [st.name for st in self.stages]
-        import difflib  # here, as in _suggest: only error messages need it
-
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else f"stages: {', '.join(known) or '(none)'}"
-        return NotFound(f"{self.path}: no stage named {name!r}", path=self.path, hint=hint)
 
 
 def load_pipeline(root: str | Path) -> Pipeline:

@@ -151,8 +151,6 @@ class Runner:
 
     def params_of(self, stage) -> dict[str, dict[str, Any]]:
         """{file: {key: value}} of a stage's params. Raises NotFound / ParamError."""
-        from . import params as params_mod
-
         out: dict[str, dict[str, Any]] = {}
         for ref in stage.params:
             data = self._params_cache.get(ref.file)
@@ -167,6 +165,8 @@ class Runner:
             if ref.key is None:
                 kv.update(data)
             else:
+                from . import params as params_mod
+
                 try:
                     kv[ref.key] = params_mod.get_value(data, ref.key, file=ref.file)
                 except ParamError as exc:
@@ -479,7 +479,7 @@ class ParsedCache:
     """
 
     FILE = ("runcache", "parsed.cache")  # under .tally/
-    VERSION = 2  # 2: pipeline classes are NamedTuples
+    VERSION = 3  # 2: pipeline classes became NamedTuples; 3: they moved to cas.stages
 
     def __init__(self, project) -> None:
         self.project = project

@@ -29,12 +29,13 @@ with open(sys.argv[1], "w") as f:
     json.dump({"code": code, "modules": modules}, f)
 """
 
-# Never on a run's path: the Typer stack, the YAML parser (a cached parse is reused),
-# TOML libraries (the config takes a fast path), and what only errors, sweeps, gc,
-# temp directories, thread pools, checkouts or `add` need.
-NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "tomllib", "tomlkit", "socket",
-                 "tempfile", "concurrent", "decimal", "difflib", "ctypes",
-                 "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc")
+# Never on a run's path: the Typer stack, the pipeline loader with the YAML parser and
+# cas.params (a cached parse is reused; no params.yaml here), TOML libraries (the
+# config takes a fast path), and what only errors, sweeps, gc, temp directories,
+# thread pools, checkouts or `add` need.
+NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline", "cas.params",
+                 "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
+                 "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc")
 # A command-line stage also skips the parsed-pipeline cache.
 NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("pickle",)
 

@@ -339,6 +339,34 @@ stages:
     assert exp.record.params["params.yaml"]["lr"] == 0.25
 
 
+def test_a_params_edit_keeps_a_plain_pipeline_parsed(tmp_path, env, monkeypatch):
+    """Without `${...}` or vars the parse does not depend on params values: after a
+    `-S` run, the next run reuses it; a params.yaml gone bad still fails the run."""
+    from cas import pipeline
+
+    import helpers
+
+    project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    params: [lr]\n"
+                               "    outs: [o.txt]\n")
+    parses = helpers.CallCounter(monkeypatch, pipeline, "load_pipeline")
+    helpers.settle(project.statcache, [project.root / "tally.yaml", project.root / "params.yaml"])
+    experiments.run(project, set_params=["lr=0.2"])
+    assert len(parses) == 1
+    helpers.settle(project.statcache, [project.root / "params.yaml"])
+    assert states(experiments.run(project, set_params=["lr=0.3"])) == {"a": "ran"}
+    assert states(experiments.run(project)) == {"a": "skipped"}
+    assert len(parses) == 1  # parsed once, although params.yaml changed twice
+    (project.root / "params.yaml").write_text("lr: [\n")
+    with pytest.raises(ParamError, match="malformed YAML"):
+        experiments.run(project)
+    (project.root / "tally.yaml").write_text("stages:\n  a:\n    cmd: echo ${lr} > o.txt\n")
+    (project.root / "params.yaml").write_text("lr: 0.4\n")
+    helpers.settle(project.statcache, [project.root / "tally.yaml", project.root / "params.yaml"])
+    experiments.run(project, set_params=["lr=0.5"])
+    assert (project.root / "o.txt").read_text() == "0.5\n"  # templated: parsed again
+    assert len(parses) == 3  # before and after the edit
+
+
 def test_quick_stage_and_its_run_cache(tmp_path, env):
     project = simple(tmp_path, "", {"in.txt": "5\n"})
     (project.root / "tally.yaml").unlink()
