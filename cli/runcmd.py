@@ -7,6 +7,9 @@ the bare command); cli/experiments.py registers the same function for
 
 from __future__ import annotations
 
+import gc
+from types import SimpleNamespace
+
 from .output import emit_json, err, out
 
 
@@ -70,8 +73,14 @@ holds the workspace, 130 on Ctrl-C (recorded as interrupted).
 
 def main(args: list[str]) -> None:
     """`tally run ARGS` (see RUN_HELP); `--` separates a quick stage's command."""
+    # The imports below create ~15k objects that live until exit. With the cyclic
+    # collector on, they are walked by every collection the imports trigger (~5 ms
+    # here); frozen afterwards, no later collection walks them again.
+    gc.disable()
     from cas import experiments
     from cas.project import open_project
+    gc.freeze()
+    gc.enable()
 
     a = _parse_run(list(args))
     if a.queue or a.run_all or a.resume or a.dry_run:
@@ -98,49 +107,100 @@ def main(args: list[str]) -> None:
     render(exp, a.json, "Ran")
 
 
-def _parse_run(args: list[str]):
-    import argparse
+# (short, long, kind): kind is "flag", "one" (the last one given wins), "many" (each
+# one appended), or the type of a single value. The dest is the long name, snake_cased.
+_OPTIONS = (
+    ("-S", "--set-param", "many"), ("-n", "--name", "one"), ("-m", "--message", "one"),
+    ("-f", "--force", "flag"), (None, "--no-run-cache", "flag"), ("-o", "--outs", "many"),
+    ("-O", "--outs-no-cache", "many"), ("-d", "--deps", "many"), ("-M", "--metrics", "many"),
+    (None, "--wait", float), ("-q", "--quiet", "flag"), (None, "--json", "flag"),
+    (None, "--queue", "flag"), (None, "--run-all", "flag"), ("-j", "--jobs", int),
+    (None, "--resume", "one"), (None, "--dry-run", "flag"),
+)
+_DEFAULTS = {"message": "", "wait": 0.0, "jobs": 1}
 
+
+def _parse_run(args: list[str]) -> SimpleNamespace:
+    """Parse `tally run` arguments the way argparse would (intermixed options and
+    stages; `--opt=V`, `-oV`, `-fq`; a value may not look like an option unless it
+    is attached or a negative number), into the namespace `main` reads.
+
+    Hand-written because argparse costs ~3 ms of import and set-up on every run.
+    Raises UsageError (exit 2) naming the bad argument.
+    """
     from cas.errors import UsageError
+
+    def fail(message: str) -> UsageError:
+        return UsageError(f"tally run: {message}", hint="see `tally run --help`")
+
+    by_name = {name: opt for opt in _OPTIONS for name in opt[:2] if name}
+
+    def is_option(tok: str) -> bool:  # argparse's _parse_optional, in short
+        if not tok.startswith("-") or tok == "-":
+            return False
+        if tok.partition("=")[0] in by_name or (tok[1] != "-" and tok[:2] in by_name):
+            return True
+        return not _is_negative_number(tok) and " " not in tok
 
     cmd = None
     if "--" in args:
         i = args.index("--")
         args, cmd = args[:i], args[i + 1:]
+    ns = {long[2:].replace("-", "_"): [] if kind == "many" else False if kind == "flag" else None
+          for _, long, kind in _OPTIONS}
+    ns.update(_DEFAULTS)
+    targets: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if not is_option(tok):
+            targets.append(tok)
+            continue
+        name, eq, attached = tok.partition("=")
+        if tok.startswith("--") or (eq and name in by_name):  # --name[=V], -n=V
+            pending = [(by_name.get(name), attached if eq else None)]
+        else:  # a cluster of short options: -fq, -nNAME, -qnNAME
+            pending, j = [], 1
+            while j < len(tok):
+                opt = by_name.get("-" + tok[j])
+                rest = tok[j + 1:]
+                if opt is not None and opt[2] == "flag":
+                    pending.append((opt, None))
+                    j += 1
+                    continue
+                pending.append((opt, rest or None))
+                break
+        for opt, value in pending:
+            if opt is None:
+                raise fail(f"unrecognized arguments: {tok}")
+            short, long, kind = opt
+            label = f"{short}/{long}" if short else long
+            dest = long[2:].replace("-", "_")
+            if kind == "flag":
+                if value is not None:
+                    raise fail(f"argument {label}: ignored explicit argument {value!r}")
+                ns[dest] = True
+                continue
+            if value is None:
+                if i >= len(args) or is_option(args[i]):
+                    raise fail(f"argument {label}: expected one argument")
+                value = args[i]
+                i += 1
+            if kind == "many":
+                ns[dest].append(value)
+            elif kind == "one":
+                ns[dest] = value
+            else:
+                try:
+                    ns[dest] = kind(value)
+                except ValueError:
+                    raise fail(f"argument {label}: invalid {kind.__name__} value: {value!r}") from None
+    return SimpleNamespace(targets=targets, cmd=cmd, **ns)
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str):  # one error funnel: exit 2 via UsageError
-            raise UsageError(f"tally run: {message}", hint="see `tally run --help`")
 
-    class Formatter(argparse.HelpFormatter):
-        # A fixed width: argparse builds a formatter per add_argument, and without a
-        # width each one imports shutil (~4 ms with zlib, bz2, lzma) for the terminal
-        # size. Help is Typer's (`tally run --help`); this one never prints.
-        def __init__(self, prog: str) -> None:
-            super().__init__(prog, width=80)
-
-    # A fixed usage too: parse_intermixed_args formats it up front, and generating it
-    # compiles a dozen regular expressions (~3 ms).
-    p = Parser(prog="tally run", usage="tally run [OPTIONS] [STAGE...] [-- CMD...]",
-               add_help=False, allow_abbrev=False, formatter_class=Formatter)
-    p.add_argument("targets", nargs="*")
-    p.add_argument("-S", "--set-param", action="append", default=[])
-    p.add_argument("-n", "--name")
-    p.add_argument("-m", "--message", default="")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--no-run-cache", action="store_true")
-    p.add_argument("-o", "--outs", action="append", default=[])
-    p.add_argument("-O", "--outs-no-cache", action="append", default=[])
-    p.add_argument("-d", "--deps", action="append", default=[])
-    p.add_argument("-M", "--metrics", action="append", default=[])
-    p.add_argument("--wait", type=float, default=0.0)
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--queue", action="store_true")
-    p.add_argument("--run-all", action="store_true")
-    p.add_argument("-j", "--jobs", type=int, default=1)
-    p.add_argument("--resume")
-    p.add_argument("--dry-run", action="store_true")
-    ns = p.parse_intermixed_args(args)
-    ns.cmd = cmd
-    return ns
+def _is_negative_number(tok: str) -> bool:
+    """argparse's `^-\\d+$|^-\\d*\\.\\d+$`: `-1`, `-.5`, `-2.5` are values, not options."""
+    whole, dot, frac = tok[1:].partition(".")
+    digits = whole + frac
+    return bool(frac if dot else whole) and digits.isdigit() and digits.isascii()
