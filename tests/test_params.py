@@ -410,3 +410,89 @@ def test_apply_replaces_links_instead_of_writing_through(tmp_path: Path) -> None
     assert load_params(tmp_path / "params.yaml")["train"]["lr"] == 2
     assert not (tmp_path / "conf" / "params.yaml").is_symlink()
     assert load_params(tmp_path / "conf" / "params.yaml")["train"]["lr"] == 3
+
+
+# -- the flat-YAML fast path gives exactly what ruamel gives ---------------------------
+
+FLAT_TOKENS = ["0", "7", "-0", "+5", "10", "123456789012345678901234567890", "007", "1_000",
+               "0.1", "0.0001", "-2.5", "+.5", ".5", "1.", "1e5", "1E-3", "2.5e+10", "0.10", "1.0",
+               "true", "True", "TRUE", "false", "False", "FALSE", "tRue", "yes", "no", "on", "off",
+               "y", "n", "null", "Null", "NULL", "~", "nul", "inf", ".inf", "-.inf", "nan", ".nan",
+               "NaN", "Inf", "adam", "relu6", "v1.2", "data/train.csv", "a-b", "_x", "e5", "x.",
+               "0x1F", "0o17", "0b101", "2020-01-01", "1:30", "a b", "'q'", "[1]", "#c", "&a", "*a",
+               "!t", "-", "--", "a #b", "@x", "%x", "`x"]
+
+
+def _ruamel_scalar(text: str):
+    from cas.params import _safe_yaml
+    return _safe_yaml().load(text)
+
+
+@pytest.mark.parametrize("token", FLAT_TOKENS)
+def test_flat_scalars_read_as_ruamel_reads_them(token: str) -> None:
+    from cas.params import _NOT_FLAT, _flat_scalar
+
+    fast = _flat_scalar(token)
+    if fast is _NOT_FLAT:
+        return  # left to ruamel
+    slow = _ruamel_scalar(token)
+    assert fast == slow and type(fast) is type(slow), token
+    doc = f"k: {token}\n"
+    from cas.params import _parse_flat, _yaml_rt, to_plain
+    rt = to_plain(_yaml_rt().load(doc))
+    assert _parse_flat(doc) == rt and type(rt["k"]) is type(fast)
+
+
+FLAT_KEYS = st.from_regex(r"[a-z_][a-z0-9_-]{0,6}", fullmatch=True)
+FLAT_VALUES = (st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.booleans()
+               | st.integers(-10**7, 10**7).map(lambda n: n / 1000)
+               | st.sampled_from(["adam", "relu", "v1.2", "data/x.csv", "null", "~", "True", "0.10",
+                                  "1e5", "+3", "yes", "Inf"]))
+
+
+def _flat_line(key: str, value: object) -> str:
+    from cas.params import _flat_text
+    return f"{key}: {value if isinstance(value, str) else _flat_text(value)}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.dictionaries(FLAT_KEYS, FLAT_VALUES, min_size=1, max_size=6),
+       extra=st.sampled_from(["", "# note\n", "\n"]),
+       new=st.integers(-10**9, 10**9) | st.floats() | st.booleans(), pick=st.integers(0, 99))
+def test_flat_edits_write_what_ruamel_writes(tmp_path: Path, items: dict, extra: str, new: object,
+                                             pick: int) -> None:
+    """Reading and editing `key: value` files without ruamel gives byte for byte what
+    ruamel's round trip gives; a file the fast path declines goes to ruamel anyway."""
+    from cas import params as params_mod
+
+    text = extra + "".join(_flat_line(k, v) + "\n" for k, v in items.items())
+    key = sorted(items)[pick % len(items)]
+    ov = Override(key=key, value=new)
+    try:
+        ruamel_data = params_mod.to_plain(params_mod._yaml_rt().load(text))
+    except Exception:
+        assert params_mod._parse_flat(text) is None  # a key YAML reads as non-text
+        return
+    fast_data = params_mod._parse_flat(text)
+    if fast_data is not None:
+        assert fast_data == ruamel_data
+        assert [type(v) for v in fast_data.values()] == [type(v) for v in ruamel_data.values()]
+    fast = params_mod._edit_flat(text, [ov])
+    if fast is None:
+        return
+    data = params_mod._yaml_rt().load(text)
+    slow = params_mod._dump("yaml", params_mod._apply_one(data, ov, fmt="yaml", file="p.yaml"), text)
+    assert fast == slow
+
+
+def test_a_flat_params_file_is_edited_without_ruamel(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write(tmp_path / "params.yaml", "lr: 0.01\nepochs: 3\nout_mib: 1\n")
+    probe = ("import sys; from cas.params import apply_overrides, parse_override, load_params\n"
+             "apply_overrides(sys.argv[1], parse_override('lr=0.0001') + parse_override('epochs=4'))\n"
+             "assert load_params(sys.argv[1] + '/params.yaml') == {'lr': 0.0001, 'epochs': 4, 'out_mib': 1}\n"
+             "assert not any(m.startswith('ruamel') for m in sys.modules), sorted(sys.modules)\n")
+    subprocess.run([sys.executable, "-c", probe, str(tmp_path)], check=True)
+    assert (tmp_path / "params.yaml").read_text() == "lr: 0.0001\nepochs: 4\nout_mib: 1\n"
