@@ -82,7 +82,8 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
                                           ingest=mode, progress=progress)
             ptr = Pointer(path=rel, oid=snap.oid, is_dir=snap.is_dir, size=snap.size,
                           files=snap.files, mode=snap.mode if not snap.is_dir else 0)
-            pointer.write(project.root, ptr)
+            if not _holds(project.root / pointer.pointer_path(rel), ptr.encode()):
+                pointer.write(project.root, ptr)  # (two fsyncs: skipped when unchanged)
             git.ensure_ignored(project.root, rel)
             if "symlink" in project.config.link_order[:1]:
                 # Swap the files just stored for links to their objects (all recoverable:
@@ -91,6 +92,15 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
                             statcache=project.statcache)
             out.append(Added(rel, ptr, snap.hashed, before is None or before.oid != ptr.oid))
     return out
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Does the file at `path` hold exactly `data`?"""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def _check_add_path(project: Project, path: str, cwd: Path | None) -> str:

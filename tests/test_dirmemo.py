@@ -286,6 +286,21 @@ def test_a_noop_readd_checks_no_blob(proj: Project, monkeypatch: pytest.MonkeyPa
     assert len(puts) == 0 and spy.looked_up == 0 and len(spy.encoded) == 0
 
 
+def test_a_noop_readd_leaves_the_pointer_file_alone(proj: Project) -> None:
+    tracking.add(proj, ["data"], cwd=proj.root)
+    ptr_file = proj.root / "data.tally"
+    before = os.stat(ptr_file)
+    tracking.add(proj, ["data"], cwd=proj.root)
+    assert os.stat(ptr_file).st_ino == before.st_ino  # not replaced: no write, no fsync
+    ptr_file.write_bytes(ptr_file.read_bytes().replace(b"\n", b"\r\n"))  # same pointer
+    tracking.add(proj, ["data"], cwd=proj.root)
+    assert b"\r" not in ptr_file.read_bytes()  # other bytes: written canonically again
+    (proj.root / "data" / "a.txt").write_text("changed\n")
+    old = ptr_file.read_bytes()
+    assert tracking.add(proj, ["data"], cwd=proj.root)[0].changed
+    assert ptr_file.read_bytes() != old
+
+
 @pytest.mark.parametrize("what", ["blob", "tree"])
 def test_an_object_deleted_since_is_stored_again(proj: Project, what: str) -> None:
     """fsck --repair (or any deletion) changes a shard directory: the stamp no longer
