@@ -208,7 +208,23 @@ def exp_queue(*, tools, templates, projects: Path, results: Results, reps: int,
         except CommandFailed as exc:
             results.fail(row, MODE, tool.name, exc)
         finally:
+            _stop_workers(tool, dest)
             remove_tree(dest)
+
+
+def _stop_workers(tool: Tool, project: Path) -> None:
+    """Stop DVC's queue workers (they outlive ``--run-all`` for a while), untimed.
+
+    A lingering worker would load the machine during the next cell and write into
+    the project while it is being removed.
+    """
+    if tool.name != "dvc" or not (project / ".dvc").is_dir():
+        return
+    try:
+        run_quiet(tool.argv("queue", "stop", "-q"), cwd=project, env=tool.env,
+                  timeout=120)
+    except CommandFailed:
+        pass  # no worker left: nothing to stop
 
 
 def dvc_states(shown: list) -> dict[str, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 # A link mode's value in each tool's config (both tools use the same words).
 MODES = ("copy", "hardlink", "reflink")
 DEFAULT_MODE = "default"  # each tool's own default (both: "reflink,copy")
+RM_ATTEMPTS = 6  # remove_tree retries, sleeping 1, 2, ... 6 s (21 s in all)
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,12 @@ def remove_tree(path: Path) -> None:
     # block it, so make directories writable first (cheap: one chmod per directory)
     if os.geteuid() != 0:
         subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
+    # a straggler (DVC's queue worker winding down) may still be writing in there:
+    # "Directory not empty" then; try again for a while before giving up
+    for attempt in range(RM_ATTEMPTS):
+        if subprocess.run(["rm", "-rf", str(path)], stderr=subprocess.DEVNULL).returncode == 0:
+            return
+        time.sleep(1 + attempt)
     subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
