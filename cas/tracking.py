@@ -195,7 +195,7 @@ def status(project: Project, paths: list[str] | None = None, *,
 def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status) -> None:
     """Fill in `st` from a snapshot of `abs_path` (nothing is stored)."""
     mem: dict[str, tree.Tree] = {}
-    hits: dict[str, str] = {}  # trees taken from the directory memo: id -> directory
+    hits: dict[str, object] = {}  # trees taken from the directory memo, by id
     objects = os.path.abspath(project.store.objects)
     snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
                               objects=objects, memo_hits=hits)
@@ -211,9 +211,8 @@ def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status) -> None
             return mem[oid]
         if oid in hits and not project.store.has(oid):
             # A tree the memo vouched for but never stored (a status of changed data):
-            # build that one directory again, its unchanged subdirectories still memo'd.
-            t = workspace.rebuild(hits[oid], oid, statcache=project.statcache, trees=mem,
-                                  objects=objects, memo_hits=hits)
+            # build just that directory, from the listing the snapshot read.
+            t = workspace.rebuild(hits[oid], oid, statcache=project.statcache, trees=mem)
             if t is None:
                 raise _Changed
             return t

@@ -107,7 +107,7 @@ def file_mode(st: os.stat_result) -> int:
 def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
              ingest: str = "copy", progress: Progress | None = None,
              trees: dict[str, tree.Tree] | None = None, objects: str | None = None,
-             memo: bool | None = None, memo_hits: dict[str, str] | None = None) -> Snapshot:
+             memo: bool | None = None, memo_hits: dict[str, object] | None = None) -> Snapshot:
     """Hash the file or directory at `path`; with a writer, store it too.
 
     Args:
@@ -126,8 +126,8 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
         memo: take unchanged directories' tree ids from the directory memo. Default:
             only when `trees` is not given or `memo_hits` is, since a tree taken from
             the memo is not built and so not in `trees`.
-        memo_hits: when given, receives {tree id: directory path} for the trees taken
-            from the memo; `rebuild()` turns one into a Tree.
+        memo_hits: when given, receives {tree id: handle} for the trees taken from the
+            memo; `rebuild()` turns a handle into the Tree, from the same listing.
     Raises:
         NotFound: `path` does not exist.
         UsageError: a special file (socket, fifo, device) or a name that is not UTF-8.
@@ -152,38 +152,36 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     return Snapshot(top.oid, True, top.nbytes, top.nfiles, 0, hashed)  # type: ignore[arg-type]
 
 
-def rebuild(path: str, oid: str, *, statcache: StatCache, trees: dict[str, tree.Tree],
-            objects: str | None = None, memo_hits: dict[str, str] | None = None) -> tree.Tree | None:
-    """The tree `oid` that a snapshot took from the memo for directory `path`, built now.
+def rebuild(handle: object, oid: str, *, statcache: StatCache,
+            trees: dict[str, tree.Tree]) -> tree.Tree | None:
+    """The tree `oid` a snapshot took from the memo (`handle` from its `memo_hits`).
 
-    Only `path` itself is built (its subdirectories may come from the memo again, and
-    land in `memo_hits`); every tree built goes into `trees`. Returns None when the
-    directory no longer hashes to `oid` (it changed since).
+    Built from the listing that snapshot read, not a new one: its files are looked up
+    (or hashed), its subdirectories are what that snapshot resolved them to. The tree
+    goes into `trees` too. Returns None if it does not come out as `oid` (a file the
+    stat cache no longer vouches for changed since it was listed).
     """
-    clock = statcache.now_ns()
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not stat_mod.S_ISDIR(st.st_mode):
-        return None
-    top, _ = _snapshot_dir(path, st, clock, statcache=statcache, writer=None, ingest="copy",
-                           progress=None, trees=trees, objects_dir=objects, memo=True,
-                           memo_hits=memo_hits, rebuild_top=True)
-    return trees.get(oid) if top.oid == oid else None
+    d, clock, prefix = handle  # type: ignore[misc]
+    _classify(d, prefix, clock)
+    _hash_files(d.files, statcache, None, "copy", None)
+    t = _build(d, None, trees)
+    return t if d.oid == oid else None
 
 
 def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: StatCache,
                   writer: Writer | None, ingest: str, progress: Progress | None,
                   trees: dict[str, tree.Tree] | None, objects_dir: str | None, memo: bool,
-                  memo_hits: dict[str, str] | None, rebuild_top: bool = False) -> tuple[_Dir, int]:
+                  memo_hits: dict[str, object] | None) -> tuple[_Dir, int]:
     prefix = None if objects_dir is None else objects_dir.rstrip("/") + "/"
     dirs = _walk(root, root_st)
     rows = statcache.dir_rows([(d.dev, d.ino) for d in dirs]) if memo else {}
     stamp_then: bytes | None = None
     if rows:
-        stamp_then = _resolve_memo(dirs, rows, prefix, writer, memo_hits,
-                                   rebuild_top=rebuild_top)
+        stamp_then = _resolve_memo(dirs, rows, prefix, writer)
+        if memo_hits is not None:
+            for d in dirs:
+                if d.hit:
+                    memo_hits[d.oid] = (d, clock, prefix)  # type: ignore[index]
 
     todo = [d for d in dirs if not d.hit]
     files = []
@@ -194,21 +192,28 @@ def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: 
 
     # Build bottom-up: _walk lists parents before children, so reverse it.
     for d in reversed(todo):
-        entries = [tree.Entry(f.name, f.kind, f.oid, f.st.st_size,  # type: ignore[arg-type]
-                              file_mode(f.st) if f.kind == tree.FILE else 0) for f in d.files]  # type: ignore[union-attr]
-        sub_files = {}
-        for name, child in d.children:
-            entries.append(tree.Entry(name, tree.DIR, child.oid, child.nbytes, 0))  # type: ignore[arg-type]
-            sub_files[name] = child.nfiles
-        t = tree.make(entries, subtree_files=sub_files, names_checked=True)
-        data = tree.encode(t)
-        d.oid = writer.put_bytes(data, compress=True) if writer else hashing.hash_bytes(data)
-        if trees is not None:
-            trees[d.oid] = t
-        d.nbytes, d.nfiles = t.total_bytes, t.total_files
+        _build(d, writer, trees)
 
     _record(dirs, todo, statcache, writer, prefix, clock, stamp_then)
     return dirs[0], hashed
+
+
+def _build(d: _Dir, writer: Writer | None, trees: dict[str, tree.Tree] | None) -> tree.Tree:
+    """Encode (and with a writer, put) the tree of `d`, whose files have their ids and
+    whose subdirectories are resolved; sets d.oid and its totals."""
+    entries = [tree.Entry(f.name, f.kind, f.oid, f.st.st_size,  # type: ignore[arg-type]
+                          file_mode(f.st) if f.kind == tree.FILE else 0) for f in d.files]  # type: ignore[union-attr]
+    sub_files = {}
+    for name, child in d.children:
+        entries.append(tree.Entry(name, tree.DIR, child.oid, child.nbytes, 0))  # type: ignore[arg-type]
+        sub_files[name] = child.nfiles
+    t = tree.make(entries, subtree_files=sub_files, names_checked=True)
+    data = tree.encode(t)
+    d.oid = writer.put_bytes(data, compress=True) if writer else hashing.hash_bytes(data)
+    if trees is not None:
+        trees[d.oid] = t
+    d.nbytes, d.nfiles = t.total_bytes, t.total_files
+    return t
 
 
 def _walk(root: str, root_st: os.stat_result) -> list[_Dir]:
@@ -307,8 +312,8 @@ def _stat_vals(stats: list) -> list[int]:
     return vals
 
 
-def _resolve_memo(dirs: list[_Dir], rows: dict, prefix: str | None, writer: Writer | None,
-                  memo_hits: dict[str, str] | None, *, rebuild_top: bool) -> bytes | None:
+def _resolve_memo(dirs: list[_Dir], rows: dict, prefix: str | None,
+                  writer: Writer | None) -> bytes | None:
     """Mark each directory the memo vouches for as a hit, bottom-up. Returns the store
     stamp it compared against (with a writer), else None.
 
@@ -319,10 +324,9 @@ def _resolve_memo(dirs: list[_Dir], rows: dict, prefix: str | None, writer: Writ
     """
     stamp: bytes | None = None
     stamped = False
-    top = dirs[0]
     for d in reversed(dirs):
         row = rows.get((d.dev, d.ino))
-        if row is None or (rebuild_top and d is top):
+        if row is None:
             continue
         if not all(c.hit for _, c in d.children):
             continue
@@ -336,8 +340,6 @@ def _resolve_memo(dirs: list[_Dir], rows: dict, prefix: str | None, writer: Writ
                 continue
         d.hit = True
         d.oid, d.nbytes, d.nfiles = row[1], row[2], row[3]
-        if memo_hits is not None:
-            memo_hits[row[1]] = d.path
     return stamp
 
 
