@@ -23,7 +23,8 @@ and brackets), `choice(0.1,0.01)`, and `range(start, stop[, step])` (end exclusi
 float steps allowed). `expand_grid` gives the cartesian product of all specs.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typing.NamedTuple compiles every string
+# annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import datetime
 import functools

@@ -14,7 +14,8 @@ known key required. `kind` is `file` or `dir`; `mode` is 0o644/0o755 in octal te
 a file and 0 for a directory.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typing.NamedTuple compiles every string
+# annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import os
 import re

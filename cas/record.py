@@ -33,7 +33,8 @@ mapping keys (YAML `1: x`) are stored as their str().
 Equal content therefore encodes to equal bytes, and so to the same id.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typing.NamedTuple compiles every string
+# annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import math
 from collections.abc import Mapping

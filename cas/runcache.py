@@ -23,7 +23,8 @@ Only stages that can be replayed are cached: a command, at least one dep and one
 out, every out cached (`cache: true`) and not `persist`, not `always_changed`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typing.NamedTuple compiles every string
+# annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import os
 import time

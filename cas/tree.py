@@ -18,7 +18,8 @@ its id, an unchanged subdirectory costs nothing to store or compare again: diff(
 never opens two subtrees with equal ids.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typing.NamedTuple compiles every string
+# annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import sys
 from typing import Callable, Iterator, NamedTuple

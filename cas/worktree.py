@@ -14,7 +14,8 @@ Also here: the baseline commit, read from `.git` directly (HEAD, the loose ref,
 then packed-refs), because a `git rev-parse` costs a process start on every run.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typing.NamedTuple compiles every string
+# annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import os
 import stat as stat_mod
