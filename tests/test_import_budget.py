@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import helpers
+
 # Runs the CLI in a fresh interpreter and writes what it imported (before json, which
 # the probe itself needs) to the file named by argv[1].
 PROBE = """
@@ -63,7 +65,22 @@ def test_a_quick_run_imports_nothing_heavy(project) -> None:
 @pytest.mark.parametrize("pipeline", ["stages:\n  s:\n    cmd: \"true\"\n"])
 def test_a_pipeline_run_imports_nothing_heavy(project, pipeline: str) -> None:
     (project.root / "dvc.yaml").write_text(pipeline)
+    helpers.settle(project.statcache, [project.root / "dvc.yaml"])  # cacheable (racy rule)
     _modules_of_run(project.root, "-q")  # runs the stage, caches the parse
     modules = _modules_of_run(project.root, "-q")  # the stage is skipped
     assert "cas.runner" in modules
     assert _loaded(modules, NOT_FOR_A_RUN) == []
+
+
+def test_a_run_with_a_param_override_imports_no_yaml_library(project) -> None:
+    """The bench's `tally run -S lr=...` on a flat params.yaml: the edit, the read and
+    the cached parse need neither ruamel.yaml nor the pipeline loader."""
+    (project.root / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: echo $RANDOM > model.txt\n    params: [lr, epochs]\n"
+        "    outs: [model.txt]\n")
+    (project.root / "params.yaml").write_text("lr: 0.01\nepochs: 3\n")
+    helpers.settle(project.statcache, [project.root / "dvc.yaml"])  # cacheable (racy rule)
+    _modules_of_run(project.root, "-q", "-S", "lr=0.1")  # caches the parse
+    modules = _modules_of_run(project.root, "-q", "-S", "lr=0.2")
+    assert (project.root / "params.yaml").read_text() == "lr: 0.2\nepochs: 3\n"
+    assert _loaded(modules, tuple(m for m in NOT_FOR_A_RUN if m != "cas.params")) == []
