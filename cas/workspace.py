@@ -25,9 +25,8 @@ import os
 import stat as stat_mod
 import sys
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from . import hashing, tree
 from .errors import NotFound, UsageError, from_os_error
@@ -54,8 +53,7 @@ STAT_FIELDS = ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctim
 Progress = Callable[[int, int], None]  # (done, total) files hashed
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """What a path hashed to."""
 
     oid: str
