@@ -77,7 +77,7 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
             abs_path = project.root / rel
             with project.store.writer() as writer:
                 snap = workspace.snapshot(abs_path, statcache=project.statcache, writer=writer,
-                                          ingest=mode, progress=progress)
+                                          ingest=mode, progress=progress, publish=True)
             ptr = Pointer(path=rel, oid=snap.oid, is_dir=snap.is_dir, size=snap.size,
                           files=snap.files, mode=snap.mode if not snap.is_dir else 0)
             if not _holds(project.root / pointer.pointer_path(rel), ptr.encode()):

@@ -105,7 +105,8 @@ def file_mode(st: os.stat_result) -> int:
 def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
              ingest: str = "copy", progress: Progress | None = None,
              trees: dict[str, tree.Tree] | None = None, objects: str | None = None,
-             memo: bool | None = None, memo_hits: dict[str, object] | None = None) -> Snapshot:
+             memo: bool | None = None, memo_hits: dict[str, object] | None = None,
+             publish: bool = False) -> Snapshot:
     """Hash the file or directory at `path`; with a writer, store it too.
 
     Args:
@@ -126,6 +127,11 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
             the memo is not built and so not in `trees`.
         memo_hits: when given, receives {tree id: handle} for the trees taken from the
             memo; `rebuild()` turns a handle into the Tree, from the same listing.
+        publish: flush `writer` before returning (for a caller that flushes next
+            anyway), so the memo rows recorded carry the store stamp and the next
+            snapshot of the same data need not check its blobs. Without it, a writer's
+            batches stay as the caller made them, and rows are recorded as not known
+            to be stored.
     Raises:
         NotFound: `path` does not exist.
         UsageError: a special file (socket, fifo, device) or a name that is not UTF-8.
@@ -146,7 +152,8 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     objects_dir = os.path.abspath(writer.store.objects) if writer is not None else objects
     top, hashed = _snapshot_dir(os.fspath(path), st, clock, statcache=statcache, writer=writer,
                                 ingest=ingest, progress=progress, trees=trees,
-                                objects_dir=objects_dir, memo=memo, memo_hits=memo_hits)
+                                objects_dir=objects_dir, memo=memo, memo_hits=memo_hits,
+                                publish=publish)
     return Snapshot(top.oid, True, top.nbytes, top.nfiles, 0, hashed)  # type: ignore[arg-type]
 
 
@@ -169,7 +176,7 @@ def rebuild(handle: object, oid: str, *, statcache: StatCache,
 def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: StatCache,
                   writer: Writer | None, ingest: str, progress: Progress | None,
                   trees: dict[str, tree.Tree] | None, objects_dir: str | None, memo: bool,
-                  memo_hits: dict[str, object] | None) -> tuple[_Dir, int]:
+                  memo_hits: dict[str, object] | None, publish: bool) -> tuple[_Dir, int]:
     prefix = None if objects_dir is None else objects_dir.rstrip("/") + "/"
     dirs = _walk(root, root_st)
     rows = statcache.dir_rows([(d.dev, d.ino) for d in dirs]) if memo else {}
@@ -192,7 +199,7 @@ def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: 
     for d in reversed(todo):
         _build(d, writer, trees)
 
-    _record(dirs, todo, statcache, writer, prefix, clock, stamp_then)
+    _record(dirs, todo, statcache, writer if publish else None, prefix, clock, stamp_then)
     return dirs[0], hashed
 
 
@@ -398,9 +405,9 @@ def _record(dirs: list[_Dir], built: list[_Dir], statcache: StatCache, writer: W
     entry a row's signature covers must be strictly older than the clock reading taken
     before its stat, and on the directory's (and so the clock's) filesystem.
 
-    With a writer, everything is published first (blobs before trees, as always), so a
-    row can carry the store stamp taken after it: "this tree and all it names were in
-    the store when the store looked like this".
+    With a writer (only when the snapshot may publish), everything is published first
+    (blobs before trees, as always), so a row can carry the store stamp taken after
+    it: "this tree and all it names were in the store when the store looked like this".
     """
     if not built:
         return  # every tree came from the memo, under a stamp nothing has changed since

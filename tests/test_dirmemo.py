@@ -581,3 +581,20 @@ def test_data_command_bad_arguments_exit_2(project: Project, argv: list[str], ne
     monkeypatch.chdir(project.root)
     assert entry.run(argv) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_without_publish_a_writer_is_not_flushed_and_rows_are_unstored(
+        proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run snapshots several outputs through one writer: its batching is left alone."""
+    d = proj.root / "data"
+    flushes = helpers.CallCounter(monkeypatch, Writer, "flush")
+    with proj.store.writer() as w:
+        snap = workspace.snapshot(d, statcache=proj.statcache, writer=w)
+        assert len(flushes) == 0
+    assert all(r[5] is None for r in rows(proj.statcache).values())
+    # So an add of the same data checks its blobs once, and records the stamp.
+    with proj.lock("store", shared=True):
+        with proj.store.writer() as w:
+            again = workspace.snapshot(d, statcache=proj.statcache, writer=w, publish=True)
+    assert again.oid == snap.oid
+    assert key(d) in rows(proj.statcache) and rows(proj.statcache)[key(d)][5] is not None
