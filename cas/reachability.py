@@ -77,6 +77,26 @@ def tree_edges(data: bytes) -> Edges:
     return Edges(required=tuple((e.oid, TREE if e.kind == tree.DIR else BLOB) for e in t.entries))
 
 
+def tree_children(data: bytes) -> Edges:
+    """A tree's edges from its rows' kind and id alone, without tree.decode's checks of
+    names, modes, order and totals.
+
+    For ordering what is already garbage (gc deletes a tree before what it names):
+    the same edges as tree_edges for a sound tree, and for a tree that fails those
+    checks still every id it names, which only adds order. Never for marking, where a
+    tree that does not decode is a root problem.
+
+    Raises:
+        FormatError: not a tree envelope, or rows without a kind and a 32-byte id.
+    """
+    _, body = envelope.decode(data, kind=envelope.KIND_TREE, versions=(tree.VERSION,))
+    try:
+        return Edges(required=tuple((row[2].hex(), TREE if row[1] == tree.DIR else BLOB)
+                                    for row in body[2] if len(row[2]) == DIGEST))
+    except (TypeError, IndexError, KeyError, AttributeError):
+        raise FormatError("tree rows are not [name, kind, oid, size, mode]") from None
+
+
 def record_edges(data: bytes) -> Edges:
     from . import record  # deferred: records pull in more than a tree walk needs
 
@@ -260,5 +280,5 @@ class Walker:
         return (o for o, m in self.marks.items() if m & bit)
 
 
-__all__ = ["Walker", "Edges", "edges_of", "kind_of_header", "register_edges",
+__all__ = ["Walker", "Edges", "edges_of", "kind_of_header", "register_edges", "tree_children",
            "BLOB", "TREE", "RECORD", "LAYER", "KIND_BY_BYTE"]
