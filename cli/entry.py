@@ -9,7 +9,6 @@ else, and every `--help`, goes through the Typer app in cli/main.py.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from typing import Callable
@@ -131,9 +130,4 @@ def _report(exc: BaseException, debug: bool, cause: BaseException | None = None)
 
 def entry() -> None:
     """console_scripts entry."""
-    code = run()
-    # Skip the interpreter's final collection over every object left (~10 ms after a
-    # `tally run`: a tenth of its budget). Nothing depends on it: files are written
-    # with os-level calls or closed by `with`, and the OS reclaims the memory.
-    gc.freeze()
-    sys.exit(code)
+    sys.exit(run())
