@@ -2,18 +2,19 @@
 
 Mark, then sweep, in two passes so the store lock is held only briefly:
 
-A. unlocked (the long part): take the inventory (every object file and its age), list
-   the roots, walk everything they reach (cas/reachability.py), then keep also what
-   any object younger than the grace period reaches. The unmarked rest, minus the
-   young, is the plan. A dry run stops here and reports it.
+A. unlocked (the long part): take the inventory (every object file, its form and its
+   age), list the roots, walk everything they reach (cas/reachability.py), then keep
+   also what any object younger than the grace period reaches. The unmarked rest is
+   the plan, put in deletion order (_order). A dry run stops here and reports it.
 B. under the `store` lock, exclusive (writers hold it shared from their first put
-   until the root naming what they wrote is on disk): read every root again and walk
-   what pass A has not walked (cheap: trees already marked are never re-read), re-stat
-   the plan and keep whatever got younger, then drop the refs a retention policy
-   chose, then delete: records and entries, then trees, then blobs (the reverse of
-   the write order), with a syncfs barrier between layers, so at every instant and
-   after any crash every object still present names only present objects. Last,
-   stale temp files and the stat-cache entries of deleted objects go.
+   until the root naming what they wrote is on disk): drop the refs a retention
+   policy chose, read every root again and walk only what pass A has not walked (an
+   unchanged root costs a set lookup; nothing marked is re-read), then delete level
+   by level: records and entries, then trees, then blobs (the reverse of the write
+   order), with a syncfs barrier between levels, so at every instant and after any
+   crash every object still present names only present objects. Each object is
+   re-statted right before its unlink; one freshened meanwhile is kept with all it
+   reaches. Last, stale temp files and the stat-cache entries of deleted objects go.
 
 Only objects in pass A's inventory can be deleted, so anything published during the
 run is out of reach by construction; the lock is what makes `--grace 0` safe for
