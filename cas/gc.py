@@ -75,8 +75,9 @@ PARALLEL_MIN = 64
 RAW, ZST = 1, 2  # _Obj.forms bits: which files hold the object (spec/store.md, "Form")
 # An object file's name inside its shard: the id's last 62 hex digits, `.zst` for the
 # zstd form. Anything else there (a stray file, a temp name) is not an object.
-_NAME_RE = re.compile(r"\A([0-9a-f]{62})(\.zst)?\Z")
-_SHARD_RE = re.compile(r"\A[0-9a-f]{2}\Z")
+_NAME_RE = re.compile(r"[0-9a-f]{62}(?:\.zst)?")
+_SHARD_RE = re.compile(r"[0-9a-f]{2}")
+_ZST_NAME_LEN = 62 + 4
 
 
 @dataclass(slots=True)
@@ -88,44 +89,43 @@ class _Obj:
 
 
 def _inventory(store) -> dict[str, _Obj]:
-    """Every object file with its lstat: one scandir per shard and one lstat per file.
+    """Every object file with its lstat: one listdir per shard and one lstat per file.
 
     A lean FileStore.scan: the form and the age are all gc needs, and at 50,000 objects
-    the per-entry records and paths scan() builds cost more than the lstat itself.
+    the records and paths scan() builds (and os.scandir's entries) cost more than
+    the lstat itself.
     """
     inv: dict[str, _Obj] = {}
     objects = os.fspath(store.objects)
     try:
-        shards = sorted(e.name for e in os.scandir(objects)
-                        if _SHARD_RE.match(e.name) and e.is_dir(follow_symlinks=False))
+        shards = sorted(n for n in os.listdir(objects) if _SHARD_RE.fullmatch(n))
     except FileNotFoundError:
         return inv
-    match = _NAME_RE.match
+    is_name, lstat = _NAME_RE.fullmatch, os.lstat
     for shard in shards:
+        d = f"{objects}/{shard}/"
         try:
-            it = os.scandir(f"{objects}/{shard}")
-        except FileNotFoundError:
-            continue  # emptied and removed meanwhile
-        with it:
-            for ent in it:
-                m = match(ent.name)
-                if m is None:
-                    continue
-                try:
-                    st = ent.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # deleted while we listed
-                oid = shard + m.group(1)
-                form = ZST if m.group(2) else RAW
-                t = st.st_mtime_ns if st.st_mtime_ns > st.st_ctime_ns else st.st_ctime_ns
-                o = inv.get(oid)
-                if o is None:
-                    inv[oid] = _Obj(st.st_size, t, st.st_nlink, form)
-                else:  # both forms present (a crash between two publishes of one id)
-                    o.size += st.st_size
-                    o.newest_ns = max(o.newest_ns, t)
-                    o.nlink = max(o.nlink, st.st_nlink)
-                    o.forms |= form
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # emptied and removed meanwhile, or not a shard
+        for name in names:
+            if is_name(name) is None:
+                continue
+            try:
+                st = lstat(d + name)
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            oid = shard + name[:62]
+            form = ZST if len(name) == _ZST_NAME_LEN else RAW
+            m, c = st.st_mtime_ns, st.st_ctime_ns
+            o = inv.get(oid)
+            if o is None:
+                inv[oid] = _Obj(st.st_size, m if m > c else c, st.st_nlink, form)
+            else:  # both forms present (a crash between two publishes of one id)
+                o.size += st.st_size
+                o.newest_ns = max(o.newest_ns, m, c)
+                o.nlink = max(o.nlink, st.st_nlink)
+                o.forms |= form
     return inv
 
 
@@ -300,8 +300,9 @@ def _failpoint(name: str) -> None:
 class _Marker:
     """Walker + root bookkeeping: one bit per root kind, problems routed by phase."""
 
-    def __init__(self, store, inv: dict[str, _Obj], *, head: Callable[[str], bytes] | None = None) -> None:
-        self.problems: list[Problem] = []
+    def __init__(self, store, inv: dict[str, _Obj], *, head: Callable[[str], bytes] | None = None,
+                 problems: list[Problem] | None = None) -> None:
+        self.problems: list[Problem] = problems if problems is not None else []
         self.notes: list[str] = []
         self._in_grace = False
         self.walker = Walker(store, self._report, present=inv.__contains__, head=head)
@@ -477,21 +478,9 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     cutoff = fs_now - int(report.grace_s * 1e9)  # newer than this is young
     rstore = _ReadCache(store)
     view = _view(project, rstore)  # providers and retention read through the cache
-    drops: list[Drop] = []
-    kept_exps: list[Experiment] | None = None
-    if policy.active:
-        exps = list_experiments(view)
-        drops = select(exps, policy, now_ns=now_ns, promoted=_promoted(project, history))
-        dropped = {id(d.exp) for d in drops}
-        kept_exps = [e for e in exps if id(e) not in dropped]
-
-    inv = rstore.inv = _inventory(store)
-    marker = _Marker(rstore, inv, head=_head_reader(store, rstore, inv))
-    problems = marker.problems
-    commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
-                           all_commits=all_commits)
-
+    problems: list[Problem] = []
     skip = {"run-cache"} if drop_run_cache else set()
+    commits: list[str] = []
 
     def collect(experiments: list[Experiment] | None) -> list[Root]:
         """Every root. With `experiments`, those stand in for the experiments provider
@@ -506,10 +495,28 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
         roots += history.roots(commits, problems)
         return roots
 
+    # The inventory (one lstat per object, half of it in the kernel) is taken on a
+    # thread while the roots are listed (ref and record reads, git subprocesses):
+    # neither needs the other, and the walk below waits for both.
+    with ThreadPoolExecutor(max_workers=1) as one:
+        taking = one.submit(_inventory, store)
+        drops: list[Drop] = []
+        kept_exps: list[Experiment] | None = None
+        if policy.active:
+            exps = list_experiments(view)
+            drops = select(exps, policy, now_ns=now_ns, promoted=_promoted(project, history))
+            dropped = {id(d.exp) for d in drops}
+            kept_exps = [e for e in exps if id(e) not in dropped]
+        commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
+                               all_commits=all_commits)
+        roots = collect(kept_exps)
+        inv = rstore.inv = taking.result()
+    marker = _Marker(rstore, inv, head=_head_reader(store, rstore, inv), problems=problems)
+
     # The plan leaves out the experiments a policy drops. Pass B does not: it drops
     # those refs first and then asks the providers for the refs that remain, so a ref
     # renamed or re-pointed meanwhile is a root again whatever it names.
-    marker.walk(collect(kept_exps))
+    marker.walk(roots)
     marker.walk(_grace_roots(inv, marker.marks, cutoff))
     # Unmarked now means old too: every young object was just walked as a root.
     marks = marker.marks
@@ -704,18 +711,18 @@ def _fill_stats(report: GcReport, inv: dict[str, _Obj], marker: _Marker, gone: s
     marks = marker.marks
     # Objects grouped by their mark (the set of root kinds reaching them): a handful of
     # distinct values, so the per-kind sums below cost nothing per object.
-    groups: dict[int, list[int]] = {}
+    counts: dict[int, int] = {}
+    sizes: dict[int, int] = {}
+    mark, count, size = marks.get, counts.get, sizes.get
     total = 0
     for oid, o in inv.items():
         total += o.size
-        if oid in gone:
+        if gone and oid in gone:
             continue
-        m = marks.get(oid, 0)
-        g = groups.get(m)
-        if g is None:
-            g = groups[m] = [0, 0]
-        g[0] += 1
-        g[1] += o.size
+        m = mark(oid, 0)
+        counts[m] = count(m, 0) + 1
+        sizes[m] = size(m, 0) + o.size
+    groups = {m: (n, sizes[m]) for m, n in counts.items()}
     report.objects = len(inv)
     report.bytes = total
     report.kept_objects = report.kept_bytes = report.young_objects = report.young_bytes = 0
