@@ -109,7 +109,7 @@ def lookup(project, k: str) -> tuple[str, Entry] | None:
     store, is a miss (the stage simply runs), never an error.
     """
     try:
-        text = _index_path(project, k).read_text("ascii").strip()
+        text = _index_path(project, k).read_bytes().decode("ascii").strip()
     except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
         return None
     if not hashing.is_oid(text):

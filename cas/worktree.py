@@ -246,14 +246,14 @@ def _is_commit_hex(s: str) -> bool:
 def _read_ref(gitdir: Path, common: Path, ref: str) -> str | None:
     for base in (gitdir, common):
         try:
-            s = (base / ref).read_text("ascii").strip()
+            s = (base / ref).read_bytes().decode("ascii").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             continue
         if _is_commit_hex(s):
             return s
         raise ValueError(f"unexpected content in {ref}")
     try:
-        packed = (common / "packed-refs").read_text("ascii")
+        packed = (common / "packed-refs").read_bytes().decode("ascii")
     except FileNotFoundError:
         return None
     for line in packed.splitlines():
@@ -279,7 +279,9 @@ def baseline_commit(root: Path) -> str:
         gitdir, common = _git_dirs(root)
         if (common / "reftable").exists():
             raise ValueError("reftable")
-        head = (gitdir / "HEAD").read_text("ascii").strip()
+        # bytes.decode, not read_text("ascii"): a text file would import the ascii codec
+        # module (bytes.decode has it built in), 0.3 ms of every run.
+        head = (gitdir / "HEAD").read_bytes().decode("ascii").strip()
         if head.startswith("ref: "):
             commit = _read_ref(gitdir, common, head[5:].strip())
             if commit is None:
