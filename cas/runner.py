@@ -30,12 +30,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
-from . import lockfile, runcache, workspace
+from . import lockfile, workspace
 from .errors import NotFound, ParamError, TallyError, from_os_error
 from .lockfile import FileState, StageLock
 from .record import StageResult
+
+if TYPE_CHECKING:
+    from . import runcache
 
 SHELL = "/bin/sh"
 KILL_GRACE = 10.0  # seconds between forwarding a signal and SIGKILL of the stage
@@ -228,8 +231,11 @@ class Runner:
         so every object they name is already published."""
         if self.options.write_lock and self._lock_dirty:
             lockfile.write(self.root, self.lock)
-        for entry_oid, k in self._cache_entries:
-            runcache.write_index(self.project, k, entry_oid)
+        if self._cache_entries:
+            from . import runcache
+
+            for entry_oid, k in self._cache_entries:
+                runcache.write_index(self.project, k, entry_oid)
 
     def _stage(self, st, res: RunResult) -> StageResult:
         t0 = time.monotonic_ns()
@@ -255,6 +261,8 @@ class Runner:
 
         key = None
         if _replayable(st):
+            from . import runcache  # here: a stage without deps or outputs is never cached
+
             key = runcache.key(st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
                                [o.path for o in st.outs])
             if not self.options.no_run_cache and not self.options.force:
@@ -299,7 +307,7 @@ class Runner:
         self._lock_stage(st, deps, params, outs)
         if key is not None and len(cached_outs) == len(st.outs):
             # The entry goes in this Writer batch after the outputs; its index file is
-            # written by finish(), after the flush.
+            # written by finish(), after the flush. (runcache was imported with the key.)
             self._cache_entries.append(runcache.put(self.writer, runcache.make_entry(
                 st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
                 {p: (f.oid, f.is_dir) for p, f in outs.items()})))
@@ -424,7 +432,7 @@ class Runner:
                 _remove(p)
             p.parent.mkdir(parents=True, exist_ok=True)
 
-    def _restore(self, st, entry: runcache.Entry) -> dict[str, FileState]:
+    def _restore(self, st, entry: "runcache.Entry") -> dict[str, FileState]:
         for o in st.outs:
             if os.path.lexists(self.root / o.path):
                 self._snap(o.path, store=True)  # recoverable before it is replaced

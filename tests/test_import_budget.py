@@ -38,8 +38,9 @@ with open(sys.argv[1], "w") as f:
 NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline", "cas.params",
                  "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
                  "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc")
-# A command-line stage also skips the parsed-pipeline cache.
-NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("pickle",)
+# A command-line stage without deps or outputs also skips the parsed-pipeline cache and
+# the run-cache.
+NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("pickle", "cas.runcache")
 
 
 def _modules_of_run(root: Path, *args: str) -> list[str]:
