@@ -42,7 +42,7 @@ from typing import Callable, Iterable
 
 from . import codec, envelope, git, hashing
 from .duration import parse_duration
-from .errors import CorruptObject, LockBusy, TallyError, UsageError, from_os_error
+from .errors import Conflict, CorruptObject, LockBusy, NotFound, TallyError, UsageError, from_os_error
 from .fsops import syncfs
 from .project import Project
 from .reachability import BLOB, LAYER, TREE, Edges, Walker, tree_children
@@ -757,57 +757,33 @@ def _kind(walker: Walker, oid: str) -> str:
 def _drop_refs(project: Project, drops: list[Drop], report: GcReport) -> list[Drop]:
     """Delete the refs a policy chose, each only if it still names the record judged.
 
-    refs.delete's compare-and-swap, in one batch: the `refs` lock is taken once, and
-    the caller's barrier (one syncfs) makes every removal durable, where refs.delete
-    syncs the directory once per ref (950 refs: ~10 s on ext4 here).
+    One batch (removal.delete_refs: the `refs` lock taken once); the caller's barrier
+    (one syncfs) then makes every removal durable before any object goes.
     """
-    from . import refs
-
     if not drops:
         return []
-    done: list[tuple[Drop, Path]] = []
-    with project.lock("refs", timeout=refs.LOCK_TIMEOUT, purpose="tally gc: dropping experiment refs"):
-        for d in drops:
-            e = d.exp
-            try:
-                current = refs.read(project, e.baseline, e.name)
-            except TallyError as exc:
-                report.notes.append(f"experiment {e.label}: {exc.message}; not dropped")
-                continue
-            if current != e.record:
-                report.notes.append(f"experiment {e.label} changed meanwhile; not dropped")
-                continue
-            done.append((d, refs.ref_path(project, e.baseline, e.name)))
-        # Nobody changes a ref while we hold the lock, so the checks above still hold.
-        # Each unlink frees a block (see DELETE_THREADS): unlinked on the sweep's threads.
-        gone = _parallel(lambda items: [_unlink_path(p) for _, p in items], done)
-        for parent in {p.parent for _, p in done}:
-            try:
-                parent.rmdir()  # the last ref of a baseline takes its directory with it
-            except OSError:
-                pass
-    return [d for (d, _), ok in zip(done, (x for part in gone for x in part)) if ok]
+    from .removal import delete_refs
+
+    done = []
+    errors = delete_refs(project, [(d.exp.baseline, d.exp.name, d.exp.record) for d in drops],
+                         sync=False)
+    for d, exc in zip(drops, errors):
+        if exc is None:
+            done.append(d)
+        elif isinstance(exc, (Conflict, NotFound)):
+            report.notes.append(f"experiment {d.exp.label} changed meanwhile; not dropped")
+        else:
+            report.notes.append(f"experiment {d.exp.label}: {exc.message}; not dropped")
+    return done
 
 
-def _unlink_path(path: Path | str) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def _parallel(work: Callable[[list], object], items: list, pool: ThreadPoolExecutor | None = None) -> list:
-    """`work` over `items` cut in DELETE_THREADS contiguous parts, in order; inline when
-    there are fewer than PARALLEL_MIN. Returns each part's result, in order."""
-    if len(items) < PARALLEL_MIN:
+def _parallel(work: Callable[[list], object], items: list, pool: ThreadPoolExecutor | None) -> list:
+    """`work` over `items`: inline when there are fewer than PARALLEL_MIN, else on
+    `pool` in DELETE_THREADS contiguous parts. Returns each part's result, in order."""
+    if len(items) < PARALLEL_MIN or pool is None:
         return [work(items)] if items else []
     n = -(-len(items) // DELETE_THREADS)
-    parts = [items[i:i + n] for i in range(0, len(items), n)]
-    if pool is not None:
-        return list(pool.map(work, parts))
-    with ThreadPoolExecutor(max_workers=len(parts)) as own:
-        return list(own.map(work, parts))
+    return list(pool.map(work, [items[i:i + n] for i in range(0, len(items), n)]))
 
 
 def _barrier(store) -> None:

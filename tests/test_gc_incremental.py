@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from cas import fsck, gc as gc_mod, record, refs, tree
+from cas import fsck, gc as gc_mod, record, refs
 from cas.gc import gc
 from cas.reachability import BLOB, RECORD, TREE
 from cas.retention import Policy
@@ -215,3 +215,22 @@ def test_policy_drops_many_refs_in_one_batch(project, clock, monkeypatch) -> Non
     assert fsck.fsck(project).ok
     report = gc(project, grace_s=0, policy=Policy(keep_best=0, keep_last=0, older_than="0s"))
     assert refs.list_refs(project) == [] and not (refs.refs_root(project) / baseline(project)).exists()
+
+
+def test_remove_deletes_many_refs_in_one_batch_each_by_compare_and_swap(project, clock, monkeypatch) -> None:
+    from cas import removal
+    from cas.errors import Conflict, NotFound
+
+    base = baseline(project)
+    ids = {f"e{i}": make_experiment(project, f"e{i}", created=(i + 1) * NS)[0] for i in range(70)}
+    moved, other = ids["e3"], ids["e4"]
+    refs.update(project, base, "e3", other, moved)  # e3 moved since it was listed
+    monkeypatch.setattr(refs, "delete", lambda *a, **kw: pytest.fail("one ref at a time"))
+    items = [(base, n, oid) for n, oid in ids.items()] + [(base, "ghost", moved)]
+    errors = removal.delete_refs(project, items)
+    assert isinstance(errors[3], Conflict) and "changed meanwhile" in errors[3].message
+    assert isinstance(errors[-1], NotFound)
+    assert [e for i, e in enumerate(errors) if i not in (3, len(items) - 1)] == [None] * 69
+    assert [(n, o) for _, n, o in refs.list_refs(project)] == [("e3", other)]
+    assert removal.delete_refs(project, [(base, "e3", other)]) == [None]
+    assert not (refs.refs_root(project) / base).exists()  # the last ref took its directory
