@@ -113,11 +113,6 @@ class StatCache:
             os.unlink(marker)
         return ns
 
-    @property
-    def clock_dev(self) -> int:
-        """The device of the last clock reading (-1 before the first)."""
-        return self._clock_dev
-
     def wait_past(self, newest_ns: int, *, limit: float = MAX_TICK_WAIT) -> int:
         """Wait until the filesystem clock is strictly past `newest_ns`; return the reading.
 

@@ -201,18 +201,18 @@ def status(project: Project, paths: list[str] | None = None, *,
     return out
 
 
-def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status) -> None:
+def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status, *,
+             memo: bool = True) -> None:
     """Fill in `st` from a snapshot of `abs_path` (nothing is stored)."""
     mem: dict[str, tree.Tree] = {}
     hits: dict[str, object] = {}  # trees taken from the directory memo, by id
-    objects = os.path.abspath(project.store.objects)
     snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
-                              objects=objects, memo_hits=hits)
+                              objects=os.path.abspath(project.store.objects),
+                              memo=memo, memo_hits=hits if memo else None)
     if snap.oid == ptr.oid and snap.is_dir == ptr.is_dir:
         return
-    if st.state == "unchanged":
-        st.state = "modified"
     if not (snap.is_dir and ptr.is_dir and project.store.has(ptr.oid)):
+        st.state = "modified" if st.state == "unchanged" else st.state
         return
 
     def load(oid: str) -> tree.Tree:
@@ -228,18 +228,15 @@ def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status) -> None
         return tree.decode(project.store.get(oid, max_size=envelope.MAX_STRUCT_SIZE))
 
     try:
-        try:
-            changes = list(tree.diff(ptr.oid, snap.oid, load))
-        except _Changed:
-            # The data changed while it was compared: once more, built whole.
-            mem.clear()
-            hits.clear()
-            snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
-                                      objects=objects, memo=False)
-            changes = list(tree.diff(ptr.oid, snap.oid, load))
+        changes = list(tree.diff(ptr.oid, snap.oid, load))
+    except _Changed:
+        # The data changed while it was compared: once more, built whole.
+        _compare(project, ptr, abs_path, st, memo=False)
+        return
     except ObjectMissing:
         st.state = "not-in-store"
         return
+    st.state = "modified" if st.state == "unchanged" else st.state
     for ch in changes:
         (st.added if ch.old is None else st.deleted if ch.new is None
          else st.modified).append(ch.path)

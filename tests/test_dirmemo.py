@@ -598,3 +598,15 @@ def test_without_publish_a_writer_is_not_flushed_and_rows_are_unstored(
             again = workspace.snapshot(d, statcache=proj.statcache, writer=w, publish=True)
     assert again.oid == snap.oid
     assert key(d) in rows(proj.statcache) and rows(proj.statcache)[key(d)][5] is not None
+
+
+def test_status_falls_back_to_a_whole_build_when_a_memod_tree_cannot_be_rebuilt(
+        proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    tracking.add(proj, ["data"], cwd=proj.root)
+    d = proj.root / "data"
+    (d / "sub" / "deeper" / "e.txt").write_text("new\n")
+    helpers.settle(proj.statcache, [d])
+    tracking.status(proj)  # records the changed directories' rows
+    monkeypatch.setattr(workspace, "rebuild", lambda *a, **k: None)  # "changed meanwhile"
+    [s] = tracking.status(proj)
+    assert (s.state, s.added, s.modified, s.deleted) == ("modified", ["sub/deeper/e.txt"], [], [])
