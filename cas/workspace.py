@@ -167,8 +167,11 @@ def rebuild(handle: object, oid: str, *, statcache: StatCache,
     stat cache no longer vouches for changed since it was listed).
     """
     d, clock, prefix = handle  # type: ignore[misc]
-    _classify(d, prefix, clock)
-    _hash_files(d.files, statcache, None, "copy", None)
+    try:
+        _classify(d, prefix, clock)
+        _hash_files(d.files, statcache, None, "copy", None)
+    except (NotFound, FileNotFoundError):
+        return None  # a file went away since it was listed
     t = _build(d, None, trees)
     return t if d.oid == oid else None
 
