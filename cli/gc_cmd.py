@@ -1,4 +1,10 @@
-"""`tally gc`: delete what no root needs; plan, confirm, report."""
+"""`tally gc`: delete what no root needs; plan, confirm, report.
+
+Two front ends share one body (`run_gc`): the Typer command below (help, and every
+in-process caller), and `main(argv)`, Typer-free (argparse). Typer parses through
+pydantic, ~0.2 s of a no-op gc's ~1 s; cli/entry.py can dispatch `gc` to `main` as it
+does `run`, `show` and `restore`.
+"""
 
 from __future__ import annotations
 
@@ -64,12 +70,25 @@ def gc(
     when it is not. --dry-run and --json say exactly which objects and how many bytes
     go, and which roots keep what.
     """
+    run_gc(dry_run=dry_run, json_out=json_out, yes=yes, grace=grace, all_branches=all_branches,
+           all_tags=all_tags, all_commits=all_commits, drop_run_cache=drop_run_cache,
+           keep_best=keep_best, sort_by=sort_by, keep_last=keep_last, drop_failed=drop_failed,
+           older_than=older_than, no_retention=no_retention, force=force, wait=wait, verbose=verbose)
+
+
+def run_gc(*, dry_run: bool = False, json_out: bool = False, yes: bool = False,
+           grace: str | None = None, all_branches: bool = False, all_tags: bool = False,
+           all_commits: bool = False, drop_run_cache: bool = False, keep_best: int | None = None,
+           sort_by: str | None = None, keep_last: int | None = None, drop_failed: bool | None = None,
+           older_than: str | None = None, no_retention: bool = False, force: bool = False,
+           wait: float = 60.0, verbose: bool = False) -> None:
+    """The body of `tally gc`, whichever front end parsed the arguments."""
     from dataclasses import replace
 
     from cas.duration import parse_duration
     from cas.errors import UsageError
     from cas.gc import GcRefused
-    from cas.gc import gc as run_gc
+    from cas.gc import gc as run
     from cas.project import open_project
     from cas.retention import Policy
 
@@ -97,10 +116,10 @@ def gc(
         return answer in ("y", "yes")
 
     try:
-        report = run_gc(project, grace_s=grace_s, dry_run=dry_run, all_branches=all_branches,
-                        all_tags=all_tags, all_commits=all_commits, drop_run_cache=drop_run_cache,
-                        policy=policy, force=force, lock_wait=wait,
-                        confirm=None if (yes or dry_run) else confirm)
+        report = run(project, grace_s=grace_s, dry_run=dry_run, all_branches=all_branches,
+                     all_tags=all_tags, all_commits=all_commits, drop_run_cache=drop_run_cache,
+                     policy=policy, force=force, lock_wait=wait,
+                     confirm=None if (yes or dry_run) else confirm)
     except GcRefused as exc:
         if json_out:
             emit_json(exc.report.to_json())
@@ -114,6 +133,46 @@ def gc(
         err("cancelled; nothing was deleted")
         return
     _render(report, verbose=verbose, stream=out)
+
+
+def main(argv: list[str]) -> None:
+    """`tally gc [options]` parsed without Typer (the options of the command above)."""
+    import argparse
+
+    from cas.errors import UsageError
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # one error funnel: exit 2 via UsageError
+            raise UsageError(f"tally gc: {message}", hint="see `tally gc --help`")
+
+    def count(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"tally gc: {text!r} is not a whole number") from None
+
+    def seconds(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"tally gc: --wait {text!r} is not a number of seconds") from None
+
+    p = Parser(prog="tally gc", add_help=False, allow_abbrev=False)
+    for flags, dest in ((("-n", "--dry-run"), "dry_run"), (("--json",), "json_out"),
+                        (("-y", "--yes"), "yes"), (("-a", "--all-branches"), "all_branches"),
+                        (("-T", "--all-tags"), "all_tags"), (("-A", "--all-commits"), "all_commits"),
+                        (("--drop-run-cache",), "drop_run_cache"), (("--no-retention",), "no_retention"),
+                        (("--force",), "force"), (("-v", "--verbose"), "verbose")):
+        p.add_argument(*flags, dest=dest, action="store_true")
+    p.add_argument("--grace", metavar="DURATION")
+    p.add_argument("--keep-best", type=count, metavar="N")
+    p.add_argument("--sort-by", metavar="KEY:max|min")
+    p.add_argument("--keep-last", type=count, metavar="N")
+    p.add_argument("--drop-failed", dest="drop_failed", action="store_const", const=True, default=None)
+    p.add_argument("--keep-failed", dest="drop_failed", action="store_const", const=False)
+    p.add_argument("--older-than", metavar="DURATION")
+    p.add_argument("--wait", type=seconds, default=60.0, metavar="SECONDS")
+    run_gc(**vars(p.parse_args(argv)))
 
 
 def _render(report, *, verbose: bool, stream, planned: bool = False) -> None:

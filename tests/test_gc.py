@@ -625,3 +625,59 @@ def test_a_promote_commit_citing_the_record_protects_it(project, clock) -> None:
     report = gc(project, grace_s=0, policy=Policy(older_than="1d"))
     assert [d.exp.name for d in report.dropped] == ["plain"]
     assert r1 in oids(project) and r2 not in oids(project)
+
+
+# -- the Typer-free front end (cli/gc_cmd.py main) ------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ("--grace", "0", "--dry-run", "--verbose"),
+    ("--grace", "0", "-n", "--json"),
+    ("--grace", "0"),  # not a terminal and no --yes: exit 2
+    ("--grace", "soon", "--yes"),
+    ("--keep-best", "2", "--sort-by", "acc", "--yes"),
+    ("--keep-best", "two", "--yes"),
+    ("--bogus",),
+    ("--grace", "0", "--yes", "--keep-last", "1", "--keep-failed", "--wait", "5"),
+])
+def test_the_typer_free_front_end_matches_the_typer_one(project, cli, clock, monkeypatch, args) -> None:
+    """gc_cmd.main, dispatched as cli/entry.py dispatches its fast commands, says and
+    does what the Typer command says and does, in two copies of one store."""
+    import cli.entry as entry
+    from cli import gc_cmd
+
+    add(project, "data", {"a.txt": "a\n"})
+    replace_file(project, "data", "a.txt", "b\n")
+    make_experiment(project, "e1", created=1 * NS, metrics={"acc": 0.5})
+    make_experiment(project, "e2", created=2 * NS, metrics={"acc": 0.7})
+    twin = project.root.parent / "twin"
+    shutil.copytree(project.root, twin, symlinks=True)
+
+    def call(where: Path) -> tuple[int, str, str]:
+        monkeypatch.chdir(where)
+        code, out, err = cli("gc", *args)
+        if "--json" in args and code == 0:
+            out = json.dumps({k: v for k, v in json.loads(out).items() if k != "seconds"})
+        return code, out, err
+    slow = call(project.root)
+    real = entry._fast
+    monkeypatch.setattr(entry, "_fast", lambda c: gc_cmd.main if c == "gc" else real(c))
+    fast = call(twin)
+    assert fast[0] == slow[0]
+    if slow[0] == 0:
+        assert fast[1:] == slow[1:]
+    else:
+        assert "tally: error:" in fast[2] or "Usage" in fast[2]
+    assert sorted(p.name for p in (twin / ".tally/objects").rglob("*")) == \
+        sorted(p.name for p in (project.root / ".tally/objects").rglob("*"))
+
+
+def test_the_typer_free_front_end_imports_neither_typer_parsing_nor_pydantic(project, clock) -> None:
+    import subprocess
+
+    add(project, "data", {"a.txt": "a\n"})
+    code = ("import sys; from cli.gc_cmd import main; main(['--grace', '0', '--yes']); "
+            "assert 'pydantic' not in sys.modules, 'pydantic imported'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Deleted 0 object(s)")
