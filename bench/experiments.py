@@ -198,18 +198,47 @@ def exp_queue(*, tools, templates, projects: Path, results: Results, reps: int,
                                    timeout=timeout)
             except CommandFailed as exc:  # say how far it got, then report the failure
                 states = _experiment_states(tool, project)
+                kept = _keep_evidence(tool, project, projects.parent / "failures", row, rep)
                 raise CommandFailed(exc.argv, exc.code,
-                                    f"{_states_text(states, count)}; {exc.tail}") from exc
+                                    f"{_states_text(states, count)}; {kept}{exc.tail}") from exc
             states = _experiment_states(tool, project)
             if states.get("success", 0) != count:
+                kept = _keep_evidence(tool, project, projects.parent / "failures", row, rep)
                 raise CommandFailed(_cmd(tool, "run_all"), -1,
-                                    f"exited 0 but {_states_text(states, count)}")
+                                    f"exited 0 but {_states_text(states, count)}; {kept}")
             results.record(row, MODE, tool.name, sample)
         except CommandFailed as exc:
             results.fail(row, MODE, tool.name, exc)
         finally:
             _stop_workers(tool, dest)
             remove_tree(dest)
+
+
+def _keep_evidence(tool: Tool, project: Path, where: Path, row: str, rep: int) -> str:
+    """Save the queue's status and the logs of its failed entries (untimed).
+
+    The project is removed after the cell; what failed and why must outlive it.
+    Returns "evidence in PATH; " for the cell's note ("" when nothing was saved).
+    """
+    if tool.name != "tally":
+        return ""
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        dest = where / f"{row}-{tool.name}-rep{rep + 1}.txt"
+        status = subprocess.run(tool.argv("queue", "status"), cwd=project, env=tool.env,
+                                capture_output=True, text=True, timeout=120).stdout
+        parts = [f"$ tally queue status\n{status}"]
+        for line in status.splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 2 and cols[2] == "failed":
+                logs = subprocess.run(tool.argv("queue", "logs", cols[0]), cwd=project,
+                                      env=tool.env, capture_output=True, text=True,
+                                      timeout=120)
+                parts.append(f"$ tally queue logs {cols[0]}\n{logs.stdout}{logs.stderr}")
+        dest.write_text("\n".join(parts))
+        return f"evidence in {dest}; "
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _stop_workers(tool: Tool, project: Path) -> None:

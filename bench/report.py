@@ -140,6 +140,23 @@ def notes(rows: list[Row], results: Results) -> list[str]:
     return out
 
 
+def as_section(text: str, title: str) -> str:
+    """A rendered report demoted one heading level under ``## title``.
+
+    For appending a run to a results file that keeps the earlier runs (``--append``):
+    the report's own "# tally benchmarks" heading becomes the section heading.
+    """
+    out = []
+    for line in text.splitlines():
+        if line.startswith("# "):
+            out.append(f"## {title}")
+        elif line.startswith("#"):
+            out.append("#" + line)
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def render(*, ctx: Context, rows: list[Row], results: Results,
            limits: dict[str, Limit], extra_notes: list[str]) -> str:
     """The whole report as Markdown."""

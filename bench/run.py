@@ -80,6 +80,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds before one command is killed (cell: timed out)")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"),
                    help="report file ('-': stdout only)")
+    p.add_argument("--append", metavar="TITLE", default=None,
+                   help="append the report to --out as a section '## TITLE' (headings "
+                        "demoted one level) instead of replacing the file")
     args = p.parse_args(argv)
     bad = set(args.modes.split(",")) - set(MODES)
     if bad:
@@ -372,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
                          + run_notes)
     text += "\n".join(profile.section(work / "tmp" / "profiles"))
     print(text)
-    if args.out != "-":
+    if args.out != "-" and args.append:
+        with open(args.out, "a") as f:
+            f.write("\n" + report.as_section(text, args.append))
+        _log(f"bench: appended to {args.out}")
+    elif args.out != "-":
         Path(args.out).write_text(text)
         _log(f"bench: wrote {args.out}")
     for sub in SCRATCH:

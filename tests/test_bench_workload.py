@@ -211,3 +211,11 @@ def test_dvc_states_counts_finished_failed_and_queued() -> None:
         ]},
     ]
     assert dvc_states(shown) == {"success": 2, "failed": 1, "queued": 1, "error": 1}
+
+
+def test_report_as_section_demotes_headings() -> None:
+    from bench.report import as_section
+
+    text = "# tally benchmarks\n\n- Date: x\n\n## Experiments\n\n### Floors\n| a |\n"
+    assert as_section(text, "2026-11-23: gc") == (
+        "## 2026-11-23: gc\n\n- Date: x\n\n### Experiments\n\n#### Floors\n| a |\n")
