@@ -698,11 +698,10 @@ def _order(garbage: list[str], inv: dict[str, _Obj], walker: Walker
 def _fill_plan(report: GcReport, inv: dict[str, _Obj], marker: _Marker,
                kinds: dict[str, str], levels: list[list[str]]) -> None:
     deleted = []
-    for level in levels:
+    for level in levels:  # in deletion order, as the sweep reports what it deleted
         for oid in level:
             o = inv[oid]
             deleted.append(Deleted(oid, kinds[oid], o.size, o.nlink > 1))
-    deleted.sort(key=lambda d: (LAYER.get(d.kind, 0), d.oid))
     report.deleted = deleted
     _fill_stats(report, inv, marker, {d.oid for d in deleted})
 
