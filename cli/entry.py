@@ -2,8 +2,8 @@
 
 Typer-free on purpose. The commands whose start-up users pay on every call parse
 their own arguments (`run`: each experiment's overhead; `show`: the listing loop;
-`restore`: a result back from the cache; `add`, `status`, `checkout`: the data loop) and are dispatched here without
-importing Typer, which costs ~60 ms. Everything
+`restore`: a result back from the cache; `add`, `status`, `checkout`: the data loop)
+and are dispatched here without importing Typer, which costs ~60 ms. Everything
 else, and every `--help`, goes through the Typer app in cli/main.py.
 """
 
