@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -87,6 +86,7 @@ class Live:
                 # As dvclive: a fresh run does not inherit an old run's history.
                 for name in (SUMMARY_FILE, PARAMS_FILE):
                     _unlink_quiet(self.dir / name)
+                import shutil  # here: the training script's import of cas.live stays lean
                 shutil.rmtree(self.dir.joinpath(*PLOTS_DIR), ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
 

@@ -15,16 +15,12 @@ order); the zstd form's rules live in cas/codec.py. This module is the layout an
 read side: paths, lookups, verified reads, the inventory gc and fsck walk.
 """
 
-from __future__ import annotations
-
 import itertools
 import os
 import threading
-import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 from . import codec, hashing
 from .errors import CorruptObject, ObjectMissing, StoreError, from_os_error
@@ -33,26 +29,34 @@ from .writer import Writer
 ZST_SUFFIX = ".zst"
 
 
-@dataclass(frozen=True, slots=True)
 class StoreOptions:
-    """How a store writes. Readers accept every form regardless of these."""
+    """How a store writes. Readers accept every form regardless of these.
 
-    compression: str = "auto"  # auto | zstd | none
-    zstd_level: int = 1
-    fsync: str = "batch"  # batch (one syncfs per Writer flush) | each | off
-    verify: bool = True  # re-read compressed output before publishing it
+    A plain class, validated on construction (a slots dataclass costs ~1 ms to
+    create at import, on every command).
+    """
 
-    def __post_init__(self) -> None:
-        if self.compression not in ("auto", "zstd", "none"):
-            raise StoreError(f"cache.compression must be auto, zstd or none, not {self.compression!r}")
-        if self.fsync not in ("batch", "each", "off"):
-            raise StoreError(f"cache.fsync must be batch, each or off, not {self.fsync!r}")
-        if not 1 <= self.zstd_level <= 19:
-            raise StoreError(f"cache.zstd_level must be 1..19, not {self.zstd_level}")
+    __slots__ = ("compression", "zstd_level", "fsync", "verify")
+
+    def __init__(self, compression: str = "auto", zstd_level: int = 1, fsync: str = "batch",
+                 verify: bool = True) -> None:
+        if compression not in ("auto", "zstd", "none"):
+            raise StoreError(f"cache.compression must be auto, zstd or none, not {compression!r}")
+        if fsync not in ("batch", "each", "off"):
+            raise StoreError(f"cache.fsync must be batch, each or off, not {fsync!r}")
+        if not 1 <= zstd_level <= 19:
+            raise StoreError(f"cache.zstd_level must be 1..19, not {zstd_level}")
+        self.compression = compression  # auto | zstd | none
+        self.zstd_level = zstd_level
+        self.fsync = fsync  # batch (one barrier per Writer flush) | each | off
+        self.verify = verify  # re-read compressed output before publishing it
+
+    def __repr__(self) -> str:
+        return (f"StoreOptions(compression={self.compression!r}, zstd_level={self.zstd_level}, "
+                f"fsync={self.fsync!r}, verify={self.verify})")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredObject:
+class StoredObject(NamedTuple):
     """One object file as found on disk by FileStore.scan (one lstat, no read)."""
 
     oid: str
@@ -64,8 +68,7 @@ class StoredObject:
     nlink: int  # > 1: a workspace hardlink shares the bytes, deleting frees nothing
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """Where and how an object is stored."""
 
     oid: str
@@ -175,7 +178,7 @@ class FileStore(ObjectStore):
         self._objects_s = os.fspath(self.objects)
         self._tmp_s = os.fspath(self.tmp)
         # pid + random prefix: unique across processes and across pid reuse.
-        self._tmp_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tmp_prefix = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._tmp_counter = itertools.count()
 
     # -- paths ---------------------------------------------------------------------
