@@ -234,3 +234,105 @@ def test_remove_deletes_many_refs_in_one_batch_each_by_compare_and_swap(project,
     assert [(n, o) for _, n, o in refs.list_refs(project)] == [("e3", other)]
     assert removal.delete_refs(project, [(base, "e3", other)]) == [None]
     assert not (refs.refs_root(project) / base).exists()  # the last ref took its directory
+
+
+# -- the forked sweep (levels of PARALLEL_MIN objects or more) ------------------------------------
+
+def _many_garbage_blobs(project, n: int = 150) -> tuple[str, set[str]]:
+    """A replaced directory of `n` files: its tree and `n` blobs become garbage."""
+    v1 = add(project, "data", {f"f{i:03d}.txt": f"v1 {i}\n" for i in range(n)})
+    add(project, "data", {"other.txt": "o\n"})
+    return v1.oid, closure(project, v1.oid) - {v1.oid}
+
+
+@pytest.mark.parametrize("per_child", [1000, 16])  # one child, or several
+def test_the_forked_sweep_deletes_and_reports_as_the_inline_one(project, clock, monkeypatch, tmp_path,
+                                                                per_child) -> None:
+    import shutil
+
+    top, blobs = _many_garbage_blobs(project)
+    twin = tmp_path / "twin"
+    shutil.copytree(project.root, twin, symlinks=True)
+    monkeypatch.setattr(gc_mod, "PER_CHILD", per_child)
+    forked = gc(project, grace_s=0)
+    from cas.project import open_project
+    monkeypatch.setattr(gc_mod, "FORK", False)  # threads
+    threaded = gc(open_project(twin), grace_s=0)
+    assert [d.to_json() for d in forked.deleted] == [d.to_json() for d in threaded.deleted]
+    assert {d.oid for d in forked.deleted} == blobs | {top}
+    assert set(oids(project)).isdisjoint(blobs) and fsck.fsck(project).ok
+
+
+def test_the_forked_sweep_keeps_what_got_young_and_skips_what_went(project, clock, monkeypatch) -> None:
+    top, blobs = _many_garbage_blobs(project)
+    clock.advance(2 * DAY)
+    young, went = sorted(blobs)[:2]
+
+    def confirm(plan):
+        path = project.store.raw_path(young)
+        t = os.lstat(path).st_mtime_ns + 2 * DAY * NS
+        os.utime(path, ns=(t, t))  # freshened by a writer that does not lock
+        project.store.delete(went)  # and another one gone already
+        return True
+    monkeypatch.setattr(gc_mod, "PER_CHILD", 16)
+    report = gc(project, grace_s=DAY, confirm=confirm)
+    deleted = {d.oid for d in report.deleted}
+    assert deleted == (blobs | {top}) - {young, went}
+    assert young in oids(project) and any(young in n for n in report.notes)
+    assert fsck.fsck(project).ok
+
+
+def test_a_forked_childs_error_stops_gc_after_reaping_every_child(project, clock, monkeypatch) -> None:
+    top, blobs = _many_garbage_blobs(project)
+    bad = sorted(blobs)[40]
+    real = gc_mod._unlink
+
+    def unlink(store, oid, forms):
+        if oid == bad:
+            raise PermissionError(13, "Permission denied", store.raw_path(oid))
+        real(store, oid, forms)
+    monkeypatch.setattr(gc_mod, "_unlink", unlink)  # inherited by the children
+    monkeypatch.setattr(gc_mod, "PER_CHILD", 16)
+    with pytest.raises(PermissionError) as exc:
+        gc(project, grace_s=0)
+    assert exc.value.filename == project.store.raw_path(bad)
+    assert bad in oids(project) and top not in oids(project)  # the tree went first
+    assert fsck.fsck(project).ok
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
+    # The other children finished their parts; the failing one stopped at `bad`.
+    left = blobs & oids(project)
+    assert bad in left and len(left) < len(blobs) // 2
+    monkeypatch.setattr(gc_mod, "_unlink", real)
+    assert {d.oid for d in gc(project, grace_s=0).deleted} == left
+    assert set(oids(project)).isdisjoint(blobs) and fsck.fsck(project).ok
+
+
+def test_a_crash_in_a_forked_child_kills_gc_and_leaves_a_consistent_store(repo) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import helpers
+    from cas import tracking
+    from cas.project import init_project
+
+    p, _ = init_project(repo)
+    helpers.write_tree(repo / "data", {f"f{i:03d}.txt": f"v1 {i}\n" for i in range(200)})
+    tracking.add(p, [str(repo / "data")])
+    helpers.write_tree(repo / "data", {f"f{i:03d}.txt": f"v2 {i}\n" for i in range(200)})
+    tracking.add(p, [str(repo / "data")])
+    p.statcache.close()
+    before = oids(p)
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root, "TALLY_FAILPOINT": "gc:delete:30"}
+    r = subprocess.run([sys.executable, "-m", "cli", "gc", "--grace", "0", "--yes"], cwd=repo,
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == -9, r.stderr  # the child took its parent with it
+    after = oids(p)
+    assert after < before and fsck.fsck(p).ok
+    del env["TALLY_FAILPOINT"]
+    r = subprocess.run([sys.executable, "-m", "cli", "gc", "--grace", "0", "--yes"], cwd=repo,
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(oids(p)) == len(before) - 201 and fsck.fsck(p).ok
