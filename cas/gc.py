@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -577,10 +578,16 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
                 raise GcRefused(report)
             fs_now = _fs_now_ns(project)
             cutoff = fs_now - int(report.grace_s * 1e9)
-            report.deleted = _sweep(store, levels, kinds, inv, marker, cutoff, report)
+            # The stat cache forgets the doomed objects while they are unlinked (one
+            # SQLite pass, ~0.25 s for 50,000 ids, in the shadow of the disk).
+            forgetting = _forget(project, {o for level in levels for o in level if o not in marker.marks})
+            try:
+                report.deleted = _sweep(store, levels, kinds, inv, marker, cutoff, report)
+            finally:
+                if forgetting is not None:
+                    forgetting.join()
         report.temp_files, report.temp_bytes = _remove_stale_temp(store, fs_now, report.grace_s)
         _failpoint("gc:swept")
-        _forget(project, {d.oid for d in report.deleted}, report)
     finally:
         lock.release()
     report.notes.extend(marker.notes[noted:])
@@ -1013,20 +1020,27 @@ def _remove_stale_temp(store, fs_now: int, grace_s: float) -> tuple[list[str], i
     return names, total
 
 
-# StatCache.forget_oids deletes row by row on a table keyed by inode (no index on
-# the oid): ~13 ms per id on a 50k-entry cache. Above this many ids gc leaves the rows:
-# a stale entry still states a true fact (those bytes hash to that id), and every
-# writer checks that the object exists before trusting an entry.
-
-
-def _forget(project: Project, oids: set[str], report: GcReport) -> None:
-    """Drop stat-cache entries naming deleted objects (hygiene, never correctness).
-
-    One pass over the cache table whatever the number of ids (StatCache.forget_oids).
+def _forget(project: Project, oids: set[str]) -> threading.Thread | None:
+    """Drop the stat-cache entries naming `oids`, on a thread (join it); hygiene, never
+    correctness: a stale entry still states a true fact (those bytes hash to that id),
+    and a writer checks that the object exists before trusting an entry. An object the
+    sweep then keeps (freshened meanwhile) loses its entries too: its file is hashed
+    again next time.
     """
     if not oids or not (project.store_dir / "statcache.db").exists():
-        return
-    project.statcache.forget_oids(oids)
+        return None
+    import sqlite3
+
+    statcache = project.statcache  # opened here, not on the thread
+
+    def forget() -> None:
+        try:
+            statcache.forget_oids(oids)
+        except (sqlite3.Error, OSError):
+            pass  # a cache we cannot write keeps its (harmless) stale entries
+    t = threading.Thread(target=forget, name="gc-forget", daemon=True)
+    t.start()
+    return t
 
 
 __all__ = ["gc", "GcReport", "GcRefused", "Deleted", "RootStats", "Root", "Policy",
