@@ -34,7 +34,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -578,14 +577,11 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
                 raise GcRefused(report)
             fs_now = _fs_now_ns(project)
             cutoff = fs_now - int(report.grace_s * 1e9)
-            # The stat cache forgets the doomed objects while they are unlinked (one
-            # SQLite pass, ~0.25 s for 50,000 ids, in the shadow of the disk).
-            forgetting = _forget(project, {o for level in levels for o in level if o not in marker.marks})
-            try:
-                report.deleted = _sweep(store, levels, kinds, inv, marker, cutoff, report)
-            finally:
-                if forgetting is not None:
-                    forgetting.join()
+            # The stat cache forgets the doomed objects while the children unlink the
+            # last level (one SQLite pass, ~0.25 s for 50,000 ids, in the disk's shadow).
+            doomed = {o for level in levels for o in level if o not in marker.marks}
+            report.deleted = _sweep(store, levels, kinds, inv, marker, cutoff, report,
+                                    idle=lambda: _forget(project, doomed))
         report.temp_files, report.temp_bytes = _remove_stale_temp(store, fs_now, report.grace_s)
         _failpoint("gc:swept")
     finally:
@@ -796,7 +792,8 @@ def _parts(items: list, n: int) -> list[list]:
 
 
 def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str, _Obj],
-                   cutoff: int) -> list[tuple[list[Deleted], list[str]]]:
+                   cutoff: int, idle: Callable[[], None] | None = None
+                   ) -> list[tuple[list[Deleted], list[str]]]:
     """_delete_some over DELETE_THREADS contiguous parts of `todo`, each in a forked
     child process: unlink(2) mostly waits (see DELETE_THREADS), and threads waiting
     in the kernel hand the GIL back and forth (15 futex calls per object, twice the
@@ -805,7 +802,8 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
 
     The children inherit the store lock's descriptor, so the lock is held until the
     last of them exits even if this process dies; and they are killed and reaped
-    before this returns or raises, so none outlives the sweep.
+    before this returns or raises, so none outlives the sweep. `idle` runs here while
+    they work.
     """
     import selectors
 
@@ -829,6 +827,8 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
             os.close(w)
             kids.append((pid, r, part))
             out[r] = []
+        if idle is not None:
+            idle()  # our own work while the children's waits on the disk (no thread: fork)
         with selectors.DefaultSelector() as sel:
             for _, r, _ in kids:
                 sel.register(r, selectors.EVENT_READ)
@@ -931,7 +931,8 @@ def _delete_some(store, oids: list[str], kinds: dict[str, str], inv: dict[str, _
 
 
 def _sweep(store, levels: list[list[str]], kinds: dict[str, str], inv: dict[str, _Obj],
-           marker: _Marker, cutoff: int, report: GcReport) -> list[Deleted]:
+           marker: _Marker, cutoff: int, report: GcReport,
+           idle: Callable[[], None] = lambda: None) -> list[Deleted]:
     """Delete the levels in order, each made durable before the next.
 
     Each object is re-statted right before its unlink. One that got younger since the
@@ -939,8 +940,11 @@ def _sweep(store, levels: list[list[str]], kinds: dict[str, str], inv: dict[str,
     as a `grace` root before the next level starts; everything it reaches is in a
     later level (nothing in a level names anything in it or before it), so it is all
     still there and now kept too.
+
+    `idle` is called once: while the children delete the last level, or at the end.
     """
     deleted: list[Deleted] = []
+    pending = [idle]  # not called yet
     marks = marker.marks
     pool: ThreadPoolExecutor | None = None
     last = max((i for i, level in enumerate(levels) if level), default=-1)
@@ -956,7 +960,8 @@ def _sweep(store, levels: list[list[str]], kinds: dict[str, str], inv: dict[str,
             if len(todo) < PARALLEL_MIN:
                 results = [_delete_some(store, todo, kinds, inv, cutoff)]
             elif FORK:
-                results = _delete_forked(store, todo, kinds, inv, cutoff)
+                results = _delete_forked(store, todo, kinds, inv, cutoff,
+                                         idle=pending.pop() if i == last else None)
             else:
                 if pool is None:
                     pool = ThreadPoolExecutor(max_workers=DELETE_THREADS)
@@ -978,6 +983,8 @@ def _sweep(store, levels: list[list[str]], kinds: dict[str, str], inv: dict[str,
     finally:
         if pool is not None:
             pool.shutdown()
+    for call in pending:
+        call()
     return deleted
 
 
@@ -1020,27 +1027,15 @@ def _remove_stale_temp(store, fs_now: int, grace_s: float) -> tuple[list[str], i
     return names, total
 
 
-def _forget(project: Project, oids: set[str]) -> threading.Thread | None:
-    """Drop the stat-cache entries naming `oids`, on a thread (join it); hygiene, never
-    correctness: a stale entry still states a true fact (those bytes hash to that id),
-    and a writer checks that the object exists before trusting an entry. An object the
-    sweep then keeps (freshened meanwhile) loses its entries too: its file is hashed
-    again next time.
+def _forget(project: Project, oids: set[str]) -> None:
+    """Drop the stat-cache entries naming `oids`; hygiene, never correctness: a stale
+    entry still states a true fact (those bytes hash to that id), and a writer checks
+    that the object exists before trusting an entry. An object the sweep then keeps
+    (freshened meanwhile) loses its entries too: its file is hashed again next time.
     """
     if not oids or not (project.store_dir / "statcache.db").exists():
-        return None
-    import sqlite3
-
-    statcache = project.statcache  # opened here, not on the thread
-
-    def forget() -> None:
-        try:
-            statcache.forget_oids(oids)
-        except (sqlite3.Error, OSError):
-            pass  # a cache we cannot write keeps its (harmless) stale entries
-    t = threading.Thread(target=forget, name="gc-forget", daemon=True)
-    t.start()
-    return t
+        return
+    project.statcache.forget_oids(oids)
 
 
 __all__ = ["gc", "GcReport", "GcRefused", "Deleted", "RootStats", "Root", "Policy",
