@@ -10,6 +10,13 @@ at an XFS reflink mount to get the reflink rows), else ``bench/.work``. Generate
 data is kept there between runs; projects, templates and DVC's site cache are
 removed at the end. Runs sharing a work directory queue on ``<work>/.lock``.
 
+Duration here (2 cores, ext4): ``--quick`` about 2 minutes; a full run about 45
+minutes, of which the rows added for issues 4-6 take about 17: exp-queue-100 about
+7 (DVC alone about 5: 100 ``dvc exp run --queue`` of ~1 s each, then 2.5-3.5 min of
+``--run-all``, one sample), gc about 8 (mostly DVC's 25-40 s gcs and the ``cp -a`` of
+each 50,000-file store per repetition), exp-restore-hardlink/-reflink about 1 each.
+Use ``--only`` to run fewer rows.
+
 ``exp-restore-reflink`` runs its projects under ``$TALLY_BENCH_REFLINK_DIR/
 tally-bench-reflink`` (an XFS ``reflink=1`` or Btrfs mount), or in the work dir when
 that one can reflink; otherwise its cells read "skipped (no reflink fs)" and the
