@@ -31,11 +31,12 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Each run is appended to bench/RESULTS.md as a dated section: the file is the record.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --append "$$(date -u '+%Y-%m-%d %H:%M UTC'): make bench"
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench.run --quick
+	$(BIN)/python -m bench.run --quick --append "$$(date -u '+%Y-%m-%d %H:%M UTC'): make bench-quick (reduced sizes)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
