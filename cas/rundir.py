@@ -196,15 +196,23 @@ def _drop_lock_files(project: Project, run_id: str) -> None:
 def discard(project: Project, run_id: str, trash: Path) -> None:
     """Move a run directory and its Git dir into `trash` (two renames): the worker
     deletes them later, off the path from one run to the next."""
-    trash.mkdir(parents=True, exist_ok=True)
     d = project.store_dir / "tmp" / f"run-{run_id}"
     for p in (d, d.with_name(d.name + ".git")):
-        try:
-            os.rename(p, trash / p.name)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            remove_tree(p)  # e.g. a leftover of the same name in the trash: delete now
+        for _ in range(3):
+            trash.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(p, trash / p.name)
+                break
+            except FileNotFoundError:
+                # Either the run directory is gone (nothing to do), or the supervisor
+                # removed the empty trash between our mkdir and rename: make it again.
+                if not os.path.lexists(p):
+                    break
+            except OSError:
+                remove_tree(p)  # e.g. a leftover of the same name in the trash: delete now
+                break
+        else:
+            remove_tree(p)
     _drop_lock_files(project, run_id)
 
 

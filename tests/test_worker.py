@@ -439,3 +439,27 @@ def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
             w.kill()
     done = {e.name: e.status for e in books.list_experiments(p)}
     assert done[items[0].name] == "success" and done[items[1].name] == "success"
+
+
+def test_discard_survives_the_supervisor_removing_an_empty_trash(proj, monkeypatch):
+    """The supervisor rmdirs an empty trash while an executor discards its run directory
+    (between the executor's mkdir and its rename): the directory still reaches the
+    trash instead of being left behind in .tally/tmp."""
+    from cas import rundir
+
+    trash = proj.store_dir / "tmp" / "trash-test"
+    run_dir = proj.store_dir / "tmp" / "run-0123456789abcdef"
+    (run_dir / "sub").mkdir(parents=True)
+    real_rename = os.rename
+    raced = []
+
+    def rename(src, dst, *a, **kw):
+        if not raced and os.fspath(src) == os.fspath(run_dir):
+            raced.append(True)
+            os.rmdir(trash)  # the supervisor's _empty_trash, at the worst moment
+        return real_rename(src, dst, *a, **kw)
+
+    monkeypatch.setattr(rundir.os, "rename", rename)
+    rundir.discard(proj, "0123456789abcdef", trash)
+    assert raced and not run_dir.exists()
+    assert (trash / run_dir.name / "sub").is_dir()
