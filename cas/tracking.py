@@ -15,36 +15,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import envelope, pointer, tree, workspace
 from .errors import NotFound, ObjectMissing, UsageError
-from .fsops import can_reflink
 from .pointer import Pointer
 from .project import Project
 from .workspace import Progress
 
 if TYPE_CHECKING:
     from . import checkout as co
-
-_reflink_ok: dict[str, bool] = {}
-
-
-def ingest_mode(project: Project) -> str:
-    """How `add` moves bytes into the store, from the first usable checkout link type.
-
-    reflink -> clone (when the filesystem can); hardlink and symlink -> link the file
-    itself in (zero copies; symlink mode then swaps in a symlink); copy -> copy.
-    """
-    for mode in project.config.link_order:
-        if mode == "reflink":
-            key = os.fspath(project.store.tmp)
-            if key not in _reflink_ok:
-                project.store.ensure_dirs()
-                _reflink_ok[key] = can_reflink(project.store.tmp)
-            if _reflink_ok[key]:
-                return "reflink"
-        elif mode in ("hardlink", "symlink"):
-            return "hardlink"
-        elif mode == "copy":
-            return "copy"
-    return "copy"
 
 
 class Added(NamedTuple):
@@ -70,7 +46,7 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
 
     rels = [_check_add_path(project, p, cwd) for p in paths]
     out = []
-    mode = ingest_mode(project)
+    mode = project.ingest_mode()
     with project.lock("store", shared=True, timeout=60, purpose="tally add"):
         for rel in rels:
             before = _read_pointer_quiet(project, rel)

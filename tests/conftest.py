@@ -45,9 +45,8 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
                      "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
             monkeypatch.delenv(var)
     # Per-process memos that would carry one test's filesystem verdicts into the next.
-    from cas import fsops, tracking
+    from cas import fsops
     monkeypatch.setattr(fsops, "_no_reflink_devs", set())
-    monkeypatch.setattr(tracking, "_reflink_ok", {})
 
 
 @pytest.fixture(autouse=True)
