@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from . import refs, runner, worktree
 from .errors import Conflict, LockBusy, NotFound, ParamError, TallyError, UsageError
 from .lockfile import FileState
-from .record import Record, StageResult, put as put_record, record_id
+from .record import Record, put as put_record, record_id
 
 Notify = Callable[[str], None]
 WORKSPACE_LOCK = "workspace"
@@ -168,7 +168,6 @@ def save(project, *, name: str | None = None, message: str = "",
         created = time.time_ns()
         deps: dict[str, FileState] = {}
         outs: dict[str, FileState] = {}
-        params: dict[str, Any] = {}
         metrics_files: tuple[str, ...] = ()
         r = None
         if pipeline is not None:
@@ -420,8 +419,14 @@ def collect_metrics(root: Path, files: Sequence[str]) -> dict[str, Any]:
                 data = tomllib.loads(text)
             else:
                 from ruamel.yaml import YAML
-                data = YAML(typ="safe", pure=True).load(text)
-        except Exception:
+                from ruamel.yaml.error import YAMLError
+                try:
+                    data = YAML(typ="safe", pure=True).load(text)
+                except YAMLError:
+                    continue
+        # Unreadable or malformed (a half-written file, a script's own format): the
+        # experiment is still recorded, without that file's metrics.
+        except (OSError, UnicodeDecodeError, ValueError):  # JSON and TOML errors are ValueErrors
             continue
         out[f] = _plainify(data)
     return out

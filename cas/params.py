@@ -671,9 +671,11 @@ def _yaml_indent(text: str) -> tuple[int, int, int]:
     """(mapping, sequence, offset) indents as the file uses them, so a dump keeps its look."""
     from ruamel.yaml.util import load_yaml_guess_indent
 
+    from ruamel.yaml.error import YAMLError
+
     try:
         _, seq_indent, seq_offset = load_yaml_guess_indent(text)
-    except Exception:
+    except YAMLError:  # no guess from a file ruamel cannot read: the defaults below
         seq_indent, seq_offset = None, None
     # ruamel guesses sequences only; a mapping's indent is the smallest nesting seen.
     indents = [len(ln) - len(ln.lstrip(" ")) for ln in text.splitlines()

@@ -507,8 +507,8 @@ class ParsedCache:
                     version, data = pickle.load(f)
                 if version == self.VERSION and isinstance(data, dict):
                     self._data = data
-            except Exception:
-                pass
+            except Exception:  # noqa: BLE001 - unpickling a damaged or older cache can
+                pass  # raise almost anything; every failure only means a miss (re-parse)
         return self._data
 
     def _stat(self, rel: str) -> tuple | None:
@@ -541,7 +541,7 @@ class ParsedCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, pickle.dumps((self.VERSION, self.data), protocol=5), durable=False)
             self.dirty = False
-        except Exception:
+        except (OSError, pickle.PicklingError):
             pass  # a cache that cannot be written costs a parse next time
 
 

@@ -22,8 +22,8 @@ import stat as stat_mod
 from pathlib import Path
 from typing import NamedTuple
 
-from . import git, hashing, pointer, tree, workspace
-from .errors import StoreError, UsageError
+from . import git, pointer, tree, workspace
+from .errors import StoreError, TallyError, UsageError
 
 SKIP_TOP = (".tally/", ".git/")
 HASH_POOL_MIN = 64  # files to hash before a thread pool pays for itself
@@ -295,7 +295,7 @@ def baseline_commit(root: Path) -> str:
     except (OSError, ValueError, UnicodeDecodeError):
         try:
             commit = git.head_commit(root)
-        except Exception:
+        except (TallyError, OSError):
             raise StoreError("not a Git repository (or Git cannot read it)", path=root,
                              hint="run tally inside a Git work tree: `git init`, then commit") from None
     if commit is None:
