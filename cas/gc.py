@@ -812,6 +812,7 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
     parts = _parts(todo, min(DELETE_THREADS, -(-len(todo) // PER_CHILD)))
     kids: list[tuple[int, int, list[str]]] = []
     out: dict[int, list[bytes]] = {}
+    statuses: dict[int, int] = {}  # reaped children's wait statuses
     try:
         for part in parts:
             r, w = os.pipe()
@@ -839,20 +840,24 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
                         out[key.fd].append(chunk)
                     else:
                         sel.unregister(key.fd)
+        for pid, _, _ in kids:  # each closed its pipe on exit: reaping does not wait long
+            statuses[pid] = os.waitpid(pid, 0)[1]
         results = []
-        error: OSError | None = None
+        error: BaseException | None = None
         for pid, r, part in kids:
             gone, young = [], []
             odd: dict[str, tuple[str, ...]] = {}
             done = 0
-            for line in b"".join(out[r]).decode().splitlines():
-                tag, *rest = line.split(" ")
+            for line in b"".join(out[r]).decode("utf-8", "surrogateescape").splitlines():
+                tag, _, rest = line.partition(" ")
                 if tag == "N":
-                    done = int(rest[0])
+                    done = int(rest)
                 elif tag == "E":
-                    error = OSError(int(rest[0]), os.strerror(int(rest[0])), rest[1] if len(rest) > 1 else None)
+                    errno_, _, filename = rest.partition(" ")
+                    error = OSError(int(errno_), os.strerror(int(errno_)), filename or None)
                 else:
-                    odd[rest[0]] = (tag, *rest[1:])
+                    fields = rest.split(" ")
+                    odd[fields[0]] = (tag, *fields[1:])
             for oid in part[:done]:
                 o, x = inv[oid], odd.get(oid)
                 if x is None:
@@ -862,16 +867,23 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
                 elif x[0] == "S":
                     gone.append(Deleted(oid, kinds[oid], int(x[1]), int(x[2]) > 1))
             results.append((gone, young))
+            code = os.waitstatus_to_exitcode(statuses[pid])
+            if code not in (0, 1) and error is None:
+                # Killed, or an unexpected failure: what it deleted is unknown (a rerun
+                # finds whatever is left), so stop rather than report a guess.
+                how = f"died of signal {-code}" if code < 0 else f"failed (exit {code})"
+                error = RuntimeError(f"a gc deletion process {how}; rerun gc to finish the sweep")
         if error is not None:
             raise error
         return results
     finally:
         for pid, r, _ in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)  # gone already when it finished: ESRCH
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+            if pid not in statuses:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
             os.close(r)
 
 

@@ -336,3 +336,24 @@ def test_a_crash_in_a_forked_child_kills_gc_and_leaves_a_consistent_store(repo) 
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(oids(p)) == len(before) - 201 and fsck.fsck(p).ok
+
+
+def test_a_forked_child_that_dies_stops_gc(project, clock, monkeypatch) -> None:
+    top, blobs = _many_garbage_blobs(project)
+    bad = sorted(blobs)[40]
+    real = gc_mod._unlink
+
+    def unlink(store, oid, forms):
+        if oid == bad:
+            os.kill(os.getpid(), 9)  # the child dies mid-part, its report unwritten
+        real(store, oid, forms)
+    monkeypatch.setattr(gc_mod, "_unlink", unlink)
+    monkeypatch.setattr(gc_mod, "PER_CHILD", 16)
+    with pytest.raises(RuntimeError, match="died of signal 9"):
+        gc(project, grace_s=0)
+    assert bad in oids(project) and fsck.fsck(project).ok
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+    monkeypatch.setattr(gc_mod, "_unlink", real)
+    gc(project, grace_s=0)
+    assert set(oids(project)).isdisjoint(blobs | {top}) and fsck.fsck(project).ok
