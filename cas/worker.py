@@ -394,9 +394,7 @@ def _execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path 
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
         from .errors import TallyError
         if isinstance(exc, TallyError):
-            print(f"tally: error: {exc.message}", file=sys.stderr)
-            if exc.hint:
-                print(f"  hint: {exc.hint}", file=sys.stderr)
+            _log(f"tally: error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
             reason = exc.message
         elif isinstance(exc, KeyboardInterrupt):
             reason = "interrupted"
@@ -416,6 +414,13 @@ def _execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path 
     return 0 if outcome.get("status") == "success" else 8
 
 
+def _log(line: str) -> None:
+    """One line of the entry's log. In an executor, fds 1 and 2 *are* the log file
+    (`_child_setup`), which `tally queue logs` shows; nothing here is terminal UI."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_entry(project, item: queue.Item, *, common_dir: Path,
               trash: Path | None = None) -> dict[str, Any]:
     """Materialize, run and record one queued experiment; return its outcome fields.
@@ -432,7 +437,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     t0 = time.monotonic()
     rp = rundir.prepare(project, run_id=rid, workspace=e.workspace, baseline=e.baseline,
                         common_dir=common_dir, overlay=e.checkpoint)
-    print(f"materialized {e.workspace[:12]} into {rp.root} in {time.monotonic() - t0:.3f} s")
+    _log(f"materialized {e.workspace[:12]} into {rp.root} in {time.monotonic() - t0:.3f} s")
     ckpt = queue.checkpoints_path(project, item.id)
     ckpt.write_bytes(b"")
     env = {"TALLY_QUEUE_ID": item.id}
@@ -442,7 +447,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     exp = experiments.run(rp, stages=e.targets, set_params=e.override_specs(), name=e.name,
                           message=e.message, force=bool(e.options.get("force")),
                           no_run_cache=bool(e.options.get("no_run_cache")), echo=True,
-                          notify=lambda m: print(m, flush=True), parent=e.parent, env=env,
+                          notify=_log, parent=e.parent, env=env,
                           checkpoints_file=ckpt)
     oid, rec = exp.oid, exp.record
     status = "success" if rec.status == "success" else "failed"
@@ -456,7 +461,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
         except FileNotFoundError:
             pass
     reason = exp.reason or ("" if status == "success" else f"run {rec.status}")
-    print(f"{'recorded' if status == 'success' else 'failed'} {exp.name} as {oid[:12]}"
+    _log(f"{'recorded' if status == 'success' else 'failed'} {exp.name} as {oid[:12]}"
           f" in {time.monotonic() - t0:.3f} s{': ' + reason if reason else ''}")
     return {"status": status, "reason": reason, "exit_code": rec.exit_code, "record": oid,
             "name": exp.name}
