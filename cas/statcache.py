@@ -179,12 +179,8 @@ class StatCache:
         if not rows:
             return 0
         with self._lock:
-            db = self._connect()
-            try:
-                with db:
-                    db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows)
-            except sqlite3.OperationalError:
-                return 0  # read-only or full store: a cache may simply not remember
+            if not self._write("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows):
+                return 0
             if self._map is not None:
                 for r in rows:
                     self._map[r[1]] = (r[1], r[0], r[2], r[3], r[4], r[6])
@@ -223,25 +219,29 @@ class StatCache:
         if not rows:
             return 0
         with self._lock:
-            db = self._connect()
-            try:
-                with db:
-                    db.executemany("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?,?,?,?)", rows)
-            except sqlite3.OperationalError:
-                return 0  # read-only or full store: a cache may simply not remember
+            if not self._write("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?,?,?,?)", rows):
+                return 0
         return len(rows)
 
     def restamp_dirs(self, keys: list[tuple[int, int, bytes]], stored: bytes) -> None:
         """Set the store stamp of the rows `(dev, ino, sig)` (those whose trees an add
         found stored, under a stamp that its own publishing then changed)."""
         with self._lock:
-            db = self._connect()
-            try:
-                with db:
-                    db.executemany("UPDATE dirs SET stored=? WHERE dev=? AND ino=? AND sig=?",
-                                   [(stored, dev, ino, sig) for dev, ino, sig in keys])
-            except sqlite3.OperationalError:
-                pass
+            self._write("UPDATE dirs SET stored=? WHERE dev=? AND ino=? AND sig=?",
+                        [(stored, dev, ino, sig) for dev, ino, sig in keys])
+
+    def _write(self, sql: str, rows: list[tuple]) -> bool:
+        """executemany in one transaction (caller holds the lock); False if not written.
+
+        A read-only or full store is not an error: a cache may simply not remember.
+        """
+        db = self._connect()
+        try:
+            with db:
+                db.executemany(sql, rows)
+        except sqlite3.OperationalError:
+            return False
+        return True
 
     # -- maintenance -------------------------------------------------------------------
     def forget_oids(self, oids: set[str]) -> int:
