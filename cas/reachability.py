@@ -22,6 +22,9 @@ it); "optional" means the target is kept when present and ignored when absent.
 
 Structured objects are read with `max_size=MAX_STRUCT_SIZE` and verified against
 their id, so a hostile zstd frame cannot make the walker allocate more than that.
+
+deletion_order() puts what no root reaches in the order gc deletes it: everything
+after what names it (spec/gc.md, "Deletion order and the crash argument").
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Callable, Iterator
 import msgpack
 
 from . import envelope, tree
-from .errors import CorruptObject, FormatError, ObjectMissing
+from .errors import CorruptObject, FormatError, ObjectMissing, TallyError
 
 BLOB, TREE, RECORD = "blob", "tree", "record"
 # Envelope kind byte -> kind name; anything else (no magic) is a blob.
@@ -280,5 +283,123 @@ class Walker:
         return (o for o, m in self.marks.items() if m & bit)
 
 
+def deletion_order(garbage: list[str], walker: Walker, *, first: Callable[[str], bool]
+                   ) -> tuple[dict[str, str], list[list[str]]]:
+    """The kind of each garbage object, and the order to delete the garbage in.
+
+    Args:
+        garbage: the ids to delete (gc's plan), all present.
+        walker: reads and caches headers and edges.
+        first: the ids to classify first: those that may be structured (gc: the
+            zstd-form ones), so that the blobs their referrers name need no read.
+
+    Returns (kinds, levels): each level is deleted, and made durable, before the next
+    starts; every object comes after each garbage object that names it (required
+    edges, and optional ones across layers), and otherwise records and entries come
+    first, then trees, then blobs (spec/gc.md, "Deletion order").
+
+    Each garbage record, entry and tree is read once. A blob is read only when no
+    garbage tree or record names it: a referrer's hint is trusted, as in marking (a
+    blob is user data, whatever its first bytes). So the objects `first` picks go
+    first, and the other blobs their trees name are never opened.
+    """
+    members = set(garbage)
+    kinds: dict[str, str] = {}
+    required: dict[str, list[str]] = {}
+    optional: dict[str, list[str]] = {}
+    named_as_blob: set[str] = set()
+
+    def header_kind(oid: str) -> str:
+        try:
+            return walker.kind(oid)
+        except TallyError:
+            return BLOB  # unreadable garbage: no edges, deleted with the blobs
+
+    def edges(oid: str, k: str) -> Edges:
+        if k == TREE:  # garbage: its ids are all the order needs (tree_children)
+            return tree_children(walker.store.get(oid, max_size=envelope.MAX_STRUCT_SIZE))
+        return walker.edges(oid, k)
+
+    def expand(oid: str, hint: str | None) -> None:
+        stack: list[tuple[str, str | None]] = [(oid, hint)]
+        while stack:
+            cur, k = stack.pop()
+            if cur in kinds:
+                continue
+            if k is None:
+                k = header_kind(cur)
+            kinds[cur] = k
+            if k == BLOB:
+                continue
+            try:
+                e = edges(cur, k)
+            except TallyError:
+                # A referrer's hint that does not decode: the header may know better.
+                hk = header_kind(cur)
+                if hk in (k, BLOB):
+                    continue  # undecodable garbage names nothing we can see
+                try:
+                    e = edges(cur, hk)
+                except TallyError:
+                    continue
+                kinds[cur] = hk
+            req = []
+            for c, ck in e.required:
+                if c in members and c != cur:
+                    req.append(c)
+                    if c not in kinds:
+                        if ck == BLOB:
+                            named_as_blob.add(c)
+                        else:
+                            stack.append((c, ck))
+            required[cur] = req
+            optional[cur] = [c for c in e.optional if c in members and c != cur]
+
+    for oid in sorted(garbage, key=lambda o: not first(o)):
+        if oid not in kinds and oid not in named_as_blob:
+            expand(oid, None)
+    for oid in named_as_blob:
+        kinds.setdefault(oid, BLOB)
+
+    # Kahn's algorithm over the structured garbage, taking each time the ready objects
+    # of the lowest layer. Blobs name nothing and are the last layer, so they form one
+    # last level and need no bookkeeping (most of the garbage).
+    structured = [o for o in garbage if kinds[o] != BLOB]
+    layer = {o: LAYER.get(kinds[o], 0) for o in structured}
+    indeg = dict.fromkeys(structured, 0)
+    children: dict[str, list[str]] = {}
+    for p, req in required.items():
+        lp = layer[p]
+        # An optional edge within a layer (a record's parent record) is not ordered:
+        # a present record may name an absent parent, and ordering such chains would
+        # cost one barrier per generation.
+        kids = [c for c in dict.fromkeys(req + [c for c in optional[p] if layer.get(c, 2) != lp])
+                if c in indeg]
+        children[p] = kids
+        for c in kids:
+            indeg[c] += 1
+    ready: dict[int, list[str]] = {}
+    for o, d in indeg.items():
+        if d == 0:
+            ready.setdefault(layer[o], []).append(o)
+    levels: list[list[str]] = []
+    while ready:
+        level = sorted(ready.pop(min(ready)))  # the lowest layer that has ready objects
+        levels.append(level)
+        for o in level:
+            for c in children.get(o, ()):
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    ready.setdefault(layer[c], []).append(c)
+    left = sorted(o for o, d in indeg.items() if d > 0)  # a cycle cannot happen; be total
+    if left:
+        levels.append(left)
+    blobs = sorted(o for o in garbage if kinds[o] == BLOB)
+    if blobs:
+        levels.append(blobs)
+    return kinds, levels
+
+
 __all__ = ["Walker", "Edges", "edges_of", "kind_of_header", "register_edges", "tree_children",
+           "deletion_order",
            "BLOB", "TREE", "RECORD", "LAYER", "KIND_BY_BYTE"]

@@ -20,7 +20,7 @@ import helpers
 from cas import envelope, fsck, gc as gc_mod, pointer, record, refs, tracking, tree
 from cas.errors import Corruption, LockBusy, UsageError
 from cas.gc import GcRefused, gc
-from cas.reachability import BLOB, RECORD, TREE
+from cas.reachability import BLOB, LAYER, RECORD, TREE
 from cas.retention import Drop, Experiment, Policy, metric_value, select
 from cli.main import run
 
@@ -201,7 +201,7 @@ def test_deletion_order_is_records_then_trees_then_blobs(project, clock, monkeyp
     real = gc_mod._unlink
     monkeypatch.setattr(gc_mod, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
     gc(project, grace_s=0)
-    layers = [gc_mod.LAYER[kinds[o]] for o in order]
+    layers = [LAYER[kinds[o]] for o in order]
     assert layers == sorted(layers) and kinds[order[0]] == RECORD
     assert {kinds[o] for o in order} == {RECORD, TREE, BLOB}
     assert order.index(rid) < order.index(out)
