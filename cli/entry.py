@@ -2,7 +2,7 @@
 
 Typer-free on purpose. The commands whose start-up users pay on every call parse
 their own arguments (`run`: each experiment's overhead; `show`: the listing loop;
-`restore`: a result back from the cache; `add`, `status`, `checkout`: the data loop)
+`restore`: a result back from the cache; `gc`: cron's every night; `add`, `status`, `checkout`: the data loop)
 and are dispatched here without importing Typer, which costs ~60 ms. Everything
 else, and every `--help`, goes through the Typer app in cli/main.py.
 """
@@ -28,6 +28,9 @@ def _fast(command: str) -> Callable[[list[str]], None] | None:
         return main
     if command == "restore":
         from .restorecmd import main
+        return main
+    if command == "gc":
+        from .gcrun import main
         return main
     return None
 
