@@ -16,20 +16,9 @@ failure (the cas API changed under us) propagates with its traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
-
-
-def _replace(rec, **changes):
-    """A copy of ``rec`` with ``changes``: a NamedTuple's ``_replace`` or a dataclass's.
-
-    cas.record.Record has been both; the bench must follow either.
-    """
-    if hasattr(rec, "_replace"):
-        return rec._replace(**changes)
-    return dataclasses.replace(rec, **changes)
 
 
 def clone(project_dir: Path, baseline: str, count: int) -> int:
@@ -48,8 +37,7 @@ def clone(project_dir: Path, baseline: str, count: int) -> int:
     now = time.time_ns()
     for i in range(count):
         lr = round((i + 1) * 1e-5, 8)
-        rec = _replace(
-            real,
+        rec = real._replace(
             name=f"bench-{i:05d}",
             created=now - (count - i) * 1_000_000,  # distinct, recent, in order
             params={**real.params, params_file: {**real.params.get(params_file, {}),

@@ -20,7 +20,6 @@ distinct objects one clone adds (FILES + 6).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -28,16 +27,6 @@ import time
 from pathlib import Path
 
 CHUNK = 100  # experiments per Writer flush: bounded memory, few barriers
-
-
-def _replace(rec, **changes):
-    """A copy of ``rec`` with ``changes``: a NamedTuple's ``_replace`` or a dataclass's.
-
-    cas.record.Record has been both; the bench must follow either.
-    """
-    if hasattr(rec, "_replace"):
-        return rec._replace(**changes)
-    return dataclasses.replace(rec, **changes)
 
 
 def _sub_param(text: str, key: str, value: object) -> str:
@@ -100,8 +89,8 @@ def clone(project_dir: Path, baseline: str, spec) -> dict[str, int]:
                 ws_oid = w.put_bytes(tree.encode(ws_t), compress=True)
                 params_file = next(iter(real.params), "params.yaml")
                 metrics_file = next(iter(real.metrics), "metrics.json")
-                rec = _replace(
-                    real, name=g.clone_name(i), created=now - (spec.clones - i) * 1_000_000,
+                rec = real._replace(
+                    name=g.clone_name(i), created=now - (spec.clones - i) * 1_000_000,
                     workspace=ws_oid, outs={**real.outs, "out": (out_oid, True)},
                     params={**real.params, params_file: params},
                     metrics={**real.metrics, metrics_file: {"acc": params["acc"]}})
