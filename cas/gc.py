@@ -28,6 +28,7 @@ sweeps anyway, keeping what the readable part of the graph reaches.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -36,7 +37,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -270,7 +271,7 @@ def _head_reader(store, rstore: _ReadCache, inv: dict[str, _Obj]) -> Callable[[s
 
 def _view(project: Project, rstore: _ReadCache) -> Project:
     """`project` with gc's read cache as its store, for root providers and retention."""
-    view = replace(project)
+    view = copy.copy(project)  # shares root and config; the cached store is replaced below
     view.__dict__["store"] = rstore
     if "statcache" in project.__dict__:
         view.__dict__["statcache"] = project.statcache

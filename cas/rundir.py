@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat as stat_mod
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkout as co
@@ -36,7 +35,6 @@ from .project import Project
 LOOSE_MAX = 1024 * 1024  # bytes
 
 
-@dataclass
 class RunProject(Project):
     """A Project whose workspace is a run directory but whose store is the project's.
 
@@ -44,8 +42,10 @@ class RunProject(Project):
     shared; the `workspace` lock is per run directory, so queued runs go in parallel.
     """
 
-    real_store_dir: Path | None = None
-    run_id: str = ""
+    def __init__(self, root: Path, config, *, real_store_dir: Path, run_id: str) -> None:
+        super().__init__(root, config)
+        self.real_store_dir = real_store_dir
+        self.run_id = run_id
 
     @property
     def store_dir(self) -> Path:  # type: ignore[override]
