@@ -12,7 +12,6 @@ After `run`, the workspace holds the results (as after `dvc exp run`): outputs,
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string
 # annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
-import getpass
 import os
 import time
 from pathlib import Path
@@ -418,12 +417,15 @@ def collect_metrics(root: Path, files: Sequence[str]) -> dict[str, Any]:
                 import tomllib
                 data = tomllib.loads(text)
             else:
-                from ruamel.yaml import YAML
-                from ruamel.yaml.error import YAMLError
-                try:
-                    data = YAML(typ="safe", pure=True).load(text)
-                except YAMLError:
-                    continue
+                from .params import parse_flat_yaml
+                data = parse_flat_yaml(text)  # `key: value` lines: no ruamel import
+                if data is None:
+                    from ruamel.yaml import YAML
+                    from ruamel.yaml.error import YAMLError
+                    try:
+                        data = YAML(typ="safe", pure=True).load(text)
+                    except YAMLError:
+                        continue
         # Unreadable or malformed (a half-written file, a script's own format): the
         # experiment is still recorded, without that file's metrics.
         except (OSError, UnicodeDecodeError, ValueError):  # JSON and TOML errors are ValueErrors
@@ -457,9 +459,14 @@ def _host() -> str:
 
 
 def _user() -> str:
+    """getpass.getuser()'s answer, without importing getpass (and termios) at every run."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
     try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (containers)
+        import pwd
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):  # no passwd entry (containers)
         return ""
 
 

@@ -466,6 +466,14 @@ def _parse_flat(text: str) -> dict[str, Any] | None:
     return out
 
 
+def parse_flat_yaml(text: str) -> dict[str, Any] | None:
+    """What a YAML 1.2 loader (ruamel's, safe or round-trip) makes of `text`, as plain
+    values, if `text` is in the flat `KEY: VALUE` subset above; else None (parse it with
+    ruamel). For callers that only read, such as metrics files written by a stage.
+    A text without any key is declined too: ruamel reads an empty document as null."""
+    return _parse_flat(text) or None
+
+
 def _edit_flat(text: str, overrides: list[Override]) -> str | None:
     """`text` with `overrides` applied, if the file holds only flat `KEY: VALUE` lines
     written as ruamel writes them and every override sets an existing key to an int,

@@ -460,10 +460,10 @@ def _under_any(path: str, prefixes: set[str]) -> bool:
 
 
 def _remove(p: Path) -> None:
-    import shutil
-
     try:
         if p.is_dir() and not p.is_symlink():
+            import shutil  # only for a directory output (~3 ms of import)
+
             def writable(func, path, exc_info):  # linked outputs are read-only
                 os.chmod(os.path.dirname(path), 0o755)
                 os.chmod(path, 0o644)

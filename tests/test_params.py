@@ -496,3 +496,25 @@ def test_a_flat_params_file_is_edited_without_ruamel(tmp_path: Path) -> None:
              "assert not any(m.startswith('ruamel') for m in sys.modules), sorted(sys.modules)\n")
     subprocess.run([sys.executable, "-c", probe, str(tmp_path)], check=True)
     assert (tmp_path / "params.yaml").read_text() == "lr: 0.0001\nepochs: 4\nout_mib: 1\n"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.dictionaries(FLAT_KEYS, FLAT_VALUES, min_size=0, max_size=6),
+       extra=st.sampled_from(["", "# note\n", "\n", "nested:\n  acc: 0.5\n", "a: [1, 2]\n"]))
+def test_yaml_metrics_read_as_the_safe_loader_reads_them(tmp_path: Path, items: dict,
+                                                         extra: str) -> None:
+    """A stage's YAML metrics file: `key: value` files are read without ruamel and give
+    what ruamel's safe loader gives; anything else is read by ruamel itself."""
+    from cas.experiments import _plainify, collect_metrics
+    from cas.params import _safe_yaml, parse_flat_yaml
+
+    text = "".join(_flat_line(k, v) + "\n" for k, v in items.items()) + extra
+    (tmp_path / "m.yaml").write_text(text)
+    try:
+        expected = _plainify(_safe_yaml().load(text))
+    except Exception:
+        return  # not YAML a stage would write (duplicate keys after the extra line)
+    assert collect_metrics(tmp_path, ["m.yaml"]) == {"m.yaml": expected}
+    if parse_flat_yaml(text) is not None:
+        assert [type(v) for v in parse_flat_yaml(text).values()] == \
+            [type(v) for v in _safe_yaml().load(text).values()]
