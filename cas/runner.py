@@ -23,6 +23,7 @@ them, and each of those files is replaced atomically.
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string
 # annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
+import marshal
 import os
 import signal
 import subprocess
@@ -488,7 +489,7 @@ class ParsedCache:
     """
 
     FILE = ("runcache", "parsed.cache")  # under .tally/
-    VERSION = 3  # 2: pipeline classes became NamedTuples; 3: they moved to cas.stages
+    VERSION = 4  # 2: NamedTuples; 3: moved to cas.stages; 4: marshal, not pickle
 
     def __init__(self, project) -> None:
         self.project = project
@@ -502,14 +503,19 @@ class ParsedCache:
         if self._data is None:
             self._data = {}
             try:
-                import pickle
                 with open(self.path, "rb") as f:
-                    version, data = pickle.load(f)
-                if version == self.VERSION and isinstance(data, dict):
-                    self._data = data
-            except Exception:  # noqa: BLE001 - unpickling a damaged or older cache can
-                pass  # raise almost anything; every failure only means a miss (re-parse)
+                    version, data = marshal.load(f)
+                if version == self._version() and isinstance(data, dict):
+                    self._data = _thaw(data)
+            except Exception:  # noqa: BLE001 - a damaged or older cache can raise
+                pass  # almost anything; every failure only means a miss (re-parse)
         return self._data
+
+    @classmethod
+    def _version(cls) -> tuple[int, int, int]:
+        # marshal's format may change between Python versions: a cache written by
+        # another Python is a miss, never a misread.
+        return (cls.VERSION, *sys.version_info[:2])
 
     def _stat(self, rel: str) -> tuple | None:
         try:
@@ -536,13 +542,44 @@ class ParsedCache:
         if not self.dirty:
             return
         try:
-            import pickle
             from .fsops import atomic_write
+            blob = marshal.dumps((self._version(), _freeze(self.data)))
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, pickle.dumps((self.VERSION, self.data), protocol=5), durable=False)
+            atomic_write(self.path, blob, durable=False)
             self.dirty = False
-        except (OSError, pickle.PicklingError):
+        except (OSError, ValueError):  # ValueError: a value marshal cannot write (a date)
             pass  # a cache that cannot be written costs a parse next time
+
+
+# The parsed cache is written with marshal, not pickle: marshal is built in, pickle
+# costs ~4 ms of import at every `tally run`. marshal knows only plain values, so the
+# pipeline's NamedTuples are tagged with their class name on the way out and rebuilt
+# from cas.stages on the way in.
+_NT_TAG = "\0namedtuple"
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, tuple) and hasattr(v, "_fields"):
+        return (_NT_TAG, type(v).__name__, tuple(_freeze(x) for x in v))
+    if isinstance(v, dict):
+        return {k: _freeze(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_freeze(x) for x in v)
+    return v
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, tuple):
+        if len(v) == 3 and v[0] == _NT_TAG:
+            from . import stages
+            cls = getattr(stages, v[1])  # AttributeError: an unknown class, a miss
+            return cls._make(_thaw(x) for x in v[2])
+        return tuple(_thaw(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _thaw(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_thaw(x) for x in v]
+    return v
 
 
 def _load_params(path: Path) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Pure values. cas.pipeline's loader builds them from `tally.yaml` / `dvc.yaml` (s
 there for the semantics), and `tally run -- CMD` builds a one-stage pipeline from the
 command line. Kept apart from the loader so that a run which parses nothing (a
 command-line stage, or a parse reused from the cache in `.tally/runcache/`, which
-unpickles into these classes) imports neither the loader nor cas.params.
+is read back into these classes) imports neither the loader nor cas.params.
 """
 
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string

@@ -37,10 +37,12 @@ with open(sys.argv[1], "w") as f:
 # thread pools, checkouts or `add` need.
 NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline", "cas.params",
                  "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
-                 "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc")
+                 "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc",
+                 "cas.gcinventory", "cas.gcsweep", "dataclasses", "inspect", "pickle",
+                 "getpass", "shutil")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.
-NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("pickle", "cas.runcache")
+NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("cas.runcache",)
 
 
 def _modules_of_run(root: Path, *args: str) -> list[str]:
@@ -74,11 +76,12 @@ def test_a_pipeline_run_imports_nothing_heavy(project, pipeline: str) -> None:
 
 
 def test_a_run_with_a_param_override_imports_no_yaml_library(project) -> None:
-    """The bench's `tally run -S lr=...` on a flat params.yaml: the edit, the read and
-    the cached parse need neither ruamel.yaml nor the pipeline loader."""
+    """The bench's `tally run -S lr=...` on a flat params.yaml: the edit, the read, the
+    cached parse and a `key: value` YAML metrics file need neither ruamel.yaml nor the
+    pipeline loader."""
     (project.root / "dvc.yaml").write_text(
-        "stages:\n  train:\n    cmd: echo $RANDOM > model.txt\n    params: [lr, epochs]\n"
-        "    outs: [model.txt]\n")
+        "stages:\n  train:\n    cmd: \"echo $RANDOM > model.txt; echo 'acc: 0.5' > m.yaml\"\n"
+        "    params: [lr, epochs]\n    outs: [model.txt]\n    metrics: [{m.yaml: {cache: false}}]\n")
     (project.root / "params.yaml").write_text("lr: 0.01\nepochs: 3\n")
     helpers.settle(project.statcache, [project.root / "dvc.yaml"])  # cacheable (racy rule)
     _modules_of_run(project.root, "-q", "-S", "lr=0.1")  # caches the parse
