@@ -5,9 +5,13 @@ baseline commit already holds the pipeline's lock file (``dvc repro`` /
 ``tally run``, then ``git commit``), as a user's would. Commands per tool are in
 ARGV (DVC: ``dvc exp run/show/apply``; tally: ``tally run/show/restore``).
 
-- ``exp-run``: per repetition, ``run -S lr=<new>`` (the stage really runs: new
-  params, no run-cache hit) and right after it the bare stage command in the same
-  project; the sample is the difference (paired, so machine drift cancels).
+- ``exp-run-trivial``: DESIGN.md's "fixed overhead (trivial stage)": the T pipeline
+  (``workload.write_trivial_pipeline``: a dep, a param, a cached output and a YAML
+  metrics file; the command copies two small files), per repetition ``run -S lr=<new>``
+  and right after it the bare command (``sh -c CMD``) in the same project; the sample
+  is the difference (paired, so machine drift cancels).
+- ``exp-run``: the same on the E pipeline, whose stage is a Python script writing a
+  1 MiB model: the overhead then includes hashing and durably storing that output.
 - ``exp-queue`` / ``exp-queue-100``: 20 (100) x ``run --queue`` (untimed), then
   ``run --run-all -j 2`` timed until every experiment has finished. Afterwards,
   untimed, ``show --json`` must count every one a success (DVC: ``dvc exp show
@@ -42,7 +46,7 @@ from pathlib import Path
 
 from bench.measure import CommandFailed, Results, Sample, run_quiet, run_timed
 from bench.tools import DEFAULT_MODE, REPO, Templates, Tool, remove_tree
-from bench.workload import stage_python, write_pipeline
+from bench.workload import TRIVIAL_CMD, stage_python, write_pipeline, write_trivial_pipeline
 
 MODE = DEFAULT_MODE
 CLI_REPS = 10  # start-up is ~0.1-0.5 s: more samples for a stable median, same cost
@@ -83,12 +87,15 @@ def _git(project: Path, tool: Tool, *args: str) -> str:
 
 
 def _pipeline_project(tool: Tool, templates: Templates, dest: Path, *,
-                      out_mib: int = 1, mode: str = MODE) -> Path:
-    """A project with the E pipeline reproduced and committed as the baseline."""
+                      out_mib: int = 1, mode: str = MODE, trivial: bool = False) -> Path:
+    """A project with the E (or T) pipeline reproduced and committed as the baseline."""
     project = templates.project(tool, mode, dest)
-    write_pipeline(project, out_mib=out_mib)
+    if trivial:
+        write_trivial_pipeline(project)
+    else:
+        write_pipeline(project, out_mib=out_mib)
     _git(project, tool, "add", "-A")
-    _git(project, tool, "commit", "-q", "-m", "bench: pipeline E")
+    _git(project, tool, "commit", "-q", "-m", f"bench: pipeline {'T' if trivial else 'E'}")
     run_quiet(_cmd(tool, "baseline"), cwd=project, env=tool.env)
     _git(project, tool, "add", "-A")
     _git(project, tool, "commit", "-q", "-m", "bench: baseline")
@@ -135,9 +142,10 @@ def cli_start(*, tools: list[Tool], rows: list[str], cwd: Path, results: Results
 
 
 def exp_run(*, tools, templates, projects: Path, results: Results, reps: int,
-            timeout: float, log) -> None:
-    """``exp run`` overhead over the bare stage command, paired per repetition."""
-    row = "exp-run"
+            timeout: float, log, trivial: bool = False) -> None:
+    """``exp run`` overhead over the bare stage command, paired per repetition
+    (``trivial``: the T pipeline, row exp-run-trivial; else E, row exp-run)."""
+    row = "exp-run-trivial" if trivial else "exp-run"
     ready = {}
     for tool in tools:
         why = _available(tool, row)
@@ -145,17 +153,18 @@ def exp_run(*, tools, templates, projects: Path, results: Results, reps: int,
             results.mark(row, MODE, tool.name, why)
             continue
         try:
-            project = _pipeline_project(tool, templates, projects / f"{tool.name}-run")
+            project = _pipeline_project(tool, templates, projects / f"{tool.name}-{row}",
+                                        trivial=trivial)
             # warm-up: first-run costs (DVC's tmp dirs, indexes) are not overhead
             run_quiet(_cmd(tool, "run", "-S", "lr=0.5"), cwd=project, env=tool.env)
             ready[tool.name] = project
         except CommandFailed as exc:
             results.fail(row, MODE, tool.name, exc)
-    bare = [stage_python(), "train.py"]
+    bare = ["sh", "-c", TRIVIAL_CMD] if trivial else [stage_python(), "train.py"]
     for rep, tool in _alternating(tools, reps):
         if tool.name not in ready or results.done(row, MODE, tool.name, reps):
             continue
-        log(f"bench: exp-run, {tool.name}, rep {rep + 1}/{reps}")
+        log(f"bench: {row}, {tool.name}, rep {rep + 1}/{reps}")
         project = ready[tool.name]
         try:
             run = run_timed(_cmd(tool, "run", "-S", f"lr=0.{rep + 1:04d}"), cwd=project,

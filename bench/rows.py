@@ -128,9 +128,14 @@ def catalogue(*, modes: tuple[str, ...], restore_mib: int = 1024,
                              max_rss_kib=GIB_KIB)}, {}),
         Row("checkout-X", "scale", "checkout X (deleted)", ("default",),
             {"default": Goal("RSS <= 1 GiB", max_rss_kib=GIB_KIB)}, {}),
-        Row("exp-run", "experiments", "run overhead over the bare stage (E)",
+        # DESIGN.md's goal is the fixed overhead, on a trivial stage (T); E's stage
+        # also writes a 1 MiB output, which the overhead then includes (hashing and
+        # storing it durably): reported, with no goal of its own
+        Row("exp-run-trivial", "experiments", "run overhead over the bare stage (T, trivial)",
             ("default",), {"default": Goal("<= 0.1 s", max_seconds=0.1)},
             {"default": ("spawn-python",)}),
+        Row("exp-run", "experiments", "run overhead over the bare stage (E, 1 MiB output)",
+            ("default",), {}, {"default": ("spawn-python",)}),
         Row("exp-queue", "experiments", "20 queued trivial experiments, 2 workers",
             ("default",), {"default": Goal("<= 2.5 s", max_seconds=2.5)}, {}),
         # issue 6: "100 queued experiments with 2 workers finishing with no failure";

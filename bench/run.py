@@ -43,7 +43,7 @@ from bench.gcworkload import GcSpec, gc_spec
 from bench.rows import QUEUE_MANY, SHOW_COUNTS, Row, catalogue, selected
 from bench.tools import (MODES, Templates, Tool, bench_env, dvc_tool, find_tally,
                          git_version, remove_tree)
-from bench.workload import generate, sets, stage_python
+from bench.workload import TRIVIAL_CMD, generate, sets, stage_python
 
 HERE = Path(__file__).resolve().parent
 QUICK_SKIPS = ("exp-queue", f"exp-queue-{QUEUE_MANY}",  # minutes each
@@ -209,11 +209,15 @@ def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list
                    f"uses {REFLINK_ENV} instead).")
     if not rss_supported():
         out.append("- peak RSS: unknown, GNU time (/usr/bin/time) is not installed.")
-    if row_ids & {"exp-run", "exp-queue", f"exp-queue-{QUEUE_MANY}", "exp-restore",
+    if row_ids & {"exp-run", "exp-run-trivial", "exp-queue", f"exp-queue-{QUEUE_MANY}", "exp-restore",
                   "exp-restore-hardlink", "exp-restore-reflink"} or show:
         out.append("- experiment commands: DVC `dvc exp run [--queue|--run-all -j 2]`, "
                    "`dvc exp show`, `dvc exp apply`; tally `tally run [--queue|"
                    "--run-all -j 2]`, `tally show`, `tally restore`.")
+    if "exp-run-trivial" in row_ids:
+        out.append("- exp-run-trivial: per repetition, `run -S lr=<new>` on the T "
+                   f"pipeline minus the bare stage (`sh -c '{TRIVIAL_CMD}'`) run right "
+                   "after it in the same project.")
     if "exp-run" in row_ids:
         out.append("- exp-run: per repetition, `run -S lr=<new>` minus the bare "
                    f"stage (`{Path(stage_python()).name} train.py`) run right after "
@@ -340,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     _guard("cli start", aborted, experiments.cli_start, tools=tools,
            rows=sorted(row_ids), cwd=work / "tmp", results=results, reps=args.reps,
            log=_log, samples=5 if args.quick else experiments.CLI_REPS)
+    if "exp-run-trivial" in row_ids:
+        _guard("exp-run-trivial", aborted, experiments.exp_run, trivial=True, **common)
     if "exp-run" in row_ids:
         _guard("exp-run", aborted, experiments.exp_run, **common)
     if "exp-queue" in row_ids and not args.quick:
@@ -399,7 +405,9 @@ def _workloads(data_sets, restore_mib: int, gc: GcSpec) -> list[str]:
     return ([f"L = {desc['L']} (2 CSV-like text, 2 random; added as 4 paths)",
              f"S = {desc['S']} (half text, half random; added as one directory)"]
             + ([f"X = {desc['X']} (added as one directory)"] if "X" in desc else [])
-            + [f"E = one Python stage reading params.yaml, writing a 1 MiB model.bin "
+            + [f"T = one trivial stage (`{TRIVIAL_CMD}`; a 1 KiB dep, a param, a cached "
+               "output, a YAML metrics file)",
+               f"E = one Python stage reading params.yaml, writing a 1 MiB model.bin "
                f"and metrics.json; restore uses a {restore_mib} MiB model.bin",
                f"gc = {gc.describe()}"])
 

@@ -249,6 +249,34 @@ stages:
 """
 
 
+# The T pipeline: DESIGN.md's "exp run fixed overhead (trivial stage)". A real stage
+# with a dep, a param, a cached output and a metrics file, whose command does next to
+# nothing, so what a run adds (reading the pipeline, editing params, hashing, storing,
+# recording) is what is measured.
+TRIVIAL_CMD = "cp params.yaml model.txt && cp params.yaml metrics.yaml"
+_TRIVIAL_YAML = f"""\
+stages:
+  train:
+    cmd: {TRIVIAL_CMD}
+    deps:
+    - data.txt
+    params:
+    - lr
+    outs:
+    - model.txt
+    metrics:
+    - metrics.yaml:
+        cache: false
+"""
+
+
+def write_trivial_pipeline(dest: Path) -> None:
+    """Write the T pipeline (``params.yaml``, ``data.txt``, ``dvc.yaml``) into ``dest``."""
+    (dest / "params.yaml").write_text("lr: 0.01\nepochs: 3\n")
+    (dest / "data.txt").write_text("".join(f"{i},{i * i % 97}\n" for i in range(200)))
+    (dest / "dvc.yaml").write_text(_TRIVIAL_YAML)
+
+
 def stage_python() -> str:
     """The interpreter the E stage runs with: the base python3 behind our venv.
 
