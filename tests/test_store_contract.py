@@ -18,6 +18,7 @@ import pytest
 import helpers
 from cas import hashing
 from cas import codec as codec_mod
+from cas import fsops as fsops_mod
 from cas import store as store_mod
 from cas import writer as writer_mod
 from cas.errors import CorruptObject, NotFound, ObjectMissing, StoreError, TallyError
@@ -405,9 +406,10 @@ def test_batch_barrier_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(writer_mod, "BATCH_LIMIT", 1000)
     s = file_store(tmp_path, compression="none")
     events: list[tuple[str, str]] = []
-    real_link, real_fsync_path, real_syncfs = os.link, writer_mod._fsync_path, writer_mod.syncfs
-    monkeypatch.setattr(writer_mod, "_fsync_path",
-                        lambda p: (events.append(("fsync", os.fspath(p))), real_fsync_path(p)))
+    real_link, real_fsync, real_syncfs = os.link, fsops_mod.fsync_file, writer_mod.syncfs
+    # fsync_all (the small-batch barrier) calls fsops.fsync_file, from several threads
+    monkeypatch.setattr(fsops_mod, "fsync_file",
+                        lambda p: (events.append(("fsync", os.fspath(p))), real_fsync(p)))
     monkeypatch.setattr(writer_mod, "syncfs",
                         lambda p: (events.append(("syncfs", os.fspath(p))), real_syncfs(p)))
 
@@ -539,3 +541,38 @@ def test_writers_in_threads_share_one_batch(tmp_path: Path) -> None:
     for oid in set(got):
         s.verify(oid)
     assert tmp_files(s) == []
+
+
+def test_fsync_all_syncs_every_path_and_reports_a_failure(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The concurrent barrier: every file fsynced before it returns; a failing fsync is
+    raised to the caller (after the other threads finished), never lost in a thread."""
+    paths = []
+    for i in range(fsops_mod.FSYNC_THREADS * 2 + 3):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(b"x")
+        paths.append(os.fspath(p))
+    done: list[str] = []
+    lock = threading.Lock()
+    real = fsops_mod.fsync_file
+
+    def record(p):
+        real(p)
+        with lock:
+            done.append(p)
+
+    monkeypatch.setattr(fsops_mod, "fsync_file", record)
+    fsops_mod.fsync_all(paths)
+    assert sorted(done) == sorted(paths)
+
+    def failing(p):
+        if p == paths[5]:
+            raise OSError(errno.EIO, "I/O error", p)
+        record(p)
+
+    done.clear()
+    monkeypatch.setattr(fsops_mod, "fsync_file", failing)
+    with pytest.raises(OSError) as info:
+        fsops_mod.fsync_all(paths)
+    assert info.value.errno == errno.EIO
+    fsops_mod.fsync_all([os.fspath(tmp_path)], directories=True)  # a directory: best effort
