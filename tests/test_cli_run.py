@@ -88,6 +88,22 @@ def test_run_then_skip_then_json(repo):
     assert (repo / "params.yaml").read_text() == "lr: 0.2  # learning rate\n"
 
 
+def test_a_run_ends_without_teardown_and_loses_nothing(repo):
+    """`tally run` leaves by os._exit (cli.entry._exit_now): its output is complete, and
+    the stat cache's WAL, left unchecked-pointed, is what the next commands read."""
+    for i in range(3):
+        p = tally(repo, "run", "--json", "-S", f"lr=0.{i + 3}")
+        assert json.loads(p.stdout)["status"] == "success"  # stdout flushed in full
+    assert (repo / ".tally" / "statcache.db-wal").exists()  # no checkpoint on close
+    project = open_project(repo)
+    assert len(project.statcache) > 0  # the rows committed by the runs are there
+    project.statcache.close()
+    big = tally(repo, "run", "--", "sh", "-c", "seq 1 20000")  # echoed to stderr
+    assert big.stdout.startswith("Ran experiment") and "\n20000\n" in big.stderr
+    assert tally(repo, "status").returncode == 0
+    assert fsck(open_project(repo)).ok
+
+
 def test_failing_stage_exits_8_and_keeps_the_record(repo):
     (repo / "tally.yaml").write_text(PIPELINE.replace("cp in.txt model.bin",
                                                       "echo partial > model.bin && echo boom >&2 && exit 5"))
