@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import envelope, fsck, gc as gc_mod, pointer, record, refs, tracking, tree
+from cas import envelope, fsck, gc as gc_mod, gcinventory, gcsweep, pointer, record, refs, tracking, tree
 from cas.errors import Corruption, LockBusy, UsageError
 from cas.gc import GcRefused, gc
 from cas.reachability import BLOB, LAYER, RECORD, TREE
@@ -44,7 +44,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    real_now, real_inv, real_restat = gc_mod._fs_now_ns, gc_mod._inventory, gc_mod._restat
+    real_now, real_inv, real_restat = gc_mod._fs_now_ns, gcinventory.inventory, gcinventory.restat
 
     def shift(oid, o):
         if o is not None and oid in c.extra:
@@ -58,8 +58,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
         return inv
 
     monkeypatch.setattr(gc_mod, "_fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
-    monkeypatch.setattr(gc_mod, "_inventory", inventory)
-    monkeypatch.setattr(gc_mod, "_restat", lambda store, oid, o: shift(oid, real_restat(store, oid, o)))
+    monkeypatch.setattr(gcinventory, "inventory", inventory)
+    monkeypatch.setattr(gcinventory, "restat", lambda store, oid, o: shift(oid, real_restat(store, oid, o)))
     return c
 
 
@@ -124,6 +124,17 @@ def make_experiment(project, name: str, *, status: str = "success", created: int
 
 
 # -- mark and sweep -------------------------------------------------------------------------
+
+def test_the_clock_reaches_every_age_gc_reads(project, clock) -> None:
+    """The fixture patches gc's modules where they look the names up: an object aged
+    by `extra` is old to the inventory (pass A plans it) and to the re-stat right
+    before its unlink (pass B deletes it rather than keep it as freshened)."""
+    oid = project.store.put_bytes(b"unreferenced\n")
+    clock.extra[oid] = 3 * DAY
+    report = gc(project)  # default grace 24 h
+    assert oid in {d.oid for d in report.deleted} and oid not in oids(project)
+    assert not any(oid in n for n in report.notes)
+
 
 def test_replaced_data_goes_and_workspace_data_stays(project, clock) -> None:
     v1 = add(project, "data", {"a.txt": "a\n", "b.txt": "b\n", "sub/c.txt": "c\n"})
@@ -198,8 +209,8 @@ def test_deletion_order_is_records_then_trees_then_blobs(project, clock, monkeyp
     walker = gc_mod.Walker(project.store, lambda *a: None)
     kinds = {o: gc_mod._kind(walker, o) for o in oids(project)}
     order: list[str] = []
-    real = gc_mod._unlink
-    monkeypatch.setattr(gc_mod, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
+    real = gcsweep._unlink
+    monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
     gc(project, grace_s=0)
     layers = [LAYER[kinds[o]] for o in order]
     assert layers == sorted(layers) and kinds[order[0]] == RECORD
@@ -213,8 +224,8 @@ def test_trees_are_deleted_parents_first(project, clock, monkeypatch) -> None:
     chain = [t for _, t in tree.walk_trees(v1.oid, load)]  # data, x, x/y: parents first
     add(project, "data", {"q.txt": "q\n"})
     order: list[str] = []
-    real = gc_mod._unlink
-    monkeypatch.setattr(gc_mod, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
+    real = gcsweep._unlink
+    monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
     gc(project, grace_s=0)
     assert [o for o in order if o in chain] == chain
 
@@ -358,7 +369,7 @@ def test_stale_temp_files_go_others_stay(project, clock) -> None:
     (tmp / "run-dir" / "obj-1-0badcafe-1").write_bytes(b"y")
     report = gc(project, grace_s=0)
     assert report.temp_files == []  # younger than the floor even at --grace 0
-    clock.advance(gc_mod.TMP_FLOOR_S + 1)
+    clock.advance(gcsweep.TMP_FLOOR_S + 1)
     plan = gc(project, grace_s=0, dry_run=True)
     assert sorted(plan.temp_files) == sorted([names["stale"], names["clock"], names["probe"]])
     assert (tmp / names["stale"]).exists()
@@ -367,7 +378,7 @@ def test_stale_temp_files_go_others_stay(project, clock) -> None:
     left = {p.name for p in tmp.iterdir()}
     assert {names["log"], names["other"], "run-dir"} <= left and names["stale"] not in left
     assert (tmp / "run-dir" / "obj-1-0badcafe-1").exists()
-    clock.advance(-gc_mod.TMP_FLOOR_S - 1)
+    clock.advance(-gcsweep.TMP_FLOOR_S - 1)
 
 
 def test_stat_cache_entries_of_deleted_objects_are_forgotten(project, clock) -> None:
