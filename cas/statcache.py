@@ -247,24 +247,25 @@ class StatCache:
     def forget_oids(self, oids: set[str]) -> int:
         """Drop entries naming any of `oids` (gc removed those objects). Returns rows removed.
 
-        One pass over each table whatever the number of ids: the ids go into a temporary
-        table and one DELETE joins against it (an index on oid would instead tax every
-        insert of every add and checkout).
+        One pass over each table, matching ids in Python, then deleting the matching
+        rows by key: the cost follows the cache's size, not the number of ids (gc often
+        drops 50,000 objects a cache never saw; loading them into a temporary table to
+        join against cost 0.25 s even with an empty cache). An index on oid would
+        instead tax every insert of every add and checkout.
         """
         if not oids:
             return 0
         with self._lock:
             db = self._connect()
+            n = 0
             try:
                 with db:
-                    db.execute("CREATE TEMP TABLE IF NOT EXISTS gone (oid TEXT PRIMARY KEY)")
-                    db.execute("DELETE FROM gone")
-                    db.executemany("INSERT OR IGNORE INTO gone VALUES (?)", [(o,) for o in oids])
-                    cur = db.execute("DELETE FROM entries WHERE oid IN (SELECT oid FROM gone)")
-                    n = cur.rowcount
-                    cur = db.execute("DELETE FROM dirs WHERE oid IN (SELECT oid FROM gone)")
-                    n += cur.rowcount
-                    db.execute("DELETE FROM gone")
+                    for table in ("entries", "dirs"):
+                        gone = [(dev, ino) for dev, ino, oid in
+                                db.execute(f"SELECT dev, ino, oid FROM {table}") if oid in oids]
+                        if gone:
+                            db.executemany(f"DELETE FROM {table} WHERE dev = ? AND ino = ?", gone)
+                            n += len(gone)
             except sqlite3.OperationalError:
                 return 0  # a read-only store keeps its (harmless) stale entries
             self._map = None
