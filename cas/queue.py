@@ -23,7 +23,9 @@ published by the same atomic step as "it runs".
 A running entry whose worker is gone (its worker file is missing; or, on this host,
 its pid is dead or reused; or, from another host, its heartbeat is older than
 STALE_AFTER) is moved to failed/ with reason "worker died" by whoever looks: status,
-start, retry. See spec/queue.md for the crash argument.
+start, retry; to done/ instead if its experiment was recorded before the worker died
+(the ref is published before the outcome is written). See spec/queue.md for the
+write ordering and the crash argument.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Item:
                 "worker_pid": w.get("pid") if self.state == "running" else o.get("pid"),
                 "worker_host": w.get("host") if self.state == "running" else o.get("host"),
                 "reason": o.get("reason") if self.state == "failed" else None,
+                "note": o.get("note") if self.state in ("done", "failed") else None,
                 "exit_code": o.get("exit_code"), "record": o.get("record"),
                 "attempt": o.get("attempt", 0) + (1 if self.state == "running" else 0),
                 "entry": self.entry.to_json()}
@@ -377,13 +380,48 @@ def move_by_outcome(project, item: Item, outcome: dict[str, Any]) -> Item | None
 
 # ---------------------------------------------------------------- reaping
 
+def published(project, entry: Entry, *, since: float) -> dict[str, Any] | None:
+    """The experiment an attempt of `entry` recorded, as outcome fields; None if none.
+
+    For an attempt that ended without a final outcome (its executor was killed, or
+    crashed, or could not write it): did it get as far as publishing? The ref
+    `<baseline>/<name>` is read and counts only if its record was created at or after
+    `since` (unix seconds, when the attempt started), so a record of an earlier
+    attempt or of whatever held the name before never does. Queue names are unique
+    and free as refs when queued (enqueue), and a run that finds its name taken fails
+    with Conflict before recording anything, so such a record is the attempt's own
+    (unless someone ran `tally run -n <name>` by hand during the attempt).
+
+    Returns {"status", "reason", "exit_code", "record", "name"}: status "success" if
+    the record's is, else "failed" with reason "run <record status>". Never raises:
+    a ref or record that cannot be read counts as not published.
+    """
+    from . import record, refs
+    from .errors import TallyError
+
+    try:
+        oid = refs.read(project, entry.baseline, entry.name)
+        if oid is None:
+            return None
+        rec = record.load(project.store, oid)
+    except (TallyError, OSError, ValueError):
+        return None
+    if rec.created < int(since * 1e9):
+        return None
+    ok = rec.status == "success"
+    return {"status": "success" if ok else "failed", "reason": "" if ok else f"run {rec.status}",
+            "exit_code": rec.exit_code, "record": oid, "name": entry.name}
+
+
+
 def reap(project) -> list[Item]:
     """Move every running entry whose worker is gone to failed/ ("worker died").
 
     An entry whose executor still runs on this host (it outlived its worker and is
     shutting down: the kernel sent it SIGTERM) is left until it has exited, so a
     retry never runs beside the last attempt. An entry whose outcome is already final
-    (written by its executor, or before its worker died) goes where that outcome says.
+    (written by its executor, or before its worker died) goes where that outcome says;
+    one without, whose experiment was recorded anyway (see published), goes to done/.
     Safe to call from any number of processes at once: each move is one rename.
     """
     reaped = []
@@ -404,22 +442,34 @@ def reap(project) -> list[Item]:
             continue
         if _executor_alive(info, eid):
             continue
+        damaged = False
         try:
             entry = _read_entry(path, eid)
         except FileNotFoundError:
             continue
         except (FormatError, OSError):
             entry = Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+            damaged = True
         item = Item(eid, seq, "running", entry, path, wid=wid, worker=info)
         outcome = read_outcome(project, eid)
         if outcome and outcome.get("final"):
             moved = move_by_outcome(project, item, outcome)
         else:
             cur = ((info or {}).get("current") or {}).get(eid) or {}
+            started = cur.get("started")
+            fields: dict[str, Any] = {"status": "failed", "reason": "worker died",
+                                      "exit_code": None, "record": None}
+            # Worker and executor gone without a final outcome: if the experiment was
+            # recorded (the ref is published before the outcome is written), the entry
+            # is done. Without the attempt's start (a worker that died before listing
+            # it), any success recorded under the name since the entry was queued counts.
+            since = started if isinstance(started, (int, float)) else entry.queued / 1e9
+            pub = None if damaged else published(project, entry, since=since)
+            if pub and pub["status"] == "success":
+                fields = {**pub, "note": "the worker died after the experiment was recorded"}
             moved = finish(project, item, {
-                "status": "failed", "reason": "worker died", "exit_code": None, "record": None,
-                "pid": (info or {}).get("pid"), "host": (info or {}).get("host"), "wid": wid,
-                "started": cur.get("started"), "finished": time.time()})
+                **fields, "pid": (info or {}).get("pid"), "host": (info or {}).get("host"),
+                "wid": wid, "started": started, "finished": time.time()})
         if moved is not None:
             reaped.append(moved)
     return reaped
@@ -739,5 +789,5 @@ _register()
 
 
 __all__ = ["Entry", "Item", "encode", "decode", "enqueue", "claim", "finish", "reap", "items",
-           "find", "remove", "retry", "request_kill", "request_stop", "live_workers", "roots",
+           "find", "remove", "retry", "published", "request_kill", "request_stop", "live_workers", "roots",
            "queue_dir", "log_path", "run_dir", "checkpoints_path", "worker_alive"]

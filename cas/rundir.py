@@ -195,11 +195,18 @@ def _drop_lock_files(project: Project, run_id: str) -> None:
 
 def discard(project: Project, run_id: str, trash: Path) -> None:
     """Move a run directory and its Git dir into `trash` (two renames): the worker
-    deletes them later, off the path from one run to the next."""
+    deletes them later, off the path from one run to the next.
+
+    The supervisor removes `trash` whenever it finds it empty (Worker._empty_trash),
+    so it may vanish at any instant here: see _trash_dir. Where a rename still fails
+    the directory is deleted now instead.
+    Raises:
+        TallyError: a directory that could not be deleted either.
+    """
     d = project.store_dir / "tmp" / f"run-{run_id}"
     for p in (d, d.with_name(d.name + ".git")):
         for _ in range(3):
-            trash.mkdir(parents=True, exist_ok=True)
+            _trash_dir(trash)
             try:
                 os.rename(p, trash / p.name)
                 break
@@ -214,6 +221,24 @@ def discard(project: Project, run_id: str, trash: Path) -> None:
         else:
             remove_tree(p)
     _drop_lock_files(project, run_id)
+
+
+def _trash_dir(trash: Path) -> None:
+    """Make `trash` unless it exists. Not Path.mkdir(exist_ok=True): after mkdir(2)
+    fails with EEXIST that checks is_dir(), and when the supervisor rmdirs the empty
+    trash in between, it raises FileExistsError although nothing is wrong (the queue
+    then failed a run whose experiment was already recorded). EEXIST is enough: should
+    the directory go before our rename, the rename fails with ENOENT and is retried."""
+    try:
+        os.mkdir(trash)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        trash.parent.mkdir(parents=True, exist_ok=True)  # .tally/tmp itself: never removed
+        try:
+            os.mkdir(trash)
+        except FileExistsError:
+            pass
 
 
 def remove_tree(p: Path) -> None:

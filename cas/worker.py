@@ -13,8 +13,10 @@ a run starts in about a millisecond instead of a fresh interpreter's ~150 ms):
 The supervisor is single-threaded (fork with threads is unsafe); it wakes when an
 executor exits (SIGCHLD through a wakeup pipe) and otherwise every POLL seconds. It is the only writer of its worker file; the executor is the only writer
 of its entry's outcome, written before the supervisor moves the entry to done/ or
-failed/. An executor that dies without an outcome gets one from the supervisor
-("killed by signal 9", "exited with code 1"). A supervisor that dies is noticed by
+failed/. An executor that dies without an outcome gets one from the supervisor:
+success if the experiment was recorded anyway (its ref is published before the
+outcome is written: queue.published), else "killed by signal 9", "exited with code
+70"; spec/queue.md, "Write ordering". A supervisor that dies is noticed by
 anyone listing the queue (cas/queue.py, reap); its executors get SIGTERM from the
 kernel (PR_SET_PDEATHSIG), which the runner forwards to the stage, so no orphaned
 stage keeps running.
@@ -162,6 +164,7 @@ class Worker:
 
     def _empty_trash(self, *, one: bool) -> None:
         """Delete discarded run directories: one per call while runs go on, else all."""
+        from .errors import TallyError
         from .rundir import remove_tree
 
         try:
@@ -169,7 +172,13 @@ class Worker:
         except FileNotFoundError:
             return
         for n in names[:1] if one else names:
-            remove_tree(self.trash / n)
+            try:
+                remove_tree(self.trash / n)
+            except (OSError, TallyError) as exc:
+                # Never worth stopping the worker (and killing its runs) for; a dead
+                # worker's trash is removed by prune_worker_files.
+                self.notify(f"cannot delete {self.trash / n}: {exc}")
+                return
         if not one or len(names) <= 1:
             try:
                 os.rmdir(self.trash)
@@ -207,6 +216,9 @@ class Worker:
         # reset them; the parent gets what arrived meanwhile as soon as it unblocks.
         caught = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, caught)
+        # Taken before the fork: a record created at or after it is this attempt's
+        # (queue.published), so it must not be later than anything the executor does.
+        now = time.time()
         pid = os.fork()
         if pid != 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -236,7 +248,6 @@ class Worker:
             os.setpgid(pid, pid)  # also from here: no window where a kill misses the group
         except (ProcessLookupError, PermissionError):
             pass  # already exec'd setpgid itself, or already gone
-        now = time.time()
         self.runs[pid] = _Run(item, pid, now, pstart=liveness.process_start(pid))
         self.notify(f"started {item.name} (pid {pid})")
         self._beat(force=True)
@@ -267,13 +278,25 @@ class Worker:
                 why = f"killed by signal {os.WTERMSIG(status)}"
             else:
                 why = f"executor exited with code {os.waitstatus_to_exitcode(status)} (see the log)"
-            outcome = self._outcome(run, {"status": "failed", "reason": run.reason or why,
-                                          "exit_code": None})
-            moved = queue.finish(self.project, item, outcome)
+            why = run.reason or why
+            # The executor publishes the experiment's ref before it writes the outcome:
+            # one killed or failing in between leaves a recorded experiment and no
+            # outcome. The verdict follows what was published, not how the process ended.
+            pub = queue.published(self.project, item.entry, since=run.started)
+            if pub and pub["status"] == "success":
+                fields = {**pub, "note": f"{why} after the experiment was recorded"}
+            else:
+                fields = {"status": "failed", "reason": why, "exit_code": None,
+                          **({"record": pub["record"], "name": pub["name"]} if pub else {})}
+            outcome = self._outcome(run, {**fields, "executor_pid": run.pid})
+            moved = self._finish(item, outcome)
         else:
             if run.reason and outcome.get("status") != "success":
                 outcome["reason"] = run.reason
-                queue.write_outcome(self.project, item.id, outcome)
+                try:
+                    queue.write_outcome(self.project, item.id, outcome)
+                except OSError as exc:
+                    self.notify(f"{item.name}: cannot record the kill's reason ({exc.strerror})")
             moved = queue.move_by_outcome(self.project, item, outcome)
         ok = outcome.get("status") == "success"
         (self.stats.done if ok else self.stats.failed).append(item.name)
@@ -284,6 +307,15 @@ class Worker:
         else:
             self.notify(f"failed {item.name}: {outcome.get('reason') or 'see the log'}")
         self._beat(force=True)
+
+    def _finish(self, item: queue.Item, outcome: dict[str, Any]) -> queue.Item | None:
+        """queue.finish; if the outcome cannot be written (a full disk), move the entry
+        by its verdict all the same: a supervisor that raised here would stop every run."""
+        try:
+            return queue.finish(self.project, item, outcome)
+        except OSError as exc:
+            self.notify(f"{item.name}: cannot write its outcome ({exc.strerror}); moved without it")
+            return queue.move_by_outcome(self.project, item, outcome)
 
     def _outcome(self, run: _Run, fields: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "wid": self.wid,
@@ -383,42 +415,88 @@ def _set_pdeathsig(sig: int) -> None:
 
 
 def _execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path | None) -> int:
-    """Run one entry (in the executor process); write its outcome; return an exit code."""
+    """Run one entry (in the executor process); write its outcome; return an exit code.
+
+    Order (spec/queue.md, "Write ordering"): the experiment's record, then its ref,
+    then the run directory to the trash (best effort), then the outcome (durable),
+    then exit, which is what makes the supervisor look. Nothing after the ref may turn
+    the verdict: an error there is reconciled with what was published.
+    """
+    from .errors import Conflict, TallyError
+
     parent = os.getppid()
     started = time.time()
     base = {"pid": parent, "executor_pid": os.getpid(), "host": socket.gethostname(), "wid": wid,
             "started": started, "record": None, "exit_code": None}
+    _failpoint("started")
     try:
         result = run_entry(project, item, common_dir=common_dir, trash=trash)
         outcome = {**base, **result}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
-        from .errors import TallyError
         if isinstance(exc, TallyError):
             _log(f"tally: error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
             reason = exc.message
         elif isinstance(exc, KeyboardInterrupt):
             reason = "interrupted"
         else:
-            traceback.print_exc()
+            _log(traceback.format_exc().rstrip("\n"))
             reason = f"internal error: {type(exc).__name__}: {exc}"
         outcome = {**base, "status": "failed", "reason": reason}
+        # Raised after the experiment was recorded (releasing experiments.run's locks,
+        # say): the record and ref stand, so the entry is done. Not on Conflict: then
+        # another run holds the name, and the record under it is not ours.
+        if not isinstance(exc, Conflict):
+            pub = queue.published(project, item.entry, since=started)
+            if pub and pub["status"] == "success":
+                _log(f"recorded {pub['name']} as {pub['record'][:12]} before the error above")
+                outcome = {**base, **pub, "note": f"after the experiment was recorded: {reason}"}
     if os.getppid() != parent and outcome.get("status") != "success":
         outcome["reason"] = "worker died"
     outcome["finished"] = time.time()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass  # a log that cannot be written (full disk) must not lose the outcome
+    _failpoint("published")
     # Only while the entry is still ours: a reaper may have failed it meanwhile, and
     # a retry may already have queued it again.
     if item.path.exists():
-        queue.complete_outcome(project, item.id, outcome)
+        try:
+            queue.complete_outcome(project, item.id, outcome)
+        except OSError as exc:
+            # The supervisor, finding no final outcome, decides from the published ref.
+            _log(f"tally: cannot write the outcome: {exc}")
+    _failpoint("outcome")
     return 0 if outcome.get("status") == "success" else 8
+
+
+def _failpoint(point: str) -> None:
+    """Crash injection for tests, read at each call (executors are forks):
+    TALLY_FAILPOINT=executor:<point> SIGKILLs the executor when it reaches <point>;
+    worker:<point> SIGKILLs its supervisor first (both die, as in a machine crash).
+    Points: started (nothing run yet), published (record, ref and run directory
+    done; outcome not written), outcome (outcome written; not exited)."""
+    want = os.environ.get("TALLY_FAILPOINT")
+    if not want:
+        return
+    who, _, name = want.partition(":")
+    if name != point or who not in ("executor", "worker"):
+        return
+    if who == "worker":
+        os.kill(os.getppid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _log(line: str) -> None:
     """One line of the entry's log. In an executor, fds 1 and 2 *are* the log file
-    (`_child_setup`), which `tally queue logs` shows; nothing here is terminal UI."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    (`_child_setup`), which `tally queue logs` shows; nothing here is terminal UI.
+    A line that cannot be written (full disk) is dropped: the log never decides a run."""
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def run_entry(project, item: queue.Item, *, common_dir: Path,
@@ -431,6 +509,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     After a success the run directory is moved into `trash` (deleted now if None).
     """
     from . import experiments, live, rundir
+    from .errors import TallyError
 
     e = item.entry
     rid = item.id[:16]
@@ -452,14 +531,17 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     oid, rec = exp.oid, exp.record
     status = "success" if rec.status == "success" else "failed"
     if status == "success":
-        if trash is not None:
-            rundir.discard(project, rid, trash)
-        else:
-            rundir.cleanup(project, rid)
+        # The experiment is recorded (record, then ref): from here on nothing may fail
+        # the run. Cleaning up is best effort; what is left, prepare() (a retry) or
+        # `tally queue remove` deletes.
         try:
-            ckpt.unlink()
-        except FileNotFoundError:
-            pass
+            if trash is not None:
+                rundir.discard(project, rid, trash)
+            else:
+                rundir.cleanup(project, rid)
+            ckpt.unlink(missing_ok=True)
+        except (OSError, TallyError) as exc:
+            _log(f"warning: could not remove the run directory {rp.root}: {exc}")
     reason = exp.reason or ("" if status == "success" else f"run {rec.status}")
     _log(f"{'recorded' if status == 'success' else 'failed'} {exp.name} as {oid[:12]}"
           f" in {time.monotonic() - t0:.3f} s{': ' + reason if reason else ''}")

@@ -58,7 +58,7 @@ def status(json_out: bool = JSON) -> None:
     rows = []
     for e in st["entries"]:
         worker = f"{e['worker_pid']}" if e["worker_pid"] else "-"
-        note = e.get("reason") or ""
+        note = e.get("reason") or e.get("note") or ""  # note: a verdict reconciled with the record
         live = e.get("live") or {}
         if e["state"] == "running" and live.get("step") is not None:
             note = f"step {live['step']}"
