@@ -241,10 +241,15 @@ def ensure_ignored(root: Path, path: Path | str) -> bool:
     if "\n" in name or name.endswith("\r"):
         raise UsageError("a .gitignore cannot name a path with a newline in it", path=path,
                          hint="rename the path")
-    if _out(root, ["--literal-pathspecs", "ls-files", "-z", "--", rel]):
+    ignored = rel in is_ignored(root, [rel])
+    # check-ignore never reports a tracked file, so an ignored file needs no ls-files
+    # (one git process per re-add instead of two); a directory may be ignored and still
+    # hold tracked files, which must be refused.
+    if not (ignored and not Path(root, rel).is_dir()) and \
+            _out(root, ["--literal-pathspecs", "ls-files", "-z", "--", rel]):
         raise Conflict("path is tracked by Git, so it cannot be ignored", path=path,
                        hint=f"run `git rm -r --cached -- '{rel}'` and commit, then retry")
-    if rel in is_ignored(root, [rel]):
+    if ignored:
         return False
     if not (directory := Path(root, parent)).is_dir():
         raise NotFound("no such directory", path=directory)

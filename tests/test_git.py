@@ -226,6 +226,13 @@ def test_ensure_ignored_refusals(committed: Path, tmp_path: Path) -> None:
         git.ensure_ignored(committed, "src/train.py")  # tracked
     with pytest.raises(Conflict):
         git.ensure_ignored(committed, "src")  # holds tracked files
+    # Ignored by a rule and still tracked: refused all the same (check-ignore says
+    # "not ignored" for the tracked file; the ignored directory needs ls-files).
+    (committed / ".gitignore").write_text("src/\n*.py\n")
+    with pytest.raises(Conflict):
+        git.ensure_ignored(committed, "src/train.py")
+    with pytest.raises(Conflict):
+        git.ensure_ignored(committed, "src")
     (committed / "new\nline").write_text("x")
     with pytest.raises(UsageError):
         git.ensure_ignored(committed, "new\nline")
