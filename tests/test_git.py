@@ -226,8 +226,8 @@ def test_ensure_ignored_refusals(committed: Path, tmp_path: Path) -> None:
         git.ensure_ignored(committed, "src/train.py")  # tracked
     with pytest.raises(Conflict):
         git.ensure_ignored(committed, "src")  # holds tracked files
-    # Ignored by a rule and still tracked: refused all the same (check-ignore says
-    # "not ignored" for the tracked file; the ignored directory needs ls-files).
+    # Matched by an ignore rule and still tracked (or holding tracked files): refused
+    # all the same, whatever check-ignore answers for them.
     (committed / ".gitignore").write_text("src/\n*.py\n")
     with pytest.raises(Conflict):
         git.ensure_ignored(committed, "src/train.py")
