@@ -114,7 +114,10 @@ def flatten(data: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
 
 def split_key(key: str, *, file: str | None = None) -> list[str]:
     """`"a.b[0].c"` -> `["a", "b", "0", "c"]`. Raises ParamError for an empty part."""
-    parts = re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".")
+    key_text = key.strip()
+    if "[" in key_text:  # `layers[0]` -> `layers.0`; no regex compiled for plain keys
+        key_text = re.sub(r"\[(\d+)\]", r".\1", key_text)
+    parts = key_text.split(".")
     if not key.strip() or any(p == "" for p in parts):
         where = f"{file}: " if file else ""
         raise ParamError(f"{where}malformed key {key!r}", hint="keys look like train.lr or layers.0.size")
@@ -295,7 +298,7 @@ def _strip_op(body: str, op: Op = "set") -> tuple[str, Op]:
 
 def _check_file(file: str) -> str:
     rel = posixpath.normpath(file.replace("\\", "/")) if file else ""
-    if not rel or rel.startswith("/") or rel == ".." or rel.startswith("../") or re.match(r"^[A-Za-z]:", rel):
+    if not rel or rel.startswith("/") or rel == ".." or rel.startswith("../") or (rel[1:2] == ":" and rel[:1].isascii() and rel[:1].isalpha()):
         raise ParamError(f"params file {file!r} is not a path inside the project")
     params_format(rel)
     return rel
@@ -336,7 +339,7 @@ def _split_top(text: str) -> list[str]:
 
 def _sweep_values(raw: str) -> list[Any]:
     s = raw.strip()
-    m = re.fullmatch(r"(range|choice)\s*\((.*)\)", s, flags=re.S)
+    m = re.fullmatch(r"(range|choice)\s*\((.*)\)", s, flags=re.S) if s.endswith(")") else None
     if m:
         args = _split_top(m.group(2))
         if m.group(1) == "choice" and any(not a.strip() for a in args):
