@@ -100,8 +100,13 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 pipeline = _load_pipeline(project, parsed, edited=edited)
                 selected = pipeline.select(stages)
         created = time.time_ns()
-        with project.lock("store", shared=True, timeout=60, purpose="tally run"), \
-                project.store.writer() as writer:
+        # The store lock is held shared for each burst of puts, not while a stage
+        # command runs (Runner._exec lets go of it): what the run has put or reused
+        # is named in this writer's in-flight file, which gc reads as roots, until
+        # the ref is written and the writer closes (spec/experiments.md, "Write
+        # ordering"; spec/gc.md, "In-flight roots").
+        store_lock = project.lock("store", shared=True, timeout=60, purpose="tally run")
+        with store_lock, project.store.writer(inflight=True) as writer:
             project.store.ensure_dirs()
             log_path = project.store.tmp / f"run-{os.getpid()}-{os.urandom(4).hex()}.log"
             env = {**({"TALLY_EXP_NAME": name} if name else {}), **(env or {})}
@@ -111,7 +116,8 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             env[live.ENV_STORE] = os.fspath(project.store_dir)
             env[live.ENV_CHECKPOINTS] = os.fspath(ckpt_path)
             r = runner.Runner(project, writer=writer, log_path=log_path, baseline=baseline,
-                              notify=notify, parsed=parsed, options=runner.RunOptions(
+                              notify=notify, parsed=parsed, store_lock=store_lock,
+                              options=runner.RunOptions(
                                   force=force, no_run_cache=no_run_cache, echo=echo,
                                   write_lock=quick_stage is None, env=env))
             try:
@@ -341,7 +347,9 @@ def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileS
         known[LOCK_FILE] = worktree.Known(writer.put_bytes(lock_bytes), False, len(lock_bytes), 1,
                                           _mode(project.root / LOCK_FILE))
     # ingest=None: reflink when the store can clone, probed only if a file is unseen.
-    return worktree.snapshot(project, writer=writer, extra=known, ingest=None, files=files).oid
+    oid = worktree.snapshot(project, writer=writer, extra=known, ingest=None, files=files).oid
+    writer.keep(oid)  # the root tree may come from the directory memo, without a put
+    return oid
 
 
 def _gitignore_outs(project, files: list[str], outs: set[str], notify: Notify | None) -> bool:

@@ -51,7 +51,8 @@ from .reachability import BLOB, Walker, deletion_order
 from .retention import Drop, Experiment, Policy, list_experiments, select
 # Split by noun: results and roots live in their own modules; the names stay importable here.
 from .gcreport import GRACE, ROOT_KINDS, Deleted, GcRefused, GcReport, RootStats  # noqa: F401
-from .gcroots import History, Problem, Root, _commit_message_ids, provider_roots, workspace_lock_roots
+from .gcroots import (History, Problem, Root, _commit_message_ids, inflight_roots, provider_roots,
+                      workspace_lock_roots)
 
 LOCK_WAIT_S = 60.0  # seconds gc waits for writers to finish before giving up (exit 7)
 
@@ -243,9 +244,9 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     skip = {"run-cache"} if drop_run_cache else set()
     commits: list[str] = []
 
-    def collect(experiments: list[Experiment] | None) -> list[Root]:
+    def collect(experiments: list[Experiment] | None, inflight: list[Root]) -> list[Root]:
         """Every root. With `experiments`, those stand in for the experiments provider
-        (the plan: refs a policy drops are left out)."""
+        (the plan: refs a policy drops are left out). `inflight`: the in-flight roots."""
         roots, kinds = provider_roots(view, problems,
                                       skip=skip | ({"experiments"} if experiments is not None else set()))
         if experiments is not None:
@@ -254,6 +255,7 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
         report.scope = _scope(all_branches, all_tags, all_commits, kinds, drop_run_cache)
         roots += workspace_lock_roots(project)
         roots += history.roots(commits, problems)
+        roots += inflight
         return roots
 
     # The inventory (one lstat per object, half of it in the kernel) is taken on a
@@ -270,7 +272,10 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
             kept_exps = [e for e in exps if id(e) not in dropped]
         commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
                                all_commits=all_commits)
-        roots = collect(kept_exps)
+        # Live writers' in-flight files, read unlocked: a file may be mid-append (a
+        # partial last line is skipped); pass B reads them again, complete, under the
+        # lock. A dead owner's file is no root here and is deleted in pass B.
+        roots = collect(kept_exps, inflight_roots(project, remove_dead=False)[0])
         inv = rstore.inv = taking.result()
     marker = _Marker(rstore, inv, head=gcinventory.head_reader(store, rstore, inv), problems=problems)
 
@@ -319,6 +324,12 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
         if report.dropped or report.run_cache_dropped:
             gcsweep.barrier(store)
         gcsweep.failpoint("gc:refs-dropped")
+        # In-flight files: under the lock no writer is inside a burst, so each live
+        # one is complete and names everything its writer relies on; a dead owner's
+        # (its flock is free) goes now, and what only it named is garbage.
+        fs_now = _fs_now_ns(project)
+        live_inflight, scan = inflight_roots(project, remove_dead=True, now_s=fs_now / 1e9)
+        report.inflight_live, report.inflight_removed = len(scan.live), scan.dead
 
         report.deleted = []
         if levels:
@@ -326,7 +337,7 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
             # new pointer): what is marked already, and its subgraph, is not re-read.
             commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
                                    all_commits=all_commits)
-            marker.walk(collect(None))
+            marker.walk(collect(None, live_inflight))
             report.problems = list(problems)
             if problems and not force:
                 raise GcRefused(report)

@@ -12,8 +12,9 @@ from .errors import Corruption
 from .retention import Drop, Policy
 
 # Report order of root kinds; providers may add others (they sort after these).
-ROOT_KINDS = ("workspace", "experiments", "run-cache", "queue", "history", "grace")
+ROOT_KINDS = ("workspace", "experiments", "run-cache", "queue", "history", "inflight", "grace")
 GRACE = "grace"
+INFLIGHT = "inflight"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class GcReport:
     run_cache_dropped: int = 0  # run-cache index entries removed (--drop-run-cache)
     temp_files: list[str] = field(default_factory=list)
     temp_bytes: int = 0
+    inflight_live: int = 0  # in-flight files of live writers read as roots (pass B)
+    inflight_removed: list[str] = field(default_factory=list)  # dead owners' files deleted
     problems: list[fsck_mod.Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cancelled: bool = False  # the confirm callback said no
@@ -102,6 +105,7 @@ class GcReport:
             "run_cache_dropped": self.run_cache_dropped,
             "temp_files": {"count": len(self.temp_files), "bytes": self.temp_bytes,
                            "list": self.temp_files},
+            "inflight": {"live": self.inflight_live, "removed": self.inflight_removed},
             "problems": [p.to_json() for p in self.problems],
             "notes": self.notes,
             "seconds": round(self.seconds, 3),

@@ -14,6 +14,9 @@ from typing import Iterable
 
 from . import fsck as fsck_mod
 from . import git, pointer
+from . import inflight as inflight_mod
+from .gcreport import INFLIGHT
+from .gcsweep import TMP_FLOOR_S
 from .errors import TallyError, UsageError
 from .project import Project
 from .reachability import BLOB, TREE
@@ -54,6 +57,22 @@ def workspace_lock_roots(project: Project) -> list[Root]:
             continue
         roots.extend(Root("workspace", name, oid, None, required=False) for oid in _lock_tokens(text))
     return roots
+
+
+def inflight_roots(project: Project, *, remove_dead: bool, now_s: float | None = None
+                   ) -> tuple[list[Root], "inflight_mod.Scan"]:
+    """The ids named by live writers' in-flight files, as optional roots (an id that is
+    not present names nothing yet). `remove_dead` only under the exclusive store lock."""
+    scan = inflight_mod.scan(project.store_dir, remove_dead=remove_dead, now_s=now_s,
+                             stale_new_s=TMP_FLOOR_S)
+    roots: list[Root] = []
+    seen: set[str] = set()
+    for name, oids in scan.live.items():
+        for oid in oids:
+            if oid not in seen:
+                seen.add(oid)
+                roots.append(Root(INFLIGHT, f"in-flight {name}", oid, None, required=False))
+    return roots, scan
 
 
 def provider_roots(project: Project, problems: list[Problem], *, skip: set[str]

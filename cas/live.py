@@ -52,6 +52,8 @@ ENV_STORE = "TALLY_STORE"  # the `.tally` directory of the store to write checkp
 ENV_CHECKPOINTS = "TALLY_CHECKPOINTS"  # the file `<step>\t<tree>` lines are appended to
 ENV_EXP = "TALLY_EXP_NAME"  # the experiment's name
 ENV_RESUME_STEP = "TALLY_RESUME_STEP"  # set by `tally run --resume`: the step restored
+# A checkpoint waits this long for the store lock (a gc's pass B holds it exclusive).
+CHECKPOINT_LOCK_WAIT = 3600.0  # seconds
 
 
 class Live:
@@ -234,21 +236,34 @@ def store_paths(store_dir: Path, run_dir: Path, rels: list[str]) -> str:
     Returns the id of a tree rooted at `run_dir` holding exactly those paths (and the
     directories leading to them). Blobs, then subtrees, then the root are published in
     that order by one Writer, so the id returned names only durable objects.
+
+    The runner does not hold the store lock while its stage runs, so this takes it
+    shared for the burst, and names every object it puts or reuses in the runner's
+    in-flight file (ENV_INFLIGHT) before the lock is let go: gc keeps them until the
+    runner has recorded the experiment (spec/live.md).
     """
     from . import config as config_mod, tree, workspace
+    from .inflight import ENV_INFLIGHT, InFlight
     from .project import Project
 
     project = Project(root=Path(store_dir).parent, config=config_mod.load(Path(store_dir) / "config"))
     rels = sorted(set(rels))
     # A path inside another listed path is already covered by it.
     kept = [r for r in rels if not any(r != o and (o == "." or r.startswith(o + "/")) for o in rels)]
-    with project.store.writer() as w:
+    runner_file = os.environ.get(ENV_INFLIGHT)
+    # The runner's file when it is there; else one of our own (no runner left to
+    # record the checkpoint: it only has to survive until this put is done).
+    inflight = (InFlight.attach(runner_file) if runner_file else None) or True
+    with project.lock("store", shared=True, timeout=CHECKPOINT_LOCK_WAIT,
+                      purpose="tally checkpoint"), \
+            project.store.writer(inflight=inflight) as w:
         snaps = {r: workspace.snapshot(run_dir / r if r != "." else run_dir,
                                        statcache=project.statcache, writer=w) for r in kept}
         if "." in snaps:
             snap = snaps["."]
             if not snap.is_dir:
                 raise UsageError("the run directory itself must be a directory")
+            w.keep(snap.oid)  # a directory memo hit is not put: name it anyway
             return snap.oid
         root: dict[str, Any] = {}
         for r, s in snaps.items():

@@ -79,14 +79,21 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
         remove_tree(p)
     d.mkdir(parents=True)
     target = workspace
-    if overlay is not None:
-        with project.store.writer() as w:
-            target = merge_trees(project.store, workspace, overlay, w)
-    links = project.config.link_order
-    co.checkout(project.store, co.Target(oid=target, is_dir=True), d,
-                links=links, statcache=project.statcache, force=True)
-    if any(m in ("hardlink", "symlink") for m in links):
-        _unprotect_loose(project, target, d)
+    # The merged tree is named by nothing but this writer's in-flight file until the
+    # checkout has read it (spec/gc.md, "In-flight roots"): merged in a burst under
+    # the store lock, then checked out without it, as a run's stage runs.
+    with project.store.writer(inflight=True) as w:
+        if overlay is not None:
+            with project.lock("store", shared=True, timeout=60, purpose="tally queue: run directory"):
+                w.keep(workspace)
+                w.keep(overlay)
+                target = merge_trees(project.store, workspace, overlay, w)
+                w.flush()
+        links = project.config.link_order
+        co.checkout(project.store, co.Target(oid=target, is_dir=True), d,
+                    links=links, statcache=project.statcache, force=True)
+        if any(m in ("hardlink", "symlink") for m in links):
+            _unprotect_loose(project, target, d)
     gitdir.mkdir()
     (gitdir / "HEAD").write_text(baseline + "\n")
     (gitdir / "commondir").write_text(os.fspath(common_dir) + "\n")

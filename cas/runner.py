@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 SHELL = "/bin/sh"
 KILL_GRACE = 10.0  # seconds between forwarding a signal and SIGKILL of the stage
+# After a stage, the run waits this long for the store lock again (a gc's pass B holds
+# it exclusive): failing there would lose the record of a run that took hours.
+RELOCK_WAIT = 24 * 3600.0  # seconds
 Notify = Callable[[str], None]
 
 
@@ -126,8 +129,12 @@ class Runner:
 
     def __init__(self, project, *, writer, log_path: Path, options: RunOptions,
                  baseline: str, notify: Notify | None = None,
-                 parsed: "ParsedCache | None" = None) -> None:
+                 parsed: "ParsedCache | None" = None, store_lock=None) -> None:
+        """`store_lock`: the store lock the caller holds shared; released while each
+        stage command runs (after the writer's flush has published the burst and
+        written its in-flight file) and taken again after it. None: held throughout."""
         self.project = project
+        self.store_lock = store_lock
         self.root = project.root
         self.writer = writer
         self.options = options
@@ -320,10 +327,27 @@ class Runner:
         self.log.write(text.encode("utf-8", "replace"))
 
     def _exec(self, st, cmd: str) -> int:
+        """Run one command with the store lock let go (see __init__); raises with it
+        still let go (the caller's writer then gives up and removes its in-flight file)."""
         env = dict(os.environ)
         env.update(self.options.env)
         env.update({"TALLY_ROOT": str(self.root), "TALLY_STAGE": st.name,
                     "TALLY_EXP_BASELINE_REV": self.baseline})
+        inflight = self.writer.inflight_path() if self.store_lock is not None else None
+        if inflight is None:
+            return self._run_cmd(st, cmd, env)
+        from .inflight import ENV_INFLIGHT
+        env[ENV_INFLIGHT] = inflight  # cas.live names its checkpoints' objects there
+        # Publish the burst and write the in-flight file, then let gc in: everything
+        # this run relies on is named in the file, which gc's pass B reads as roots.
+        self.writer.flush()
+        self.store_lock.release()
+        code = self._run_cmd(st, cmd, env)
+        self.store_lock.timeout = RELOCK_WAIT
+        self.store_lock.acquire()
+        return code
+
+    def _run_cmd(self, st, cmd: str, env: dict[str, str]) -> int:
         cwd = self.root / st.wdir
         echo = self.options.echo
         try:
@@ -362,6 +386,8 @@ class Runner:
         abs_p = self.root / rel
         snap = workspace.snapshot(abs_p, statcache=self.project.statcache,
                                   writer=self.writer if store else None, ingest=ingest)
+        if store:
+            self.writer.keep(snap.oid)  # a directory memo hit is not put: name it anyway
         return FileState(rel, snap.oid, snap.size, snap.files if snap.is_dir else None)
 
     def _out_mode(self) -> str:
@@ -406,7 +432,8 @@ class Runner:
             now = self._snap(path, store=False)
             if now.oid != fs.oid:
                 return None
-            if cache.get(path, True) and not self.project.store.has(now.oid):
+            # writer.has: a present output is kept (in-flight) as a put of it would be.
+            if cache.get(path, True) and not self.writer.has(now.oid):
                 now = self._snap(path, store=True, ingest=self._out_mode())
             current[path] = now
         return current
@@ -442,6 +469,7 @@ class Runner:
 
         outs = {}
         for path, (oid, is_dir) in entry.outs.items():
+            self.writer.keep(oid)  # the record will name it: a root until then
             dest = self.root / path
             dest.parent.mkdir(parents=True, exist_ok=True)
             co.checkout(self.project.store, co.Target(oid=oid, is_dir=is_dir), dest,

@@ -308,9 +308,14 @@ class FileStore(ObjectStore):
         with self.writer() as w:
             return w.put_file(path, ingest=ingest, compress=compress)
 
-    def writer(self) -> Writer:
-        """A batch of puts published together; use as a context manager."""
-        return Writer(self)
+    def writer(self, *, inflight=False) -> Writer:
+        """A batch of puts published together; use as a context manager.
+
+        `inflight`: name every object put or reused in an in-flight file of this
+        process (spec/gc.md, "In-flight roots"), for callers that let go of the
+        store lock before a root names what they wrote; an InFlight (cas/inflight.py)
+        to append to that one instead."""
+        return Writer(self, inflight=inflight)
 
     def delete(self, oid: str) -> int:
         freed = 0

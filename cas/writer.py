@@ -27,6 +27,7 @@ from .errors import CorruptObject, StoreError, TallyError, from_os_error
 from .fsops import _write_all, copy_fd, fsync_all, fsync_file, reflink, syncfs
 
 if TYPE_CHECKING:
+    from .inflight import InFlight
     from .store import FileStore
 
 OBJECT_MODE = 0o444
@@ -41,6 +42,9 @@ COMPRESSED_SUFFIXES = frozenset(
 BATCH_LIMIT = 20_000
 # Batches up to this size are made durable by one fsync per temp file, not syncfs.
 SMALL_BATCH = 32
+# In-flight ids buffered before they are written out even without a flush (bounds
+# memory when a snapshot reuses a million present objects).
+NOTE_LIMIT = 4096
 
 
 class Writer:
@@ -50,9 +54,17 @@ class Writer:
     readers at flush() (also called on leaving the `with` block, and automatically
     every BATCH_LIMIT objects). Thread-safe: put_* may be called from a pool.
     A put whose object already exists writes nothing and freshens its mtime.
+
+    With `inflight` (spec/gc.md, "In-flight roots"), every id the writer puts or
+    reuses, and every id given to keep(), is written to that file before flush()
+    publishes anything and before flush() returns: the caller holds the store lock
+    shared from the first put of a burst to the end of its flush, and may let go of
+    the lock after it; gc keeps what the file names. `inflight=True` creates this
+    process's own file on first use (removed by close(), and on leaving the `with`
+    block); an InFlight object is used as it is (and closed too).
     """
 
-    def __init__(self, store: "FileStore") -> None:
+    def __init__(self, store: "FileStore", *, inflight: "InFlight | bool | None" = None) -> None:
         self.store = store
         self.opts = store.options
         self._pending: list[tuple[str, str]] = []  # (temp, final), insertion order
@@ -60,16 +72,74 @@ class Writer:
         self._lock = threading.Lock()
         self.written = 0  # objects newly published
         self.bytes_written = 0
+        self._track = bool(inflight)
+        self._inflight: "InFlight | None" = inflight if not isinstance(inflight, bool) else None
+        self._notes: list[str] = []  # ids not yet written to the in-flight file
         store.ensure_dirs()
 
     def __enter__(self) -> "Writer":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.flush()
-        else:
-            self.abort()
+        try:
+            if exc_type is None:
+                self.flush()
+            else:
+                self.abort()
+        finally:
+            self.close()
+
+    # -- in-flight roots -----------------------------------------------------------------
+    def keep(self, oid: str) -> None:
+        """Name `oid` in the in-flight file (an object taken from the store without a
+        put: a run-cache hit's outputs, a tree from the directory memo). No-op without
+        an in-flight file."""
+        if self._track:
+            self._note(oid)
+
+    def has(self, oid: str) -> bool:
+        """Is `oid` present (or staged)? A present one is freshened and kept, as a put
+        of it would be."""
+        return self._exists(oid)
+
+    def inflight_path(self) -> str | None:
+        """The in-flight file's path (created now if needed), or None without one."""
+        if not self._track:
+            return None
+        with self._lock:
+            return os.fspath(self._open_inflight().path)
+
+    def sync_inflight(self) -> None:
+        """Write the buffered ids to the in-flight file (flush() does it too)."""
+        if not self._track:
+            return
+        with self._lock:
+            notes, self._notes = self._notes, []
+            if notes:
+                self._open_inflight().append(notes)
+
+    def close(self) -> None:
+        """Remove the in-flight file: call once what names the objects is written
+        (or the writer gave up). Pending puts are not published: flush() first."""
+        if self._inflight is not None:
+            self._inflight.close()
+            self._inflight = None
+        self._track = False
+        self._notes = []
+
+    def _open_inflight(self) -> "InFlight":
+        if self._inflight is None:
+            from .inflight import InFlight
+            self._inflight = InFlight.create(self.store.root)
+        return self._inflight
+
+    def _note(self, oid: str) -> None:
+        with self._lock:
+            self._notes.append(oid)
+            if len(self._notes) < NOTE_LIMIT:
+                return
+            notes, self._notes = self._notes, []
+            self._open_inflight().append(notes)
 
     # -- public ----------------------------------------------------------------------
     def put_bytes(self, data: bytes, *, compress: bool | None = None) -> str:
@@ -167,7 +237,10 @@ class Writer:
         return self._put_copy(src, st, compress)
 
     def flush(self) -> None:
-        """Make every pending temp file durable, then link each into place, in order."""
+        """Make every pending temp file durable, then link each into place, in order.
+
+        The in-flight file (if any) is written first: before anything is published."""
+        self.sync_inflight()
         with self._lock:
             pending, self._pending = self._pending, []
             self._pending_oids = set()
@@ -217,7 +290,11 @@ class Writer:
     # -- internals ---------------------------------------------------------------------
     def _exists(self, oid: str) -> bool:
         if oid in self._pending_oids:
-            return True
+            return True  # noted when it was staged
+        if self._track:
+            # Named before it is relied on; a present object is then a root of gc's
+            # pass B, which cannot start before this burst ends (store lock).
+            self._note(oid)
         raw = self.store.raw_path(oid)
         for p in (raw, self.store.zst_path(oid)):
             try:
@@ -239,7 +316,7 @@ class Writer:
                 _unlink_quiet(tmp)
                 return
             self._pending.append((tmp, final))
-            self._pending_oids.add(oid)
+            self._pending_oids.add(oid)  # noted by the _exists() every put asks first
             full = len(self._pending) >= BATCH_LIMIT
         if full:
             self.flush()
