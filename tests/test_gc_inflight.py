@@ -319,3 +319,31 @@ def test_gc_json_reports_inflight(project, grace) -> None:
     r = tally(project.root, "gc", "--grace", grace, "--yes", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["inflight"] == {"live": 0, "removed": []}
+
+
+@pytest.mark.parametrize("point", ["gc:locked", "gc:delete", "gc:swept"])
+def test_gc_sigkilled_during_a_stage_leaves_the_run_whole(project, tmp_path, point) -> None:
+    """gc dies (SIGKILL at a failpoint) while a run's stage is blocked: the run's
+    in-flight file is untouched, a second gc finishes the sweep, and the run records."""
+    gate = Gate(tmp_path)
+    _two_stages(project, gate)
+    for i in range(3):
+        project.store.put_bytes(b"garbage %d\n" % i)
+    run = _start_run(project.root)
+    try:
+        gate.wait_started()
+        (name,) = inflight_files(project.root)
+        r = subprocess.run([PY, "-m", "cli", "gc", "--grace", "0", "--yes", "--wait", "2"],
+                           cwd=project.root, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "TALLY_FAILPOINT": point})
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert inflight_files(project.root) == [name]
+        report = gc_json(project.root)
+        assert report["inflight"] == {"live": 1, "removed": []}
+        gate.release()
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    finally:
+        _stop(run)
+    assert_consistent(project.root)
+    assert inflight_files(project.root) == []
