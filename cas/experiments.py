@@ -152,7 +152,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 metrics=collect_metrics(project.root, pipeline.metrics),
                 stages=tuple(result.stages), logs=logs, message=message, parent=parent,
                 checkpoints=checkpoints)
-            exp = _publish(project, writer, rec, before_ref=r.finish)
+            exp = _publish(project, writer, rec, run=r)
         parsed.save()
     return exp._replace(reason=result.reason)
 
@@ -478,34 +478,56 @@ def _user() -> str:
         return ""
 
 
-def _publish(project, writer, rec: Record, *, before_ref: Callable[[], None] | None = None) -> Experiment:
-    """Objects and the record in one Writer batch (published in that order), then what
-    names them (`before_ref`: tally.lock, run-cache index), then the ref. A generated
-    name that another run takes meanwhile is retried with the next candidate."""
-    def publish(named: Record) -> str:
-        oid = put_record(writer, named)
-        writer.flush()
-        if before_ref is not None:
-            before_ref()
-        return oid
+def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) -> Experiment:
+    """Publish the record and what names it, in the write order of spec/experiments.md.
 
-    if rec.name:
-        oid = publish(rec)
-        refs.update(project, rec.baseline, rec.name, oid, None)
-        return Experiment(rec.name, oid, rec)
-    seed = record_id(rec)
-    for attempt in range(refs.GENERATE_TRIES):
-        name = refs.candidate_name(seed, attempt)
-        if refs.read(project, rec.baseline, name) is not None:
-            continue
-        named = rec.with_name(name)
-        oid = publish(named)
-        try:
-            refs.update(project, rec.baseline, name, oid, None)
-        except Conflict:
-            continue  # another run took it between our read and our write
-        return Experiment(name, oid, named)
-    raise Conflict("could not find a free experiment name", hint="give one with -n NAME")
+    The objects and the record are one Writer batch. The new `tally.lock` (when `run`
+    changed it) and the ref are written to temp files first and made durable in that
+    batch's barrier; they are renamed into place (tally.lock, then the ref, under the
+    refs lock) only after every object is durable and linked, and their directories
+    are fsynced together: two rounds of concurrent fsyncs for the whole publish,
+    instead of two more per file. The run-cache index follows. A generated name that
+    another run takes meanwhile is retried with the next candidate; when no ref is
+    written, the staged tally.lock is dropped with it.
+    """
+    from .fsops import discard_staged
+
+    lock = run.stage_lock() if run is not None else None
+    companions = [lock] if lock is not None else []
+    synced = False  # the companions' temp files are durable
+    seed = None
+    try:
+        for attempt in range(1 if rec.name else refs.GENERATE_TRIES):
+            if rec.name:
+                name, named = rec.name, rec
+            else:
+                seed = seed or record_id(rec)
+                name = refs.candidate_name(seed, attempt)
+                if refs.read(project, rec.baseline, name) is not None:
+                    continue
+                named = rec.with_name(name)
+            oid = put_record(writer, named)
+            ref = refs.stage(project, rec.baseline, name, oid)
+            try:
+                writer.flush(also_sync=[ref.tmp] + ([] if synced else [c.tmp for c in companions]))
+                synced = True
+                refs.commit(project, rec.baseline, name, ref, None, companions=companions,
+                            synced=True)
+            except Conflict:
+                discard_staged([ref])
+                if rec.name:
+                    raise
+                continue  # another run took it between our read and our write
+            except BaseException:
+                discard_staged([ref])
+                raise
+            companions = []  # renamed into place
+            if run is not None:
+                run.write_index()
+            return Experiment(name, oid, named)
+        raise Conflict("could not find a free experiment name", hint="give one with -n NAME")
+    finally:
+        discard_staged(companions)  # no ref was written: nor is tally.lock
 
 
 def _unlink(p: Path) -> None:

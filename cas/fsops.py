@@ -10,6 +10,7 @@ import errno
 import fcntl
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from . import hashing
 
@@ -191,28 +192,64 @@ def fsync_all(paths: list[str], *, directories: bool = False) -> None:
         raise errors[0]
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
-                 durable: bool = True) -> None:
-    """Replace `path` with `data` atomically: temp file in the same directory, then rename."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+class Staged(NamedTuple):
+    """A file's new content written to `tmp` beside `path`, not yet renamed over it."""
+
+    tmp: str
+    path: str
+
+
+def stage_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> Staged:
+    """Write `data` to a new temp file in `path`'s directory (not synced, not visible
+    under `path`): the first half of an atomic replace, finished by commit_staged."""
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         _write_all(fd, data)
-        if durable:
-            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
         raise
     os.close(fd)
-    try:
-        os.replace(tmp, p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    return Staged(tmp, path)
+
+
+def commit_staged(staged: list[Staged], *, synced: bool = False, durable: bool = True) -> None:
+    """Finish atomic replaces: make the temp files durable (all at once, unless `synced`
+    says the caller already did), rename each over its path in order, then fsync their
+    directories together. A failed rename removes the temp files not yet renamed.
+
+    Several files committed together share their barriers (two rounds of concurrent
+    fsyncs for any number of files, instead of two sequential fsyncs per file).
+    """
+    if durable and not synced:
+        fsync_all([s.tmp for s in staged])
+    for i, s in enumerate(staged):
+        try:
+            os.replace(s.tmp, s.path)
+        except BaseException:
+            discard_staged(staged[i:])
+            raise
     if durable:
-        fsync_dir(p.parent)
+        fsync_all(sorted({os.path.dirname(s.path) or "." for s in staged}), directories=True)
+
+
+def discard_staged(staged: list[Staged]) -> None:
+    """Remove the temp files of staged writes that will not be committed."""
+    for s in staged:
+        try:
+            os.unlink(s.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
+                 durable: bool = True) -> None:
+    """Replace `path` with `data` atomically: temp file in the same directory, then rename
+    (with `durable`: the temp file fsynced before, the directory after)."""
+    commit_staged([stage_file(path, data, mode=mode)], durable=durable)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import UsageError
-from .fsops import atomic_write
+from .fsops import Staged, commit_staged, stage_file
 
 LOCK_FILE = "tally.lock"
 SCHEMA = 1
@@ -163,15 +163,24 @@ def dumps(stages: dict[str, StageLock]) -> str:
 
 def write(root: Path, stages: dict[str, StageLock]) -> bool:
     """Write `tally.lock` atomically unless its text would not change. Returns True if written."""
+    staged = stage(root, stages)
+    if staged is None:
+        return False
+    commit_staged([staged])
+    return True
+
+
+def stage(root: Path, stages: dict[str, StageLock]) -> Staged | None:
+    """`tally.lock`'s new text in a temp file beside it (fsops.commit_staged renames it
+    into place), or None when the text would not change."""
     text = dumps(stages)
     path = Path(root) / LOCK_FILE
     try:
         if path.read_text(encoding="utf-8") == text:
-            return False
+            return None
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    atomic_write(path, text.encode("utf-8"))
-    return True
+    return stage_file(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------- reading

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import hashing
 from .errors import Conflict, FormatError, NotFound, UsageError
-from .fsops import fsync_dir
+from .fsops import Staged, commit_staged, fsync_dir, stage_file
 
 REFS_DIR = ("refs", "exps")  # under .tally/
 REF_SIZE = hashing.OID_HEX_LEN + 1  # 64 hex digits + "\n"
@@ -161,23 +161,56 @@ def _lock(project):
 
 
 def _write(p: Path, oid: str) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, (oid + "\n").encode("ascii"))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    fsync_dir(p.parent)
+    commit_staged([_stage(p, oid)])
+
+
+def _stage(p: Path, oid: str) -> Staged:
+    """The ref's new content in a temp file beside it; a new baseline directory (and
+    its name in refs/exps/) is made durable here, before any ref is renamed into it."""
+    for _ in range(3):
+        try:
+            return stage_file(p, (oid + "\n").encode("ascii"))
+        except FileNotFoundError:
+            # No baseline directory yet, or a concurrent delete of its last ref just
+            # removed it (rmdir fails once our temp file is inside): make it again.
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(p.parent.parent)
+    return stage_file(p, (oid + "\n").encode("ascii"))
+
+
+def stage(project, baseline: str, name: str, new: str) -> Staged:
+    """Write ref `baseline`/`name`'s new content `new` to a temp file, for `commit`.
+
+    Staging takes no lock: the temp file is private until `commit` renames it. The
+    caller makes it durable (alone, or in the barrier of the objects it names:
+    Writer.flush(also_sync=...)) or lets `commit` do it.
+    Raises:
+        UsageError: a malformed baseline, name or id.
+    """
+    if not hashing.is_oid(new):
+        raise UsageError(f"{new!r} is not an object id")
+    return _stage(ref_path(project, baseline, name), new)
+
+
+def commit(project, baseline: str, name: str, staged: Staged, old: str | None, *,
+           companions: list[Staged] = (), synced: bool = False) -> None:
+    """Rename a staged ref into place if, and only if, the ref now holds `old`.
+
+    `companions` (say, tally.lock) are renamed in the same step, just before the ref,
+    and their directories fsynced with the ref's: one barrier for all of them. With
+    `synced`, every temp file is already durable. On Conflict nothing is renamed and
+    the staged files stay, for the caller to commit under another name or discard.
+    Raises:
+        Conflict: the name is taken (old None) or the ref moved.
+        NotFound: `old` was given but the ref does not exist.
+        LockBusy: the refs lock timed out.
+    """
+    p = ref_path(project, baseline, name)
+    if staged.path != os.fspath(p):
+        raise UsageError(f"staged ref {staged.path} is not {p}")
+    with _lock(project):
+        _expect(p, baseline, name, _current(p), old)
+        commit_staged([*companions, staged], synced=synced)
 
 
 def _current(p: Path) -> str | None:

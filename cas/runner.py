@@ -234,11 +234,17 @@ class Runner:
             return None
         return lockfile.dumps(self.lock).encode("utf-8")
 
-    def finish(self) -> None:
-        """Write `tally.lock` and the run-cache index: call after the writer's flush,
-        so every object they name is already published."""
+    def stage_lock(self):  # -> fsops.Staged | None
+        """`tally.lock`'s new text in a temp file beside it, for the caller to rename
+        into place once every object it names is durable (experiments._publish does,
+        with the ref); None when the run leaves it unchanged."""
         if self.options.write_lock and self._lock_dirty:
-            lockfile.write(self.root, self.lock)
+            return lockfile.stage(self.root, self.lock)
+        return None
+
+    def write_index(self) -> None:
+        """Point the run-cache index at this run's entries: call after the writer's
+        flush, so every object they name is already published."""
         if self._cache_entries:
             from . import runcache
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from . import codec, hashing
 from .errors import CorruptObject, StoreError, TallyError, from_os_error
@@ -236,21 +236,28 @@ class Writer:
             compress = self._auto_compress(src, None, size=st.st_size)
         return self._put_copy(src, st, compress)
 
-    def flush(self) -> None:
+    def flush(self, *, also_sync: Sequence[str] = ()) -> None:
         """Make every pending temp file durable, then link each into place, in order.
 
-        The in-flight file (if any) is written first: before anything is published."""
+        The in-flight file (if any) is written first: before anything is published.
+        `also_sync`: other files (the staged temp files of what will name these
+        objects: a ref, tally.lock) made durable in the same barrier, whatever
+        `cache.fsync` says; they are only renamed into place after this returns, so
+        sharing the barrier never lets them be durable before the objects they name.
+        """
         self.sync_inflight()
         with self._lock:
             pending, self._pending = self._pending, []
             self._pending_oids = set()
         if not pending:
+            fsync_all(list(also_sync))
             return
-        if self.opts.fsync == "batch":
-            if len(pending) <= SMALL_BATCH:
-                fsync_all([tmp for tmp, _ in pending])
-            else:
+        if self.opts.fsync == "batch" and len(pending) <= SMALL_BATCH:
+            fsync_all([tmp for tmp, _ in pending] + list(also_sync))
+        else:
+            if self.opts.fsync == "batch":
                 syncfs(self.store.tmp)
+            fsync_all(list(also_sync))  # another filesystem, perhaps; and fsync=each/off
         touched_dirs: set[str] = set()
         for tmp, final in pending:
             final_dir = os.path.dirname(final)
