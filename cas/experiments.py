@@ -56,11 +56,16 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         no_run_cache: bool = False, quick_stage: QuickStage | None = None,
         echo: bool = False, wait: float = 0.0, notify: Notify | None = None,
         parent: str | None = None, env: dict[str, str] | None = None,
-        checkpoints_file: Path | None = None) -> Experiment:
+        checkpoints_file: Path | None = None, single: bool = False,
+        downstream: bool = False, keep_going: bool = False) -> Experiment:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
 
     Args:
         stages: stage names or foreach/matrix groups (with their upstream); none = all.
+        single: run only the named stages, not their upstream (`-s/--single-item`).
+        downstream: run the named stages and every stage downstream of them.
+        keep_going: after a failed stage, still run the stages that do not depend on
+            it (`-k`); those that do are `not-run`. The status is still failed.
         set_params: `-S` overrides, applied to the params files (round-trip) first.
         name: the experiment name; generated (adjective-noun) when None.
         wait: seconds to wait for another run in this workspace to finish.
@@ -75,10 +80,15 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         StoreError: not a Git repository, or no commit yet.
         Conflict: `name` is taken for this baseline.
         PipelineError, ParamError, NotFound: a malformed pipeline, a bad override, a
-            missing dep, params file or key (nothing has run).
+            missing dep, params file or key, an unknown stage (nothing has run).
+        UsageError: `single` with `downstream`, or either without stages, or with
+            a quick stage.
         LockBusy: another run holds the workspace lock past `wait`.
     """
     notify = notify or (lambda msg: None)
+    if quick_stage is not None and (single or downstream):
+        raise UsageError("-s/--single-item and --downstream select stages of the pipeline, "
+                         "not a command-line stage")
     baseline = worktree.baseline_commit(project.root)
     _check_free(project, baseline, name)
     overrides = _parse_overrides(set_params)
@@ -91,14 +101,14 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         else:
             # Malformed: fails before any edit.
             pipeline = _load_pipeline(project, parsed, edited=edited)
-            selected = pipeline.select(stages)
+            selected = pipeline.select(stages, single=single, downstream=downstream)
         if overrides:
             from . import params as params_mod
             params_mod.apply_overrides(project.root, overrides)
             if quick_stage is None and _templated(project):
                 # `${...}` in cmds or paths may read the new values: load it again.
                 pipeline = _load_pipeline(project, parsed, edited=edited)
-                selected = pipeline.select(stages)
+                selected = pipeline.select(stages, single=single, downstream=downstream)
         created = time.time_ns()
         # The store lock is held shared for each burst of puts, not while a stage
         # command runs (Runner._exec lets go of it): what the run has put or reused
@@ -123,7 +133,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             try:
                 if quick_stage is None:
                     r.prune({s.name for s in pipeline.stages})
-                result = r.run(selected)
+                result = r.run(selected, keep_going=keep_going, upstream=pipeline.upstream)
             except BaseException:
                 # Refused before anything ran (a missing dep or param), or a third
                 # Ctrl-C: no record, and no temp files left behind.
@@ -155,6 +165,45 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             exp = _publish(project, writer, rec, run=r)
         parsed.save()
     return exp._replace(reason=result.reason)
+
+
+def plan(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
+         force: bool = False, no_run_cache: bool = False, quick_stage: QuickStage | None = None,
+         single: bool = False, downstream: bool = False) -> list[dict[str, Any]]:
+    """What `run` with the same arguments would do to each selected stage, in run
+    order, changing nothing (`tally run --dry`; see Runner.plan for the entries).
+
+    No params file is edited, nothing is stored, tally.lock, the run-cache index,
+    the parsed-pipeline cache, refs and outputs are left alone, and no lock is
+    taken (a plan made while another run works may be out of date as it prints).
+
+    Raises:
+        UsageError: `set_params` (a plan with overrides would need the edited
+            params, and `-S` edits the files), or the selection errors of `run`.
+        PipelineError, ParamError, NotFound: as `run` before anything runs: a
+            malformed pipeline, an unknown stage, a missing dep, params file or key.
+    """
+    if set_params:
+        raise UsageError("--dry cannot be combined with -S: the overrides are applied by editing "
+                         "the params files, which a dry run never does",
+                         hint="drop -S to see the plan for the params as they are")
+    if quick_stage is not None and (single or downstream):
+        raise UsageError("-s/--single-item and --downstream select stages of the pipeline, "
+                         "not a command-line stage")
+    parsed = runner.ParsedCache(project)  # read, never saved here
+    if quick_stage is not None:
+        pipeline = _quick_pipeline(quick_stage)
+        selected = pipeline.stages
+    else:
+        pipeline = _load_pipeline(project, parsed)
+        selected = pipeline.select(stages, single=single, downstream=downstream)
+    r = runner.Runner(project, writer=None, log_path=None, baseline="", parsed=parsed,
+                      options=runner.RunOptions(force=force, no_run_cache=no_run_cache,
+                                                write_lock=quick_stage is None))
+    try:
+        return r.plan(selected)
+    finally:
+        r.close()
 
 
 def save(project, *, name: str | None = None, message: str = "",
@@ -543,5 +592,5 @@ def list_experiments(project, *, baseline: str | None = None) -> list[tuple[str,
     return refs.list_refs(project, b)
 
 
-__all__ = ["run", "save", "QuickStage", "Experiment", "collect_metrics", "list_experiments",
+__all__ = ["run", "plan", "save", "QuickStage", "Experiment", "collect_metrics", "list_experiments",
            "NotFound"]

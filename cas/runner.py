@@ -13,7 +13,8 @@ For each selected stage, in the pipeline's order:
    then store the outputs, update `tally.lock` and add a run-cache entry.
 
 A failing command stops the pipeline: what outputs exist are stored (partial
-results), later stages are `not-run`. SIGINT/SIGTERM are forwarded to the running
+results), later stages are `not-run`; with `keep_going`, only the stages that depend
+on a failed one (directly or transitively) are `not-run`, the others still run. SIGINT/SIGTERM are forwarded to the running
 command's process group (a second one kills it); the stage is `interrupted` and no
 later stage starts. Nothing is half-written at any instant: objects are published
 by the Writer before `tally.lock`, the run-cache index, the record or the ref names
@@ -141,7 +142,8 @@ class Runner:
         self.baseline = baseline
         self.notify = notify or (lambda msg: None)
         self.log_path = log_path
-        self.log = open(log_path, "ab", buffering=0)
+        # No log (and no writer) for plan(), which writes nothing.
+        self.log = open(log_path, "ab", buffering=0) if log_path is not None else None
         self.lock = lockfile.read(self.root) if options.write_lock else {}
         self._params_cache: dict[str, Any] = {}
         self.parsed = parsed or ParsedCache(project)
@@ -150,7 +152,8 @@ class Runner:
         self._cache_entries: list[tuple[str, str]] = []  # (entry id, key)
 
     def close(self) -> None:
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
     def prune(self, names: set[str]) -> None:
         """Forget lock entries of stages the pipeline no longer has."""
@@ -201,9 +204,18 @@ class Runner:
 
     # ------------------------------------------------------------ running
 
-    def run(self, stages) -> RunResult:
+    def run(self, stages, *, keep_going: bool = False,
+            upstream: Mapping[str, tuple[str, ...]] = {}) -> RunResult:
+        """Run `stages` in order (see the module docstring).
+
+        `keep_going` (DVC's `-k`): a failed stage no longer stops the run; a stage is
+        `not-run` when one of its `upstream` stages (the pipeline's direct upstream
+        map) failed or is itself `not-run`. The status is still `failed`, with the
+        first failure's exit code. An interruption stops the run either way.
+        """
         res = RunResult(started=time.time_ns())
         self.check(stages)
+        blocked: set[str] = set()  # failed, or not-run because an upstream stage failed
         with _Signals() as sigs:
             self.sigs = sigs
             for i, st in enumerate(stages):
@@ -211,8 +223,18 @@ class Runner:
                     res.status = "interrupted"
                     res.stages.extend(StageResult(s.name, s.cmd, "not-run") for s in stages[i:])
                     break
+                if blocked and any(u in blocked for u in upstream.get(st.name, ())):
+                    blocked.add(st.name)
+                    self._write_log(f"Stage '{st.name}' not run: an upstream stage failed\n")
+                    res.stages.append(StageResult(st.name, st.cmd, "not-run"))
+                    continue
                 sr = self._stage(st, res)
                 res.stages.append(sr)
+                if sr.state == "failed" and keep_going:
+                    blocked.add(st.name)
+                    if res.failed_stage is None:  # the first failure gives the exit code
+                        res.status, res.exit_code, res.failed_stage = "failed", sr.exit_code, st.name
+                    continue
                 if sr.state in ("failed", "interrupted"):
                     res.status = "failed" if sr.state == "failed" else "interrupted"
                     res.exit_code = sr.exit_code
@@ -223,6 +245,73 @@ class Runner:
                 res.exit_code = 0 if any(s.state == "ran" for s in res.stages) else None
         res.finished = time.time_ns()
         return res
+
+    def plan(self, stages) -> list[dict[str, Any]]:
+        """What run(stages) would do, changing nothing (`tally run --dry`).
+
+        Returns one {"name", "cmd", "action", "reason"} per stage, in run order;
+        action is "skip" (frozen, or unchanged since `tally.lock` with its outputs
+        present), "restore" (from the run-cache) or "run". Nothing is stored, written
+        or removed (only the stat cache may learn hashes, as any status check does).
+        A stage reading an output of a stage planned to run or restore is "run": its
+        inputs are only known once that stage has run. Raises as run() does before
+        anything runs (a missing dep or param).
+        """
+        self.check(stages)
+        opts = self.options
+        pending: dict[str, str] = {}  # output path -> the stage that would (re)write it
+        plan = []
+        for st in stages:
+            action, reason = "run", ""
+            reads = [*st.deps, *{r.file for r in st.params}]
+            after = sorted({who for p, who in pending.items()
+                            for d in reads if d == p or _under_any(d, {p}) or _under_any(p, {d})})
+            if st.frozen and not opts.force:
+                action, reason = "skip", "frozen"
+            elif opts.force:
+                reason = "--force"
+            elif after:
+                reason = "after upstream " + ", ".join(after) + ", which would change its inputs"
+            else:
+                action, reason = self._plan_stage(st)
+            if action != "skip":
+                pending.update((o.path, st.name) for o in st.outs)
+            plan.append({"name": st.name, "cmd": list(st.cmd), "action": action, "reason": reason})
+        return plan
+
+    def _plan_stage(self, st) -> tuple[str, str]:
+        """(action, reason) for a stage whose inputs are all in the workspace now."""
+        params = self.params_of(st)
+        deps = {d: self._snap(d, store=False) for d in st.deps}
+        entry = self.lock.get(st.name)
+        if st.always_changed:
+            reason = "always_changed"
+        elif not self.options.write_lock:
+            reason = "a command-line stage"
+        elif entry is None:
+            reason = "not in tally.lock"
+        elif not self._lock_matches(st, entry, deps, params):
+            changed = [what for what, same in (
+                ("cmd", entry.cmd == st.cmd and entry.wdir == st.wdir),
+                ("deps", {f.path: f.oid for f in entry.deps} == {p: f.oid for p, f in deps.items()}),
+                ("params", entry.params == params),
+                ("outs", sorted(f.path for f in entry.outs) == sorted(o.path for o in st.outs))) if not same]
+            reason = ", ".join(changed) + " changed since tally.lock"
+        else:
+            stale = [f.path for f in entry.outs if not os.path.lexists(self.root / f.path)
+                     or self._snap(f.path, store=False).oid != f.oid]
+            if not stale:
+                return "skip", "unchanged since tally.lock"
+            reason = "output(s) missing or modified: " + ", ".join(stale)
+        if _replayable(st) and not self.options.no_run_cache:
+            from . import runcache
+
+            key = runcache.key(st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
+                               [o.path for o in st.outs])
+            hit = runcache.lookup(self.project, key)
+            if hit is not None:
+                return "restore", f"run-cache entry {hit[0][:12]}"
+        return "run", reason
 
     def pending_lock(self) -> bytes | None:
         """The `tally.lock` bytes finish() will write, or None if it will not write one.
@@ -306,14 +395,14 @@ class Runner:
             return StageResult(st.name, st.cmd, "interrupted", code, duration)
         if code != 0:
             self._write_log(f"Stage '{st.name}' failed with exit code {code}\n")
-            res.reason = f"stage '{st.name}' failed with exit code {code}"
+            _add_reason(res, f"stage '{st.name}' failed with exit code {code}")
             self._collect(st, self._snap_outs(st, partial=True), res)
             return StageResult(st.name, st.cmd, "failed", code, duration)
         missing = [o.path for o in st.outs if not os.path.lexists(self.root / o.path)]
         if missing:
             msg = f"stage '{st.name}' did not create its output(s): {', '.join(missing)}"
             self._write_log(msg + "\n")
-            res.reason = msg
+            _add_reason(res, msg)
             self._collect(st, self._snap_outs(st, partial=True), res)
             return StageResult(st.name, st.cmd, "failed", None, duration)
         outs = self._snap_outs(st, partial=False)
@@ -483,6 +572,10 @@ class Runner:
                         force=True)
             outs[path] = self._snap(path, store=False)
         return outs
+
+
+def _add_reason(res: RunResult, msg: str) -> None:
+    res.reason = f"{res.reason}; {msg}" if res.reason else msg  # several with keep_going
 
 
 def _replayable(st) -> bool:

@@ -89,14 +89,39 @@ class Pipeline(NamedTuple):
                 return st
         raise self._not_found(name)
 
-    def select(self, names: Iterable[str]) -> tuple[Stage, ...]:
-        """The named stages plus everything upstream of them, in run order.
+    def select(self, names: Iterable[str], *, single: bool = False,
+               downstream: bool = False) -> tuple[Stage, ...]:
+        """The stages a run of `names` runs, in run order.
 
         A name is a stage name or a foreach/matrix group (`train` selects every
-        `train@...`). No names selects every stage. Raises NotFound for an unknown name.
+        `train@...`). By default: the named stages plus everything upstream of them;
+        no names selects every stage. `single` (DVC's `-s/--single-item`): only the
+        named stages. `downstream` (DVC's `--downstream`): the named stages plus every
+        stage that depends on them, directly or transitively. Both need names.
+
+        Raises NotFound for an unknown name; UsageError for `single` with
+        `downstream`, or either without a name.
         """
+        names = list(names)
+        if single or downstream:
+            from cas.errors import UsageError  # only the selection flags need it
+
+            flag = "-s/--single-item" if single else "--downstream"
+            if single and downstream:
+                raise UsageError("-s/--single-item and --downstream cannot be used together",
+                                 hint="-s runs only the named stages; --downstream adds what follows them")
+            if not names:
+                raise UsageError(f"{flag} needs the stages to run", hint=f"tally run {flag.split('/')[-1]} STAGE")
+        named = {st.name for name in names for st in self._named(name)}
+        if single:
+            return tuple(st for st in self.stages if st.name in named)
         wanted: set[str] = set()
-        todo = [st.name for name in names for st in self._named(name)]
+        if downstream:
+            for st in self.stages:  # run order: a stage's upstream stages come first
+                if st.name in named or any(u in wanted for u in self.upstream.get(st.name, ())):
+                    wanted.add(st.name)
+            return tuple(st for st in self.stages if st.name in wanted)
+        todo = list(named)
         while todo:
             name = todo.pop()
             if name not in wanted:

@@ -39,6 +39,7 @@ RUN_HELP = """Run the pipeline in the workspace as a new experiment, and record 
 
 \b
 tally run [STAGE...] [-S [FILE:]KEY=VALUE]... [-n NAME] [-m MSG] [-f] [--no-run-cache]
+          [-s | --downstream] [-k] [--dry]
 tally run [-o OUT]... [-O OUT]... [-d DEP]... [-M METRICS]... -- CMD [ARG...]
 
 Stages whose cmd, deps, params and outputs match tally.lock are skipped; others are
@@ -47,6 +48,15 @@ the workspace holds the results, and the experiment is recorded (name printed).
 
 \b
   STAGE                  stage or foreach/matrix group to run, with what it depends on
+  -s, --single-item      run only the named stages, not their upstream stages (whose
+                         outputs must exist)
+  --downstream           run the named stages and every stage downstream of them
+  -k, --keep-going       when a stage fails, still run the stages that do not depend on
+                         it; those that do are recorded "not-run" (the run still fails)
+  --dry                  print what each selected stage would do, in run order: skip,
+                         restore (from the run-cache) or run (with its commands); change
+                         nothing (no params edit, no store write, no tally.lock, no
+                         record). --json: the plan as data. Not with -S (refused, exit 2)
   -S, --set-param SPEC   [FILE:]KEY=VALUE override applied first (repeatable; round-trip)
   -n, --name NAME        experiment name (default: generated, e.g. bold-seal)
   -m, --message MSG      a note stored with the experiment
@@ -62,12 +72,15 @@ the workspace holds the results, and the experiment is recorded (name printed).
   --queue                queue the run (every point of a -S sweep) instead of running it;
                          the workspace is snapshotted now, so later edits do not leak in
   --dry-run              with --queue: list what would be queued, queue nothing
+                         (for a plan of the stages, see --dry)
   --run-all              run the queue in the foreground until it is empty
   -j, --jobs N           with --run-all: runs at a time (default 1)
   --resume NAME          continue experiment NAME from its last checkpoint
 
 Exit 8 when a stage fails (the experiment is still recorded), 7 when another run
-holds the workspace, 130 on Ctrl-C (recorded as interrupted).
+holds the workspace, 3 for an unknown stage or a missing dependency (also with --dry),
+2 for bad usage (-s with --downstream; --dry, -s, --downstream or -k with --queue,
+--run-all, --dry-run or --resume), 130 on Ctrl-C (recorded as interrupted).
 """
 
 
@@ -83,6 +96,8 @@ def main(args: list[str]) -> None:
     gc.enable()
 
     a = _parse_run(list(args))
+    if a.dry or a.single_item or a.downstream or a.keep_going:
+        _check_selection_flags(a)
     if a.queue or a.run_all or a.resume or a.dry_run:
         from . import queue_run  # --queue, --run-all -j N, --resume NAME, --dry-run
         exp = queue_run.run_options(a)
@@ -100,11 +115,50 @@ def main(args: list[str]) -> None:
                                        metrics=tuple(a.metrics), outs_no_cache=tuple(a.outs_no_cache))
         targets = []
     project = open_project()
+    if a.dry:
+        render_plan(experiments.plan(project, stages=targets, set_params=a.set_param, force=a.force,
+                                     no_run_cache=a.no_run_cache, quick_stage=quick,
+                                     single=a.single_item, downstream=a.downstream), a.json)
+        return
     exp = experiments.run(project, stages=targets, set_params=a.set_param, name=a.name,
                           message=a.message, force=a.force, no_run_cache=a.no_run_cache,
                           quick_stage=quick, echo=not a.quiet and not a.json,
-                          wait=a.wait, notify=None if a.json or a.quiet else err)
+                          wait=a.wait, notify=None if a.json or a.quiet else err,
+                          single=a.single_item, downstream=a.downstream, keep_going=a.keep_going)
     render(exp, a.json, "Ran")
+
+
+def _check_selection_flags(a: SimpleNamespace) -> None:
+    """--dry, -s, --downstream, -k: the combinations `tally run` refuses (UsageError)."""
+    from cas.errors import UsageError
+
+    used = [f for f, on in (("--dry", a.dry), ("-s/--single-item", a.single_item),
+                            ("--downstream", a.downstream), ("-k/--keep-going", a.keep_going)) if on]
+    other = [f for f, on in (("--queue", a.queue), ("--run-all", a.run_all), ("--dry-run", a.dry_run),
+                             ("--resume", a.resume)) if on]
+    if other:
+        raise UsageError(f"tally run: {used[0]} cannot be used with {other[0]}",
+                         hint="--dry, -s, --downstream and -k apply to a run in the workspace")
+    if a.single_item and a.downstream:
+        raise UsageError("tally run: -s/--single-item and --downstream cannot be used together",
+                         hint="-s runs only the named stages; --downstream adds what follows them")
+    if a.dry and a.set_param:
+        raise UsageError("tally run: --dry cannot be used with -S: the overrides are applied by "
+                         "editing the params files, which a dry run never does",
+                         hint="drop -S to see the plan for the params as they are")
+
+
+def render_plan(plan: list[dict], json_out: bool) -> None:
+    """`tally run --dry`: one line per stage (stdout), or {"dry": true, "stages": [...]}."""
+    if json_out:
+        emit_json({"dry": True, "stages": plan})
+        return
+    verbs = {"skip": "would skip", "restore": "would restore", "run": "would run"}
+    for p in plan:
+        out(f"{verbs[p['action']]} stage '{p['name']}' ({p['reason']})")
+        if p["action"] == "run":
+            for cmd in p["cmd"]:
+                out(f"  > {cmd}")
 
 
 # (short, long, kind): kind is "flag", "one" (the last one given wins), "many" (each
@@ -115,7 +169,8 @@ _OPTIONS = (
     ("-O", "--outs-no-cache", "many"), ("-d", "--deps", "many"), ("-M", "--metrics", "many"),
     (None, "--wait", float), ("-q", "--quiet", "flag"), (None, "--json", "flag"),
     (None, "--queue", "flag"), (None, "--run-all", "flag"), ("-j", "--jobs", int),
-    (None, "--resume", "one"), (None, "--dry-run", "flag"),
+    (None, "--resume", "one"), (None, "--dry-run", "flag"), ("-s", "--single-item", "flag"),
+    (None, "--downstream", "flag"), ("-k", "--keep-going", "flag"), (None, "--dry", "flag"),
 )
 _DEFAULTS = {"message": "", "wait": 0.0, "jobs": 1}
 

@@ -249,7 +249,8 @@ def _argparse_reference(args: list[str]) -> dict:
     p = Parser(prog="tally run", add_help=False, allow_abbrev=False)
     p.add_argument("targets", nargs="*")
     for flag in (["-f", "--force"], ["--no-run-cache"], ["-q", "--quiet"], ["--json"], ["--queue"],
-                 ["--run-all"], ["--dry-run"]):
+                 ["--run-all"], ["--dry-run"], ["-s", "--single-item"], ["--downstream"],
+                 ["-k", "--keep-going"], ["--dry"]):
         p.add_argument(*flag, action="store_true")
     for many in (["-S", "--set-param"], ["-o", "--outs"], ["-O", "--outs-no-cache"], ["-d", "--deps"],
                  ["-M", "--metrics"]):
@@ -269,6 +270,8 @@ def _argparse_reference(args: list[str]) -> dict:
     ["-o", "a", "-O", "b", "-d", "c", "-M", "m.json", "--", "sh", "-c", "x"], ["-nfoo=bar"],
     ["--queue", "--run-all", "--dry-run", "--resume", "r", "--no-run-cache"], ["--resume=", "-n="],
     ["-q", "--force", "-q"],
+    ["--dry", "a", "-s", "b", "-k", "--downstream"], ["-sk", "d"], ["-ksq", "-Sx=1", "-s"],
+    ["--single-item", "--keep-going", "--dry", "--dry-run"], ["-skS", "lr=1", "t"], ["--dry", "--", "echo"],
 ])
 def test_run_arguments_read_as_argparse_reads_them(args: list[str]) -> None:
     from cli.runcmd import _parse_run
@@ -284,6 +287,9 @@ def test_run_arguments_read_as_argparse_reads_them(args: list[str]) -> None:
     (["-x"], "unrecognized arguments: -x"), (["-fx"], "-fx"),
     (["--json=1"], "argument --json: ignored explicit argument '1'"),
     (["-f=1"], "ignored explicit argument '1'"),
+    (["--dry=1"], "argument --dry: ignored explicit argument '1'"), (["--dr"], "unrecognized arguments"),
+    (["--downstrea"], "unrecognized arguments"), (["-ks=1"], "-ks=1"),
+    (["--keep-going=yes"], "argument -k/--keep-going: ignored explicit argument 'yes'"),
     (["--wait", "abc"], "argument --wait: invalid float value: 'abc'"),
     (["-j", "1.5"], "argument -j/--jobs: invalid int value: '1.5'"),
 ])
