@@ -27,7 +27,7 @@ import stat as stat_mod
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from . import envelope, hashing, tree
+from . import envelope, hashing, tree, workspace
 from .errors import CorruptObject, UsageError, WouldOverwrite, from_os_error
 from .fsops import copy_file, reflink
 from .statcache import StatCache
@@ -81,12 +81,30 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     load = load_tree or (lambda oid: tree.decode(store.get(oid, max_size=envelope.MAX_STRUCT_SIZE)))
     desired: dict[str, tree.Entry] = {}
     dirs: set[str] = set()  # every directory of the tree, empty ones included
+    trees: dict[str, tuple[str, tree.Tree]] = {}  # dir -> its tree, for the directory memo
+    clock0 = stamp0 = None
     if target.is_dir:
-        for rel, t_oid in tree.walk_trees(target.oid, load):
+        # For the directory memo (spec/statcache.md, "What checkout records"): a clock
+        # reading before any file is stat'ed, so unchanged files can be vouched for, and
+        # the store stamp before any object is read, so that if it is the same at the
+        # end, every object read meanwhile is still stored.
+        clock0 = statcache.now_ns()
+        if load_tree is None:
+            stamp0 = workspace.settled_stamp(store.objects, clock0)
+        loaded: dict[str, tree.Tree] = {}
+
+        def load_once(oid: str) -> tree.Tree:
+            t = loaded.get(oid)
+            if t is None:
+                t = loaded[oid] = load(oid)
+            return t
+        for rel, t_oid in tree.walk_trees(target.oid, load_once):
             if rel:
                 _check_rel(rel)
             dirs.add(rel)
-            for e in load(t_oid).entries:
+            t = load_once(t_oid)
+            trees[rel] = (t_oid, t)
+            for e in t.entries:
                 if e.kind != tree.DIR:
                     desired[f"{rel}/{e.name}" if rel else e.name] = e
         # Symlink targets are judged before anything is written, so a hostile tree is
@@ -104,6 +122,8 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     report = Report()
     todo: list[tuple[str, tree.Entry]] = []
     risky: list[tuple[str, os.stat_result, str]] = []  # (rel, stat, abs) to classify
+    # Unchanged files by directory: (stat before verifying, id), for the directory memo.
+    kept: dict[str, list[tuple[os.stat_result, str]]] = {}
     for rel, e in desired.items():
         st = current.pop(rel, None)
         if st is None:
@@ -112,6 +132,8 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         abs_p = _join(dest, rel)
         if _same(st, e, abs_p, statcache, store, links):
             report.unchanged += 1
+            d = rel.rpartition("/")[0]
+            (kept.get(d) or kept.setdefault(d, [])).append((st, e.oid))
         else:
             todo.append((rel, e))
             risky.append((rel, st, abs_p))
@@ -147,7 +169,9 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     made: set[str] = {base}
     total = len(todo)
     stats: list[tuple[os.stat_result, str]] = []
+    link_stats: list[tuple[os.stat_result, str]] = []  # symlink entries, for the memo only
     newest = 0
+    clock = 0
     # One lean loop: linking is syscall-bound and a thread pool only adds GIL and
     # futex contention (measured: 7 s -> 1.5 s for 50k hardlinks).
     try:
@@ -160,6 +184,10 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             used, st = writer.write(e, p, rel=rel, replace=rel in replace)
             report.written.append(rel)
             report.modes[used] = report.modes.get(used, 0) + 1
+            if e.kind == tree.SYMLINK and target.is_dir:
+                lst = os.lstat(p)
+                link_stats.append((lst, e.oid))
+                newest = max(newest, lst.st_mtime_ns, lst.st_ctime_ns)
             if st is not None:
                 stats.append((st, e.oid))
                 if st.st_ctime_ns > newest:
@@ -175,8 +203,70 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             # Record what we wrote, after waiting out the clock tick it was written
             # in (cas/statcache.py): restored files are never hashed again. Done even
             # when interrupted, for the files that did get written.
-            statcache.record(stats, clock_ns=statcache.wait_past(newest))
+            clock = statcache.wait_past(newest)
+            statcache.record(stats, clock_ns=clock)
+    if target.is_dir:
+        if link_stats and not stats:
+            clock = statcache.wait_past(newest)
+        # Every object read from the store after stamp0: the trees, every symlink
+        # entry's target (_link_target, above), each file written.
+        # The directories whose listing this checkout changed: each one it wrote or
+        # deleted in, created, or removed a directory from (and the top, always).
+        touched = {rel.rpartition("/")[0] for rel, _ in todo}
+        touched.update(rel.rpartition("/")[0] for rel, _, _ in extras)
+        touched.update(d for d in dirs if d not in seen_dirs)
+        touched.update(d.rpartition("/")[0] for d in seen_dirs - dirs)
+        _record_dirs(store, dest, trees, kept, stats + link_stats, touched,
+                     fetched=bool(todo or writer.tree_links), statcache=statcache,
+                     clock0=clock0, clock=clock, stamp0=stamp0)  # type: ignore[arg-type]
     return report
+
+
+def _record_dirs(store: FileStore, dest: Path, trees: dict[str, tuple[str, tree.Tree]],
+                 kept: dict[str, list[tuple[os.stat_result, str]]],
+                 wrote: list[tuple[os.stat_result, str]], touched: set[str], *, fetched: bool,
+                 statcache: StatCache, clock0: int, clock: int, stamp0: bytes | None) -> None:
+    """Record directory memo rows for the directories just materialized, so the next
+    `status` or `add` takes them whole (spec/statcache.md, "What checkout records").
+
+    Only the directories whose listing the checkout changed (`touched`) and those above
+    them are listed again: an untouched one is as it was, with whatever row it had,
+    and skipping it keeps a checkout that changes little from paying per file kept.
+    Unchanged files are vouched for by their stat before they were verified, against
+    the reading taken before that stat; written ones by their stat after writing,
+    against the reading after the tick. A directory's row carries the store stamp only
+    if every object its tree names, recursively, was read from the store during the
+    checkout (the trees, every symlink target, and each file: written, none kept) and
+    the stamp did not change meanwhile: nothing was deleted.
+    """
+    todo = _with_parents(touched, trees)
+    if not todo:
+        return
+    known: dict[tuple[int, int], workspace.Vouched] = {}
+    for rel in todo:
+        workspace.vouch(known, kept.get(rel, ()), clock0)  # type: ignore[arg-type]
+    workspace.vouch(known, wrote, clock)  # after: in write order, the last stat is current
+    stamp = None
+    if stamp0 is not None and fetched and workspace.store_stamp(store.objects) == stamp0:
+        stamp = stamp0
+    unstored = _with_parents(set(kept), trees) if stamp is not None else set()
+    items = [(_join(dest, rel), trees[rel][0], trees[rel][1], stamp is not None and rel not in unstored)
+             for rel in todo]
+    workspace.record_checkout(statcache, items, known, objects=os.path.abspath(store.objects),
+                              stamp=stamp, clock=max(clock, clock0))
+
+
+def _with_parents(rels: set[str], trees: dict[str, tuple[str, tree.Tree]]) -> set[str]:
+    """The directories of `trees` among `rels` and every directory above them."""
+    out: set[str] = set()
+    for rel in rels:
+        while rel not in out:
+            if rel in trees:
+                out.add(rel)
+            if not rel:
+                break
+            rel = rel.rpartition("/")[0]
+    return out
 
 
 def _join(dest: Path, rel: str) -> str:

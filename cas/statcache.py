@@ -17,7 +17,9 @@ Files that are too new are simply hashed again next time.
 
 A checkout records what it wrote: it writes the files, then waits out the clock tick
 (`wait_past`), so every file it just wrote is strictly older than the reading, and
-records them with the ids it wrote. Nothing just restored is hashed again.
+records them with the ids it wrote. Nothing just restored is hashed again. It then
+records directory memo rows for the directories it materialized (cas/checkout.py,
+cas/workspace.py `record_checkout`), so that no directory is built again either.
 
 The directory memo (spec/statcache.md, "The directory memo") lets a snapshot skip a
 whole unchanged directory: its rows hold a BLAKE3 signature of the directory's listing

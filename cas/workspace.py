@@ -15,6 +15,9 @@ common case (nothing changed) does almost nothing beyond one lstat per file:
    directory encodes to the same bytes and id as before;
 5. record: memo rows for the directories just built, under the racy rule.
 
+A checkout records memo rows too, for the directories it materialized, from what it
+wrote and verified (`record_checkout`), with the same signature.
+
 Names tally never snapshots: `.git` and `.tally` directories (another repository or
 store nested inside data is not data).
 """
@@ -442,6 +445,140 @@ def _record(dirs: list[_Dir], built: list[_Dir], statcache: StatCache, writer: W
         hits = [(d.dev, d.ino, d.sig) for d in dirs if d.hit]
         if hits:
             statcache.restamp_dirs(hits, stamp)
+
+
+# What record_checkout knows of one inode: (its STAT_FIELDS, content id, size, kind,
+# tree mode, max(mtime, ctime)). Plain tuples: 50,000 of them are checked per checkout.
+Vouched = tuple
+
+
+def vouch(known: dict[tuple[int, int], Vouched], items: list[tuple[os.stat_result, str]],
+          clock: int) -> None:
+    """Add to `known` the files and symlinks a checkout wrote or kept, as (lstat, id),
+    if strictly older than `clock` (the racy rule; see record_checkout for which
+    reading). A later item for the same inode replaces an earlier one: a hardlinked
+    object linked again has a new ctime, and only its last stat is current."""
+    reg, lnk, FILE, SYMLINK = stat_mod.S_ISREG, stat_mod.S_ISLNK, tree.FILE, tree.SYMLINK
+    for st, oid in items:
+        k = (st.st_dev, st.st_ino)
+        m, mt, ct = st.st_mode, st.st_mtime_ns, st.st_ctime_ns
+        ts = mt if mt > ct else ct
+        if ts >= clock:
+            known.pop(k, None)  # racy: nothing vouches for this inode
+            continue
+        kind = FILE if reg(m) else SYMLINK if lnk(m) else -1
+        known[k] = ((m, k[0], k[1], st.st_size, mt, ct), oid, st.st_size, kind,
+                    (0o755 if m & 0o111 else 0o644) if kind == FILE else 0, ts)
+
+
+def record_checkout(statcache: StatCache, dirs: list[tuple[str, str, tree.Tree, bool]],
+                    known: dict[tuple[int, int], Vouched], *, objects: str,
+                    stamp: bytes | None, clock: int) -> int:
+    """Record memo rows for directories a checkout has just materialized
+    (spec/statcache.md, "What checkout records").
+
+    Each directory is listed again (names only, after the clock tick): a row is
+    recorded only if the listing holds exactly the tree's entries and every
+    non-directory one is in `known` with the kind, mode, size and id its tree entry
+    says. Its signature is then that of the listing a snapshot reads, with the stat
+    values from `known`: if anything changed since, a snapshot's signature differs and
+    the row is not used.
+
+    Args:
+        dirs: (absolute path, tree id, tree, stored) of each directory, where `stored`
+            says every object the tree names, recursively, was read from the store
+            since `stamp` was taken.
+        known: from vouch(): each file and symlink the checkout wrote (lstat after
+            writing it, older than the reading after the tick) or found unchanged
+            (lstat before verifying it, older than a reading taken before that).
+        objects: the store's objects directory, as a snapshot of the workspace names it.
+        stamp: the store stamp under which no object was deleted during the checkout,
+            or None; recorded in `stored` for the directories that allow it.
+        clock: the checkout's latest clock reading (every entry in `known` is older).
+    Returns:
+        How many rows were recorded.
+    """
+    prefix = objects.rstrip("/") + "/"
+    items = []
+    for path, oid, t, stored in dirs:
+        got = _listed(path, t, known)
+        if got is None:
+            continue
+        d, vals, newest = got
+        sig = _signature(d, vals, prefix)
+        if sig is not None:
+            items.append((d.dev, d.ino, sig, oid, t.total_bytes, t.total_files,
+                          stamp if stored else None, newest, clock))
+    return statcache.record_dirs(items) if items else 0
+
+
+def _listed(path: str, t: tree.Tree, known: dict[tuple[int, int], Vouched]
+            ) -> tuple[_Dir, list[int], int] | None:
+    """(the directory as a snapshot would list it, its entries' STAT_FIELDS, their newest
+    timestamp) if the directory at `path` holds exactly tree `t` by `known` (see
+    record_checkout); else None. Names only: one scandir (d_type, d_ino), no lstat; the
+    stat values are `known`'s, and the key's device is the directory's own."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    FILE, SYMLINK = tree.FILE, tree.SYMLINK
+    vals: list[int] = []
+    newest = -1
+    try:
+        dst = os.fstat(fd)
+        dev = dst.st_dev
+        d = _Dir(path, dev, dst.st_ino)
+        names = d.names
+        n = 0
+        by_name = {e.name: e for e in t.entries}  # (Tree.get encodes names: 5x slower)
+        with os.scandir(fd) as it:
+            for ent in it:
+                name = ent.name
+                if name[0] == "." and (name in SKIP_NAMES or name.startswith(TMP_PREFIX)):
+                    continue  # as _walk: not part of any listing
+                n += 1
+                e = by_name.get(name)
+                if e is None:
+                    return None  # not in the tree: an untracked file or directory
+                if ent.is_dir(follow_symlinks=False):
+                    if e.kind != tree.DIR:
+                        return None
+                    child = _Dir(f"{path}/{name}", dev, 0)
+                    child.oid = e.oid
+                    d.children.append((name, child))
+                    continue
+                got = known.get((dev, ent.inode()))
+                if got is None or got[1] != e.oid or got[2] != e.size or got[3] != e.kind:
+                    return None
+                if e.kind == FILE:
+                    if got[4] != e.mode:
+                        return None
+                elif e.kind == SYMLINK:
+                    d.links = True
+                names.append(name)
+                vals += got[0]
+                if got[5] > newest:
+                    newest = got[5]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if n != len(t.entries):
+        return None  # an entry of the tree is missing
+    return d, vals, newest
+
+
+def settled_stamp(objects_dir: str | os.PathLike[str], clock: int) -> bytes | None:
+    """The store stamp, if every value in it is strictly older than `clock` (a reading
+    taken before this call), so that any deletion from now on changes it; else None."""
+    stamp, newest = _store_stamp(objects_dir)
+    return stamp if newest < clock else None
+
+
+def store_stamp(objects_dir: str | os.PathLike[str]) -> bytes | None:
+    """The store stamp (spec/statcache.md, "The store stamp"), None if unreadable."""
+    return _store_stamp(objects_dir)[0]
 
 
 def _store_stamp(objects_dir: str | os.PathLike[str]) -> tuple[bytes | None, int]:

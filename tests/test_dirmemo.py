@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import helpers
 from cas import checkout as co
 from cas import hashing, statcache, tracking, tree, workspace
+from cas.errors import WouldOverwrite
 from cas.project import Project, init_project
 from cas.statcache import StatCache
 from cas.store import FileStore, StoreOptions
@@ -438,6 +439,8 @@ def test_the_skipped_temp_prefix_is_checkouts() -> None:
 
 PROPS = settings(deadline=None, max_examples=25,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Checkouts of the last add: refused over user work, forced, or into an empty place.
+CHECKOUTS = ("checkout", "checkout-force", "wipe-checkout")
 MUTATIONS = ("same-size", "same-size-keep-mtime", "resize", "chmod", "retarget", "to-link",
              "delete", "create", "mkdir", "rmtree", "rename", "touch")
 
@@ -511,7 +514,8 @@ def _new_project(base: Path) -> Project:
 
 @PROPS
 @given(seed=st.integers(0, 2**32 - 1),
-       steps=st.lists(st.tuples(st.sampled_from(MUTATIONS + ("settle", "add", "status")),
+       steps=st.lists(st.tuples(st.sampled_from(MUTATIONS + ("settle", "add", "status")
+                                                + CHECKOUTS),
                                 st.integers(0, 2**16)), min_size=1, max_size=25))
 def test_status_and_add_see_exactly_the_changes(tmp_path: Path, seed: int,
                                                 steps: list[tuple[str, int]]) -> None:
@@ -536,6 +540,18 @@ def test_status_and_add_see_exactly_the_changes(tmp_path: Path, seed: int,
                 at_add = _manifest(root)
                 assert ptr.oid == truth(root, tmp_path).oid
                 assert _closure_present(proj, ptr.oid)
+            elif how in CHECKOUTS:
+                # A checkout records memo rows for what it wrote and kept: the status
+                # and add steps after it check that none of them is ever wrong.
+                if how == "wipe-checkout":
+                    shutil.rmtree(root)
+                try:
+                    tracking.checkout(proj, ["data"], force=how == "checkout-force",
+                                      cwd=proj.root)
+                except WouldOverwrite:
+                    assert how == "checkout"  # and nothing was changed
+                else:
+                    assert _manifest(root) == at_add
             elif how == "status":
                 [s] = tracking.status(proj)
                 want = truth(root, tmp_path).oid
