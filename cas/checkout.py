@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 from . import envelope, hashing, tree, workspace
 from .errors import CorruptObject, UsageError, WouldOverwrite, from_os_error
 from .fsops import copy_file, reflink
+from . import statcache as statcache_mod
 from .statcache import StatCache
 from .store import FileStore
 
@@ -90,7 +91,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         # end, every object read meanwhile is still stored.
         clock0 = statcache.now_ns()
         if load_tree is None:
-            stamp0 = workspace.settled_stamp(store.objects, clock0)
+            stamp0 = statcache_mod.settled_stamp(store.objects, clock0)
         loaded: dict[str, tree.Tree] = {}
 
         def load_once(oid: str) -> tree.Tree:
@@ -247,7 +248,7 @@ def _record_dirs(store: FileStore, dest: Path, trees: dict[str, tuple[str, tree.
         workspace.vouch(known, kept.get(rel, ()), clock0)  # type: ignore[arg-type]
     workspace.vouch(known, wrote, clock)  # after: in write order, the last stat is current
     stamp = None
-    if stamp0 is not None and fetched and workspace.store_stamp(store.objects) == stamp0:
+    if stamp0 is not None and fetched and statcache_mod.store_stamp(store.objects) == stamp0:
         stamp = stamp0
     unstored = _with_parents(set(kept), trees) if stamp is not None else set()
     items = [(_join(dest, rel), trees[rel][0], trees[rel][1], stamp is not None and rel not in unstored)

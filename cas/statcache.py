@@ -37,9 +37,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
+from array import array
 from pathlib import Path
+
+from . import hashing
 
 # Format 2 added the `dirs` table; format 1 (user_version 0) had `entries` alone, with
 # the same meaning, so opening one only adds the table (spec/statcache.md, "Changes").
@@ -363,3 +367,76 @@ def _unlink_db(db_path: Path) -> None:
             os.unlink(str(db_path) + suffix)
         except FileNotFoundError:
             pass
+
+
+# ------------------------------------------------------------------ the store stamp
+#
+# A directory memo row's `stored` column (spec/statcache.md, "The store stamp"): while
+# the stamp of the objects directory is unchanged, no object was deleted, so a tree
+# once seen stored is still whole in the store.
+
+STAMP_HEADER = b"tally-store-stamp 1\n"
+# After an add, the store stamp is recorded once the clock is past the objects just
+# published; on filesystems with a coarser clock than this wait, the next add records it.
+STAMP_WAIT = 0.1  # seconds
+_SWAP = sys.byteorder != "little"  # the stamp packs integers little-endian
+
+
+def settled_stamp(objects_dir: str | os.PathLike[str], clock: int) -> bytes | None:
+    """The store stamp, if every value in it is strictly older than `clock` (a reading
+    taken before this call), so that any deletion from now on changes it; else None."""
+    stamp, newest = _store_stamp(objects_dir)
+    return stamp if newest < clock else None
+
+
+def store_stamp(objects_dir: str | os.PathLike[str]) -> bytes | None:
+    """The store stamp (spec/statcache.md, "The store stamp"), None if unreadable."""
+    return _store_stamp(objects_dir)[0]
+
+
+def _store_stamp(objects_dir: str | os.PathLike[str]) -> tuple[bytes | None, int]:
+    """(stamp, newest mtime or ctime) of the objects directory and its shard directories.
+
+    Deleting an object changes its shard directory's mtime and ctime (and removing or
+    replacing a shard changes the objects directory's), so while the stamp is equal,
+    no object was deleted. Adding one changes it too, which only costs a slower add.
+    """
+    root = os.fspath(objects_dir)
+    try:
+        st = os.stat(root)
+        with os.scandir(root) as it:
+            ents = sorted(it, key=lambda e: e.name)
+        vals = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+        newest = max(st.st_mtime_ns, st.st_ctime_ns)
+        for e in ents:
+            s = e.stat(follow_symlinks=False)
+            vals += (s.st_ino, s.st_mtime_ns, s.st_ctime_ns)
+            newest = max(newest, s.st_mtime_ns, s.st_ctime_ns)
+    except OSError:
+        return None, 0
+    try:
+        ints = array("q", vals)
+    except OverflowError:
+        return None, 0
+    if _SWAP:
+        ints.byteswap()
+    h = hashing.new_hasher()
+    h.update(STAMP_HEADER)
+    h.update(("".join(e.name + "\0" for e in ents)).encode("utf-8", "surrogateescape"))
+    h.update(ints.tobytes())
+    return h.digest(), newest
+
+
+def recordable_stamp(objects_dir: str | os.PathLike[str], statcache: "StatCache") -> bytes | None:
+    """The store stamp, if a later deletion is sure to change it (the racy rule again).
+
+    An add publishes objects just before this, so their shards are as new as the clock;
+    then it waits out the tick (at most STAMP_WAIT). Waiting after the stat is safe only
+    because the caller holds the store lock shared: nothing deletes objects meanwhile,
+    and a deletion after the lock is released is stamped later than the reading.
+    """
+    now = statcache.now_ns()
+    stamp, newest = _store_stamp(objects_dir)
+    if stamp is None or newest < now:
+        return stamp
+    return stamp if statcache.wait_past(newest, limit=STAMP_WAIT) > newest else None

@@ -31,7 +31,7 @@ from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from . import hashing, tree
+from . import hashing, hashpool, tree
 from .errors import NotFound, UsageError, from_os_error
 
 if TYPE_CHECKING:
@@ -41,14 +41,8 @@ if TYPE_CHECKING:
 
 SKIP_NAMES = frozenset({".git", ".tally"})
 TMP_PREFIX = ".tally-tmp-"  # == checkout.TMP_PREFIX (not imported: checkout is heavy)
-CHUNK = 256  # files per pool task: amortizes the executor's per-task cost
-WORKERS = max(2, min(4, os.cpu_count() or 1))  # threads for large files
 # The directory signature (spec/statcache.md): scheme and tree format in its first line.
 SIG_HEADER = b"tally-dirsig 1 tree %d\n" % tree.VERSION
-STAMP_HEADER = b"tally-store-stamp 1\n"
-# After an add, the store stamp is recorded once the clock is past the objects just
-# published; on filesystems with a coarser clock than this wait, the next add records it.
-STAMP_WAIT = 0.1  # seconds
 _SWAP = sys.byteorder != "little"  # signatures pack integers little-endian
 # The lstat values a listing keeps of each entry, in this order (spec/statcache.md).
 STAT_FIELDS = ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
@@ -146,7 +140,7 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
         raise from_os_error(exc, path=path, doing="reading") from None
     if stat_mod.S_ISREG(st.st_mode):
         f = _File(path.name, os.fspath(path), st, tree.FILE, clock)
-        hashed = _hash_files([f], statcache, writer, ingest, progress)
+        hashed = hashpool.hash_files([f], statcache, writer, ingest, progress)
         return Snapshot(f.oid, False, st.st_size, 1, file_mode(st), hashed)  # type: ignore[arg-type]
     if not stat_mod.S_ISDIR(st.st_mode):
         raise UsageError(f"{path} is not a regular file or directory", path=path)
@@ -172,7 +166,7 @@ def rebuild(handle: object, oid: str, *, statcache: StatCache,
     d, clock, prefix = handle  # type: ignore[misc]
     try:
         _classify(d, prefix, clock)
-        _hash_files(d.files, statcache, None, "copy", None)
+        hashpool.hash_files(d.files, statcache, None, "copy", None)
     except (NotFound, FileNotFoundError):
         return None  # a file went away since it was listed
     t = _build(d, None, trees)
@@ -199,7 +193,7 @@ def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: 
     for d in todo:
         _classify(d, prefix, clock)
         files.extend(d.files)  # type: ignore[arg-type]
-    hashed = _hash_files(files, statcache, writer, ingest, progress) if files else 0
+    hashed = hashpool.hash_files(files, statcache, writer, ingest, progress) if files else 0
 
     # Build bottom-up: _walk lists parents before children, so reverse it.
     for d in reversed(todo):
@@ -346,7 +340,8 @@ def _resolve_memo(dirs: list[_Dir], rows: dict, prefix: str | None,
             continue
         if writer is not None:
             if not stamped:
-                stamp, stamped = _store_stamp(writer.store.objects)[0], True
+                from .statcache import store_stamp  # loaded already: `statcache` is one
+                stamp, stamped = store_stamp(writer.store.objects), True
             if row[4] is None or row[4] != stamp or not _touch(writer.store, row[1]):
                 continue
         d.hit = True
@@ -362,7 +357,7 @@ def _classify(d: _Dir, prefix: str | None, clock: int) -> None:
     vals = d.vals
     for i, name in enumerate(d.names):
         path = f"{base}/{name}"
-        st = _Stat(*vals[6 * i + 1:6 * i + 6], vals[6 * i])
+        st = hashpool.Stat(*vals[6 * i + 1:6 * i + 6], vals[6 * i])
         _check_name(name, path)
         if stat_mod.S_ISREG(st.st_mode):
             files.append(_File(name, path, st, tree.FILE, clock))
@@ -420,7 +415,8 @@ def _record(dirs: list[_Dir], built: list[_Dir], statcache: StatCache, writer: W
     stamp: bytes | None = None
     if writer is not None:
         writer.flush()
-        stamp = _recordable_stamp(writer.store.objects, statcache)
+        from .statcache import recordable_stamp  # loaded already: `statcache` is one
+        stamp = recordable_stamp(writer.store.objects, statcache)
     items = []
     for d in built:
         if d.store_links:
@@ -569,66 +565,6 @@ def _listed(path: str, t: tree.Tree, known: dict[tuple[int, int], Vouched]
     return d, vals, newest
 
 
-def settled_stamp(objects_dir: str | os.PathLike[str], clock: int) -> bytes | None:
-    """The store stamp, if every value in it is strictly older than `clock` (a reading
-    taken before this call), so that any deletion from now on changes it; else None."""
-    stamp, newest = _store_stamp(objects_dir)
-    return stamp if newest < clock else None
-
-
-def store_stamp(objects_dir: str | os.PathLike[str]) -> bytes | None:
-    """The store stamp (spec/statcache.md, "The store stamp"), None if unreadable."""
-    return _store_stamp(objects_dir)[0]
-
-
-def _store_stamp(objects_dir: str | os.PathLike[str]) -> tuple[bytes | None, int]:
-    """(stamp, newest mtime or ctime) of the objects directory and its shard directories.
-
-    Deleting an object changes its shard directory's mtime and ctime (and removing or
-    replacing a shard changes the objects directory's), so while the stamp is equal,
-    no object was deleted. Adding one changes it too, which only costs a slower add.
-    """
-    root = os.fspath(objects_dir)
-    try:
-        st = os.stat(root)
-        with os.scandir(root) as it:
-            ents = sorted(it, key=lambda e: e.name)
-        vals = [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
-        newest = max(st.st_mtime_ns, st.st_ctime_ns)
-        for e in ents:
-            s = e.stat(follow_symlinks=False)
-            vals += (s.st_ino, s.st_mtime_ns, s.st_ctime_ns)
-            newest = max(newest, s.st_mtime_ns, s.st_ctime_ns)
-    except OSError:
-        return None, 0
-    try:
-        ints = array("q", vals)
-    except OverflowError:
-        return None, 0
-    if _SWAP:
-        ints.byteswap()
-    h = hashing.new_hasher()
-    h.update(STAMP_HEADER)
-    h.update(("".join(e.name + "\0" for e in ents)).encode("utf-8", "surrogateescape"))
-    h.update(ints.tobytes())
-    return h.digest(), newest
-
-
-def _recordable_stamp(objects_dir: str | os.PathLike[str], statcache: StatCache) -> bytes | None:
-    """The store stamp, if a later deletion is sure to change it (the racy rule again).
-
-    An add publishes objects just before this, so their shards are as new as the clock;
-    then it waits out the tick (at most STAMP_WAIT). Waiting after the stat is safe only
-    because the caller holds the store lock shared: nothing deletes objects meanwhile,
-    and a deletion after the lock is released is stamped later than the reading.
-    """
-    now = statcache.now_ns()
-    stamp, newest = _store_stamp(objects_dir)
-    if stamp is None or newest < now:
-        return stamp
-    return stamp if statcache.wait_past(newest, limit=STAMP_WAIT) > newest else None
-
-
 def _touch(store: FileStore, oid: str) -> bool:
     """Is object `oid` present? Freshens it (gc's grace period) as a put would."""
     for p in (store.zst_path(oid), store.raw_path(oid)):
@@ -640,204 +576,3 @@ def _touch(store: FileStore, oid: str) -> bool:
         except OSError:
             return os.path.exists(p)  # a shared store we may not touch: presence counts
     return False
-
-
-def _hash_files(files: list[_File], statcache: StatCache, writer: Writer | None, ingest: str,
-                progress: Progress | None) -> int:
-    """Fill in every file's oid, from the stat cache or by reading it. Returns files read."""
-    todo = []
-    regular = []
-    for f in files:
-        if f.oid is not None:
-            continue  # a link to an object: its id is its name
-        if f.kind == tree.SYMLINK:
-            target = os.readlink(f.path).encode("utf-8", "surrogateescape")
-            f.oid = writer.put_bytes(target, compress=False) if writer else hashing.hash_bytes(target)
-            continue
-        regular.append(f)
-    for f, oid in zip(regular, statcache.lookup_many([f.st for f in regular])):
-        if oid is not None and (writer is None or writer.put_file(f.path, known_oid=oid) == oid):
-            f.oid = oid
-        else:
-            todo.append(f)
-    if not todo:
-        return 0
-    total = len(todo)
-    counter = _Counter(total, progress)
-    # Many small files: per-file Python work holds the GIL, so threads do not scale;
-    # forked processes do. Large files stay on threads: BLAKE3's own thread pool
-    # (rayon) does not survive fork, and big reads release the GIL anyway.
-    small = [f for f in todo if f.st.st_size < hashing.MMAP_THRESHOLD]
-    large = [f for f in todo if f.st.st_size >= hashing.MMAP_THRESHOLD]
-    if len(small) >= PROCESS_MIN_FILES and PROCESSES > 1 and hasattr(os, "fork"):
-        _in_processes(small, writer, ingest, counter)
-    else:
-        # Serial: per-file work on small files is GIL-bound, and a thread pool only
-        # adds contention (measured on 2 cores).
-        for i in range(0, len(small), CHUNK):
-            counter.add(_work(small[i:i + CHUNK], writer, ingest))
-    if len(large) == 1:
-        counter.add(_work(large, writer, ingest))
-    elif large:
-        from concurrent.futures import ThreadPoolExecutor  # ~5 ms to import: only when used
-        # Large files release the GIL while reading and hashing: threads overlap I/O.
-        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            for n in pool.map(lambda f: _work([f], writer, ingest), large):
-                counter.add(n)
-    if ingest == "hardlink" and writer is not None:
-        # Linking made each file read-only, which moved its ctime past the clock: these
-        # are our own writes, recorded like a checkout's after the clock tick passes.
-        # Publishing links the inode once more and unlinks its temp name, moving the
-        # ctime again: publish first, then take the stat that is recorded.
-        writer.flush()
-        moved = []
-        for f in todo:
-            st = os.stat(f.path)
-            if (st.st_ino, st.st_size, st.st_mtime_ns) == (f.st.st_ino, f.st.st_size, f.st.st_mtime_ns):
-                f.st = st  # only the ctime moved; anything else is not vouched for
-                moved.append(f)
-        if moved:
-            clock = statcache.wait_past(max(max(f.st.st_mtime_ns, f.st.st_ctime_ns) for f in moved))
-            for f in moved:
-                f.clock = clock  # the reading after their (re)stat, as for a checkout
-    by_clock: dict[int, list] = {}
-    for f in todo:
-        by_clock.setdefault(f.clock, []).append((f.st, f.oid))
-    for clock, items in by_clock.items():
-        statcache.record(items, clock_ns=clock)
-    return total
-
-
-PROCESSES = os.cpu_count() or 1
-PROCESS_MIN_FILES = 2048  # below this, forking costs more than it saves
-
-
-class _Counter:
-    def __init__(self, total: int, progress: Progress | None) -> None:
-        self.total, self.done, self.progress = total, 0, progress
-
-    def add(self, n: int) -> None:
-        self.done += n
-        if self.progress:
-            self.progress(self.done, self.total)
-
-
-def _work(chunk: list[_File], writer: Writer | None, ingest: str) -> int:
-    for f in chunk:
-        try:
-            if writer is not None:
-                f.oid = writer.put_file(f.path, ingest=ingest)
-                if ingest == "hardlink":
-                    f.st = os.stat(f.path)  # chmod 0444 moved its ctime
-            else:
-                f.oid = hashing.hash_file(f.path, size=f.st.st_size)
-        except FileNotFoundError:
-            raise NotFound(f"{f.path} vanished while it was being read", path=f.path,
-                           hint="something else is changing this directory; rerun when it is done") from None
-    return len(chunk)
-
-
-class _Stat:
-    """The stat fields a snapshot uses, rebuilt from a listing or a child process's report."""
-
-    __slots__ = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns", "st_mode")
-
-    def __init__(self, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, mode: int) -> None:
-        self.st_dev, self.st_ino, self.st_size = dev, ino, size
-        self.st_mtime_ns, self.st_ctime_ns, self.st_mode = mtime_ns, ctime_ns, mode
-
-
-def _in_processes(files: list[_File], writer: Writer | None, ingest: str, counter: _Counter) -> None:
-    """Hash (and store) `files` in forked children, one contiguous shard each.
-
-    Each child stores through its own Writer and flushes it (sync, then link) before
-    reporting, so every blob is published before the parent builds a tree naming it.
-    """
-    import msgpack
-
-    n = min(PROCESSES, max(1, len(files) // (PROCESS_MIN_FILES // 2)))
-    bounds = [len(files) * k // n for k in range(n + 1)]
-    children = []
-    try:
-        for k in range(n):
-            shard = files[bounds[k]:bounds[k + 1]]
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # child: never returns
-                os.close(r)
-                _child(shard, writer, ingest, w)
-            os.close(w)
-            children.append((pid, r, shard))
-        for pid, r, shard in children:
-            with os.fdopen(r, "rb") as pipe:
-                payload = pipe.read()
-            _, status = os.waitpid(pid, 0)
-            pid = -1
-            try:
-                msg = msgpack.unpackb(payload, raw=False)
-            except ValueError:
-                msg = None
-            if not msg or msg[0] != "ok":
-                _raise_child_error(msg, status)
-            for f, row in zip(shard, msg[1]):
-                f.oid = row[0]
-                if len(row) > 1:
-                    f.st = _Stat(*row[1:])  # type: ignore[assignment]
-            counter.add(len(shard))
-    except BaseException:
-        for pid, r, _ in children:
-            try:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-        raise
-
-
-def _child(shard: list[_File], writer: Writer | None, ingest: str, w: int) -> None:
-    import msgpack
-
-    code = 0
-    try:
-        rows = []
-        if writer is not None:
-            from .store import FileStore
-            store = FileStore(writer.store.root, options=writer.store.options)
-            with store.writer() as mine:
-                _work(shard, mine, ingest)
-        else:
-            _work(shard, None, ingest)
-        for f in shard:
-            if ingest == "hardlink" and writer is not None:
-                st = f.st
-                rows.append([f.oid, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                             st.st_ctime_ns, st.st_mode])
-            else:
-                rows.append([f.oid])
-        payload = msgpack.packb(["ok", rows])
-    except BaseException as exc:  # report everything, including Ctrl-C, to the parent
-        code = 1
-        payload = msgpack.packb(["err", type(exc).__name__, str(exc), getattr(exc, "path", None)])
-    try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(w, view):]
-    finally:
-        os._exit(code)
-
-
-def _raise_child_error(msg: list | None, status: int) -> None:
-    from . import errors
-
-    if msg and msg[0] == "err":
-        cls = getattr(errors, msg[1], None)
-        if msg[1] == "KeyboardInterrupt":
-            raise KeyboardInterrupt
-        if isinstance(cls, type) and issubclass(cls, errors.TallyError):
-            exc = cls.__new__(cls)
-            errors.TallyError.__init__(exc, msg[2], path=msg[3])
-            raise exc
-        raise errors.TallyError(f"{msg[1]}: {msg[2]}", path=msg[3])
-    raise errors.TallyError(f"a hashing worker process died (wait status {status})",
-                            hint="rerun the command; nothing half-written was published")
-

@@ -22,7 +22,7 @@ import stat as stat_mod
 from pathlib import Path
 from typing import NamedTuple
 
-from . import git, pointer, tree, workspace
+from . import git, hashpool, pointer, tree, workspace
 from .errors import StoreError, TallyError, UsageError
 
 SKIP_TOP = (".tally/", ".git/")
@@ -131,7 +131,7 @@ def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
         # Imported here: concurrent.futures (and the logging it pulls in) costs ~6 ms of
         # start-up, and a run whose files the stat cache vouches for never needs a pool.
         from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=workspace.WORKERS) as pool:
+        with ThreadPoolExecutor(max_workers=hashpool.WORKERS) as pool:
             oids = list(pool.map(work, todo))
     else:
         oids = [work(t) for t in todo]

@@ -52,8 +52,8 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(autouse=True)
 def tiny_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small data takes the big-data paths: mmap + threads, streaming, pools, batches."""
-    from cas import checkout, codec, hashing, workspace, writer
-    modules = {"hashing": hashing, "codec": codec, "writer": writer, "workspace": workspace,
+    from cas import checkout, codec, hashing, hashpool, writer
+    modules = {"hashing": hashing, "codec": codec, "writer": writer, "hashpool": hashpool,
                "checkout": checkout}
     for module, name, value in helpers.TINY:
         # raising=False: a knob that a refactor removed must not break every test.

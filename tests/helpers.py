@@ -27,8 +27,8 @@ TINY = [  # (module in cas, name, value): installed by conftest.tiny_thresholds
     ("hashing", "STREAM_CHUNK", STREAM_CHUNK),
     ("codec", "THREADED_ZSTD_THRESHOLD", 2 * MMAP_THRESHOLD),
     ("writer", "BATCH_LIMIT", BATCH_LIMIT),
-    ("workspace", "CHUNK", POOL_CHUNK),
-    ("workspace", "PROCESS_MIN_FILES", PROCESS_MIN_FILES),
+    ("hashpool", "CHUNK", POOL_CHUNK),
+    ("hashpool", "PROCESS_MIN_FILES", PROCESS_MIN_FILES),
     ("checkout", "CHUNK", POOL_CHUNK),
 ]
 
