@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from . import refs, runner, worktree
 from .errors import Conflict, LockBusy, NotFound, ParamError, TallyError, UsageError
 from .lockfile import FileState
+from .parsedcache import ParsedCache
 from .record import Record, put as put_record, record_id
 
 Notify = Callable[[str], None]
@@ -94,7 +95,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
     overrides = _parse_overrides(set_params)
     edited = {o.file for o in overrides}
     with _workspace_lock(project, wait, notify):
-        parsed = runner.ParsedCache(project)
+        parsed = ParsedCache(project)
         if quick_stage is not None:
             pipeline = _quick_pipeline(quick_stage)
             selected = pipeline.stages
@@ -190,7 +191,7 @@ def plan(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
     if quick_stage is not None and (single or downstream):
         raise UsageError("-s/--single-item and --downstream select stages of the pipeline, "
                          "not a command-line stage")
-    parsed = runner.ParsedCache(project)  # read, never saved here
+    parsed = ParsedCache(project)  # read, never saved here
     if quick_stage is not None:
         pipeline = _quick_pipeline(quick_stage)
         selected = pipeline.stages

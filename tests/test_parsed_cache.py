@@ -11,7 +11,7 @@ import datetime
 from pathlib import Path
 
 import helpers
-from cas import runner
+from cas.parsedcache import ParsedCache
 from cas.pipeline import load_pipeline
 from cas.stages import Out, Pipeline, Plot, Stage
 
@@ -47,12 +47,12 @@ def _load(root: Path):
 def test_a_parse_comes_back_equal_and_with_its_classes(project) -> None:
     _write(project.root)
     helpers.settle(project.statcache, [project.root / "dvc.yaml", project.root / "params.yaml"])
-    first = runner.ParsedCache(project)
+    first = ParsedCache(project)
     parsed = first.get("pipeline", lambda: _load(project.root))
     first.save()
     assert (project.store_dir / "runcache" / "parsed.cache").is_file()
 
-    again = runner.ParsedCache(project)
+    again = ParsedCache(project)
     calls = []
     got = again.get("pipeline", lambda: calls.append(1) or _load(project.root))
     assert calls == []  # a hit: the loader did not run
@@ -67,17 +67,17 @@ def test_a_parse_comes_back_equal_and_with_its_classes(project) -> None:
 def test_an_edited_file_is_a_miss(project) -> None:
     _write(project.root)
     helpers.settle(project.statcache, [project.root / "dvc.yaml", project.root / "params.yaml"])
-    cache = runner.ParsedCache(project)
+    cache = ParsedCache(project)
     cache.get("pipeline", lambda: _load(project.root))
     cache.save()
     (project.root / "dvc.yaml").write_text(PIPELINE.replace("echo done", "echo again"))
-    got = runner.ParsedCache(project).get("pipeline", lambda: _load(project.root))
+    got = ParsedCache(project).get("pipeline", lambda: _load(project.root))
     assert got.stages[1].cmd == ("python train.py", "echo again")
 
 
 def test_a_value_marshal_cannot_write_is_not_cached(project) -> None:
     helpers.settle(project.statcache, [project.root / ".tally" / "config"])
-    cache = runner.ParsedCache(project)
+    cache = ParsedCache(project)
     cache.get("params:p.yaml", lambda: ({"when": datetime.date(2024, 1, 2)}, []))
     cache.save()  # no error: the cache just stays unwritten
     assert not (project.store_dir / "runcache" / "parsed.cache").exists()
@@ -89,9 +89,9 @@ def test_a_damaged_or_foreign_cache_is_a_miss(project) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     import marshal
     for blob in (b"", b"\x00garbage", marshal.dumps(((999, 3, 11), {})),
-                 marshal.dumps((runner.ParsedCache._version(),
+                 marshal.dumps((ParsedCache._version(),
                                 {"pipeline": ((), (), ("\0namedtuple", "NoSuchClass", ()))}))):
         path.write_bytes(blob)
         calls = []
-        runner.ParsedCache(project).get("pipeline", lambda: calls.append(1) or _load(project.root))
+        ParsedCache(project).get("pipeline", lambda: calls.append(1) or _load(project.root))
         assert calls == [1], blob
