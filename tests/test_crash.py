@@ -27,10 +27,10 @@ from cas.project import init_project, open_project
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-import cas.checkout, cas.codec, cas.hashing, cas.workspace, cas.writer
+import cas.checkout, cas.codec, cas.hashing, cas.hashpool, cas.writer
 from cas import project, tracking
 mods = {"hashing": cas.hashing, "codec": cas.codec, "writer": cas.writer,
-        "workspace": cas.workspace, "checkout": cas.checkout}
+        "hashpool": cas.hashpool, "checkout": cas.checkout}
 for module, name, value in json.loads(sys.argv[3]):
     setattr(mods[module], name, value)
 p = project.open_project(Path(sys.argv[1]))
