@@ -212,6 +212,28 @@ class CallCounter:
         return len(self.calls)
 
 
+class SnapshotSpy:
+    """Per-file work of a snapshot: stat cache lookups, files hashed, trees encoded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cache) -> None:
+        from cas import hashing, tree
+
+        self.looked_up = 0
+        self.hashed = CallCounter(monkeypatch, hashing, "hash_file")
+        self.encoded = CallCounter(monkeypatch, tree, "encode")
+        real = cache.lookup_many
+
+        def lookup_many(stats):
+            self.looked_up += len(stats)
+            return real(stats)
+        monkeypatch.setattr(cache, "lookup_many", lookup_many)
+
+    @property
+    def work(self) -> tuple[int, int, int]:
+        """(lookups, files hashed, trees encoded): (0, 0, 0) is a snapshot from the memo."""
+        return self.looked_up, len(self.hashed), len(self.encoded)
+
+
 def listing(root: Path) -> set[str]:
     """Every path under `root` (relative), for 'nothing else was touched' checks."""
     out = set()

@@ -16,7 +16,7 @@ import pytest
 import helpers
 from cas import checkout as co
 from cas import config as config_mod
-from cas import hashing, tracking, tree, workspace
+from cas import hashing, tracking, workspace
 from cas.errors import WouldOverwrite
 from cas.project import Project
 from cas.statcache import StatCache
@@ -48,25 +48,6 @@ def key(p: Path) -> tuple[int, int]:
 
 def all_dirs(root: Path) -> list[Path]:
     return [root] + [Path(d) / n for d, ns, _ in os.walk(root) for n in ns]
-
-
-class Spy:
-    """Per-file work of a snapshot: stat cache lookups, files hashed, trees encoded."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, cache: StatCache) -> None:
-        self.looked_up = 0
-        self.hashed = helpers.CallCounter(monkeypatch, hashing, "hash_file")
-        self.encoded = helpers.CallCounter(monkeypatch, tree, "encode")
-        real = cache.lookup_many
-
-        def lookup_many(stats):
-            self.looked_up += len(stats)
-            return real(stats)
-        monkeypatch.setattr(cache, "lookup_many", lookup_many)
-
-    @property
-    def work(self) -> tuple[int, int, int]:
-        return self.looked_up, len(self.hashed), len(self.encoded)
 
 
 def fresh_status(project: Project, tmp_path: Path) -> list[tracking.Status]:
@@ -110,7 +91,7 @@ def test_status_after_checkout_takes_every_directory_from_the_memo(
         proj: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     d = restored(proj)
     assert set(map(key, all_dirs(d))) <= set(rows(proj.statcache))
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     [s] = tracking.status(proj)
     assert s.state == "unchanged" and spy.work == (0, 0, 0)
     assert [s] == fresh_status(proj, tmp_path)
@@ -123,7 +104,7 @@ def test_add_after_checkout_checks_no_blob(proj: Project, monkeypatch: pytest.Mo
     before = ptr.read_bytes()
     d = restored(proj)
     assert all(rows(proj.statcache)[key(p)][5] is not None for p in all_dirs(d))
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     puts = helpers.CallCounter(monkeypatch, Writer, "put_file")
     [a] = tracking.add(proj, ["data"], cwd=proj.root)
     assert not a.changed and ptr.read_bytes() == before
@@ -144,7 +125,7 @@ def test_a_directory_with_files_kept_is_memoized_but_not_as_stored(
     touched = {d, d / "many", d / "many" / "d001"}
     assert {p for p in all_dirs(d) if memo.get(key(p)) != before.get(key(p))} == touched
     assert all(memo[key(p)][5] is None for p in touched)
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     [s] = tracking.status(proj)
     assert s.state == "unchanged" and spy.work == (0, 0, 0)
 
@@ -318,7 +299,7 @@ def test_partial_checkout_records_only_what_it_checked_out(project: Project,
     assert key(a) in memo and key(a / "x") in memo and not b.exists()
     assert tracking.status(project) == fresh_status(project, tmp_path)
     tracking.checkout(project, ["b"], cwd=project.root)
-    spy = Spy(monkeypatch, project.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, project.statcache)
     assert [s.state for s in tracking.status(project)] == ["unchanged", "unchanged"]
     assert spy.work == (0, 0, 0)
 
@@ -333,7 +314,7 @@ def test_force_over_local_changes(proj: Project, monkeypatch: pytest.MonkeyPatch
         tracking.checkout(proj, ["data"], cwd=proj.root)
     tracking.checkout(proj, ["data"], force=True, cwd=proj.root)
     assert set(map(key, all_dirs(d))) <= set(rows(proj.statcache))
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     [s] = tracking.status(proj)
     assert s.state == "unchanged" and spy.work == (0, 0, 0)
     assert [s] == fresh_status(proj, tmp_path)
@@ -377,7 +358,7 @@ def _link_mode_case(project: Project, mode: str, monkeypatch: pytest.MonkeyPatch
     assert bool(linked) == (mode == "symlink")
     # Symlinks into the store stand for what the store holds: never memoized.
     assert {p for p in all_dirs(d) if key(p) not in memo} == linked
-    spy = Spy(monkeypatch, project.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, project.statcache)
     [s] = tracking.status(project)
     assert s.state == "unchanged"
     if mode != "symlink":

@@ -52,21 +52,6 @@ def truth(path: Path, tmp_path: Path, **kw) -> workspace.Snapshot:
         fresh.close()
 
 
-class Spy:
-    """Counts per-file work: stat cache lookups, file hashing, tree encoding."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, cache: StatCache) -> None:
-        self.looked_up = 0
-        self.hashed = helpers.CallCounter(monkeypatch, hashing, "hash_file")
-        self.encoded = helpers.CallCounter(monkeypatch, tree, "encode")
-        real = cache.lookup_many
-
-        def lookup_many(stats):
-            self.looked_up += len(stats)
-            return real(stats)
-        monkeypatch.setattr(cache, "lookup_many", lookup_many)
-
-
 def rows(cache: StatCache) -> dict[tuple[int, int], tuple]:
     db = sqlite3.connect(cache.db_path)
     try:
@@ -89,7 +74,7 @@ def test_an_unchanged_directory_is_taken_whole_from_the_memo(data: Path, sc: Sta
     assert first.oid == truth(data, tmp_path).oid
     dirs = [data] + [Path(d) / n for d, ns, _ in os.walk(data) for n in ns]
     assert set(map(key, dirs)) <= set(rows(sc)), "a settled directory was not recorded"
-    spy = Spy(monkeypatch, sc)
+    spy = helpers.SnapshotSpy(monkeypatch, sc)
     again = workspace.snapshot(data, statcache=sc)
     assert again.oid == first.oid and again.hashed == 0
     assert (spy.looked_up, len(spy.hashed), len(spy.encoded)) == (0, 0, 0)
@@ -101,7 +86,7 @@ def test_one_changed_directory_is_built_and_its_parents_only(data: Path, sc: Sta
     workspace.snapshot(data, statcache=sc)
     helpers.rewrite(data / "many" / "d002" / "f000021.dat", lambda b: b[::-1] + b"!")
     helpers.settle(sc, [data])
-    spy = Spy(monkeypatch, sc)
+    spy = helpers.SnapshotSpy(monkeypatch, sc)
     again = workspace.snapshot(data, statcache=sc)
     work = (len(spy.hashed), spy.looked_up, len(spy.encoded))
     assert again.oid == truth(data, tmp_path).oid
@@ -284,7 +269,7 @@ def _closure_present(project: Project, oid: str) -> bool:
 
 def test_a_noop_readd_checks_no_blob(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     first = tracking.add(proj, ["data"], cwd=proj.root)[0]
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     puts = helpers.CallCounter(monkeypatch, Writer, "put_file")
     again = tracking.add(proj, ["data"], cwd=proj.root)[0]
     assert again.pointer == first.pointer and not again.changed and again.hashed == 0
@@ -343,7 +328,7 @@ def test_hardlink_ingest_readd_is_memoized(proj: Project, monkeypatch: pytest.Mo
     first = tracking.add(proj, ["data"], cwd=proj.root)[0]
     second = tracking.add(proj, ["data"], cwd=proj.root)[0]  # records what the first moved
     assert second.pointer == first.pointer and second.hashed == 0
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     third = tracking.add(proj, ["data"], cwd=proj.root)[0]
     assert third.pointer == first.pointer and spy.looked_up == 0 and len(spy.encoded) == 0
 
@@ -360,7 +345,7 @@ def test_status_of_changed_data_twice_reads_only_what_changed(proj: Project,
     want = (["sub/deeper/e.txt"], ["many/d001/f000012.dat"], [])
     first = tracking.status(proj)[0]
     assert (first.state, first.added, first.modified, first.deleted) == ("modified", *want)
-    spy = Spy(monkeypatch, proj.statcache)
+    spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     second = tracking.status(proj)[0]
     assert (second.state, second.added, second.modified, second.deleted) == ("modified", *want)
     assert len(spy.hashed) == 0

@@ -84,6 +84,16 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _finish(run: subprocess.Popen, gate: Gate, root: Path) -> record.Record:
+    """Release the blocked stage, check the run succeeded, return its (only) record."""
+    gate.release()
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    p = open_project(root)
+    ((_, _, oid),) = refs.list_refs(p)
+    return record.load(p.store, oid)
+
+
 def _two_stages(project, gate: Gate) -> None:
     """prep: in.txt -> MID.TXT (upper case); train: blocks on the gate, then copies
     mid.txt to out.txt."""
@@ -122,14 +132,10 @@ def test_gc_during_a_stage_deletes_garbage_and_keeps_what_the_run_put(project, t
         named = set((project.store_dir / DIR_NAME / name).read_text().split())
         assert {dep, mid} <= named and not deleted & named
         assert all(project.store.has(o) for o in named if o != garbage)
-        gate.release()
-        out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err
+        rec = _finish(run, gate, project.root)
     finally:
         _stop(run)
     p = open_project(project.root)
-    ((_, _, oid),) = refs.list_refs(p)
-    rec = record.load(p.store, oid)
     assert rec.status == "success" and rec.deps["in.txt"] == dep
     assert rec.outs["mid.txt"][0] == rec.outs["out.txt"][0] == mid
     assert p.store.get(mid) == b"INPUT ONLY THIS RUN HAS SEEN\n"
@@ -266,14 +272,10 @@ def test_live_checkpoints_stored_by_the_stage_survive_a_gc(project, tmp_path) ->
         report = gc_json(project.root)
         assert ckpt_blob not in {d["oid"] for d in report["deleted"]["list"]}
         assert project.store.has(ckpt_blob)
-        gate.release()
-        out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err
+        rec = _finish(run, gate, project.root)
     finally:
         _stop(run)
     p = open_project(project.root)
-    ((_, _, oid),) = refs.list_refs(p)
-    rec = record.load(p.store, oid)
     ((step, tree_oid),) = rec.checkpoints
     assert step == 0 and p.store.has(tree_oid)
     assert_consistent(project.root)
