@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterator, Sequence
 
-from . import git, query, record, refs
+from . import filterexpr, git, query, record, refs
 from .errors import NotFound, StoreError, TallyError, UsageError
 from .expindex import UNKNOWN, Index, Listed
 from .query import Column
@@ -310,7 +310,7 @@ def show(project: Any, *, all_baselines: bool = False, filter: str | None = None
     with paused_gc():
         shown, extra = columns_of(exps, with_baseline=all_baselines)
         known = shown + extra if exps else None
-        pred = query.compile_filter(filter, known) if filter else None
+        pred = filterexpr.compile_filter(filter, known) if filter else None
         if sort_by and not exps:
             query.split_sort(sort_by)  # nothing to resolve against: check the syntax only
         sort = query.parse_sort(sort_by, known) if sort_by and known else None
@@ -385,7 +385,7 @@ def _diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, query.MISSING), b.get(k, query.MISSING)
-        changed = query._kind(va) != query._kind(vb) or va != vb  # noqa: SLF001
+        changed = query.value_kind(va) != query.value_kind(vb) or va != vb
         delta = None
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (va, vb)):
             delta = va - vb
@@ -466,7 +466,7 @@ def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
         return []
     with paused_gc():
         shown, extra = columns_of(scope, with_baseline=all_baselines)
-        pred = query.compile_filter(filter, shown + extra) if filter else None
+        pred = filterexpr.compile_filter(filter, shown + extra) if filter else None
         pairs = [(e, e.row()) for e in scope]
         if pred is not None:
             pairs = [(e, r) for e, r in pairs if pred(r)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import books, query, refs
+from . import books, filterexpr, query, refs
 from .errors import Conflict, NotFound, TallyError, UsageError
 from .fsops import fsync_dir
 
@@ -86,7 +86,7 @@ def _pick(scope: list[books.Experiment], *, failed: bool, filter: str | None, ol
 
     with books.paused_gc():
         shown, extra = books.columns_of(scope, with_baseline=with_baseline)
-        pred = query.compile_filter(filter, shown + extra if scope else None) if filter else None
+        pred = filterexpr.compile_filter(filter, shown + extra if scope else None) if filter else None
         cutoff = None
         if older_than is not None:
             now = time.time_ns() if now_ns is None else now_ns

@@ -1,4 +1,4 @@
-"""cas/query.py: the filter language, sorting, column selection and cell formatting."""
+"""cas/query.py and cas/filterexpr.py: the filter language, sorting, column selection and cell formatting."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cas import filterexpr as fx
 from cas import query as q
 from cas.errors import UsageError
 
@@ -33,7 +34,7 @@ ROWS = [
 
 
 def names(expr: str, rows=ROWS) -> list[str]:
-    pred = q.compile_filter(expr, COLS)
+    pred = fx.compile_filter(expr, COLS)
     return [r["name"] for r in rows if pred(r)]
 
 
@@ -76,10 +77,10 @@ def test_precedence_not_and_or() -> None:
     assert names("not status == 'failed' and train.epochs == 10") == ["a", "lr-c"]
     assert names("not (status == 'failed' or train.lr < 0.005)") == ["a"]
     assert names("not not name == 'b'") == ["b"]
-    node = q.parse("a == 1 or b == 2 and not c == 3")
-    assert isinstance(node, q.BoolOp) and node.op == "or"
-    assert isinstance(node.args[1], q.BoolOp) and node.args[1].op == "and"
-    assert isinstance(node.args[1].args[1], q.Not)
+    node = fx.parse("a == 1 or b == 2 and not c == 3")
+    assert isinstance(node, fx.BoolOp) and node.op == "or"
+    assert isinstance(node.args[1], fx.BoolOp) and node.args[1].op == "and"
+    assert isinstance(node.args[1].args[1], fx.Not)
 
 
 def test_missing_values_compare_false_whatever_the_operator() -> None:
@@ -108,14 +109,14 @@ def test_types_do_not_mix() -> None:
 def test_strings_escapes_and_backquoted_keys() -> None:
     cols = [q.field("name"), q.param("my params.yaml", "odd key")]
     rows = [{"name": 'say "hi"', "params:my params.yaml:odd key": "x\ty"}]
-    assert q.compile_filter(r'name == "say \"hi\""', cols)(rows[0])
-    assert q.compile_filter(r"`my params.yaml:odd key` == 'x\ty'", cols)(rows[0])
+    assert fx.compile_filter(r'name == "say \"hi\""', cols)(rows[0])
+    assert fx.compile_filter(r"`my params.yaml:odd key` == 'x\ty'", cols)(rows[0])
 
 
 def test_numbers() -> None:
     cols = [q.metric("m.json", "x")]
     for text, value in (("-1", -1), ("+2.5", 2.5), ("1e3", 1000.0), (".5", 0.5), ("3.", 3.0)):
-        assert q.compile_filter(f"x == {text}", cols)({"metrics:m.json:x": value}), text
+        assert fx.compile_filter(f"x == {text}", cols)({"metrics:m.json:x": value}), text
 
 
 # -- keys -----------------------------------------------------------------------------
@@ -138,14 +139,14 @@ def test_param_spellings_with_file_prefix() -> None:
 def test_ambiguous_short_key_lists_candidates() -> None:
     cols = COLS + [q.metric("eval/scores.json", "loss")]
     with pytest.raises(UsageError) as exc:
-        q.compile_filter("metrics.loss < 1", cols)
+        fx.compile_filter("metrics.loss < 1", cols)
     assert "ambiguous key 'metrics.loss'" in exc.value.message
     assert "metrics.json:loss" in exc.value.message and "eval/scores.json:loss" in exc.value.message
 
 
 def test_unknown_key_suggests_a_close_match_with_a_caret() -> None:
     with pytest.raises(q.FilterError) as exc:
-        q.compile_filter("status == 'success' and metrics.acuracy > 0.9", COLS)
+        fx.compile_filter("status == 'success' and metrics.acuracy > 0.9", COLS)
     e = exc.value
     assert "unknown key 'metrics.acuracy'" in e.message
     assert e.hint and "metrics.acc" in e.hint
@@ -163,15 +164,15 @@ def test_a_field_name_always_means_the_field() -> None:
 
 def test_bare_word_value_hints_at_quoting() -> None:
     with pytest.raises(q.FilterError) as exc:
-        q.compile_filter("status == failed", COLS)
+        fx.compile_filter("status == failed", COLS)
     assert exc.value.hint and '"failed"' in exc.value.hint
 
 
 def test_without_columns_only_the_syntax_is_checked() -> None:
-    pred = q.compile_filter("whatever > 1", None)
+    pred = fx.compile_filter("whatever > 1", None)
     assert pred({}) is False
     with pytest.raises(q.FilterError):
-        q.compile_filter("whatever >", None)
+        fx.compile_filter("whatever >", None)
 
 
 # -- syntax errors --------------------------------------------------------------------
@@ -196,7 +197,7 @@ def test_without_columns_only_the_syntax_is_checked() -> None:
 ])
 def test_syntax_errors_point_at_the_position(expr: str, pos: int, words: str) -> None:
     with pytest.raises(q.FilterError) as exc:
-        q.compile_filter(expr, COLS)
+        fx.compile_filter(expr, COLS)
     e = exc.value
     assert words in e.message + (e.hint or ""), e.message
     assert e.pos == pos, e.message
@@ -204,16 +205,16 @@ def test_syntax_errors_point_at_the_position(expr: str, pos: int, words: str) ->
 
 def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
     with pytest.raises(q.FilterError, match="nested deeper"):
-        q.parse("(" * 3000 + "a" + ")" * 3000)
+        fx.parse("(" * 3000 + "a" + ")" * 3000)
     with pytest.raises(q.FilterError, match="nested deeper"):
-        q.parse("not " * 2000 + "a")
+        fx.parse("not " * 2000 + "a")
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=80))
 def test_parser_raises_only_usage_error_on_arbitrary_text(text: str) -> None:
     try:
-        pred = q.compile_filter(text, COLS)
+        pred = fx.compile_filter(text, COLS)
     except UsageError:
         return
     for row in ROWS + [{}]:
@@ -228,7 +229,7 @@ _ALPHABET = list("()'\"`~!=<>.:-+ _") + ["and", "or", "not", "null", "true", "ac
 @given(st.lists(st.sampled_from(_ALPHABET), max_size=25).map(" ".join))
 def test_parser_raises_only_usage_error_on_near_miss_expressions(text: str) -> None:
     try:
-        pred = q.compile_filter(text, COLS)
+        pred = fx.compile_filter(text, COLS)
     except UsageError:
         return
     for row in ROWS:
