@@ -122,7 +122,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             log_path = project.store.tmp / f"run-{os.getpid()}-{os.urandom(4).hex()}.log"
             env = {**({"TALLY_EXP_NAME": name} if name else {}), **(env or {})}
             # cas.live.Live.checkpoint() stores outputs and appends (step, tree) here.
-            from . import live
+            from . import livefiles as live
             ckpt_path = checkpoints_file or project.store.tmp / f"checkpoints-{os.getpid()}-{os.urandom(4).hex()}"
             env[live.ENV_STORE] = os.fspath(project.store_dir)
             env[live.ENV_CHECKPOINTS] = os.fspath(ckpt_path)

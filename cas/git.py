@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -32,7 +31,7 @@ _REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY
              "GIT_IMPLICIT_WORK_TREE", "GIT_NAMESPACE")
 _SAFE_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0",
              "GIT_NO_LAZY_FETCH": "1"}
-_OID_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
+_OID_LENGTHS = (40, 64)  # SHA-1 or SHA-256 repositories, lowercase hex
 _GITIGNORE_LOCK_TIMEOUT_S = 5.0  # another `tally add` writing the same .gitignore
 _GITIGNORE_LOCK_POLL_S = 0.02
 _BLOB_CACHE_MAX_BYTES = 64 * 1024  # pointer files are ~100 B, tally.lock a few KiB
@@ -91,7 +90,7 @@ def _check_ref(ref: str, *oids: str | None) -> None:
     if not ref.startswith("refs/") or any(c in ref for c in "\0\n "):
         raise UsageError(f"invalid ref name {ref!r}", hint="use a full name such as refs/heads/NAME")
     for oid in oids:
-        if oid is not None and not _OID_RE.fullmatch(oid):
+        if oid is not None and not (len(oid) in _OID_LENGTHS and not oid.strip("0123456789abcdef")):
             raise UsageError(f"not a full lowercase Git object id: {oid!r}")
 
 

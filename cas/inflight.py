@@ -26,8 +26,10 @@ from .fsops import _write_all
 
 DIR_NAME = "inflight"  # under .tally/
 NEW_PREFIX = ".new-"  # a file being created: not locked yet
-NAME_RE = re.compile(r"\A[0-9]+-[0-9a-f]{8}\Z")
-LINE_RE = re.compile(rb"^[0-9a-f]{64}$", re.M)
+# Patterns compiled (and cached by `re`) where gc reads them, not at import: every
+# `tally run` imports this module.
+NAME_RE = r"\A[0-9]+-[0-9a-f]{8}\Z"
+LINE_RE = rb"(?m)^[0-9a-f]{64}$"
 # The stage process (cas.live) appends to its runner's file: this names it.
 ENV_INFLIGHT = "TALLY_INFLIGHT"
 
@@ -119,7 +121,7 @@ def scan(store_dir: Path, *, remove_dead: bool, stale_new_s: float = 60.0,
     for name in names:
         p = d / name
         new = name.startswith(NEW_PREFIX)
-        if not new and not NAME_RE.match(name):
+        if not new and not re.match(NAME_RE, name):
             continue
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
@@ -154,7 +156,7 @@ def _read_ids(fd: int) -> list[str]:
         chunks.append(b)
     data = b"".join(chunks)
     end = data.rfind(b"\n")  # a last line without its newline is still being written
-    return list(dict.fromkeys(m.decode("ascii") for m in LINE_RE.findall(data[:end + 1])))
+    return list(dict.fromkeys(m.decode("ascii") for m in re.findall(LINE_RE, data[:end + 1])))
 
 
 def _unlink_quiet(p: Path) -> None:

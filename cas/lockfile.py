@@ -37,21 +37,23 @@ valid YAML is read by ruamel instead. Writing is atomic (temp file, fsync, renam
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string
 # annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from . import jsontext
 from .errors import UsageError
 from .fsops import Staged, commit_staged, stage_file
 
 LOCK_FILE = "tally.lock"
 SCHEMA = 1
 HEADER = "# tally.lock: written by `tally run`; commit it with your code\n"
-# Regular expressions are kept as text and compiled (and cached by `re`) on first use:
-# `tally run` imports this module on every run, and most runs write no lock file.
-_PLAIN = r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*"
+# A plain scalar: r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*", checked without compiling a
+# regular expression (cas/jsontext.py says why; tests/test_jsontext.py checks both).
+_PLAIN = r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*"  # the rule, as tests state it
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_PLAIN_FIRST = frozenset(_LETTERS + "_/")
+_PLAIN_REST = _LETTERS + "0123456789_./@+=,%() -"
 _RESERVED = frozenset("true false yes no on off null y n".split())
 
 
@@ -97,11 +99,12 @@ def _scalar(v: Any) -> str:
             return ".inf" if v > 0 else "-.inf"
         return repr(v)
     if isinstance(v, str):
-        if re.fullmatch(_PLAIN, v) and not v.endswith(" ") and v.lower() not in _RESERVED \
+        if _is_plain(v) and not v.endswith(" ") and v.lower() not in _RESERVED \
                 and "  " not in v:
             return v
         return _quote(v)
     if isinstance(v, (list, tuple, dict)):
+        import json  # nested values are rare: not worth json's start-up on every run
         return json.dumps(v, ensure_ascii=True, sort_keys=True, separators=(", ", ": ")).replace("\x7f", "\\u007f")
     raise UsageError(f"a {type(v).__name__} cannot be written to {LOCK_FILE}")
 
@@ -116,11 +119,21 @@ _UNSAFE = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud
 _NUMERIC_HEX = r"[0-9]+(e[0-9]+)?"
 
 
+def _is_plain(v: str) -> bool:
+    return v[:1] in _PLAIN_FIRST and not v.strip(_PLAIN_REST)
+
+
 def _oid_text(oid: str) -> str:
-    return json.dumps(oid) if re.fullmatch(_NUMERIC_HEX, oid) else oid
+    digits, e, exponent = oid.partition("e")
+    numeric = oid.isascii() and digits.isdigit() and (not e or exponent.isdigit())  # _NUMERIC_HEX
+    return jsontext.quote(oid) if numeric else oid
 
 
 def _quote(s: str) -> str:
+    if s.isascii() and s.isprintable():
+        return jsontext.quote(s)  # nothing _UNSAFE in printable ASCII
+    import json
+    import re
     if re.search(_UNSAFE, s):
         return json.dumps(s, ensure_ascii=True).replace("\x7f", "\\u007f")
     return json.dumps(s, ensure_ascii=False)
@@ -194,6 +207,10 @@ def _parse_scalar(s: str) -> Any:
         raise _Unsupported
     c = s[0]
     if c == '"' or c == "[" or c == "{":
+        text = jsontext.unquote(s)
+        if text is not None:
+            return text
+        import json
         try:
             return json.loads(s)
         except ValueError:
@@ -208,9 +225,9 @@ def _parse_scalar(s: str) -> Any:
         return float(s.replace(".", ""))
     if c in "'&*!|>%@`#":
         raise _Unsupported
-    if re.fullmatch(r"[-+]?[0-9]+", s):
+    if jsontext.is_int(s):
         return int(s)
-    if re.fullmatch(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?", s):
+    if jsontext.is_float(s):
         return float(s)
     if ": " in s or " #" in s or s.lower() in _RESERVED:
         raise _Unsupported
@@ -231,7 +248,6 @@ def _fast_parse(text: str) -> Any:
     pos = 0
 
     def block(indent: int) -> Any:
-        nonlocal pos
         if pos >= len(lines):
             return None
         ind, s = lines[pos]
@@ -296,6 +312,7 @@ def _is_kv(s: str) -> bool:
 
 
 def _quoted_key_end(s: str) -> int | None:
+    import json
     try:
         _, end = json.JSONDecoder().raw_decode(s)
     except ValueError:
@@ -308,6 +325,7 @@ def _split_kv(s: str) -> tuple[str, str]:
         end = _quoted_key_end(s)
         if end is None:
             raise _Unsupported
+        import json
         return json.loads(s[:end]), s[end + 1:].strip()
     if s.endswith(":"):
         key, value = s[:-1], ""
@@ -331,7 +349,7 @@ def _slow_parse(text: str, path: Path) -> Any:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = str(getattr(exc, "problem", None) or exc).strip()
         raise UsageError(f"{path}{line}: malformed YAML: {problem}", path=path,
-                         hint=f"restore it from Git, or delete it to re-run every stage") from None
+                         hint="restore it from Git, or delete it to re-run every stage") from None
 
 
 def loads(text: str, *, path: str | Path = LOCK_FILE) -> dict[str, StageLock]:

@@ -6,7 +6,6 @@ stderr and only when stderr is a terminal, so pipes and CI logs stay clean.
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -20,6 +19,7 @@ disk full, read-only); 7 lock busy; 8 a stage command failed; 130 interrupted.""
 
 def emit_json(data: Any) -> None:
     """Write `data` as JSON to stdout."""
+    import json  # here, not at the top: `tally run` imports this module and prints no JSON
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
 
