@@ -18,9 +18,13 @@ Overrides follow DVC's `-S/--set-param` (Hydra basic grammar):
 
 VALUE is read as a YAML scalar (`0.1` float, `true` bool, `null` None, `[1,2]` a
 list, `{a: 1}` a mapping, `'a,b'` a quoted string, anything else the text as is).
-Sweeps expand one spec into several values: `lr=0.1,0.01` (commas outside quotes
-and brackets), `choice(0.1,0.01)`, and `range(start, stop[, step])` (end exclusive,
-float steps allowed). `expand_grid` gives the cartesian product of all specs.
+A VALUE may also be a sweep of several values (`lr=0.1,0.01`, `choice(...)`,
+`range(...)`): parse_override gives one Override per value; the sweep syntax and the
+grid of several specs are cas/sweepspec.py.
+
+YAML files of plain `key: value` lines are read and edited without ruamel.yaml
+(cas/flatyaml.py), with the same result; everything else goes through ruamel's round
+trip, keeping comments, key order and quoting.
 """
 
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string
@@ -29,7 +33,6 @@ float steps allowed). `expand_grid` gives the cartesian product of all specs.
 import datetime
 import functools
 import io
-import itertools
 import json
 import os
 import posixpath
@@ -39,12 +42,11 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from cas.errors import NotFound, ParamError, from_os_error
+from cas.flatyaml import NOT_FLAT, edit_flat, flat_scalar, parse_flat
+from cas.flatyaml import parse_flat_yaml  # in __all__: cas/experiments.py imports it from here
 from cas.stages import DEFAULT_PARAMS_FILE  # defined with the pipeline types; part of this API
+
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
-# Safety nets against `range(0, 1e9)` and grids nobody meant to queue: a sweep or a
-# grid this large is almost certainly a typo, and expanding it would exhaust memory.
-MAX_SWEEP_VALUES = 10_000
-MAX_GRID_POINTS = 100_000
 
 Op = Literal["set", "add", "force", "delete"]
 _MISSING = object()
@@ -79,7 +81,7 @@ def load_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     if params_format(path) == "yaml":
-        flat = _parse_flat(_read_text(path))
+        flat = parse_flat(_read_text(path))
         if flat is not None:
             return flat
     return to_plain(_read(path)[1])
@@ -147,8 +149,8 @@ def parse_value(text: str) -> Any:
     s = text.strip()
     if not s:
         return ""  # `key=` sets the empty string, as in Hydra
-    value = _flat_scalar(s)
-    if value is not _NOT_FLAT:
+    value = flat_scalar(s)
+    if value is not NOT_FLAT:
         return value
     try:
         value = _safe_yaml().load(s)
@@ -186,33 +188,9 @@ def parse_override(spec: str, *, default_file: str = DEFAULT_PARAMS_FILE) -> lis
             raise ParamError("expected KEY=VALUE", hint="e.g. -S train.lr=0.01 or -S other.yaml:lr=0.1")
         key_text, raw = body.split("=", 1)
         key = ".".join(split_key(key_text))
-        return [Override(file=file, key=key, op=op, value=v) for v in _sweep_values(raw)]
+        return [Override(file=file, key=key, op=op, value=v) for v in _values(raw)]
     except ParamError as exc:
         raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
-
-
-def expand_grid(specs: Iterable[str], *, default_file: str = DEFAULT_PARAMS_FILE) -> list[list[Override]]:
-    """The cartesian product of every spec's values, in a stable order.
-
-    The order is that of nested loops over the specs as given, the last spec varying
-    fastest. Specs without sweeps contribute their single override to every point. No
-    specs gives one empty point `[[]]`. Raises ParamError if two specs name the same
-    file and key (ambiguous in a sweep), or if the grid exceeds MAX_GRID_POINTS.
-    """
-    specs = list(specs)
-    axes = [parse_override(s, default_file=default_file) for s in specs]
-    seen: dict[tuple[str, str], str] = {}
-    total = 1
-    for spec, axis in zip(specs, axes):
-        ident = (axis[0].file, axis[0].key)
-        if ident in seen:
-            raise ParamError(f"-S {spec!r}: {ident[0]}:{ident[1]} is already set by -S {seen[ident]!r}")
-        seen[ident] = spec
-        total *= len(axis)
-    if total > MAX_GRID_POINTS:
-        raise ParamError(f"the sweep expands to {total} runs (limit {MAX_GRID_POINTS})",
-                         hint="narrow the ranges or split the sweep")
-    return [list(point) for point in itertools.product(*axes)]
 
 
 def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override]) -> list[str]:
@@ -236,9 +214,9 @@ def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override])
     for rel, ovs in by_file.items():
         path = root / rel
         text = None
-        if params_format(path) == "yaml":  # most edits need no YAML library (_edit_flat)
+        if params_format(path) == "yaml":  # most edits need no YAML library (cas/flatyaml.py)
             original = _read_text(path)
-            text = _edit_flat(original, ovs)
+            text = edit_flat(original, ovs)
         if text is None:
             fmt, data, original = _read(path)
             for ov in ovs:
@@ -296,207 +274,29 @@ def _strip_op(body: str, op: Op = "set") -> tuple[str, Op]:
     return body, op
 
 
+_SWEEP_CHARS = ",'\"()[]{}"  # in any sweep, and in any value whose quotes or brackets must balance
+
+
+def _values(raw: str) -> list[Any]:
+    """The value, or a sweep's values, of the text after `=` (cas/sweepspec.py).
+
+    Text without any of `,'"()[]{}` is one value: sweepspec.sweep_values would split
+    nothing, balance nothing and see no range() or choice(), and give [parse_value].
+    That is every `tally run -S lr=0.1`, which so skips importing the sweep syntax.
+    """
+    if not any(c in raw for c in _SWEEP_CHARS):
+        return [parse_value(raw)]
+    from cas.sweepspec import sweep_values
+
+    return sweep_values(raw)
+
+
 def _check_file(file: str) -> str:
     rel = posixpath.normpath(file.replace("\\", "/")) if file else ""
     if not rel or rel.startswith("/") or rel == ".." or rel.startswith("../") or (rel[1:2] == ":" and rel[:1].isascii() and rel[:1].isalpha()):
         raise ParamError(f"params file {file!r} is not a path inside the project")
     params_format(rel)
     return rel
-
-
-# ---------------------------------------------------------------- internals: sweeps
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas that are not inside quotes, brackets, braces or parentheses."""
-    pieces, buf, depth, quote, escaped = [], [], 0, "", False
-    pairs = {"[": "]", "{": "}", "(": ")"}
-    closers = set(pairs.values())
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif quote:
-            if ch == quote:
-                quote = ""
-            escaped = quote == '"' and ch == "\\"  # YAML "..." escapes; '...' doubles quotes
-        elif ch in "'\"":
-            quote = ch
-        elif ch in pairs:
-            depth += 1
-        elif ch in closers:
-            depth -= 1
-            if depth < 0:
-                raise ParamError(f"unbalanced {ch!r} in value")
-        elif ch == "," and depth == 0:
-            pieces.append("".join(buf))
-            buf = []
-            continue
-        buf.append(ch)
-    if quote or depth:
-        raise ParamError(f"unclosed {quote or 'bracket'} in value")
-    pieces.append("".join(buf))
-    return pieces
-
-
-def _sweep_values(raw: str) -> list[Any]:
-    s = raw.strip()
-    m = re.fullmatch(r"(range|choice)\s*\((.*)\)", s, flags=re.S) if s.endswith(")") else None
-    if m:
-        args = _split_top(m.group(2))
-        if m.group(1) == "choice" and any(not a.strip() for a in args):
-            raise ParamError("empty value in choice()")
-        values = _range(args) if m.group(1) == "range" else [parse_value(a) for a in args]
-    else:
-        pieces = _split_top(s)
-        if len(pieces) > 1 and any(not p.strip() for p in pieces):
-            raise ParamError("empty value in sweep list", hint="quote a value that contains commas: x=\"'a,b'\"")
-        values = [parse_value(p) for p in pieces]
-    if not values:
-        raise ParamError("the sweep has no values")
-    return values
-
-
-def _range(args: list[str]) -> list[Any]:
-    """Python's range(), extended to float steps, end exclusive.
-
-    Floats are stepped in Decimal from their written form, so range(0,1,0.1) gives
-    0.3, not 0.30000000000000004, and never an extra value from accumulated error.
-    """
-    nums = [parse_value(a) for a in args]
-    if not 1 <= len(nums) <= 3 or any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in nums):
-        raise ParamError("range() takes 1 to 3 numbers: range([start,] stop[, step])")
-    if len(nums) == 1:
-        args, nums = ["0", args[0]], [0, nums[0]]
-    if len(nums) == 2:
-        args, nums = [*args, "1"], [*nums, 1]
-    if nums[2] == 0:
-        raise ParamError("range() step must not be zero")
-    if all(isinstance(n, int) for n in nums):
-        count = len(range(*nums))
-    else:
-        from decimal import ROUND_CEILING, Decimal, InvalidOperation  # float ranges only
-
-        try:
-            start, stop, step = (Decimal(a.strip()) for a in args)
-        except InvalidOperation:
-            start, stop, step = (Decimal(repr(float(n))) for n in nums)
-        count = max(0, int(((stop - start) / step).to_integral_value(rounding=ROUND_CEILING)))
-    if count > MAX_SWEEP_VALUES:  # checked before building the list: range(0, 1e12) must not hang
-        raise ParamError(f"{count} values (limit {MAX_SWEEP_VALUES})")
-    if all(isinstance(n, int) for n in nums):
-        return list(range(*nums))
-    return [float(start + i * step) for i in range(count)]
-
-
-# ---------------------------------------------------------------- internals: flat YAML
-#
-# `tally run -S lr=0.01` on a params.yaml of `key: value` lines would import ruamel.yaml
-# (~25 ms, a quarter of a run's budget) to change one number. Text in the small subset
-# below is read and edited without it, giving exactly what ruamel gives (the tests
-# compare the two on generated files); anything else goes to ruamel.
-#
-# The subset: lines `KEY: VALUE` at column 0, KEY a plain identifier, VALUE a decimal
-# int, a decimal float, a YAML 1.2 bool or null, or a plain word; `#` comment lines and
-# blank lines (read only: an edit leaves those files to ruamel, which decides how they
-# come out). No duplicate keys, no trailing comments, no quoting, no nesting.
-
-_FLAT_KEY = r"[A-Za-z_][A-Za-z0-9_-]*"
-_FLAT_INT = r"[-+]?(?:0|[1-9][0-9]*)"
-_FLAT_FLOAT = r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)"
-_FLAT_WORD = r"[A-Za-z_][A-Za-z0-9_./-]*"
-_FLAT_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
-               "FALSE": False}
-_FLAT_NULLS = frozenset({"null", "Null", "NULL", "~"})
-_NOT_FLAT = object()
-
-
-def _flat_scalar(text: str) -> Any:
-    """The YAML 1.2 value of `text` if it is a flat-subset scalar, else _NOT_FLAT."""
-    if re.fullmatch(_FLAT_INT, text):
-        return int(text)
-    if re.fullmatch(_FLAT_FLOAT, text):
-        return float(text)
-    if text in _FLAT_BOOLS:
-        return _FLAT_BOOLS[text]
-    if text in _FLAT_NULLS:
-        return None
-    if re.fullmatch(_FLAT_WORD, text):
-        return text
-    return _NOT_FLAT
-
-
-def _flat_text(value: Any) -> str | None:
-    """How ruamel writes a new int, float or bool value (its represent_* for YAML 1.2)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return ".nan"
-        if value in (float("inf"), float("-inf")):
-            return ".inf" if value > 0 else "-.inf"
-        return repr(value).lower()
-    return None
-
-
-def _flat_kept(raw: str, value: Any) -> bool:
-    """Does ruamel's round trip write this value back as `raw`? A plain word, an int or
-    bool as ruamel writes one, or a float in fixed notation with at most 15 significant
-    digits as Python writes it (ruamel rebuilds a float's text from its width and
-    precision, which can respell an exponent form with the same value)."""
-    if isinstance(value, str):
-        return True
-    if isinstance(value, float):
-        digits = raw.lstrip("-").replace(".", "").lstrip("0")
-        return "e" not in raw and "E" not in raw and len(digits) <= 15 and repr(value) == raw
-    return value is not None and _flat_text(value) == raw
-
-
-def _parse_flat(text: str) -> dict[str, Any] | None:
-    """The mapping `text` holds if it is in the flat subset, else None."""
-    out: dict[str, Any] = {}
-    for line in text.split("\n"):
-        if not line or line[0] == "#":
-            continue
-        key, sep, raw = line.partition(": ")
-        if not sep or not re.fullmatch(_FLAT_KEY, key) or key in out \
-                or key in _FLAT_BOOLS or key in _FLAT_NULLS:
-            return None
-        value = _flat_scalar(raw)
-        if value is _NOT_FLAT:
-            return None
-        out[key] = value
-    return out
-
-
-def parse_flat_yaml(text: str) -> dict[str, Any] | None:
-    """What a YAML 1.2 loader (ruamel's, safe or round-trip) makes of `text`, as plain
-    values, if `text` is in the flat `KEY: VALUE` subset above; else None (parse it with
-    ruamel). For callers that only read, such as metrics files written by a stage.
-    A text without any key is declined too: ruamel reads an empty document as null."""
-    return _parse_flat(text) or None
-
-
-def _edit_flat(text: str, overrides: list[Override]) -> str | None:
-    """`text` with `overrides` applied, if the file holds only flat `KEY: VALUE` lines
-    written as ruamel writes them and every override sets an existing key to an int,
-    float or bool; else None (ruamel edits it)."""
-    data = _parse_flat(text)
-    if data is None or not text.endswith("\n"):
-        return None
-    lines = text[:-1].split("\n")
-    index = {}
-    for i, line in enumerate(lines):
-        key, _, raw = line.partition(": ")
-        if key not in data or not _flat_kept(raw, data[key]):
-            return None  # a comment or blank line, or a value ruamel might respell
-        index[key] = i
-    for ov in overrides:
-        new = _flat_text(ov.value)
-        if ov.op != "set" or ov.key not in index or new is None:
-            return None
-        lines[index[ov.key]] = f"{ov.key}: {new}"
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- internals: files
@@ -734,3 +534,8 @@ def _atomic_write(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise from_os_error(exc, path=path, doing="writing params") from None
+
+
+__all__ = ["DEFAULT_PARAMS_FILE", "FORMATS", "Override", "apply_overrides", "flatten", "get_value",
+           "load_params", "params_format", "parse_flat_yaml", "parse_override", "parse_value",
+           "split_key", "to_plain"]

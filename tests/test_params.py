@@ -16,7 +16,6 @@ from cas.errors import NotFound, ParamError
 from cas.params import (
     Override,
     apply_overrides,
-    expand_grid,
     flatten,
     get_value,
     load_params,
@@ -24,6 +23,7 @@ from cas.params import (
     parse_override,
     parse_value,
 )
+from cas.sweepspec import expand_grid
 
 YAML_TEXT = """\
 # Training configuration
@@ -430,17 +430,18 @@ def _ruamel_scalar(text: str):
 
 @pytest.mark.parametrize("token", FLAT_TOKENS)
 def test_flat_scalars_read_as_ruamel_reads_them(token: str) -> None:
-    from cas.params import _NOT_FLAT, _flat_scalar
+    from cas.flatyaml import NOT_FLAT, flat_scalar
 
-    fast = _flat_scalar(token)
-    if fast is _NOT_FLAT:
+    fast = flat_scalar(token)
+    if fast is NOT_FLAT:
         return  # left to ruamel
     slow = _ruamel_scalar(token)
     assert fast == slow and type(fast) is type(slow), token
     doc = f"k: {token}\n"
-    from cas.params import _parse_flat, _yaml_rt, to_plain
+    from cas.flatyaml import parse_flat
+    from cas.params import _yaml_rt, to_plain
     rt = to_plain(_yaml_rt().load(doc))
-    assert _parse_flat(doc) == rt and type(rt["k"]) is type(fast)
+    assert parse_flat(doc) == rt and type(rt["k"]) is type(fast)
 
 
 FLAT_KEYS = st.from_regex(r"[a-z_][a-z0-9_-]{0,6}", fullmatch=True)
@@ -451,7 +452,7 @@ FLAT_VALUES = (st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.bool
 
 
 def _flat_line(key: str, value: object) -> str:
-    from cas.params import _flat_text
+    from cas.flatyaml import _flat_text
     return f"{key}: {value if isinstance(value, str) else _flat_text(value)}"
 
 
@@ -463,6 +464,7 @@ def test_flat_edits_write_what_ruamel_writes(tmp_path: Path, items: dict, extra:
                                              pick: int) -> None:
     """Reading and editing `key: value` files without ruamel gives byte for byte what
     ruamel's round trip gives; a file the fast path declines goes to ruamel anyway."""
+    from cas import flatyaml
     from cas import params as params_mod
 
     text = extra + "".join(_flat_line(k, v) + "\n" for k, v in items.items())
@@ -471,13 +473,13 @@ def test_flat_edits_write_what_ruamel_writes(tmp_path: Path, items: dict, extra:
     try:
         ruamel_data = params_mod.to_plain(params_mod._yaml_rt().load(text))
     except Exception:
-        assert params_mod._parse_flat(text) is None  # a key YAML reads as non-text
+        assert flatyaml.parse_flat(text) is None  # a key YAML reads as non-text
         return
-    fast_data = params_mod._parse_flat(text)
+    fast_data = flatyaml.parse_flat(text)
     if fast_data is not None:
         assert fast_data == ruamel_data
         assert [type(v) for v in fast_data.values()] == [type(v) for v in ruamel_data.values()]
-    fast = params_mod._edit_flat(text, [ov])
+    fast = flatyaml.edit_flat(text, [ov])
     if fast is None:
         return
     data = params_mod._yaml_rt().load(text)
@@ -506,7 +508,8 @@ def test_yaml_metrics_read_as_the_safe_loader_reads_them(tmp_path: Path, items: 
     """A stage's YAML metrics file: `key: value` files are read without ruamel and give
     what ruamel's safe loader gives; anything else is read by ruamel itself."""
     from cas.experiments import _plainify, collect_metrics
-    from cas.params import _safe_yaml, parse_flat_yaml
+    from cas.flatyaml import parse_flat_yaml
+    from cas.params import _safe_yaml
 
     text = "".join(_flat_line(k, v) + "\n" for k, v in items.items()) + extra
     (tmp_path / "m.yaml").write_text(text)
