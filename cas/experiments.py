@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-from . import refs, runner, worktree
+from . import git, refs, runner, worktree
 from .errors import Conflict, LockBusy, NotFound, ParamError, TallyError, UsageError
 from .lockfile import FileState
 from .parsedcache import ParsedCache
@@ -126,8 +126,10 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             ckpt_path = checkpoints_file or project.store.tmp / f"checkpoints-{os.getpid()}-{os.urandom(4).hex()}"
             env[live.ENV_STORE] = os.fspath(project.store_dir)
             env[live.ENV_CHECKPOINTS] = os.fspath(ckpt_path)
+            listing: list[git.WorkspaceListing] = []  # started when the last command ends
             r = runner.Runner(project, writer=writer, log_path=log_path, baseline=baseline,
                               notify=notify, parsed=parsed, store_lock=store_lock,
+                              commands_done=lambda: listing.append(git.WorkspaceListing(project.root)),
                               options=runner.RunOptions(
                                   force=force, no_run_cache=no_run_cache, echo=echo,
                                   write_lock=quick_stage is None, env=env))
@@ -138,6 +140,8 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             except BaseException:
                 # Refused before anything ran (a missing dep or param), or a third
                 # Ctrl-C: no record, and no temp files left behind.
+                for pending in listing:
+                    pending.close()
                 r.close()
                 _unlink(log_path)
                 if checkpoints_file is None:
@@ -145,14 +149,18 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 raise
             r.close()
             try:
-                logs = writer.put_file(log_path)
+                try:
+                    logs = writer.put_file(log_path)
+                finally:
+                    _unlink(log_path)
+                checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
+                if checkpoints_file is None:
+                    _unlink(ckpt_path)
+                ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify,
+                               lock_bytes=r.pending_lock(), listing=listing[0] if listing else None)
             finally:
-                _unlink(log_path)
-            checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
-            if checkpoints_file is None:
-                _unlink(ckpt_path)
-            ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify,
-                           lock_bytes=r.pending_lock())
+                for pending in listing:
+                    pending.close()  # consumed by _snapshot, unless an error came first
             rec = Record(
                 name=name or "", baseline=baseline, created=created, status=result.status,
                 host=_host(), user=_user(), exit_code=result.exit_code,
@@ -379,10 +387,10 @@ def _try_pipeline(project):
 
 def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileState], *,
               ignore_outs: bool = False, notify: Notify | None = None,
-              lock_bytes: bytes | None = None) -> str:
-    from . import git
-
-    files = git.list_workspace_files(project.root)
+              lock_bytes: bytes | None = None, listing: git.WorkspaceListing | None = None) -> str:
+    """The workspace tree: `listing` (a started `git ls-files`) or a new listing, plus
+    what the run already knows (deps, outs, the tally.lock it will write)."""
+    files = listing.result() if listing is not None else git.list_workspace_files(project.root)
     if ignore_outs and outs and _gitignore_outs(project, files, set(outs), notify):
         files = git.list_workspace_files(project.root)
     known = {}
@@ -404,8 +412,6 @@ def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileS
 
 def _gitignore_outs(project, files: list[str], outs: set[str], notify: Notify | None) -> bool:
     """Add stored outputs that Git still sees to .gitignore (as DVC does). True if any was."""
-    from . import git
-
     visible = set()
     for f in files:
         if f in outs:

@@ -25,15 +25,11 @@ them, and each of those files is replaced atomically.
 # annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
-from . import lockfile, workspace
+from . import lockfile, stageproc, workspace
 from .errors import NotFound, ParamError, TallyError, from_os_error
 from .lockfile import FileState, StageLock
 from .parsedcache import ParsedCache
@@ -42,8 +38,6 @@ from .record import StageResult
 if TYPE_CHECKING:
     from . import runcache
 
-SHELL = "/bin/sh"
-KILL_GRACE = 10.0  # seconds between forwarding a signal and SIGKILL of the stage
 # After a stage, the run waits this long for the store lock again (a gc's pass B holds
 # it exclusive): failing there would lose the record of a run that took hours.
 RELOCK_WAIT = 24 * 3600.0  # seconds
@@ -79,61 +73,18 @@ class RunResult:
         self.finished = 0
 
 
-class _Signals:
-    """Forwards SIGINT/SIGTERM to the running stage's process group."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.count = 0
-        self.pgid: int | None = None
-        self._old: dict[int, Any] = {}
-        self._timer: threading.Timer | None = None
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.count += 1
-        self.received = self.received or signum
-        if self.count >= 3:
-            # The user insists: stop waiting for anything, even the record.
-            self._kill(signal.SIGKILL)
-            raise KeyboardInterrupt
-        if self.count == 2:
-            self._kill(signal.SIGKILL)
-            return
-        self._kill(signum)
-        if self.pgid is not None:
-            self._timer = threading.Timer(KILL_GRACE, self._kill, (signal.SIGKILL,))
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _kill(self, sig: int) -> None:
-        if self.pgid is not None:
-            try:
-                os.killpg(self.pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
 class Runner:
     """Runs stages of one pipeline in one workspace; see the module docstring."""
 
     def __init__(self, project, *, writer, log_path: Path, options: RunOptions,
                  baseline: str, notify: Notify | None = None,
-                 parsed: "ParsedCache | None" = None, store_lock=None) -> None:
+                 parsed: "ParsedCache | None" = None, store_lock=None,
+                 commands_done: Callable[[], None] | None = None) -> None:
         """`store_lock`: the store lock the caller holds shared; released while each
         stage command runs (after the writer's flush has published the burst and
-        written its in-flight file) and taken again after it. None: held throughout."""
+        written its in-flight file) and taken again after it. None: held throughout.
+        `commands_done`: called once, as soon as no stage command of run() will run
+        any more (before the last stage's outputs are stored), or when run() ends."""
         self.project = project
         self.store_lock = store_lock
         self.root = project.root
@@ -150,6 +101,8 @@ class Runner:
         self._out_ingest: str | None = None
         self._lock_dirty = False
         self._cache_entries: list[tuple[str, str]] = []  # (entry id, key)
+        self._commands_done = commands_done
+        self._last_stage = False
 
     def close(self) -> None:
         if self.log is not None:
@@ -216,9 +169,10 @@ class Runner:
         res = RunResult(started=time.time_ns())
         self.check(stages)
         blocked: set[str] = set()  # failed, or not-run because an upstream stage failed
-        with _Signals() as sigs:
+        with stageproc.Signals() as sigs:
             self.sigs = sigs
             for i, st in enumerate(stages):
+                self._last_stage = i == len(stages) - 1
                 if sigs.received:
                     res.status = "interrupted"
                     res.stages.extend(StageResult(s.name, s.cmd, "not-run") for s in stages[i:])
@@ -243,8 +197,14 @@ class Runner:
                     break
             if res.status == "success":
                 res.exit_code = 0 if any(s.state == "ran" for s in res.stages) else None
+        self._fire_commands_done()
         res.finished = time.time_ns()
         return res
+
+    def _fire_commands_done(self) -> None:
+        done, self._commands_done = self._commands_done, None
+        if done is not None:
+            done()
 
     def plan(self, stages) -> list[dict[str, Any]]:
         """What run(stages) would do, changing nothing (`tally run --dry`).
@@ -389,6 +349,8 @@ class Runner:
             if code != 0 or self.sigs.received:
                 break
         duration = time.monotonic_ns() - t0
+        if self._last_stage:
+            self._fire_commands_done()
         if self.sigs.received:
             self._write_log(f"Stage '{st.name}' interrupted by signal {self.sigs.received}\n")
             self._collect(st, self._snap_outs(st, partial=True), res)
@@ -430,52 +392,19 @@ class Runner:
                     "TALLY_EXP_BASELINE_REV": self.baseline})
         inflight = self.writer.inflight_path() if self.store_lock is not None else None
         if inflight is None:
-            return self._run_cmd(st, cmd, env)
+            return stageproc.run(st.name, cmd, cwd=self.root / st.wdir, env=env, log=self.log,
+                                 echo=self.options.echo, sigs=self.sigs)
         from .inflight import ENV_INFLIGHT
         env[ENV_INFLIGHT] = inflight  # cas.live names its checkpoints' objects there
         # Publish the burst and write the in-flight file, then let gc in: everything
         # this run relies on is named in the file, which gc's pass B reads as roots.
         self.writer.flush()
         self.store_lock.release()
-        code = self._run_cmd(st, cmd, env)
+        code = stageproc.run(st.name, cmd, cwd=self.root / st.wdir, env=env, log=self.log,
+                             echo=self.options.echo, sigs=self.sigs)
         self.store_lock.timeout = RELOCK_WAIT
         self.store_lock.acquire()
         return code
-
-    def _run_cmd(self, st, cmd: str, env: dict[str, str]) -> int:
-        cwd = self.root / st.wdir
-        echo = self.options.echo
-        try:
-            proc = subprocess.Popen([SHELL, "-c", cmd], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE if echo else self.log.fileno(),
-                                    stderr=subprocess.STDOUT, process_group=0)
-        except OSError as exc:
-            raise from_os_error(exc, path=cwd, doing=f"starting stage {st.name!r}") from None
-        self.sigs.pgid = proc.pid
-        try:
-            if echo:
-                assert proc.stdout is not None
-                fd = proc.stdout.fileno()
-                while True:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        break
-                    self.log.write(chunk)
-                    try:
-                        sys.stderr.buffer.write(chunk)
-                        sys.stderr.flush()
-                    except (OSError, ValueError):
-                        pass
-                proc.stdout.close()
-            return proc.wait()
-        finally:
-            self.sigs.pgid = None
-            if proc.poll() is None:  # an exception (third Ctrl-C): leave no stage behind
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
 
     def _snap(self, rel: str, *, store: bool, ingest: str = "copy") -> FileState:
         abs_p = self.root / rel
