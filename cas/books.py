@@ -226,7 +226,7 @@ def _in_queue(project: Any, baselines: set[str] | None) -> list[Experiment]:
     their `-S` overrides as param columns, so filter and sort work on them too."""
     if not (project.store_dir / "queue").is_dir():
         return []  # no queue was ever used: listing stays one stat
-    from . import queue
+    from . import queue, queue_status
     from .params import flatten
 
     out = []
@@ -241,7 +241,7 @@ def _in_queue(project: Any, baselines: set[str] | None) -> list[Experiment]:
         created = it.entry.queued
         if it.state == "running":
             status = "running"
-            live = queue.live_values(project, it)
+            live = queue_status.live_values(project, it)
             for file, summary in (live.get("metrics") or {}).items():
                 if isinstance(summary, dict):
                     for k, v in flatten(summary).items():

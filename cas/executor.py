@@ -12,7 +12,7 @@ Contract (spec/queue.md, "Write ordering"): the experiment's record, then its re
 then the run directory to the trash (best effort), then the final outcome (durable),
 then the exit, which is what makes the supervisor look. Every failure becomes an
 outcome; an error raised after the ref was published is reconciled with the
-published record (queue.published), except Conflict (the name is someone else's).
+published record (queue_workers.published), except Conflict (the name is someone else's).
 The outcome is written only while the entry is still in running/ under this claim.
 Nothing here raises into the caller but what `run_entry` documents; the executor
 process itself must `os._exit` with the returned code.
@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import queue
+from . import queue, queue_workers
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 EXIT_EXECUTOR_ERROR = 70  # an executor that crashed before writing an outcome
@@ -106,7 +106,7 @@ def execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path |
         # say): the record and ref stand, so the entry is done. Not on Conflict: then
         # another run holds the name, and the record under it is not ours.
         if not isinstance(exc, Conflict):
-            pub = queue.published(project, item.entry, since=started)
+            pub = queue_workers.published(project, item.entry, since=started)
             if pub and pub["status"] == "success":
                 _log(f"recorded {pub['name']} as {pub['record'][:12]} before the error above")
                 outcome = {**base, **pub, "note": f"after the experiment was recorded: {reason}"}

@@ -15,9 +15,9 @@ executor exits (SIGCHLD through a wakeup pipe) and otherwise every POLL seconds.
 of its entry's outcome, written before the supervisor moves the entry to done/ or
 failed/. An executor that dies without an outcome gets one from the supervisor:
 success if the experiment was recorded anyway (its ref is published before the
-outcome is written: queue.published), else "killed by signal 9", "exited with code
+outcome is written: queue_workers.published), else "killed by signal 9", "exited with code
 70"; spec/queue.md, "Write ordering". A supervisor that dies is noticed by
-anyone listing the queue (cas/queue.py, reap); its executors get SIGTERM from the
+anyone listing the queue (cas/queue_workers.py, reap); its executors get SIGTERM from the
 kernel (PR_SET_PDEATHSIG), which the runner forwards to the stage, so no orphaned
 stage keeps running.
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import executor, liveness, queue
+from . import executor, liveness, queue, queue_workers
 from .fsops import atomic_write
 
 POLL = 0.05  # seconds between supervisor checks while runs are going (an executor's
@@ -115,7 +115,7 @@ class Worker:
         self._wake, self._wake_w = wake_r, wake_w
         self._beat(force=True)  # the worker file exists before the first claim
         try:
-            queue.reap(self.project)
+            queue_workers.reap(self.project)
             while True:
                 self._check_stop()
                 self._reap_children()
@@ -189,7 +189,7 @@ class Worker:
         self._kill_all(f"worker interrupted by signal {signum}")
 
     def _check_stop(self) -> None:
-        req = queue.stop_request(self.project)
+        req = queue_workers.stop_request(self.project)
         if req and isinstance(req.get("time"), int) and req["time"] > self.started_ns:
             if not self._stopping:
                 self.notify("stop requested: finishing what runs, claiming nothing new")
@@ -215,7 +215,7 @@ class Worker:
         caught = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, caught)
         # Taken before the fork: a record created at or after it is this attempt's
-        # (queue.published), so it must not be later than anything the executor does.
+        # (queue_workers.published), so it must not be later than anything the executor does.
         now = time.time()
         pid = os.fork()
         if pid != 0:
@@ -269,7 +269,7 @@ class Worker:
 
     def _complete(self, run: _Run, status: int) -> None:
         item = run.item
-        queue.clear_kill(self.project, item.id)
+        queue_workers.clear_kill(self.project, item.id)
         outcome = queue.read_outcome(self.project, item.id)
         if not (outcome and outcome.get("final")):
             if os.WIFSIGNALED(status):
@@ -280,7 +280,7 @@ class Worker:
             # The executor publishes the experiment's ref before it writes the outcome:
             # one killed or failing in between leaves a recorded experiment and no
             # outcome. The verdict follows what was published, not how the process ended.
-            pub = queue.published(self.project, item.entry, since=run.started)
+            pub = queue_workers.published(self.project, item.entry, since=run.started)
             if pub and pub["status"] == "success":
                 fields = {**pub, "note": f"{why} after the experiment was recorded"}
             else:
@@ -321,7 +321,7 @@ class Worker:
 
     def _handle_kills(self) -> None:
         for run in self.runs.values():
-            if run.reason is None and queue.kill_requested(self.project, run.item.id):
+            if run.reason is None and queue_workers.kill_requested(self.project, run.item.id):
                 self._kill(run, "killed by `tally queue kill`")
 
     def _kill_all(self, reason: str) -> None:
@@ -411,9 +411,9 @@ def start(project, *, jobs: int, launcher: Sequence[str],
     if jobs < 1:
         from .errors import UsageError
         raise UsageError("-j must be at least 1")
-    queue.reap(project)
-    queue.prune_worker_files(project)
-    alive = [w.get("pid") for w in queue.live_workers(project) if not w.get("stopping")]
+    queue_workers.reap(project)
+    queue_workers.prune_worker_files(project)
+    alive = [w.get("pid") for w in queue_workers.live_workers(project) if not w.get("stopping")]
     pending = len(queue.items(project, states=("pending",), reap_dead=False))
     want = max(0, jobs - len(alive))
     if not keep_alive:
@@ -424,7 +424,7 @@ def start(project, *, jobs: int, launcher: Sequence[str],
 
 def run_all(project, *, jobs: int = 1, notify: Notify | None = None) -> Stats:
     """`tally run --run-all -j N`: run the queue in this process until it is empty."""
-    queue.reap(project)
+    queue_workers.reap(project)
     return Worker(project, slots=jobs, notify=notify).run()
 
 

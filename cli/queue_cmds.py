@@ -49,9 +49,9 @@ def status(json_out: bool = JSON) -> None:
 
     Running entries whose worker died are marked failed ("worker died") first.
     """
-    from cas import queue
+    from cas import queue_status
 
-    st = queue.status(_project())
+    st = queue_status.status(_project())
     if json_out:
         emit_json(st)
         return
@@ -84,12 +84,12 @@ def logs(name: str = typer.Argument(..., help="Entry name or id prefix."),
          follow: bool = typer.Option(False, "-f", "--follow",
                                      help="Keep printing until the run has finished.")) -> None:
     """Print the captured stdout+stderr of an entry (every attempt; kept for failed runs)."""
-    from cas import queue
+    from cas import queue, queue_status
 
     project = _project()
     item = queue.find(project, name)
     w = sys.stdout.buffer
-    for chunk in queue.follow_log(project, item, follow=follow):
+    for chunk in queue_status.follow_log(project, item, follow=follow):
         w.write(chunk)
         w.flush()
 
@@ -98,11 +98,11 @@ def logs(name: str = typer.Argument(..., help="Entry name or id prefix."),
 def kill(names: List[str] = typer.Argument(..., help="Running entries (names or id prefixes).")) -> None:
     """Kill running entries (SIGTERM to the run, SIGKILL 15 s later); they end failed
     and can be retried. The worker goes on with the next entry."""
-    from cas import queue
+    from cas import queue_workers
 
     project = _project()
     for n in names:
-        it = queue.request_kill(project, n)
+        it = queue_workers.request_kill(project, n)
         out(f"kill requested for {it.name}")
 
 
@@ -113,9 +113,9 @@ def stop(kill_runs: bool = typer.Option(False, "--kill",
 
     Workers started after this command are not affected.
     """
-    from cas import queue
+    from cas import queue_workers
 
-    workers = queue.request_stop(_project(), kill=kill_runs)
+    workers = queue_workers.request_stop(_project(), kill=kill_runs)
     if workers:
         out(f"asked {len(workers)} worker(s) to stop: pids "
             + ", ".join(str(w.get("pid")) for w in workers))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cas import queue
+from cas import queue, queue_status, queue_workers
 from cli.main import run
 from test_worker import CKPT, TRAIN, _wait_for, make_project
 
@@ -93,9 +93,9 @@ def test_start_detached_workers_and_follow_logs(cli_proj, capsys):
     name = queue.items(cli_proj)[-1].name
     code, out, err = tally(capsys, "queue", "logs", "-f", name)  # returns once it has finished
     assert code == 0 and "trained with" in out and f"recorded {name}" in out
-    _wait_for(lambda: all(e["state"] == "done" for e in queue.status(cli_proj)["entries"]),
+    _wait_for(lambda: all(e["state"] == "done" for e in queue_status.status(cli_proj)["entries"]),
               what="all runs")
-    _wait_for(lambda: not queue.live_workers(cli_proj), what="the workers to exit")
+    _wait_for(lambda: not queue_workers.live_workers(cli_proj), what="the workers to exit")
 
 
 def test_resume_from_the_command_line(tmp_path, monkeypatch, capsys):

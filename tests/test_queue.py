@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cas import envelope, hashing, liveness, queue, sweep
+from cas import envelope, hashing, liveness, queue, queue_workers, sweep
 from cas.errors import Conflict, FormatError, NotFound, ParamError, UsageError
 
 COMMIT = "a" * 40
@@ -235,14 +235,14 @@ def test_running_entry_of_a_dead_worker_is_failed_by_whoever_looks(qproj):
         "reused": ("failed", "worker died"), "remote-ok": ("running", None),
         "remote-stale": ("failed", "worker died"), "nofile": ("failed", "worker died"),
         "finished": ("done", None)}
-    assert queue.reap(qproj) == []  # idempotent
+    assert queue_workers.reap(qproj) == []  # idempotent
 
 
 def test_retry_and_remove(qproj):
     queue.enqueue(qproj, [entry("a"), entry("b"), entry("c")])
     for wid in ("1-x", "2-x"):
         queue.claim(qproj, wid)  # a, b: their workers have no files: dead
-    queue.reap(qproj)
+    queue_workers.reap(qproj)
     with pytest.raises(Conflict):
         queue.retry(qproj, keys=["c"])  # pending, not failed
     got = queue.retry(qproj, keys=["a"])
@@ -252,7 +252,7 @@ def test_retry_and_remove(qproj):
     assert it.name == "c"
     it = queue.claim(qproj, "4-x")
     assert it.name == "a"
-    queue.reap(qproj)
+    queue_workers.reap(qproj)
     a = queue.find(qproj, "a")
     assert a.state == "failed" and a.outcome["attempt"] == 2
     queue.retry(qproj, all_failed=True)
@@ -284,8 +284,8 @@ def test_damaged_entry_is_listed_and_never_run(qproj):
 
 def test_stop_request_only_for_older_workers(qproj):
     before = time.time_ns()
-    queue.request_stop(qproj, kill=True)
-    req = queue.stop_request(qproj)
+    queue_workers.request_stop(qproj, kill=True)
+    req = queue_workers.stop_request(qproj)
     assert req["kill"] is True and req["time"] >= before
 
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from cas import liveness, queue, record, refs, rundir, worker
+from cas import liveness, queue, queue_workers, record, refs, rundir, worker
 from test_worker import _spawn_worker, _wait_for, make_project, queue_runs, records
 
 TRAIN = """\
@@ -219,7 +219,7 @@ def test_worker_and_executor_sigkilled_between_ref_and_outcome(proj, monkeypatch
                      what="the entry to be reaped")
     assert item.outcome["note"] == "the worker died after the experiment was recorded"
     _assert_done_as_published(proj, it, note="the worker died")
-    assert queue.live_workers(proj) == []
+    assert queue_workers.live_workers(proj) == []
 
 
 def test_worker_and_executor_sigkilled_before_recording(proj, monkeypatch):
@@ -322,11 +322,11 @@ def test_reaper_without_the_attempt_start_counts_since_queued(proj):
 
 def test_published(proj):
     (it,) = queue_runs(proj, "lr=1")
-    assert queue.published(proj, it.entry, since=0) is None
+    assert queue_workers.published(proj, it.entry, since=0) is None
     t = time.time_ns()
     oid = _record(proj, it, created=t, status="interrupted")
-    assert queue.published(proj, it.entry, since=t / 1e9 + 1) is None
-    assert queue.published(proj, it.entry, since=t / 1e9 - 1) == {
+    assert queue_workers.published(proj, it.entry, since=t / 1e9 + 1) is None
+    assert queue_workers.published(proj, it.entry, since=t / 1e9 - 1) == {
         "status": "failed", "reason": "run interrupted", "exit_code": None, "record": oid,
         "name": it.name}
     # An unreadable record counts as not published.
@@ -334,7 +334,7 @@ def test_published(proj):
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
         f.write(b"\0" * 8)
-    assert queue.published(proj, it.entry, since=0) is None
+    assert queue_workers.published(proj, it.entry, since=0) is None
 
 
 def test_status_shows_the_reconciled_verdict(proj, monkeypatch, capsys):

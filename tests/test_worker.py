@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cas import checkpoints, queue, record, refs, sweep, worker
+from cas import checkpoints, queue, queue_status, queue_workers, record, refs, sweep, worker
 from cas.errors import WouldOverwrite
 from cli.worker import LAUNCHER
 
@@ -89,7 +89,7 @@ def test_life_cycle_with_a_sweep(proj):
     assert {(r.params["params.yaml"]["lr"], r.params["params.yaml"]["epochs"]) for r in recs.values()} == \
         {(lr, ep) for lr in (0.1, 0.01, 0.001) for ep in (1, 2)}
     assert all(r.status == "success" and "out.txt" in r.outs for r in recs.values())
-    st = queue.status(proj)
+    st = queue_status.status(proj)
     assert [e["state"] for e in st["entries"]] == ["done"] * 6
     assert all(e["record"] == refs.read(proj, e["entry"]["baseline"], e["name"]) for e in st["entries"])
     assert st["workers"] == []  # the worker unregistered on exit
@@ -180,12 +180,12 @@ def test_live_values_are_visible_during_the_run(sleepy):
     (it,) = queue_runs(p)
     w = _spawn_worker(p)
     try:
-        rows = _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+        rows = _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                          what="live step 1")
         (row,) = rows
         assert row["name"] == it.name and row["worker_pid"] == w.pid
         assert row["live"]["metrics"] == {"tally-live/metrics.json": {"loss": 0.5, "train": {"acc": 10}}}
-        (e,) = queue.status(p)["entries"]
+        (e,) = queue_status.status(p)["entries"]
         assert e["state"] == "running" and e["live"]["step"] == 1 and e["worker_pid"] == w.pid
         go.touch()
         assert w.wait(30) == 0
@@ -199,7 +199,7 @@ def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
     p, go = sleepy
     (it,) = queue_runs(p)
     w = _spawn_worker(p)
-    _wait_for(lambda: queue.running_live(p) and queue.running_live(p)[0]["live"]["step"] == 1,
+    _wait_for(lambda: queue_status.running_live(p) and queue_status.running_live(p)[0]["live"]["step"] == 1,
               what="the run to start")
     os.kill(w.pid, signal.SIGKILL)
     w.wait(10)
@@ -208,7 +208,7 @@ def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
     assert item.outcome["reason"] == "worker died"
     # The run's processes went with their worker (PDEATHSIG -> SIGTERM -> the stage).
     _wait_for(lambda: "waiting" in queue.log_path(p, it.id).read_text(), what="the log")
-    assert queue.live_workers(p) == []
+    assert queue_workers.live_workers(p) == []
     go.touch()
     queue.retry(p, keys=[it.name])
     stats = worker.run_all(p, jobs=1)
@@ -223,9 +223,9 @@ def test_kill_a_running_entry(sleepy):
     first, second = queue_runs(p, "lr=1,2")
     w = _spawn_worker(p)
     try:
-        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+        _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                   what="the first run's stage")
-        queue.request_kill(p, first.name)
+        queue_workers.request_kill(p, first.name)
         _wait_for(lambda: queue.find(p, first.name).state == "failed", what="the kill")
         assert queue.find(p, first.name).outcome["reason"] == "killed by `tally queue kill`"
         go.touch()  # the worker moves on to the next entry
@@ -242,8 +242,8 @@ def test_stop_lets_the_current_run_finish(sleepy):
     a, b = queue_runs(p, "lr=1,2")
     w = _spawn_worker(p, "--keep-alive")
     try:
-        _wait_for(lambda: queue.running_live(p), what="the first run")
-        (info,) = queue.request_stop(p)
+        _wait_for(lambda: queue_status.running_live(p), what="the first run")
+        (info,) = queue_workers.request_stop(p)
         assert info["pid"] == w.pid
         go.touch()
         assert w.wait(30) == 0
@@ -318,9 +318,9 @@ def test_hundred_entries_two_detached_workers(proj):
     items = queue_runs(proj, "lr=range(0,100)")
     res = worker.start(proj, jobs=2, launcher=LAUNCHER)
     assert len(res["started"]) == 2
-    _wait_for(lambda: all(e["state"] in ("done", "failed") for e in queue.status(proj)["entries"]),
+    _wait_for(lambda: all(e["state"] in ("done", "failed") for e in queue_status.status(proj)["entries"]),
               timeout=300, what="100 runs")
-    states = [e["state"] for e in queue.status(proj)["entries"]]
+    states = [e["state"] for e in queue_status.status(proj)["entries"]]
     assert states == ["done"] * len(items)
 
 
@@ -345,7 +345,7 @@ def test_ctrl_c_of_a_foreground_run_all(sleepy):
     fg = subprocess.Popen([PY, "-m", "cli", "run", "--run-all"], cwd=p.root,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+        _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                   what="the run's stage")
         fg.send_signal(signal.SIGINT)
         out, err = fg.communicate(timeout=30)
@@ -400,9 +400,9 @@ def test_stop_kill_kills_the_current_run(sleepy):
     a, b = queue_runs(p, "lr=1,2")
     w = _spawn_worker(p, "--keep-alive")
     try:
-        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+        _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                   what="the first run's stage")
-        queue.request_stop(p, kill=True)
+        queue_workers.request_stop(p, kill=True)
         assert w.wait(30) == 0
     finally:
         if w.poll() is None:
@@ -410,7 +410,7 @@ def test_stop_kill_kills_the_current_run(sleepy):
     first = queue.find(p, a.name)
     assert first.state == "failed" and first.outcome["reason"] == "killed by `tally queue stop --kill`"
     assert queue.find(p, b.name).state == "pending"
-    assert queue.live_workers(p) == []
+    assert queue_workers.live_workers(p) == []
 
 
 def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
@@ -422,7 +422,7 @@ def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
     items = queue_runs(p) + queue_runs(p)  # one worker: the second stays queued
     w = _spawn_worker(p)
     try:
-        _wait_for(lambda: [r for r in queue.running_live(p) if r["live"]["step"] == 1],
+        _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                   what="live step 1")
         exps = {e.name: e for e in books.list_experiments(p)}
         running = exps[items[0].name]
