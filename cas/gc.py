@@ -45,9 +45,10 @@ from typing import Callable, Iterable
 from . import git, gcinventory, gcsweep
 from .duration import parse_duration
 from .errors import Conflict, LockBusy, NotFound, TallyError, UsageError
-from .gcinventory import RAW, Obj
+from .gcinventory import ZST, Obj
 from .project import Project
 from .reachability import BLOB, Walker, deletion_order
+from .writer import RAW_MAX
 from .retention import Drop, Experiment, Policy, list_experiments, select
 # Split by noun: results and roots live in their own modules; the names stay importable here.
 from .gcreport import GRACE, ROOT_KINDS, Deleted, GcRefused, GcReport, RootStats  # noqa: F401
@@ -366,9 +367,22 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
 
 def _order(garbage: list[str], inv: dict[str, Obj], walker: Walker
            ) -> tuple[dict[str, str], list[list[str]]]:
-    """Kinds and deletion levels of the plan (reachability.deletion_order); the
-    zstd-form objects first: every structured object is one (spec/store.md)."""
-    return deletion_order(garbage, walker, first=lambda o: not inv[o].forms & RAW)
+    """Kinds and deletion levels of the plan (reachability.deletion_order).
+
+    Classified first, the objects that may be structured: those with a zstd form
+    (every structured object of a store written before tally stored small objects
+    raw, and any above RAW_MAX since), then the raw ones of at most RAW_MAX bytes
+    (a structured object that small is stored raw: spec/store.md, "Compression
+    policy"). A bigger raw object is a blob or linked data, read only if nothing
+    names it. Within each, newest first: a referrer is published after what it
+    names, so a tree tends to come before its small blobs and spare their reads."""
+
+    def rank(oid: str) -> tuple[int, int]:
+        o = inv[oid]
+        form = 0 if o.forms & ZST else 1 if o.size <= RAW_MAX else 2
+        return form, -o.newest_ns
+
+    return deletion_order(garbage, walker, first=rank)
 
 
 def _fill_plan(report: GcReport, inv: dict[str, Obj], marker: _Marker,

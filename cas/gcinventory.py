@@ -19,6 +19,7 @@ from typing import Callable
 from . import codec, envelope, hashing
 from .errors import CorruptObject, from_os_error
 from .project import Project
+from .writer import RAW_MAX
 
 RAW, ZST = 1, 2  # Obj.forms bits: which files hold the object (spec/store.md, "Form")
 # An object file's name inside its shard: the id's last 62 hex digits, `.zst` for the
@@ -169,11 +170,19 @@ class ReadCache:
 # First bytes read to find a zstd-form object's kind: a frame header (<= 18 bytes), a
 # block header (3) and one whole block (<= 128 KiB), so that one read yields content.
 HEAD_READ = 18 + 3 + 128 * 1024
+# A raw object of at most this size is read whole to find its kind: it may be a
+# structured object (stored raw up to writer.RAW_MAX), which the walker reads next,
+# and one read of a block costs what a read of its first bytes does.
+RAW_HEAD_READ = RAW_MAX
 
 
 def head_reader(store, rstore: ReadCache, inv: dict[str, Obj]) -> Callable[[str], bytes]:
     """An object's envelope header, read from the form the inventory found (one open,
-    no path probing), or taken from bytes already read."""
+    no path probing), or taken from bytes already read.
+
+    A structured object read whole on the way (a zstd form whose content fits in
+    HEAD_READ, a raw one of at most RAW_HEAD_READ bytes) is stashed in `rstore`, so
+    the read of its content that follows needs no second open."""
     size = envelope.HEADER_SIZE
 
     def head(oid: str) -> bytes:
@@ -189,12 +198,16 @@ def head_reader(store, rstore: ReadCache, inv: dict[str, Obj]) -> Callable[[str]
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return store.read_head(oid, size)  # raises ObjectMissing when truly gone
+        whole = not compressed and o.size <= RAW_HEAD_READ
         try:
-            chunk = os.read(fd, HEAD_READ if compressed else size)
+            # One more byte than a small raw object has: a short read proves it whole.
+            chunk = os.read(fd, HEAD_READ if compressed else RAW_HEAD_READ + 1 if whole else size)
         finally:
             os.close(fd)
         if not compressed:
-            return chunk
+            if whole and len(chunk) <= RAW_HEAD_READ and chunk[:3] == envelope.MAGIC:
+                rstore.stash = (oid, chunk)
+            return chunk[:size]
         got = codec.read_head(oid, io.BytesIO(chunk), size, path=path)
         if len(got) < size and len(chunk) == HEAD_READ:
             return store.read_head(oid, size)  # an odd frame: let the store stream it

@@ -30,7 +30,7 @@ after what names it (spec/gc.md, "Deletion order and the crash argument").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import msgpack
 
@@ -283,15 +283,16 @@ class Walker:
         return (o for o, m in self.marks.items() if m & bit)
 
 
-def deletion_order(garbage: list[str], walker: Walker, *, first: Callable[[str], bool]
+def deletion_order(garbage: list[str], walker: Walker, *, first: Callable[[str], Any]
                    ) -> tuple[dict[str, str], list[list[str]]]:
     """The kind of each garbage object, and the order to delete the garbage in.
 
     Args:
         garbage: the ids to delete (gc's plan), all present.
         walker: reads and caches headers and edges.
-        first: the ids to classify first: those that may be structured (gc: the
-            zstd-form ones), so that the blobs their referrers name need no read.
+        first: a sort key per id; lower keys are classified first.
+            Those that may be structured go first (gc: the zstd-form ones, then the
+            small raw ones), so that the blobs their referrers name need no read.
 
     Returns (kinds, levels): each level is deleted, and made durable, before the next
     starts; every object comes after each garbage object that names it (required
@@ -300,14 +301,32 @@ def deletion_order(garbage: list[str], walker: Walker, *, first: Callable[[str],
 
     Each garbage record, entry and tree is read once. A blob is read only when no
     garbage tree or record names it: a referrer's hint is trusted, as in marking (a
-    blob is user data, whatever its first bytes). So the objects `first` picks go
+    blob is user data, whatever its first bytes). So the objects `first` ranks low go
     first, and the other blobs their trees name are never opened.
+
+    The hint wins over the header either way round: an object whose header was read
+    first (it looked like a tree or record: a small user file may start with the
+    envelope magic) and which a garbage referrer then names as a blob is a blob; what
+    its header made it name is dropped. Its referrer is still ordered before it,
+    whichever it was classified as; and an object any referrer names as structured
+    stays structured (ordered before what it names): more order, never less.
     """
     members = set(garbage)
     kinds: dict[str, str] = {}
     required: dict[str, list[str]] = {}
     optional: dict[str, list[str]] = {}
     named_as_blob: set[str] = set()
+    guessed: set[str] = set()  # classified by their header alone: no referrer named them
+
+    def as_blob(oid: str) -> None:
+        """A referrer names `oid` as a blob: that trumps a kind read from its header."""
+        if oid not in kinds:
+            named_as_blob.add(oid)
+        elif oid in guessed and kinds[oid] != BLOB:
+            kinds[oid] = BLOB
+            required.pop(oid, None)
+            optional.pop(oid, None)
+            guessed.discard(oid)
 
     def header_kind(oid: str) -> str:
         try:
@@ -328,6 +347,7 @@ def deletion_order(garbage: list[str], walker: Walker, *, first: Callable[[str],
                 continue
             if k is None:
                 k = header_kind(cur)
+                guessed.add(cur)
             kinds[cur] = k
             if k == BLOB:
                 continue
@@ -347,15 +367,14 @@ def deletion_order(garbage: list[str], walker: Walker, *, first: Callable[[str],
             for c, ck in e.required:
                 if c in members and c != cur:
                     req.append(c)
-                    if c not in kinds:
-                        if ck == BLOB:
-                            named_as_blob.add(c)
-                        else:
-                            stack.append((c, ck))
+                    if ck == BLOB:
+                        as_blob(c)
+                    elif c not in kinds:
+                        stack.append((c, ck))
             required[cur] = req
             optional[cur] = [c for c in e.optional if c in members and c != cur]
 
-    for oid in sorted(garbage, key=lambda o: not first(o)):
+    for oid in sorted(garbage, key=first):
         if oid not in kinds and oid not in named_as_blob:
             expand(oid, None)
     for oid in named_as_blob:

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from .store import FileStore
 
 OBJECT_MODE = 0o444
+# Content of at most this many bytes is always stored raw, whatever the kind, the
+# `cache.compression` policy or a caller's `compress=`: a file takes at least one 4 KiB
+# filesystem block, so compressing it saves no disk space, and keeping records, trees
+# and run-cache entries of a typical run raw spares `tally run` importing zstandard
+# (which imports `platform` and `typing`: ~6-7 ms of a ~0.1 s budget, issue 4).
+RAW_MAX = 4096  # bytes: one block of the common 4 KiB-block filesystems
 # Content-size sample used by compression=auto to decide whether zstd pays off.
 SAMPLE_SIZE = 64 * 1024  # bytes
 AUTO_MIN_SAVING = 0.10  # compress only when the sample shrinks by at least 10%
@@ -143,20 +149,33 @@ class Writer:
 
     # -- public ----------------------------------------------------------------------
     def put_bytes(self, data: bytes, *, compress: bool | None = None) -> str:
-        """Store `data`; return its id."""
+        """Store `data`; return its id.
+
+        Args:
+            compress: the form for content of more than RAW_MAX bytes: True zstd
+                (structured objects: "the zstd form where it can save space"),
+                False raw, None the store's compression policy. Content of at most
+                RAW_MAX bytes is written raw whatever this says (spec/store.md,
+                "Compression policy").
+        Raises:
+            StoreError: full or read-only store.
+            CorruptObject: compressed output failed verification.
+        """
         return self._put_data(hashing.hash_bytes(data), data, compress)
 
     def _put_data(self, oid: str, data: bytes, compress: bool | None) -> str:
         if self._exists(oid):
             return oid
         payload = None
-        if compress is None:
+        if len(data) <= RAW_MAX:
+            compress = False  # one block either way (RAW_MAX)
+        elif compress is None:
             if self.opts.compression != "auto":
                 compress = self.opts.compression == "zstd"
             elif len(data) <= SAMPLE_SIZE:
                 # Small: compress once at the real level and keep it only if it pays.
-                payload = codec.compress(data, self.opts.zstd_level) if len(data) >= 64 else data
-                compress = len(data) >= 64 and len(payload) <= len(data) * (1 - AUTO_MIN_SAVING)
+                payload = codec.compress(data, self.opts.zstd_level)
+                compress = len(payload) <= len(data) * (1 - AUTO_MIN_SAVING)
             else:
                 compress = self._auto_compress(None, memoryview(data)[:SAMPLE_SIZE])
         tmp = self.store.tmp_path()
@@ -196,7 +215,8 @@ class Writer:
                 workspace file then *is* the object); falls back to copy across devices
                 or where the filesystem refuses.
             compress: force a form; None applies the store's compression policy
-                (only ever for ingest="copy": linked data must stay raw).
+                (only ever for ingest="copy": linked data must stay raw). A file of
+                at most RAW_MAX bytes is stored raw whatever this says.
             known_oid: the id from the stat cache; if that object exists, nothing is read.
         Raises:
             NotFound, StoreError: unreadable source, full or read-only store.
@@ -232,8 +252,10 @@ class Writer:
                     os.path.splitext(src)[1].lower() in COMPRESSED_SUFFIXES:
                 compress = False
             return self._put_data(hashing.hash_bytes(data), data, compress)
-        if compress is None:
-            compress = self._auto_compress(src, None, size=st.st_size)
+        if st.st_size <= RAW_MAX:
+            compress = False  # only with a lowered MMAP_THRESHOLD (tests); see RAW_MAX
+        elif compress is None:
+            compress = self._auto_compress(src, None)
         return self._put_copy(src, st, compress)
 
     def flush(self, *, also_sync: Sequence[str] = ()) -> None:
@@ -332,18 +354,18 @@ class Writer:
         if self.opts.fsync == "each":
             os.fsync(fd)
 
-    def _auto_compress(self, src: str | None, sample: memoryview | None, *, size: int = 0) -> bool:
+    def _auto_compress(self, src: str | None, sample: memoryview | None) -> bool:
+        """The policy's verdict for content of more than RAW_MAX bytes: the file `src`,
+        or in memory (`sample`: its first SAMPLE_SIZE bytes)."""
         policy = self.opts.compression
         if policy != "auto":
             return policy == "zstd"
         if src is not None:
-            if os.path.splitext(src)[1].lower() in COMPRESSED_SUFFIXES or size < 64:
+            if os.path.splitext(src)[1].lower() in COMPRESSED_SUFFIXES:
                 return False
             with open(src, "rb") as f:
                 sample = memoryview(f.read(SAMPLE_SIZE))
         assert sample is not None
-        if len(sample) < 64:
-            return False
         packed = codec.compress(sample, 1)
         return len(packed) <= len(sample) * (1 - AUTO_MIN_SAVING)
 

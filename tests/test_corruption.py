@@ -21,6 +21,8 @@ from cas.store import FileStore, StoreOptions
 
 TEXT = b"".join(b"line %d of some text\n" % i for i in range(3000))
 RANDOM = random.Random(5).randbytes(3000)
+# Incompressible and above writer.RAW_MAX, so `zstd` stores it in the zstd form.
+RANDOM_BIG = random.Random(6).randbytes(3 * 4096)
 
 
 def store(tmp_path: Path, compression: str) -> FileStore:
@@ -89,7 +91,7 @@ def test_swapped_objects(tmp_path: Path) -> None:
 def test_flipped_literal_byte_in_a_zst_object(tmp_path: Path) -> None:
     """Incompressible data sits in a raw zstd block: a flip changes the content."""
     s = store(tmp_path, "zstd")
-    oid = s.put_bytes(RANDOM)
+    oid = s.put_bytes(RANDOM_BIG)
     helpers.flip_byte(s.zst_path(oid), -10)
     assert_corrupt(s, oid, "content does not hash to its id")
 
@@ -151,7 +153,7 @@ def test_frame_without_a_size_that_expands_too_far(tmp_path: Path) -> None:
     """A bomb that declares nothing is cut off at the caller's limit, not at its end."""
     import zstandard
     s = store(tmp_path, "zstd")
-    oid = s.put_bytes(b"small")
+    oid = s.put_bytes(TEXT)
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (4 << 20))
     assert len(bomb) < 1024
     helpers.rewrite(s.zst_path(oid), lambda _: bomb)
@@ -172,8 +174,8 @@ def test_valid_frame_of_other_content(tmp_path: Path) -> None:
 
 def test_verify_finds_a_flipped_byte_in_any_object(project, tmp_path: Path) -> None:
     """The fsck guarantee: whichever object is damaged, re-hashing names it."""
-    helpers.write_tree(project.root / "data", helpers.rich_spec())
-    tracking.add(project, [str(project.root / "data")])
+    helpers.write_tree(project.root / "data", {**helpers.rich_spec(), "more.txt": TEXT})
+    tracking.add(project, [str(project.root / "data")])  # more.txt: > RAW_MAX, compressible
     s = project.store
     oids = list(s.iter_oids())
     assert len(oids) >= 10

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 
 import helpers
@@ -228,6 +229,48 @@ def test_trees_are_deleted_parents_first(project, clock, monkeypatch) -> None:
     monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
     gc(project, grace_s=0)
     assert [o for o in order if o in chain] == chain
+
+
+def _envelope_lookalikes(project) -> dict[str, bytes]:
+    """Small user files that start like structured objects (raw in the store, like
+    every small tree and record): bad bodies, a valid tree naming other garbage, a
+    valid record, an entry-like list of ids."""
+    a, b = (project.store.put_bytes(x) for x in (b"named by the fake tree\n", b"another\n"))
+    fake_tree = tree.encode(tree.make([tree.Entry("x", tree.DIR, a, 1, 0), tree.Entry("y", tree.FILE, b, 1, 0o644)],
+                                      subtree_files={"x": 1}))
+    fake_record = record.encode(record.Record(name="r", baseline="ab" * 20, created=1, status="success",
+                                              workspace=b, logs=a))
+    return {"bad-tree": envelope.MAGIC + envelope.KIND_TREE + b"\x01" + b"\xc1 not msgpack",
+            "bad-record": envelope.MAGIC + envelope.KIND_RECORD + b"\x01\x93\x01\x02",
+            "entry": envelope.MAGIC + envelope.KIND_RUNCACHE + b"\x01" + msgpack.packb([bytes.fromhex(a)]),
+            "unknown-kind": envelope.MAGIC + b"Z\x01\x90",
+            "header-only": envelope.MAGIC + envelope.KIND_TREE + b"\x01",
+            "valid-tree": fake_tree, "valid-record": fake_record}
+
+
+@pytest.mark.parametrize("lookalikes_first", [True, False])
+def test_a_user_file_that_looks_structured_is_a_blob_deleted_after_its_tree(
+        project, clock, monkeypatch, lookalikes_first) -> None:
+    """A referrer's hint is trusted: a garbage tree names these files as files, so they
+    are blobs, deleted after that tree, whichever gc classifies first (the files are
+    small and raw, so they are among the objects whose header it may read first)."""
+    files = _envelope_lookalikes(project)
+    v1 = add(project, "data", {name: data for name, data in files.items()})
+    add(project, "data", {"new.txt": "new\n"})
+    blobs = {e.name: e.oid for e in tree.decode(project.store.get(v1.oid)).entries}
+    assert not any(project.store.info(o).compressed for o in blobs.values())
+    if lookalikes_first:
+        def order_fn(garbage, inv, walker):  # the worst order: every lookalike's header first
+            return gc_mod.deletion_order(garbage, walker, first=lambda o: o == v1.oid)
+        monkeypatch.setattr(gc_mod, "_order", order_fn)
+    order: list[str] = []
+    real = gcsweep._unlink
+    monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
+    report = gc(project, grace_s=0)
+    kinds = {d.oid: d.kind for d in report.deleted}
+    assert kinds[v1.oid] == TREE and {kinds[o] for o in blobs.values()} == {BLOB}
+    assert all(order.index(v1.oid) < order.index(o) for o in blobs.values())
+    assert not set(blobs.values()) & oids(project) and fsck.fsck(project).ok
 
 
 def test_history_roots(project, clock) -> None:

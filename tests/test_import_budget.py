@@ -39,7 +39,7 @@ NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline", "cas.params
                  "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
                  "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc",
                  "cas.gcinventory", "cas.gcsweep", "dataclasses", "inspect", "pickle",
-                 "getpass", "shutil")
+                 "getpass", "shutil", "zstandard", "platform")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.
 NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("cas.runcache",)
