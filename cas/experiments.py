@@ -481,7 +481,7 @@ def collect_metrics(root: Path, files: Sequence[str]) -> dict[str, Any]:
                 import tomllib
                 data = tomllib.loads(text)
             else:
-                from .params import parse_flat_yaml
+                from .flatyaml import parse_flat_yaml
                 data = parse_flat_yaml(text)  # `key: value` lines: no ruamel import
                 if data is None:
                     from ruamel.yaml import YAML
