@@ -1,15 +1,9 @@
 """Materialize a stored file or tree into the workspace, touching only what differs.
 
-Link modes, tried in the configured order per file (default `reflink, copy`):
-
-    reflink   clone the raw object (copy-on-write; independent, writable file)
-    hardlink  the workspace file *is* the object's inode: read-only (0444)
-    symlink   a symlink to the object file: read-only target
-    copy      an independent copy (also the only way out of a zstd object)
-
-A mode that cannot apply (compressed object, another filesystem, no CoW support)
-falls through to the next. Hardlinked and symlinked files are read-only so an edit
-cannot corrupt the store; `tally unprotect` swaps one for a writable copy.
+Each file is written by the first configured link mode that applies (reflink,
+hardlink, symlink, copy: cas/materialize.py). Hardlinked and symlinked files are
+read-only so an edit cannot corrupt the store; `tally unprotect` swaps one for a
+writable copy.
 
 Safety: before touching anything, every path that would be overwritten or deleted is
 classified. A file whose current content is itself in the store can be recovered, so
@@ -21,23 +15,19 @@ leaves whole old files or whole new ones, never a torn file.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat as stat_mod
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from . import envelope, hashing, tree, workspace
-from .errors import CorruptObject, UsageError, WouldOverwrite, from_os_error
+from .errors import UsageError, WouldOverwrite, from_os_error
 from .fsops import copy_file, reflink
+from .materialize import TMP_PREFIX, rmtree as _rmtree
+from .materialize import Materializer as _Materializer, link_target as _link_target
 from . import statcache as statcache_mod
 from .statcache import StatCache
 from .store import FileStore
-
-TMP_PREFIX = ".tally-tmp-"
-# The process umask, read once (os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 Progress = Callable[[int, int], None]
 
@@ -125,17 +115,23 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     risky: list[tuple[str, os.stat_result, str]] = []  # (rel, stat, abs) to classify
     # Unchanged files by directory: (stat before verifying, id), for the directory memo.
     kept: dict[str, list[tuple[os.stat_result, str]]] = {}
+    # Unchanged files the stat cache did not know, hashed to compare them: recorded
+    # against clock0 (taken before their stat), so the next checkout does not hash them.
+    hashed: list[tuple[os.stat_result, str]] | None = [] if clock0 is not None else None
     for rel, e in desired.items():
         st = current.pop(rel, None)
         if st is None:
             todo.append((rel, e))
             continue
         abs_p = _join(dest, rel)
-        if _same(st, e, abs_p, statcache, store, links):
+        mark = len(hashed) if hashed is not None else 0
+        if _same(st, e, abs_p, statcache, store, links, hashed):
             report.unchanged += 1
             d = rel.rpartition("/")[0]
             (kept.get(d) or kept.setdefault(d, [])).append((st, e.oid))
         else:
+            if hashed is not None:
+                del hashed[mark:]  # about to be replaced: its row would be garbage
             todo.append((rel, e))
             risky.append((rel, st, abs_p))
     extras = [(rel, st, _join(dest, rel)) for rel, st in current.items()]
@@ -147,65 +143,54 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             shown = [f"{dest.name}/{r}" if target.is_dir and r != dest.name else r for r in sorted(lost)]
             raise WouldOverwrite(shown)
 
-    # A directory where a file must go (or the reverse) is removed first; it was
-    # classified above like any other path in the way.
-    if not target.is_dir and dest.is_dir() and not dest.is_symlink():
-        _rmtree(dest)
-    elif target.is_dir and (dest.is_symlink() or dest.is_file()):
-        dest.unlink()
-    for rel, _, p in extras:
-        _remove(p)
-        report.deleted.append(rel)
-    if target.is_dir:
-        dest.mkdir(parents=True, exist_ok=True)
-        _prune_empty_dirs(dest, seen_dirs, dirs)
-        for d in sorted(dirs):
-            if d:
-                os.makedirs(_join(dest, d), exist_ok=True)
-
-    replace = {rel for rel, _, _ in risky}
+    replace = {rel: st for rel, st, _ in risky}
     writer = _Materializer(store, links)
     writer.tree_links = frozenset(r for r, e in desired.items() if e.kind == tree.SYMLINK)
     base = os.fspath(dest)
     made: set[str] = {base}
-    total = len(todo)
     stats: list[tuple[os.stat_result, str]] = []
     link_stats: list[tuple[os.stat_result, str]] = []  # symlink entries, for the memo only
-    newest = 0
+    # The (dev, ino) of the files and directories this checkout deletes or replaces:
+    # their rows are dropped where the new ones are recorded (spec/statcache.md, "The
+    # bound"), else every replaced file would leave a row behind for good.
+    gone: list[tuple[int, int]] = []
+    gone_dirs: list[tuple[int, int]] = []
     clock = 0
-    # One lean loop: linking is syscall-bound and a thread pool only adds GIL and
-    # futex contention (measured: 7 s -> 1.5 s for 50k hardlinks).
     try:
-        for n, (rel, e) in enumerate(todo, 1):
-            p = base if rel == "" else f"{base}/{rel}"
-            parent = p.rpartition("/")[0]
-            if parent not in made:
-                os.makedirs(parent, exist_ok=True)
-                made.add(parent)
-            used, st = writer.write(e, p, rel=rel, replace=rel in replace)
-            report.written.append(rel)
-            report.modes[used] = report.modes.get(used, 0) + 1
-            if e.kind == tree.SYMLINK and target.is_dir:
-                lst = os.lstat(p)
-                link_stats.append((lst, e.oid))
-                newest = max(newest, lst.st_mtime_ns, lst.st_ctime_ns)
-            if st is not None:
-                stats.append((st, e.oid))
-                if st.st_ctime_ns > newest:
-                    newest = st.st_ctime_ns
-                if st.st_mtime_ns > newest:
-                    newest = st.st_mtime_ns
-            if progress and (n % 1024 == 0 or n == total):
-                progress(n, total)
-    except OSError as exc:
-        raise from_os_error(exc, doing="checking out") from None
+        # A directory where a file must go (or the reverse) is removed first; it was
+        # classified above like any other path in the way.
+        if not target.is_dir and dest.is_dir() and not dest.is_symlink():
+            gone, gone_dirs = statcache_mod.tree_keys(dest)
+            _rmtree(dest)
+        elif target.is_dir and (dest.is_symlink() or dest.is_file()):
+            dest.unlink()
+        for rel, st, p in extras:
+            _remove(p)
+            if stat_mod.S_ISREG(st.st_mode):
+                gone.append((st.st_dev, st.st_ino))
+            report.deleted.append(rel)
+        if target.is_dir:
+            dest.mkdir(parents=True, exist_ok=True)
+            _prune_empty_dirs(dest, seen_dirs, dirs, gone_dirs)
+            for d in sorted(dirs):
+                if d:
+                    os.makedirs(_join(dest, d), exist_ok=True)
+        _write_all(writer, todo, replace, base, made, report, stats, link_stats, gone,
+                   progress=progress, memo=target.is_dir)
     finally:
+        newest = max((max(st.st_mtime_ns, st.st_ctime_ns) for st, _ in stats + link_stats), default=0)
         if stats:
             # Record what we wrote, after waiting out the clock tick it was written
             # in (cas/statcache.py): restored files are never hashed again. Done even
             # when interrupted, for the files that did get written.
             clock = statcache.wait_past(newest)
-            statcache.record(stats, clock_ns=clock)
+        fresh = [(st, oid) for st, oid in hashed or () if max(st.st_mtime_ns, st.st_ctime_ns) < clock0]
+        if stats or fresh or gone or gone_dirs:
+            # fresh passed the racy rule against clock0, and clock, when taken, is later.
+            # Written last: a file written after one of the same inode was hashed (two
+            # hardlinks to one object) has the later stat.
+            statcache.record(fresh + stats, clock_ns=clock if stats else (clock0 or 0),
+                             forget=gone, forget_dirs=gone_dirs)
     if target.is_dir:
         if link_stats and not stats:
             clock = statcache.wait_past(newest)
@@ -221,6 +206,40 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
                      fetched=bool(todo or writer.tree_links), statcache=statcache,
                      clock0=clock0, clock=clock, stamp0=stamp0)  # type: ignore[arg-type]
     return report
+
+
+def _write_all(writer: _Materializer, todo: list[tuple[str, tree.Entry]],
+               replace: dict[str, os.stat_result], base: str, made: set[str], report: Report,
+               stats: list[tuple[os.stat_result, str]],
+               link_stats: list[tuple[os.stat_result, str]], gone: list[tuple[int, int]], *,
+               progress: Progress | None, memo: bool) -> None:
+    """Write `todo`, appending to `stats` (lstat after writing, id) of each regular
+    file, to `link_stats` those of symlink entries (`memo`: only for the directory
+    memo), and to `gone` the key of each regular file replaced, as it goes."""
+    total = len(todo)
+    # One lean loop: linking is syscall-bound and a thread pool only adds GIL and
+    # futex contention (measured: 7 s -> 1.5 s for 50k hardlinks).
+    try:
+        for n, (rel, e) in enumerate(todo, 1):
+            p = base if rel == "" else f"{base}/{rel}"
+            parent = p.rpartition("/")[0]
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            old = replace.get(rel)
+            used, st = writer.write(e, p, rel=rel, replace=old is not None)
+            if old is not None and stat_mod.S_ISREG(old.st_mode):
+                gone.append((old.st_dev, old.st_ino))
+            report.written.append(rel)
+            report.modes[used] = report.modes.get(used, 0) + 1
+            if e.kind == tree.SYMLINK and memo:
+                link_stats.append((os.lstat(p), e.oid))
+            if st is not None:
+                stats.append((st, e.oid))
+            if progress and (n % 1024 == 0 or n == total):
+                progress(n, total)
+    except OSError as exc:
+        raise from_os_error(exc, doing="checking out") from None
 
 
 def _record_dirs(store: FileStore, dest: Path, trees: dict[str, tuple[str, tree.Tree]],
@@ -311,7 +330,10 @@ def _scan(dest: Path, is_dir: bool, seen_dirs: set[str]) -> dict[str, os.stat_re
     return out
 
 
-def _current_oid(st: os.stat_result, path: str, statcache: StatCache) -> str | None:
+def _current_oid(st: os.stat_result, path: str, statcache: StatCache,
+                 hashed: list[tuple[os.stat_result, str]] | None = None) -> str | None:
+    """The id of what is at `path` (stat `st`); a regular file the stat cache did not
+    know is hashed, and `(st, id)` appended to `hashed`."""
     if stat_mod.S_ISLNK(st.st_mode):
         return hashing.hash_bytes(os.readlink(path).encode("utf-8", "surrogateescape"))
     if not stat_mod.S_ISREG(st.st_mode):
@@ -322,25 +344,28 @@ def _current_oid(st: os.stat_result, path: str, statcache: StatCache) -> str | N
             oid = hashing.hash_file(path, size=st.st_size)
         except OSError:
             return None
+        if hashed is not None:
+            hashed.append((st, oid))
     return oid
 
 
 def _same(st: os.stat_result, e: tree.Entry, path: str, statcache: StatCache,
-          store: FileStore, links: tuple[str, ...]) -> bool:
+          store: FileStore, links: tuple[str, ...],
+          hashed: list[tuple[os.stat_result, str]] | None = None) -> bool:
     """Is what stands at `path` already exactly `e`, materialized the preferred way?"""
     if stat_mod.S_ISLNK(st.st_mode):
         if e.kind == tree.FILE:
             # symlink link mode: a link to the object itself is that file.
             return links[:1] == ("symlink",) and os.readlink(path) == \
                 os.path.abspath(store.raw_path(e.oid))
-        return e.kind == tree.SYMLINK and _current_oid(st, path, statcache) == e.oid
+        return e.kind == tree.SYMLINK and _current_oid(st, path, statcache, hashed) == e.oid
     if e.kind != tree.FILE or (e.size >= 0 and st.st_size != e.size):
         return False
     if bool(st.st_mode & 0o111) != (e.mode == 0o755):
         return False  # right bytes, wrong executable bit: rewrite (recoverable)
     if links[:1] == ("symlink",) and e.mode != 0o755:
         return False  # a regular file where the configured mode wants a link
-    return _current_oid(st, path, statcache) == e.oid
+    return _current_oid(st, path, statcache, hashed) == e.oid
 
 
 def _recoverable(store: FileStore, st: os.stat_result, path: str, statcache: StatCache) -> bool:
@@ -364,12 +389,6 @@ def _object_link_oid(store: FileStore, path: str) -> str | None:
     return oid if len(shard) == 2 and hashing.is_oid(oid) and store.has(oid) else None
 
 
-def _rmtree(path: str | Path) -> None:
-    import shutil  # here: with zlib, bz2 and lzma it costs ~4 ms of every `tally run`'s start
-
-    shutil.rmtree(path)
-
-
 def _remove(path: str) -> None:
     try:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -380,196 +399,18 @@ def _remove(path: str) -> None:
         pass
 
 
-def _prune_empty_dirs(dest: Path, seen: set[str], keep: set[str]) -> None:
-    """Remove directories seen in the workspace but not in the tree, once empty."""
+def _prune_empty_dirs(dest: Path, seen: set[str], keep: set[str],
+                      gone: list[tuple[int, int]]) -> None:
+    """Remove directories seen in the workspace but not in the tree, once empty,
+    appending the (dev, ino) of each removed to `gone`."""
     for rel in sorted(seen - keep, key=lambda r: r.count("/"), reverse=True):
+        p = _join(dest, rel)
         try:
-            os.rmdir(_join(dest, rel))
+            st = os.lstat(p)
+            os.rmdir(p)
         except OSError:
-            pass  # not empty: it holds something the user kept (force was needed)
-
-
-class _Materializer:
-    """Writes entries into the workspace by the first link mode that applies."""
-
-    def __init__(self, store: FileStore, links: tuple[str, ...]) -> None:
-        self.store = store
-        self.links = links
-        self.no_reflink = False  # set after the first refusal: do not ask per file
-        self.tree_links: frozenset[str] = frozenset()  # the tree's symlinks (see _escapes)
-        self._n = 0
-        self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
-
-    def _tmp(self, path: str) -> str:
-        self._n += 1
-        return f"{path.rpartition('/')[0]}/{TMP_PREFIX}{self._tag}-{self._n}"
-
-    def write(self, e: tree.Entry, path: str, *, rel: str,
-              replace: bool) -> tuple[str, os.stat_result | None]:
-        """Materialize `e` at `path` (`rel` inside the tree); return (link mode, lstat).
-
-        A new path is created directly when the mode is atomic (hardlink, symlink);
-        otherwise, and whenever something is replaced, the entry is built under a temp
-        name and renamed over, so no reader ever sees a torn file. A regular file whose
-        size is not the tree's is damage: it is removed and CorruptObject raised.
-        """
-        if e.kind == tree.SYMLINK:
-            return self._symlink_entry(e, path, rel), None
-        mode = self._write_file(e, path, replace)
-        st = os.lstat(path)
-        # A symlink is judged by the object it points to; size -1 means unknown.
-        size = os.stat(path).st_size if mode == "symlink" else st.st_size
-        if e.size >= 0 and e.size != size:
-            os.unlink(path)
-            raise CorruptObject(e.oid, f"{st.st_size} bytes in the store, the tree says {e.size}",
-                                path=self.store.raw_path(e.oid))
-        return mode, (None if mode == "symlink" else st)
-
-    def _write_file(self, e: tree.Entry, path: str, replace: bool) -> str:
-        raw = self.store.raw_path(e.oid)
-        tmp = None
-        try:
-            for mode in self.links:
-                if e.mode & 0o111 and mode in ("hardlink", "symlink"):
-                    continue  # would share the object's 0444 and lose the x bits
-                if mode == "hardlink":
-                    tmp = self._tmp(path) if replace else None
-                    try:
-                        os.link(raw, tmp or path)
-                    except FileNotFoundError:
-                        if not os.path.exists(raw):  # compressed or missing: next mode
-                            tmp = None
-                            continue
-                        raise
-                    except OSError as exc:
-                        if exc.errno in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
-                            tmp = None
-                            continue
-                        raise
-                elif mode == "symlink":
-                    if not os.path.exists(raw):
-                        continue
-                    tmp = self._tmp(path) if replace else None
-                    os.symlink(os.path.abspath(raw), tmp or path)
-                elif mode == "reflink":
-                    if self.no_reflink or not os.path.exists(raw):
-                        continue
-                    tmp = self._tmp(path)
-                    if not reflink(raw, tmp):
-                        self.no_reflink = True
-                        tmp = None
-                        continue
-                    os.chmod(tmp, e.mode & ~_UMASK)
-                elif mode == "copy":
-                    tmp = self._tmp(path)
-                    self._copy(e, raw, tmp)
-                else:  # pragma: no cover - config validation forbids it
-                    continue
-                if tmp is not None:
-                    self._replace(tmp, path)
-                return mode
-            # Nothing in the configured order applied: a copy always can.
-            tmp = self._tmp(path)
-            self._copy(e, raw, tmp)
-            self._replace(tmp, path)
-            return "copy"
-        except BaseException:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-            raise
-
-    def _copy(self, e: tree.Entry, raw: str, tmp: str) -> None:
-        try:
-            copy_file(raw, tmp, mode=e.mode)
-        except FileNotFoundError:
-            info = self.store.info(e.oid)  # ObjectMissing when neither form exists
-            if not info.compressed:
-                raise
-            _decompress_to(e.oid, info.path, tmp, e.mode, e.size)
-
-    @staticmethod
-    def _replace(tmp: str, path: str) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
-            _rmtree(path)
-        os.replace(tmp, path)
-
-    def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:
-        target = _link_target(self.store, e, rel, self.tree_links)
-        tmp = self._tmp(path)
-        os.symlink(target, tmp)
-        self._replace(tmp, path)
-        return "symlink"
-
-
-def _link_target(store: FileStore, e: tree.Entry, rel: str,
-                 links: frozenset[str] = frozenset()) -> str:
-    """The target of a stored symlink, refused if absolute or escaping its tree
-    (`links`: every symlink of the tree, which a target may not pass through)."""
-    target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
-    # Judge the target from the link's place in the tree, not in its directory:
-    # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
-    if os.path.isabs(target) or "\0" in target or _escapes(rel or "link", target, links):
-        raise UsageError(f"refusing symlink {rel} -> {target}: it points outside its tree",
-                         hint="the stored tree is hostile or damaged; nothing was written")
-    return target
-
-
-def _escapes(link_rel: str, target: str, links: frozenset[str] = frozenset()) -> bool:
-    """Would a relative symlink at `link_rel` (inside its tree) resolve outside it?
-
-    The target is walked component by component from the link's directory. It
-    escapes when `..` climbs above the tree's root, or when it passes *through*
-    another symlink of the tree (`links`, tree-relative paths): whatever that link
-    points at, a lexical check cannot vouch for the path beyond it, so a chain of
-    individually harmless links (`a -> .`, `b -> a/..`) is refused as a whole.
-    """
-    parts = list(Path(link_rel).parent.parts)
-    comps = [c for c in target.split("/") if c not in ("", ".")]
-    for i, part in enumerate(comps):
-        if part == "..":
-            if not parts:
-                return True
-            parts.pop()
-            continue
-        parts.append(part)
-        if i < len(comps) - 1 and "/".join(parts) in links:
-            return True
-    return False
-
-
-def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:
-    """Decompress a zstd object into a new file, verifying its hash on the way."""
-    import zstandard  # here: only a checkout out of a compressed object needs it
-
-    hasher = hashing.new_hasher(threaded=size >= hashing.MMAP_THRESHOLD)
-    written = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with open(src, "rb") as f:
-            reader = zstandard.ZstdDecompressor().stream_reader(f)
-            while True:
-                chunk = reader.read(hashing.STREAM_CHUNK)
-                if not chunk:
-                    break
-                written += len(chunk)
-                if size >= 0 and written > size:
-                    raise CorruptObject(oid, f"expands beyond its recorded {size} bytes", path=src)
-                hasher.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-    except zstandard.ZstdError as exc:
-        os.close(fd)
-        raise CorruptObject(oid, f"bad zstd frame: {exc}", path=src) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    if hasher.hexdigest() != oid:
-        raise CorruptObject(oid, "content does not hash to its id", path=src)
+            continue  # not empty: it holds something the user kept (force was needed)
+        gone.append((st.st_dev, st.st_ino))
 
 
 def unprotect(path: Path, *, objects_dir: str | None = None) -> bool:

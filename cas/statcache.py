@@ -31,6 +31,15 @@ Storage: SQLite in WAL mode (concurrent readers and writers across processes, at
 batches); one row per (dev, inode). The file rows are loaded whole into a dict when a
 snapshot needs many of them (one SELECT is ~100x cheaper than 50k), and queried one by
 one when it needs few (a directory memo hit leaves only the changed directories).
+
+The bound (spec/statcache.md, "The bound"). Rows are keyed by inode, so a file that is
+replaced (a new inode) or deleted leaves its row behind. A checkout forgets the rows of
+what it replaces or deletes in the transaction that records what it wrote; for
+everything else, the `counts` table keeps an upper bound of each table's rows and the
+largest batch ever recorded into it, and a write that takes the bound past the table's
+limit prunes the least recently recorded rows, in one transaction of its own. Nothing
+is added to lookups: a last-used column would cost a write per hit (measured: 0.2 s
+for 50,000 hits, twice the load of those rows).
 """
 
 from __future__ import annotations
@@ -45,9 +54,10 @@ from pathlib import Path
 
 from . import hashing
 
-# Format 2 added the `dirs` table; format 1 (user_version 0) had `entries` alone, with
-# the same meaning, so opening one only adds the table (spec/statcache.md, "Changes").
-FORMAT_VERSION = 2
+# Format 3 added the `counts` table, format 2 the `dirs` table; format 1 (user_version
+# 0) had `entries` alone. The older tables keep their meaning, so opening an older
+# database only adds tables (spec/statcache.md, "Changes").
+FORMAT_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     dev INTEGER NOT NULL,
@@ -70,14 +80,34 @@ CREATE TABLE IF NOT EXISTS dirs (
     stored BLOB,
     PRIMARY KEY (dev, ino)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counts (
+    tbl TEXT NOT NULL PRIMARY KEY,
+    rows INTEGER NOT NULL,
+    peak INTEGER NOT NULL
+) WITHOUT ROWID;
 """
+# Filling `counts` from the tables themselves: when the table is created, and whenever a
+# prune counts the rows anyway.
+_COUNT_ROWS = ("INSERT OR REPLACE INTO counts VALUES ('entries', (SELECT count(*) FROM entries), 0), "
+               "('dirs', (SELECT count(*) FROM dirs), 0)")
 BUSY_TIMEOUT_MS = 30_000
 MAX_TICK_WAIT = 2.5  # seconds: covers filesystems with 1 s or 2 s timestamp granularity
 # Up to this many lookups are one indexed SELECT each (~5 us); more load the whole
 # table once (~2 us a row, 50k rows ~0.1 s), which pays off only for many lookups.
 POINT_LOOKUPS_MAX = 2048
 _I63 = 1 << 63  # SQLite INTEGER is signed 64-bit
+# The bound, per table: a table may hold LIMIT = max(ROWS_MIN, BATCH_FACTOR * peak) rows,
+# where peak is the most rows one write has recorded into it (a checkout or add of the
+# largest data set seen), so that live rows are never the ones pruned for want of room.
+# ROWS_MIN costs at most ~0.2 s to load (~2 us a row); a prune deletes down to PRUNE_TO
+# of the limit, so the count(*) and sort it costs (~0.3 s at 300,000 rows) come at most
+# once per quarter limit of rows recorded.
+ROWS_MIN = 100_000
+BATCH_FACTOR = 2
+PRUNE_TO = 0.75
+_PRUNE_HOOK = None  # tests: called inside a prune's transaction, after its DELETE
 
+_Keys = "list[tuple[int, int]] | tuple[()]"  # (dev, ino) of files or directories
 DirRow = tuple  # (sig: bytes, oid: str, total_bytes: int, total_files: int, stored: bytes | None)
 
 
@@ -164,11 +194,15 @@ class StatCache:
             return [self.lookup(st) for st in stats]
         return out
 
-    def record(self, items: list[tuple[os.stat_result, str]], *, clock_ns: int) -> int:
+    def record(self, items: list[tuple[os.stat_result, str]], *, clock_ns: int,
+               forget: _Keys = (), forget_dirs: _Keys = ()) -> int:
         """Remember `items` (stat taken before hashing, id) if they are older than `clock_ns`.
 
         `clock_ns` must come from now_ns() read *before* the files were stat'ed and
-        hashed (or, for a checkout, from wait_past() after they were written). Returns
+        hashed (or, for a checkout, from wait_past() after they were written). In the
+        same transaction, and before recording (an inode freed may already be reused by
+        one of `items`), drops the rows of the files and directories whose `(dev, ino)`
+        are in `forget` and `forget_dirs`: what the caller deleted or replaced. Returns
         how many entries were recorded.
         """
         rows = []
@@ -182,15 +216,25 @@ class StatCache:
             if max(st.st_mtime_ns, st.st_ctime_ns) < clock_ns:
                 rows.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                              clock_ns, oid))
-        if not rows:
+        gone = {"entries": _keys(forget), "dirs": _keys(forget_dirs)}
+        if not rows and not gone["entries"] and not gone["dirs"]:
             return 0
         with self._lock:
-            if not self._write("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows):
+            if not self._write("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows,
+                               table="entries", forget=gone):
                 return 0
             if self._map is not None:
+                for dev, ino in gone["entries"]:
+                    hit = self._map.get(ino)
+                    if hit is not None and hit[1] == dev:
+                        del self._map[ino]
                 for r in rows:
                     self._map[r[1]] = (r[1], r[0], r[2], r[3], r[4], r[6])
         return len(rows)
+
+    def forget(self, files: _Keys = (), dirs: _Keys = ()) -> None:
+        """Drop the rows of the files and directories `(dev, ino)` a caller deleted."""
+        self.record([], clock_ns=0, forget=files, forget_dirs=dirs)
 
     # -- directory memo ----------------------------------------------------------------
     def dir_rows(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], DirRow]:
@@ -225,7 +269,8 @@ class StatCache:
         if not rows:
             return 0
         with self._lock:
-            if not self._write("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?,?,?,?)", rows):
+            if not self._write("INSERT OR REPLACE INTO dirs VALUES (?,?,?,?,?,?,?,?)", rows,
+                               table="dirs"):
                 return 0
         return len(rows)
 
@@ -236,18 +281,76 @@ class StatCache:
             self._write("UPDATE dirs SET stored=? WHERE dev=? AND ino=? AND sig=?",
                         [(stored, dev, ino, sig) for dev, ino, sig in keys])
 
-    def _write(self, sql: str, rows: list[tuple]) -> bool:
+    def _write(self, sql: str, rows: list[tuple], *, table: str | None = None,
+               forget: dict[str, list[tuple[int, int]]] | None = None) -> bool:
         """executemany in one transaction (caller holds the lock); False if not written.
 
+        With `table`, `rows` are new rows of it: its count in `counts` grows by their
+        number (an upper bound: a replaced row is counted again) and its peak to it, and
+        if that takes the count past the table's limit, the table is pruned after the
+        commit. `forget` maps a table to keys deleted first, in the same transaction.
         A read-only or full store is not an error: a cache may simply not remember.
         """
         db = self._connect()
+        over = False
         try:
             with db:
-                db.executemany(sql, rows)
+                for t, keys in (forget or {}).items():
+                    if keys:
+                        n = db.executemany(f"DELETE FROM {t} WHERE dev=? AND ino=?", keys).rowcount
+                        db.execute("UPDATE counts SET rows = max(rows - ?, 0) WHERE tbl=?", (n, t))
+                if rows:
+                    db.executemany(sql, rows)
+                if table is not None and rows:
+                    db.execute("UPDATE counts SET rows = rows + ?, peak = max(peak, ?) WHERE tbl=?",
+                               (len(rows), len(rows), table))
+                    r = db.execute("SELECT rows, peak FROM counts WHERE tbl=?", (table,)).fetchone()
+                    over = r is not None and r[0] > row_limit(r[1])
         except sqlite3.OperationalError:
             return False
+        if over:
+            self._prune(table)  # type: ignore[arg-type]
         return True
+
+    def _prune(self, table: str) -> int:
+        """Delete the least recently recorded rows of `table`, down to PRUNE_TO of its
+        limit, if its count is past the limit (caller holds the lock). Returns rows deleted.
+
+        One IMMEDIATE transaction: the count, the delete and the new count land together
+        or not at all, and a concurrent writer that also found the table over its limit
+        finds the new count when it gets the lock. Only deletes: a killed prune leaves
+        the rows it had, each as trustworthy as before (the lookup rule checks them).
+        """
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return 0  # busy past the timeout, or read-only: the next write tries again
+        try:
+            r = db.execute("SELECT rows, peak FROM counts WHERE tbl=?", (table,)).fetchone()
+            if r is None or r[0] <= row_limit(r[1]):
+                db.rollback()
+                return 0  # another process pruned it meanwhile
+            limit = row_limit(r[1])
+            n = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            gone = 0
+            if n > limit:
+                # Ties in recorded_ns (one batch) are broken by key, so exactly this many go.
+                gone = db.execute(
+                    f"DELETE FROM {table} WHERE (dev, ino) IN (SELECT dev, ino FROM {table} "
+                    "ORDER BY recorded_ns, dev, ino LIMIT ?)", (n - int(limit * PRUNE_TO),)).rowcount
+                if _PRUNE_HOOK is not None:
+                    _PRUNE_HOOK()
+            db.execute("UPDATE counts SET rows=? WHERE tbl=?", (n - gone, table))
+            db.commit()
+        except sqlite3.OperationalError:
+            db.rollback()
+            return 0
+        except BaseException:
+            db.rollback()
+            raise
+        # Rows already loaded stay in the map: pruning makes no row wrong, only absent.
+        return gone
 
     # -- maintenance -------------------------------------------------------------------
     def forget_oids(self, oids: set[str]) -> int:
@@ -271,6 +374,8 @@ class StatCache:
                                 db.execute(f"SELECT dev, ino, oid FROM {table}") if oid in oids]
                         if gone:
                             db.executemany(f"DELETE FROM {table} WHERE dev = ? AND ino = ?", gone)
+                            db.execute("UPDATE counts SET rows = max(rows - ?, 0) WHERE tbl=?",
+                                       (len(gone), table))
                             n += len(gone)
             except sqlite3.OperationalError:
                 return 0  # a read-only store keeps its (harmless) stale entries
@@ -283,6 +388,7 @@ class StatCache:
             with db:
                 db.execute("DELETE FROM entries")
                 db.execute("DELETE FROM dirs")
+                db.execute("UPDATE counts SET rows=0")
             self._map = None
 
     def __len__(self) -> int:
@@ -303,6 +409,8 @@ class StatCache:
                 # without memory.
                 db = sqlite3.connect(":memory:", check_same_thread=False)
                 db.executescript(SCHEMA)
+                with db:
+                    db.execute(_COUNT_ROWS)
                 self._db = db
         return self._db
 
@@ -345,8 +453,47 @@ class StatCache:
             return self._map
 
 
+def row_limit(peak: int) -> int:
+    """The most rows a table may hold, given the largest batch recorded into it."""
+    return max(ROWS_MIN, BATCH_FACTOR * peak)
+
+
+def _keys(keys: _Keys) -> list[tuple[int, int]]:
+    return [k for k in keys if 0 <= k[0] < _I63 and 0 <= k[1] < _I63]
+
+
+def tree_keys(root: str | os.PathLike[str]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """`(files, dirs)`: the `(dev, ino)` of everything under `root` (itself included),
+    for forgetting before a caller deletes it. One scandir per directory and no stat
+    (the inode numbers come with the listing), the device is `root`'s: a mount point
+    inside gets a wrong key, and forgetting a wrong key only costs a re-hash."""
+    files: list[tuple[int, int]] = []
+    dirs: list[tuple[int, int]] = []
+    try:
+        st = os.lstat(root)
+    except OSError:
+        return files, dirs
+    dev = st.st_dev
+    is_dir = st.st_mode & 0o170000 == 0o040000  # S_ISDIR (the stat module is not imported here)
+    (dirs if is_dir else files).append((dev, st.st_ino))
+    stack = [os.fspath(root)] if is_dir else []
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        dirs.append((dev, e.inode()))
+                        stack.append(e.path)
+                    else:
+                        files.append((dev, e.inode()))
+        except OSError:
+            continue
+    return files, dirs
+
+
 def _prepare(db: sqlite3.Connection) -> None:
-    """WAL mode, the schema, and the format version: 0 (format 1) is upgraded in place."""
+    """WAL mode, the schema, and the format version: 0 (format 1) and 2 are upgraded in
+    place, counting their rows once."""
     db.execute("PRAGMA journal_mode=WAL")
     # A cache: NORMAL keeps WAL atomic (never torn), only the last commits may be lost
     # on power failure, which costs a re-hash, not correctness.
@@ -356,8 +503,9 @@ def _prepare(db: sqlite3.Connection) -> None:
         return
     if version > FORMAT_VERSION:
         raise NewerFormat(f"stat cache format {version} is newer than {FORMAT_VERSION}")
+    db.executescript(SCHEMA)
     with db:
-        db.executescript(SCHEMA)
+        db.execute(_COUNT_ROWS)
         db.execute(f"PRAGMA user_version={FORMAT_VERSION}")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import helpers
 from cas import checkout as co
+from cas import materialize
 from cas import envelope, hashing, tree, workspace
 from cas.errors import Corruption, ObjectMissing, UsageError, WouldOverwrite
 from cas.statcache import StatCache
@@ -126,7 +127,7 @@ def test_link_mode_matrix(mode_env: tuple[str, Env]) -> None:
 def test_link_order_falls_through(env: Env, tmp_path: Path) -> None:
     """Compressed objects can only be copied: linked modes fall through to the next."""
     zenv = make_env(tmp_path / "z", compression="zstd")
-    src, oid = zenv.put_dir({"a.txt": "compressible\n" * 500, "b.txt": "also\n" * 500})
+    src, oid = zenv.put_dir({"a.txt": "compressible\n" * 500, "b.txt": "also\n" * 1000})  # > writer.RAW_MAX
     report = zenv.checkout(oid, tmp_path / "out", ("hardlink", "symlink", "copy"))
     assert report.modes == {"copy": 2}
     assert helpers.read_tree(tmp_path / "out") == helpers.read_tree(src)
@@ -350,7 +351,7 @@ def test_an_interrupted_checkout_leaves_no_temp_file(env: Env,
     _, oid = env.put_dir({f"f{i}.txt": f"file {i}\n" for i in range(20)})
     dest = env.base / "ws"
     calls = []
-    real = co.copy_file
+    real = materialize.copy_file
 
     def dies(src, dst, **kw):
         calls.append(dst)
@@ -359,7 +360,7 @@ def test_an_interrupted_checkout_leaves_no_temp_file(env: Env,
             raise KeyboardInterrupt
         return real(src, dst, **kw)
 
-    monkeypatch.setattr(co, "copy_file", dies)
+    monkeypatch.setattr(materialize, "copy_file", dies)
     with pytest.raises(KeyboardInterrupt):
         env.checkout(oid, dest)
     assert leftovers(env.base) == []

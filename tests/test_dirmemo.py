@@ -363,6 +363,7 @@ def test_a_format_1_cache_is_upgraded_and_its_entries_kept(data: Path, sc: StatC
     sc.close()
     db = sqlite3.connect(sc.db_path)
     db.execute("DROP TABLE dirs")
+    db.execute("DROP TABLE counts")  # format 3's
     db.execute("PRAGMA user_version=0")
     db.commit()
     assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["entries"]
