@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterator, Sequence
 
-from . import filterexpr, git, query, record, refs
+from . import filterexpr, git, gitobjects, query, record, refs
 from .errors import NotFound, StoreError, TallyError, UsageError
 from .expindex import UNKNOWN, Index, Listed
 from .query import Column
@@ -371,7 +371,7 @@ def diff(project: Any, a: str, b: str | None = None) -> Diff:
             blabel, bparams, bmetrics = f"{bb[:7]}/{bname}", brec.flat_params(), brec.flat_metrics()
         except (NotFound, UsageError) as exc:
             try:  # not an experiment: a Git revision? (show_file raises NotFound if not)
-                git.show_file(project.root, b, "tally.lock")
+                gitobjects.show_file(project.root, b, "tally.lock")
             except (NotFound, UsageError):
                 raise NotFound(f"{b!r} is neither an experiment nor a Git commit",
                                hint=exc.hint) from None
@@ -401,7 +401,7 @@ def _files_at(project: Any, commit: str, rec: record.Record,
     loaded: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}}
     for group, files in (("params", rec.params), ("metrics", rec.metrics)):
         for path in files:
-            data = git.show_file(project.root, commit, path)
+            data = gitobjects.show_file(project.root, commit, path)
             if data is None:
                 notes.append(f"{path} does not exist at {commit[:12]}")
                 continue

@@ -41,7 +41,7 @@ from typing import Any
 
 import msgpack
 
-from . import git, hashing, pointer, record, refs
+from . import gitobjects, hashing, pointer, record, refs
 from .errors import FormatError, ObjectMissing, TallyError
 
 MAGIC = b"TLYX"
@@ -256,7 +256,7 @@ class Index:
             listed.append(p)
             return p in todo or p == LOCK_FILE or (p.endswith(pointer.SUFFIX) and p[:-len(pointer.SUFFIX)] in todo)
         try:
-            with git.TreeReader(self.project.root) as reader:
+            with gitobjects.TreeReader(self.project.root) as reader:
                 files = reader.read_files(commit, match)
         except TallyError:  # an unknown commit (rewritten history): nothing to compare to
             known.update((p, UNKNOWN) for p in todo)

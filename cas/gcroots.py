@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from . import fsck as fsck_mod
-from . import git, pointer
+from . import git, gitobjects, pointer
 from . import inflight as inflight_mod
 from .gcreport import INFLIGHT
 from .gcsweep import TMP_FLOOR_S
@@ -121,7 +121,7 @@ class History:
 
     def __init__(self, project: Project) -> None:
         self.project = project
-        self._reader: git.TreeReader | None = None
+        self._reader: gitobjects.TreeReader | None = None
         self._files: dict[str, dict[str, bytes]] = {}
 
     def close(self) -> None:
@@ -133,7 +133,7 @@ class History:
         got = self._files.get(commit)
         if got is None:
             if self._reader is None:
-                self._reader = git.TreeReader(self.project.root)
+                self._reader = gitobjects.TreeReader(self.project.root)
             got = self._files[commit] = self._reader.read_files(commit, _history_path)
         return got
 
@@ -180,7 +180,7 @@ class History:
 def _commit_message_ids(project: Project) -> set[str]:
     """64-hex tokens in every commit message (a promotion may cite its record id)."""
     try:
-        out = git._out(project.root, ["log", "--all", "--format=%B"])  # noqa: SLF001
+        out = git.output(project.root, ["log", "--all", "--format=%B"])  # noqa: SLF001
     except TallyError:
         return set()
     return set(_lock_tokens(out))

@@ -7,7 +7,7 @@ pointers, added, changed or deleted. Data stays in the store: the files under a
 pointer and the pipeline outputs Git ignores are never committed (their pointers and
 `tally.lock` name them).
 
-The commit is built with Git plumbing in a temporary index (cas/git.commit_tree) and
+The commit is built with Git plumbing in a temporary index (cas/gitobjects.commit_tree) and
 published with one compare-and-swap ref update that requires the branch not to
 exist: the user's working tree, index and HEAD are never touched, and an experiment
 is promoted whole or not at all. An existing branch is a Conflict for that
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import books, git, hashing, record, tree
+from . import books, git, gitobjects, hashing, record, tree
 from .errors import Conflict, NotFound, TallyError, UsageError
 from .restore import NEVER_TOUCHED, plan_tree
 
@@ -121,7 +121,7 @@ def _one(project: Any, baseline: str, name: str, oid: str, branch: str, dry_run:
     res = Promoted(name, baseline, oid, branch, FAILED)
     ref = f"refs/heads/{branch}"
     try:
-        existing = git.resolve_ref(project.root, ref)
+        existing = gitobjects.resolve_ref(project.root, ref)
         if existing is not None:
             raise Conflict(f"branch {branch} already exists (at {existing[:12]})",
                            hint="delete or rename it, or promote with another --branch-prefix")
@@ -130,9 +130,9 @@ def _one(project: Any, baseline: str, name: str, oid: str, branch: str, dry_run:
         if dry_run:
             res.status = WOULD_CREATE
             return res
-        commit = git.commit_tree(project.root, base=baseline, changes=changes,
+        commit = gitobjects.commit_tree(project.root, base=baseline, changes=changes,
                                  message=commit_message(name, rec, oid), executable=executable)
-        git.update_ref(project.root, ref, commit, old=None, message=f"tally promote {name}")
+        gitobjects.update_ref(project.root, ref, commit, old=None, message=f"tally promote {name}")
         res.commit, res.status = commit, CREATED
     except Conflict as exc:
         res.status, res.error, res.exit_code = EXISTS, exc.message, exc.exit_code
@@ -169,7 +169,7 @@ def _changes(project: Any, rec: record.Record, res: Promoted) -> tuple[dict[str,
     def match(p: str) -> bool:
         at_base.append(p)
         return p in files
-    with git.TreeReader(project.root) as reader:
+    with gitobjects.TreeReader(project.root) as reader:
         base_content = reader.read_files(rec.baseline, match)
     changes: dict[str, bytes | None] = {}
     executable = []

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import books, git, hashing, pointer, record, tree, workspace
+from . import books, git, gitobjects, hashing, pointer, record, tree, workspace
 from . import checkout as co
 from .errors import NotFound, ObjectMissing, WouldOverwrite, from_os_error
 
@@ -205,7 +205,7 @@ def _committed(root: Path, commits: list[str], paths: set[str]) -> tuple[set[str
     among `paths`)."""
     tracked: set[str] = set()
     versions: dict[str, set[str]] = {}
-    with git.TreeReader(root) as reader:
+    with gitobjects.TreeReader(root) as reader:
         for c in commits:
             listed: list[str] = []
 

@@ -60,8 +60,8 @@ class RunProject(Project):
 
 def git_common_dir(root: Path) -> Path:
     """The project's Git common dir (objects and refs), absolute."""
-    out = git._out(Path(root), ["rev-parse", "--path-format=absolute", "--git-common-dir"])
-    return Path(git._line(out))
+    out = git.output(Path(root), ["rev-parse", "--path-format=absolute", "--git-common-dir"])
+    return Path(git.decode_line(out))
 
 
 def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
@@ -116,7 +116,7 @@ def _baseline_index(project: Project, d: Path, gitdir: Path, baseline: str) -> N
         return
     except FileNotFoundError:
         pass
-    git._out(d, ["read-tree", baseline])
+    git.output(d, ["read-tree", baseline])
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{baseline}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     shutil.copyfile(gitdir / "index", tmp)

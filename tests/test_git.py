@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas import git
+from cas import git, gitobjects
 from cas.errors import Conflict, LockBusy, NotFound, StoreError, TallyError, UsageError
 
 ODD_NAMES = ["with space.txt", "ünïcødé-データ.csv", "new\nline.txt", "tab\there", "-dash", "#hash"]
@@ -277,25 +277,25 @@ def test_a_stale_gitignore_lock_file_does_not_block(committed: Path,
 
 def test_hash_objects_matches_git(committed: Path) -> None:
     contents = [b"", b"hello\n", bytes(range(256)) * 10, b"hello\n", b"a\r\nb\r\n"]
-    oids = git.hash_objects(committed, contents)
+    oids = gitobjects.hash_objects(committed, contents)
     for data, oid in zip(contents, oids):
         assert oid == sh(committed, "hash-object", "--no-filters", "--stdin", input=data).strip()
         assert subprocess.run(["git", "cat-file", "blob", oid], cwd=committed, capture_output=True,
                               check=True).stdout == data
     assert oids[1] == oids[3]
-    assert git.hash_objects(committed, []) == []
+    assert gitobjects.hash_objects(committed, []) == []
 
 
 def test_hash_objects_reports_a_dying_fast_import(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(TallyError, match="not a git repository"):
-        git.hash_objects(plain, [b"x" * 4_000_000])  # far beyond a pipe buffer
+        gitobjects.hash_objects(plain, [b"x" * 4_000_000])  # far beyond a pipe buffer
 
 
 def test_hash_objects_many_go_into_a_pack(committed: Path) -> None:
     contents = [f"blob {i}\n".encode() for i in range(300)]
-    oids = git.hash_objects(committed, contents)
+    oids = gitobjects.hash_objects(committed, contents)
     assert len(set(oids)) == 300
     assert list((committed / ".git" / "objects" / "pack").glob("*.pack"))
     listing = "".join(f"{o}\n" for o in oids).encode()
@@ -331,9 +331,9 @@ def test_commit_tree_touches_nothing_the_user_sees(committed: Path) -> None:
         "tab\there/x y": b"tab\n",
         "missing-anyway.txt": None,
     }
-    new = git.commit_tree(committed, base="main", changes=changes, message="promote exp-1",
+    new = gitobjects.commit_tree(committed, base="main", changes=changes, message="promote exp-1",
                           executable={"run.sh"})
-    git.update_ref(committed, "refs/heads/exp-1", new, old=None)
+    gitobjects.update_ref(committed, "refs/heads/exp-1", new, old=None)
     after = snapshot(committed)
     assert after.pop("branches") != before.pop("branches")
     assert after == before
@@ -346,29 +346,29 @@ def test_commit_tree_touches_nothing_the_user_sees(committed: Path) -> None:
     assert modes == {"src/train.py": "100644", "run.sh": "100755", "models/m.tally": "100644",
                      "ünï code/new\nline.txt": "100644", "tab\there/x y": "100644"}
     for path, content in changes.items():
-        assert git.show_file(committed, "exp-1", path) == content
+        assert gitobjects.show_file(committed, "exp-1", path) == content
 
 
 def test_commit_tree_replaces_file_with_directory_and_back(committed: Path) -> None:
-    one = git.commit_tree(committed, base="HEAD", changes={"a.txt/inner": b"i"}, message="m")
-    assert git.show_file(committed, one, "a.txt") is None
-    assert git.show_file(committed, one, "a.txt/inner") == b"i"
-    two = git.commit_tree(committed, base=one, changes={"src": b"now a file"}, message="m\n")
-    assert git.show_file(committed, two, "src") == b"now a file"
-    assert git.show_file(committed, two, "src/train.py") is None
+    one = gitobjects.commit_tree(committed, base="HEAD", changes={"a.txt/inner": b"i"}, message="m")
+    assert gitobjects.show_file(committed, one, "a.txt") is None
+    assert gitobjects.show_file(committed, one, "a.txt/inner") == b"i"
+    two = gitobjects.commit_tree(committed, base=one, changes={"src": b"now a file"}, message="m\n")
+    assert gitobjects.show_file(committed, two, "src") == b"now a file"
+    assert gitobjects.show_file(committed, two, "src/train.py") is None
     assert sh(committed, "log", "-1", "--format=%B", two) == "m\n\n"
 
 
 def test_commit_tree_refusals(committed: Path) -> None:
     for bad in ["../up", "/abs", "a//b", "./a", ".git/config", "x/.GIT/y", ""]:
         with pytest.raises(UsageError):
-            git.commit_tree(committed, base="HEAD", changes={bad: b"x"}, message="m")
+            gitobjects.commit_tree(committed, base="HEAD", changes={bad: b"x"}, message="m")
     with pytest.raises(UsageError):
-        git.commit_tree(committed, base="HEAD", changes={"a": None}, message="m", executable=["a"])
+        gitobjects.commit_tree(committed, base="HEAD", changes={"a": None}, message="m", executable=["a"])
     with pytest.raises(NotFound):
-        git.commit_tree(committed, base="no-such-branch", changes={}, message="m")
+        gitobjects.commit_tree(committed, base="no-such-branch", changes={}, message="m")
     with pytest.raises(UsageError):
-        git.commit_tree(committed, base="--all", changes={}, message="m")
+        gitobjects.commit_tree(committed, base="--all", changes={}, message="m")
 
 
 def test_hooks_never_run(committed: Path) -> None:
@@ -383,9 +383,9 @@ def test_hooks_never_run(committed: Path) -> None:
     sh(committed, "update-ref", "refs/heads/probe", "HEAD")  # the hook works for plain git
     assert marker.exists()
     marker.unlink()
-    new = git.commit_tree(committed, base="HEAD", changes={"x": b"x"}, message="m")
-    git.update_ref(committed, "refs/heads/h", new, old=None)
-    git.delete_ref(committed, "refs/heads/h", old=new)
+    new = gitobjects.commit_tree(committed, base="HEAD", changes={"x": b"x"}, message="m")
+    gitobjects.update_ref(committed, "refs/heads/h", new, old=None)
+    gitobjects.delete_ref(committed, "refs/heads/h", old=new)
     git.list_workspace_files(committed)
     assert not marker.exists()
 
@@ -393,22 +393,22 @@ def test_hooks_never_run(committed: Path) -> None:
 def test_update_ref_compare_and_swap(committed: Path) -> None:
     first = git.head_commit(committed)
     assert first is not None
-    second = git.commit_tree(committed, base=first, changes={"b": b"b"}, message="m")
+    second = gitobjects.commit_tree(committed, base=first, changes={"b": b"b"}, message="m")
     ref = "refs/heads/exp"
-    assert not git.ref_exists(committed, ref)
-    git.update_ref(committed, ref, first, old=None, message="tally: promote")
-    assert git.resolve_ref(committed, ref) == first
+    assert not gitobjects.ref_exists(committed, ref)
+    gitobjects.update_ref(committed, ref, first, old=None, message="tally: promote")
+    assert gitobjects.resolve_ref(committed, ref) == first
     with pytest.raises(Conflict):
-        git.update_ref(committed, ref, second, old=None)  # exists: never overwritten
-    assert git.resolve_ref(committed, ref) == first
+        gitobjects.update_ref(committed, ref, second, old=None)  # exists: never overwritten
+    assert gitobjects.resolve_ref(committed, ref) == first
     with pytest.raises(Conflict):
-        git.update_ref(committed, ref, second, old=second)  # stale old
-    git.update_ref(committed, ref, second, old=first)
-    assert git.resolve_ref(committed, ref) == second
+        gitobjects.update_ref(committed, ref, second, old=second)  # stale old
+    gitobjects.update_ref(committed, ref, second, old=first)
+    assert gitobjects.resolve_ref(committed, ref) == second
     with pytest.raises(NotFound):
-        git.update_ref(committed, "refs/heads/absent", second, old=first)
+        gitobjects.update_ref(committed, "refs/heads/absent", second, old=first)
     with pytest.raises(Conflict):
-        git.update_ref(committed, "refs/heads/main", second, old=None)
+        gitobjects.update_ref(committed, "refs/heads/main", second, old=None)
     assert git.head_commit(committed) == first
 
 
@@ -416,40 +416,40 @@ def test_update_ref_other_failures(committed: Path) -> None:
     head = git.head_commit(committed)
     assert head is not None
     with pytest.raises(Conflict):
-        git.update_ref(committed, "refs/heads/main/sub", head, old=None)  # name vs directory
+        gitobjects.update_ref(committed, "refs/heads/main/sub", head, old=None)  # name vs directory
     (committed / ".git" / "refs" / "heads" / "locked.lock").write_text("")
     with pytest.raises(LockBusy):
-        git.update_ref(committed, "refs/heads/locked", head, old=None)
-    blob = git.hash_objects(committed, [b"not a commit"])[0]
+        gitobjects.update_ref(committed, "refs/heads/locked", head, old=None)
+    blob = gitobjects.hash_objects(committed, [b"not a commit"])[0]
     with pytest.raises(TallyError, match="non-commit"):
-        git.update_ref(committed, "refs/heads/blob", blob, old=None)
+        gitobjects.update_ref(committed, "refs/heads/blob", blob, old=None)
     for ref, oid in [("main", head), ("refs/heads/x", "HEAD"), ("refs/heads/x", head[:10])]:
         with pytest.raises(UsageError):
-            git.update_ref(committed, ref, oid, old=None)
+            gitobjects.update_ref(committed, ref, oid, old=None)
 
 
 def test_resolve_ref_is_exact(committed: Path) -> None:
     head = git.head_commit(committed)
     sh(committed, "branch", "exp/one")
-    assert git.resolve_ref(committed, "refs/heads/exp") is None
-    assert git.resolve_ref(committed, "refs/heads/exp/one") == head
-    assert not git.ref_exists(committed, "refs/heads/ex")
+    assert gitobjects.resolve_ref(committed, "refs/heads/exp") is None
+    assert gitobjects.resolve_ref(committed, "refs/heads/exp/one") == head
+    assert not gitobjects.ref_exists(committed, "refs/heads/ex")
 
 
 def test_delete_ref(committed: Path) -> None:
     head = git.head_commit(committed)
     assert head is not None
-    other = git.commit_tree(committed, base=head, changes={}, message="m")
+    other = gitobjects.commit_tree(committed, base=head, changes={}, message="m")
     sh(committed, "branch", "gone")
     with pytest.raises(Conflict):
-        git.delete_ref(committed, "refs/heads/gone", old=other)
-    assert git.ref_exists(committed, "refs/heads/gone")
-    git.delete_ref(committed, "refs/heads/gone", old=head)
-    assert not git.ref_exists(committed, "refs/heads/gone")
+        gitobjects.delete_ref(committed, "refs/heads/gone", old=other)
+    assert gitobjects.ref_exists(committed, "refs/heads/gone")
+    gitobjects.delete_ref(committed, "refs/heads/gone", old=head)
+    assert not gitobjects.ref_exists(committed, "refs/heads/gone")
     with pytest.raises(NotFound):
-        git.delete_ref(committed, "refs/heads/gone", old=head)
+        gitobjects.delete_ref(committed, "refs/heads/gone", old=head)
     with pytest.raises(UsageError):
-        git.delete_ref(committed, "refs/heads/main", old="0" * 40)  # would delete blindly
+        gitobjects.delete_ref(committed, "refs/heads/main", old="0" * 40)  # would delete blindly
 
 
 # -- reading history ------------------------------------------------------------------
@@ -464,7 +464,7 @@ def test_rev_list(committed: Path) -> None:
     sh(committed, "checkout", "-q", "main")
     sh(committed, "tag", "light", c1)
     sh(committed, "tag", "-a", "-m", "annotated", "ann", c1)
-    blob = git.hash_objects(committed, [b"tagged blob"])[0]
+    blob = gitobjects.hash_objects(committed, [b"tagged blob"])[0]
     sh(committed, "tag", "blobtag", blob)
     assert sorted(git.rev_list(committed, all_branches=True)) == sorted([c2, c3])
     assert git.rev_list(committed, all_tags=True) == [c1]
@@ -495,10 +495,10 @@ def test_read_files_at(committed: Path) -> None:
     want1 = {"tally.lock": b"lock v1\n", "data/raw.tally": b"raw v1\n",
              "deep/er/est/m.tally": b"m\n",
              **{f"data/{n}.tally": n.encode() for n in ODD_NAMES}}
-    assert git.read_files_at(committed, c1, tally_files) == want1
+    assert gitobjects.read_files_at(committed, c1, tally_files) == want1
     want2 = {**want1, "data/raw.tally": b"raw v2\n"}
     del want2["tally.lock"]
-    with git.TreeReader(committed) as reader:  # shared cache across commits stays correct
+    with gitobjects.TreeReader(committed) as reader:  # shared cache across commits stays correct
         assert reader.read_files(c1, tally_files) == want1
         assert reader.read_files(c2, tally_files) == want2
         assert reader.read_files(c1, tally_files) == want1
@@ -510,22 +510,22 @@ def test_read_files_at(committed: Path) -> None:
 
 def test_read_files_at_missing_commit(committed: Path) -> None:
     with pytest.raises(NotFound):
-        git.read_files_at(committed, "nope", tally_files)
-    blob = git.hash_objects(committed, [b"x"])[0]
+        gitobjects.read_files_at(committed, "nope", tally_files)
+    blob = gitobjects.hash_objects(committed, [b"x"])[0]
     with pytest.raises(NotFound):
-        git.read_files_at(committed, blob, tally_files)
+        gitobjects.read_files_at(committed, blob, tally_files)
 
 
 def test_show_file(committed: Path) -> None:
     (committed / "new\nline.txt").write_bytes(b"\0binary\xff")
     commit_all(committed)
-    assert git.show_file(committed, "HEAD", "a.txt") == b"a\n"
-    assert git.show_file(committed, "HEAD", "new\nline.txt") == b"\0binary\xff"
-    assert git.show_file(committed, "HEAD", "nope.txt") is None
-    assert git.show_file(committed, "HEAD", "src") is None  # a directory is not a file
-    assert git.show_file(committed, "HEAD~1", "new\nline.txt") is None
+    assert gitobjects.show_file(committed, "HEAD", "a.txt") == b"a\n"
+    assert gitobjects.show_file(committed, "HEAD", "new\nline.txt") == b"\0binary\xff"
+    assert gitobjects.show_file(committed, "HEAD", "nope.txt") is None
+    assert gitobjects.show_file(committed, "HEAD", "src") is None  # a directory is not a file
+    assert gitobjects.show_file(committed, "HEAD~1", "new\nline.txt") is None
     with pytest.raises(NotFound):
-        git.show_file(committed, "no-such-rev", "a.txt")
+        gitobjects.show_file(committed, "no-such-rev", "a.txt")
 
 
 def test_sha256_repository(tmp_path: Path) -> None:
@@ -538,13 +538,13 @@ def test_sha256_repository(tmp_path: Path) -> None:
     (root / "p.tally").write_text("p")
     base = commit_all(root)
     assert len(base) == 64 and git.head_commit(root) == base
-    new = git.commit_tree(root, base=base, changes={"p.tally": None, "q/r.tally": b"r"},
+    new = gitobjects.commit_tree(root, base=base, changes={"p.tally": None, "q/r.tally": b"r"},
                           message="m", executable={"q/r.tally"})
-    git.update_ref(root, "refs/heads/b", new, old=None)
+    gitobjects.update_ref(root, "refs/heads/b", new, old=None)
     with pytest.raises(Conflict):
-        git.update_ref(root, "refs/heads/b", new, old=None)
-    assert git.read_files_at(root, "b", tally_files) == {"q/r.tally": b"r"}
-    assert git.read_files_at(root, base, tally_files) == {"p.tally": b"p"}
+        gitobjects.update_ref(root, "refs/heads/b", new, old=None)
+    assert gitobjects.read_files_at(root, "b", tally_files) == {"q/r.tally": b"r"}
+    assert gitobjects.read_files_at(root, base, tally_files) == {"p.tally": b"p"}
 
 
 def test_git_failure_carries_stderr(tmp_path: Path) -> None:
@@ -565,8 +565,8 @@ _names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_character
 def test_commit_tree_round_trips_any_names(committed: Path, files: dict[str, bytes]) -> None:
     # A path that is a prefix directory of another is a file/dir clash; keep the longest.
     files = {p: c for p, c in files.items() if not any(q.startswith(p + "/") for q in files)}
-    new = git.commit_tree(committed, base="HEAD", changes=files, message="m")
+    new = gitobjects.commit_tree(committed, base="HEAD", changes=files, message="m")
     for path, content in files.items():
-        assert git.show_file(committed, new, path) == content
-    got = git.read_files_at(committed, new, lambda p: p in files)
+        assert gitobjects.show_file(committed, new, path) == content
+    got = gitobjects.read_files_at(committed, new, lambda p: p in files)
     assert got == files

@@ -84,7 +84,7 @@ def test_object_id_checks_match_the_patterns(s: str) -> None:
     assert hashing.is_oid(s) == bool(re.match(r"\A[0-9a-f]{64}\Z", s))
     refused = False
     try:
-        git._check_ref("refs/heads/x", s)
+        git.check_ref("refs/heads/x", s)
     except Exception:  # noqa: BLE001 - UsageError: not a full lowercase id
         refused = True
     assert refused == (not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", s))
