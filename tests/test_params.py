@@ -507,7 +507,7 @@ def test_yaml_metrics_read_as_the_safe_loader_reads_them(tmp_path: Path, items: 
                                                          extra: str) -> None:
     """A stage's YAML metrics file: `key: value` files are read without ruamel and give
     what ruamel's safe loader gives; anything else is read by ruamel itself."""
-    from cas.experiments import _plainify, collect_metrics
+    from cas.metrics import _plainify, collect_metrics
     from cas.flatyaml import parse_flat_yaml
     from cas.params import _safe_yaml
 
