@@ -1,7 +1,7 @@
 """The zstd form of an object: compress, decompress safely, hash a frame's content.
 
 An object stored compressed is exactly one zstd frame that declares its content size
-(spec/store.md, "Physical forms"). Everything that turns such a frame back into bytes
+(spec/store.md, "objects/"). Everything that turns such a frame back into bytes
 goes through here, so the rules a hostile or damaged frame meets are stated once:
 
 - a frame that declares more than the caller expects is refused before allocating;
@@ -11,7 +11,9 @@ goes through here, so the rules a hostile or damaged frame meets are stated once
 - bytes after the frame, or a frame shorter than its header says, are corruption.
 
 zstandard is imported on first use, not with this module: `tally run` and `tally
-status` rarely touch a compressed object and should not pay for the extension.
+status` rarely touch a compressed object (content of at most writer.RAW_MAX bytes,
+which is every tree and record of a typical run, is stored raw) and should not pay
+for the extension, nor for the `platform` module it imports.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ namespace, and a reader accepts either:
     objects/<aa>/<rest>.zst    one zstd frame whose decompressed bytes are the content
 
 where <aa> is the first two hex digits of the id and <rest> the other 62 (sharding
-keeps directories to ~1/256 of the objects).
+keeps directories to ~1/256 of the objects). Which form a put writes is the writer's
+policy (content of at most writer.RAW_MAX bytes is always raw, trees included); a
+reader never infers anything from the form, least of all the kind.
 
 Writing goes through a Writer (cas/writer.py: temp file, hash, durable, link(2) in
 order); the zstd form's rules live in cas/codec.py. This module is the layout and the
