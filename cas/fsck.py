@@ -2,8 +2,9 @@
 
 Three passes, each reported by kind:
 
-1. objects: every object file re-hashed (both forms; a .zst must also be a valid
-   frame); a name that is not an id, or a file in the wrong shard, is reported too;
+1. objects: every object file re-hashed (both files of an id stored in both forms; a
+   .zst must also be a valid frame); a name that is not an id, or a file in the wrong
+   shard, is reported too;
 2. reachability: from every root (pointer files in the workspace, plus the root
    providers registered by higher layers: experiment refs, run-cache, queue), every
    tree and record decodes and every object it requires is present (the graph and
@@ -136,27 +137,40 @@ def fsck(project: Project, *, repair: bool = False,
     report = Report()
     bad: set[str] = set()
 
-    oids = list(store.iter_oids())
-    report.objects = len(oids)
+    # Every file, not every id: an id present in both forms (a crash between two
+    # publishes) has two files, and either may be the damaged one.
+    files = [(o.oid, o.path, o.compressed) for o in store.scan()]
+    forms: dict[str, int] = {}
+    for oid, _, _ in files:
+        forms[oid] = forms.get(oid, 0) + 1
+    report.objects = len(forms)
 
-    def check(oid: str) -> Problem | None:
+    def check(item: tuple[str, str, bool]) -> Problem | None:
+        oid, path, compressed = item
         try:
-            store.verify(oid)
+            store.verify_file(oid, path, compressed)
         except CorruptObject as exc:
-            return Problem("object", oid, exc.message.split(": ", 1)[-1])
+            detail = exc.message.split(": ", 1)[-1]
+            if forms[oid] > 1:
+                detail = f"{'zstd' if compressed else 'raw'} form: {detail}"
+            return Problem("object", oid, detail)
         except ObjectMissing:
             return None  # deleted while we looked (gc): not damage
         return None
 
+    damaged: dict[str, list[tuple[str, bool]]] = {}  # oid -> its damaged files
     done = 0
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
-        for p in pool.map(check, oids):
+        for item, p in zip(files, pool.map(check, files)):
             done += 1
-            if progress and (done % 256 == 0 or done == len(oids)):
-                progress(done, len(oids))
+            if progress and (done % 256 == 0 or done == len(files)):
+                progress(done, len(files))
             if p is not None:
                 report.problems.append(p)
-                bad.add(p.where)
+                damaged.setdefault(item[0], []).append((item[1], item[2]))
+    # Unreadable for the walker: the form a read takes (raw first) is damaged.
+    bad.update(oid for oid, hurt in damaged.items()
+               if forms[oid] == 1 or any(not compressed for _, compressed in hurt))
 
     # Reachability from every root.
     incomplete: list[str] = []
@@ -190,12 +204,20 @@ def fsck(project: Project, *, repair: bool = False,
     except FileNotFoundError:
         pass
 
-    if repair and bad:
+    if repair and damaged:
         # Deleting is gc's business: take the store lock exclusively, as gc does, so
-        # no writer is mid-publish of an object we are about to remove.
+        # no writer is mid-publish of an object we are about to remove. Only damaged
+        # files go: a sound second form of the same id stays and is read from then on.
         with project.lock("store", shared=False, timeout=60, purpose="tally fsck --repair"):
-            for oid in sorted(bad):
-                store.delete(oid)
+            for oid in sorted(damaged):
+                if len(damaged[oid]) == forms[oid]:
+                    store.delete(oid)
+                else:
+                    for path, _ in damaged[oid]:
+                        try:
+                            os.unlink(path)
+                        except FileNotFoundError:
+                            pass
                 report.repaired.append(oid)
         if incomplete:
             report.notes.append("now incomplete (re-add or re-run them): " + ", ".join(sorted(set(incomplete))))

@@ -235,15 +235,19 @@ class FileStore(ObjectStore):
 
     def verify(self, oid: str) -> None:
         info = self.info(oid)
+        self.verify_file(oid, info.path, info.compressed)
+
+    def verify_file(self, oid: str, path: str | os.PathLike[str], compressed: bool) -> None:
+        """Re-hash one file of the object: `path` in the given form (fsck checks each
+        form of an id stored in both). Raises ObjectMissing or CorruptObject."""
         try:
-            if not info.compressed:
-                got = hashing.hash_file(info.path)
-            else:
-                got = codec.hash_file(oid, info.path)
+            got = codec.hash_file(oid, path) if compressed else hashing.hash_file(path)
+        except FileNotFoundError:
+            raise ObjectMissing(oid) from None
         except OSError as exc:
-            raise CorruptObject(oid, f"unreadable: {exc.strerror}", path=info.path) from None
+            raise CorruptObject(oid, f"unreadable: {exc.strerror}", path=path) from None
         if got != oid:
-            raise CorruptObject(oid, "content does not hash to its id", path=info.path)
+            raise CorruptObject(oid, "content does not hash to its id", path=path)
 
     def iter_oids(self) -> Iterator[str]:
         try:

@@ -567,7 +567,8 @@ def _listed(path: str, t: tree.Tree, known: dict[tuple[int, int], Vouched]
 
 def _touch(store: FileStore, oid: str) -> bool:
     """Is object `oid` present? Freshens it (gc's grace period) as a put would."""
-    for p in (store.zst_path(oid), store.raw_path(oid)):
+    # Raw first: trees of up to writer.RAW_MAX bytes (nearly all) are stored raw.
+    for p in (store.raw_path(oid), store.zst_path(oid)):
         try:
             os.utime(p)
             return True

@@ -248,7 +248,9 @@ class Writer:
                     data = f.read()
             except OSError as exc:
                 raise from_os_error(exc, path=src, doing="reading") from None
-            if compress is None and self.opts.compression == "auto" and \
+            # spec/store.md: under auto, and under zstd below MMAP_THRESHOLD (4 MiB), a
+            # file in an already-compressed format is written raw.
+            if compress is None and self.opts.compression != "none" and \
                     os.path.splitext(src)[1].lower() in COMPRESSED_SUFFIXES:
                 compress = False
             return self._put_data(hashing.hash_bytes(data), data, compress)

@@ -144,3 +144,26 @@ def test_pointer_still_reads_a_tree_of_either_form(project) -> None:
     to_old_form(project.store, ptr.oid)
     assert pointer.read(project.root, "data").oid == ptr.oid
     assert [s.state for s in tracking.status(project)] == ["unchanged"]
+
+
+@pytest.mark.parametrize("hurt", ["zstd", "raw"])
+def test_fsck_checks_each_form_of_an_id_in_both(project, hurt) -> None:
+    """Both files of an id are re-hashed, the damaged one is named by its form, and
+    --repair removes only that file: the sound form stays and is read from then on."""
+    ptr = add(project, "data", {"x.txt": "x\n", "y.txt": "y\n"})
+    oid = ptr.oid
+    content = project.store.get(oid)
+    zst = Path(project.store.zst_path(oid))
+    zst.write_bytes(codec.compress(content, 1))  # a crash between two publishes
+    assert fsck.fsck(project).ok
+    damaged = zst if hurt == "zstd" else Path(project.store.raw_path(oid))
+    os.chmod(damaged, 0o644)
+    damaged.write_bytes(codec.compress(content + b"!", 1) if hurt == "zstd" else content + b"!")
+    report = fsck.fsck(project)
+    assert [(p.kind, p.where, p.detail.split(":")[0]) for p in report.problems[:1]] == \
+        [("object", oid, f"{hurt} form")]
+    assert len([p for p in report.problems if p.kind == "object"]) == 1
+    fixed = fsck.fsck(project, repair=True)
+    assert fixed.repaired == [oid] and not damaged.exists()
+    assert project.store.get(oid) == content
+    assert fsck.fsck(project).ok

@@ -76,12 +76,23 @@ def test_put_file_form_at_the_boundary(tmp_path: Path, monkeypatch, policy: str,
     assert s.get(oid) == COMPRESSIBLE[:size]
 
 
+@pytest.mark.parametrize("policy", ["auto", "zstd"])
 @pytest.mark.parametrize("size", [RAW_MAX, RAW_MAX + 1])
-def test_a_compressed_format_suffix_stays_raw_under_auto(tmp_path: Path, size: int) -> None:
-    s = FileStore(tmp_path / "store", options=StoreOptions(compression="auto"))
+def test_a_compressed_format_suffix_stays_raw(tmp_path: Path, policy: str, size: int) -> None:
+    """spec/store.md: under auto, and under zstd for a file below 4 MiB."""
+    s = FileStore(tmp_path / "store", options=StoreOptions(compression=policy))
     src = tmp_path / "data.gz"
     src.write_bytes(COMPRESSIBLE[:size])
     assert not _form(s, s.put_file(src))
+
+
+def test_a_compressed_format_suffix_of_4_mib_or_more_is_zstd_under_zstd(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    monkeypatch.setattr(hashing, "MMAP_THRESHOLD", 2 * RAW_MAX)  # "4 MiB", scaled down
+    s = FileStore(tmp_path / "store", options=StoreOptions(compression="zstd"))
+    src = tmp_path / "data.gz"
+    src.write_bytes(COMPRESSIBLE[:3 * RAW_MAX])
+    assert _form(s, s.put_file(src))
 
 
 def test_a_structured_object_is_raw_up_to_the_boundary_and_zstd_above(tmp_path: Path) -> None:
