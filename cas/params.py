@@ -33,7 +33,6 @@ trip, keeping comments, key order and quoting.
 import datetime
 import functools
 import io
-import json
 import os
 import posixpath
 import re
@@ -374,6 +373,7 @@ def _read(path: Path) -> tuple[str, Any, str]:
 
             data = CommentedMap()
     elif fmt == "json":
+        import json  # here: a run whose params are YAML never needs it (~1.7 ms of start-up)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -470,6 +470,7 @@ def _dump(fmt: str, data: Any, original: str) -> str:
         yaml.dump(data, buf)
         return buf.getvalue()
     if fmt == "json":
+        import json
         indent = _json_indent(original)
         text = json.dumps(data, indent=indent, ensure_ascii=False)
         return text + "\n" if original.endswith("\n") or not original else text

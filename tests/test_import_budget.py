@@ -34,12 +34,15 @@ with open(sys.argv[1], "w") as f:
 # Never on a run's path: the Typer stack, the pipeline loader with the YAML parser and
 # cas.params (a cached parse is reused; no params.yaml here), TOML libraries (the
 # config takes a fast path), and what only errors, sweeps, gc, temp directories,
-# thread pools, checkouts or `add` need.
+# thread pools, checkouts or `add` need; json (tally.lock and the lock holder's note
+# take cas/jsontext.py's fast path), the Live writer (the runner reads cas.livefiles),
+# promote's Git plumbing (cas.gitobjects) and the -S sweep syntax.
 NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline", "cas.params",
                  "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
                  "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc",
                  "cas.gcinventory", "cas.gcsweep", "dataclasses", "inspect", "pickle",
-                 "getpass", "shutil", "zstandard", "platform")
+                 "getpass", "shutil", "zstandard", "platform", "json", "cas.live",
+                 "cas.gitobjects", "cas.sweepspec")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.
 NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("cas.runcache",)
