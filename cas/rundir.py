@@ -75,6 +75,7 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
     """
     d = project.store_dir / "tmp" / f"run-{run_id}"
     gitdir = d.with_name(d.name + ".git")
+    _forget(project, d)
     for p in (d, gitdir):
         remove_tree(p)
     d.mkdir(parents=True)
@@ -186,9 +187,27 @@ def merge_trees(store, base: str, top: str, writer) -> str:
 def cleanup(project: Project, run_id: str) -> None:
     """Remove a run directory and its private Git dir (outputs are in the store)."""
     d = project.store_dir / "tmp" / f"run-{run_id}"
+    _forget(project, d)
     for p in (d, d.with_name(d.name + ".git")):
         remove_tree(p)
     _drop_lock_files(project, run_id)
+
+
+def _forget(project: Project, d: Path) -> None:
+    """Drop the stat cache rows of run directory `d`, about to be deleted (best effort).
+
+    The run hashed its files, and nothing will stat them again: left behind, those
+    rows would count against the cache's bound (spec/statcache.md, "The bound"), which
+    prunes the least recently recorded rows, the project's own long-lived ones among
+    them. A file hardlinked to a store object keeps its inode, but unlinking it moves
+    the inode's ctime, so its row would not match again anyway."""
+    from . import statcache
+    try:
+        files, dirs = statcache.tree_keys(d)
+        if files or dirs:
+            project.statcache.forget(files, dirs)
+    except (OSError, TallyError):
+        pass
 
 
 def _drop_lock_files(project: Project, run_id: str) -> None:
@@ -211,6 +230,7 @@ def discard(project: Project, run_id: str, trash: Path) -> None:
         TallyError: a directory that could not be deleted either.
     """
     d = project.store_dir / "tmp" / f"run-{run_id}"
+    _forget(project, d)  # here, in the executor: the worker that empties the trash has no cache open
     for p in (d, d.with_name(d.name + ".git")):
         for _ in range(3):
             _trash_dir(trash)
