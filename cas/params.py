@@ -42,7 +42,6 @@ from typing import Any, Literal, NamedTuple
 
 from cas.errors import NotFound, ParamError, from_os_error
 from cas.flatyaml import NOT_FLAT, edit_flat, flat_scalar, parse_flat
-from cas.flatyaml import parse_flat_yaml  # in __all__: cas/experiments.py imports it from here
 from cas.stages import DEFAULT_PARAMS_FILE  # defined with the pipeline types; part of this API
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
@@ -538,5 +537,4 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 __all__ = ["DEFAULT_PARAMS_FILE", "FORMATS", "Override", "apply_overrides", "flatten", "get_value",
-           "load_params", "params_format", "parse_flat_yaml", "parse_override", "parse_value",
-           "split_key", "to_plain"]
+           "load_params", "params_format", "parse_override", "parse_value", "split_key", "to_plain"]
