@@ -50,7 +50,7 @@ POLL = 0.05  # seconds between supervisor checks while runs are going (an execut
 # exit wakes it at once through SIGCHLD; the poll only paces kill/stop requests)
 IDLE_POLL = 0.5  # seconds between looks at an empty queue (keep_alive)
 KILL_GRACE = 15.0  # seconds between SIGTERM and SIGKILL of a killed run: longer than
-# cas.runner.KILL_GRACE (10 s), so the runner, which forwards SIGTERM to the stage's own
+# cas.stageproc.KILL_GRACE (10 s), so the runner, which forwards SIGTERM to the stage's own
 # process group, always gets to SIGKILL the stage before we SIGKILL the runner
 
 Notify = Callable[[str], None]

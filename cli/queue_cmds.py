@@ -1,7 +1,8 @@
 """Queue commands: `tally queue status|logs|kill|stop|remove|retry|start`.
 
 Entries are added with `tally run --queue` (cli/experiments.py); each command here
-parses, calls one function of cas/queue.py or cas/worker.py, and renders.
+parses, calls one function of the queue modules (cas/queue.py, queue_status.py,
+queue_workers.py) or cas/worker.py, and renders.
 """
 
 from __future__ import annotations
