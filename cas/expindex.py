@@ -1,8 +1,9 @@
 """The experiment summary index: `.tally/index/exps.msgpack`, a cache that makes `show` fast.
 
 Listing 10,000 experiments from the source of truth costs ~0.2 s of ref reads and
-~1 s of record decoding here. The index keeps what a listing needs so that only what
-changed since the last listing is read again. It is only a cache: deleting it costs
+~0.8 s of reading and decoding records on one core here (summarize_many splits many
+new records over forked processes: ~0.45 s on two). The index keeps what a listing
+needs so that only what changed since the last listing is read again. It is only a cache: deleting it costs
 one slow listing, never a wrong one, and a damaged or foreign file is ignored (and
 rewritten), never an error.
 
@@ -218,22 +219,18 @@ class Index:
     # -- records ---------------------------------------------------------------------
     def listed(self, ref_list: list[tuple[str, str, str]]) -> list[Listed]:
         """Attach each ref's record summary, decoding only records not seen before."""
+        new = list(dict.fromkeys(oid for _, _, oid in ref_list if oid not in self.records))
+        problems: dict[str, str] = {}
+        if new:
+            found, problems = summarize_many(self.project.store, new)
+            if found:
+                self.records.update(found)
+                self.dirty = True
         out = []
-        store = self.project.store
         for b, name, oid in ref_list:
             s = self.records.get(oid)
-            if s is None:
-                try:
-                    s = summarize(record.load(store, oid))
-                except ObjectMissing:
-                    out.append(Listed(b, name, oid, None, "record missing from the store"))
-                    continue
-                except (FormatError, TallyError) as exc:
-                    out.append(Listed(b, name, oid, None, f"record unreadable: {exc}"))
-                    continue
-                self.records[oid] = s
-                self.dirty = True
-            out.append(Listed(b, name, oid, s))
+            out.append(Listed(b, name, oid, s) if s is not None else
+                       Listed(b, name, oid, None, problems.get(oid, "record unreadable")))
         return out
 
     # -- baselines -------------------------------------------------------------------
@@ -325,6 +322,95 @@ class Index:
             self._tmp = None
 
 
+# Records to decode before the work is split over forked processes. Decoding is Python
+# work that holds the GIL, so threads would not help; a fork and packing the summaries
+# back cost ~10-20 ms, against ~0.1 ms a record (10,000 new records: ~1 s on one core).
+PARALLEL_MIN = 2000
+PROCESSES = os.cpu_count() or 1
+
+
+def summarize_many(store: Any, oids: list[str]) -> tuple[dict[str, Summary], dict[str, str]]:
+    """(record id -> summary, record id -> why there is none) for `oids`.
+
+    Many ids are split into contiguous shards, one per core: forked children decode
+    all but the first, which this process decodes meanwhile. A child that fails in any
+    way (killed, a bad report) only costs its shard being decoded here afterwards: the
+    result never depends on how the work was split.
+    """
+    n = min(PROCESSES, len(oids) // (PARALLEL_MIN // 2)) if hasattr(os, "fork") else 1
+    if n < 2:
+        return _summarize_serial(store, oids)
+    bounds = [len(oids) * k // n for k in range(n + 1)]
+    children: list[tuple[int, int, list[str]]] = []
+    try:
+        for k in range(1, n):
+            shard = oids[bounds[k]:bounds[k + 1]]
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: never returns
+                os.close(r)
+                _summarize_child(store, shard, w)
+            os.close(w)
+            children.append((pid, r, shard))
+        found, problems = _summarize_serial(store, oids[bounds[0]:bounds[1]])
+        for i, (pid, r, shard) in enumerate(children):
+            children[i] = (pid, -1, shard)  # the with block closes it, whatever happens
+            with os.fdopen(r, "rb") as pipe:
+                payload = pipe.read()
+            os.waitpid(pid, 0)
+            children[i] = (-1, -1, shard)
+            try:
+                schemas, packed, theirs = msgpack.unpackb(payload, raw=False)
+                found.update(_unpack_records(schemas, packed))
+                problems.update(theirs)
+            except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException):
+                # The child died (an empty report) or its report is torn.
+                more, why = _summarize_serial(store, shard)
+                found.update(more)
+                problems.update(why)
+        return found, problems
+    except BaseException:  # Ctrl-C: leave no child behind
+        for pid, r, _ in children:
+            if r != -1:
+                os.close(r)
+            if pid != -1:
+                try:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        raise
+
+
+def _summarize_serial(store: Any, oids: list[str]) -> tuple[dict[str, Summary], dict[str, str]]:
+    found: dict[str, Summary] = {}
+    problems: dict[str, str] = {}
+    for oid in oids:
+        try:
+            found[oid] = summarize(record.load(store, oid))
+        except ObjectMissing:
+            problems[oid] = "record missing from the store"
+        except (FormatError, TallyError) as exc:
+            problems[oid] = f"record unreadable: {exc}"
+    return found, problems
+
+
+def _summarize_child(store: Any, oids: list[str], w: int) -> None:
+    """A forked child's whole life: decode `oids`, write one msgpack report, _exit."""
+    code = 0
+    try:
+        found, problems = _summarize_serial(store, oids)
+        payload = msgpack.packb([*_pack_records(found.items()), problems], use_bin_type=True)
+    except BaseException:  # noqa: BLE001 - the parent decodes this shard itself
+        code, payload = 1, b""
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(w, view):]
+    finally:
+        os._exit(code)
+
+
 def _pack_records(items: Any) -> tuple[list[list[str]], dict[str, list[Any]]]:
     """(key lists, record id -> packed summary). Experiments of one project mostly share
     one set of columns: storing it once makes the file smaller and, on loading, lets
@@ -366,10 +452,13 @@ def _read_ref(path: str) -> str | None:
     The same check as refs.read, without its pathlib work (10,000 refs: 0.5 s of it).
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read(refs.REF_SIZE + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # no file object: ~5 us a ref
     except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        data = os.read(fd, refs.REF_SIZE + 1)
+    finally:
+        os.close(fd)
     text = data.decode("ascii", "replace")
     if len(data) != refs.REF_SIZE or not text.endswith("\n") or not hashing.is_oid(text[:-1]):
         raise FormatError(f"ref {path} is not an object id and a newline ({len(data)} bytes)",

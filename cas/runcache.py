@@ -94,7 +94,7 @@ def decode(data: bytes) -> Entry:
     p: dict[str, dict[str, Any]] = {}
     for row in record._sorted_rows(params, "runcache params", 2):
         kv = record._sorted_rows(row[1], f"runcache params {row[0]}", 2)
-        p[row[0]] = {k: record._dec_value(v, f"{row[0]}:{k}", 0) for k, v in kv}
+        p[row[0]] = {k: record._dec_value(v, (f"{row[0]}:{k}",), 0) for k, v in kv}
     return Entry(tuple(cmd), wdir, d, p, o, created)
 
 

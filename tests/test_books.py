@@ -376,6 +376,36 @@ def test_ten_thousand_experiments_list_correctly(lab: Lab, monkeypatch: pytest.M
     assert len(list(root.iterdir())) == n
 
 
+@pytest.mark.parametrize("child", ["works", "dies", "torn report"])
+def test_many_new_records_are_summarized_the_same_in_forked_shards(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, child: str) -> None:
+    """summarize_many splits many new records over forked children: the summaries and
+    the problems (a missing record, a damaged one) are exactly the serial ones, and a
+    child that dies or reports garbage only makes its shard be decoded by the parent."""
+    p = lab.project
+    ids = [lab.exp(f"e{i}", params=P(i / 100), metrics=M(i / 10), workspace_tree=False)
+           for i in range(12)]
+    with p.store.writer() as w:
+        ids.append(w.put_bytes(b"TLYR\x01 not a record"))  # a damaged one, in the last shard
+    ids.insert(3, "cd" * 32)  # names no object, in the first shard (the parent's)
+    serial = expindex._summarize_serial(p.store, ids)
+    assert len(serial[0]) == 12 and set(serial[1]) == {"cd" * 32, ids[-1]}
+    monkeypatch.setattr(expindex, "PARALLEL_MIN", 4)
+    monkeypatch.setattr(expindex, "PROCESSES", 3)
+    forks = []
+    real_fork = os.fork
+    monkeypatch.setattr(expindex.os, "fork", lambda: forks.append(1) or real_fork())
+    if child == "dies":
+        monkeypatch.setattr(expindex, "_summarize_child", lambda store, oids, w: os._exit(3))
+    elif child == "torn report":
+        def torn(store, oids, w):
+            os.write(w, b"\x93\x90")  # an array of 3 with one item, then nothing
+            os._exit(0)
+        monkeypatch.setattr(expindex, "_summarize_child", torn)
+    assert expindex.summarize_many(p.store, ids) == serial
+    assert len(forks) == 2  # three shards: two children and the parent
+
+
 # -- finding by name ----------------------------------------------------------------------
 
 def test_find_prefers_the_current_baseline_then_any(three: Lab) -> None:
