@@ -48,9 +48,16 @@ def name_problem(name: str) -> str | None:
     """Why `name` is not a valid experiment name, or None."""
     if not isinstance(name, str) or not name:
         return "it is empty"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+    try:
+        size = len(name.encode("utf-8", "surrogateescape"))  # as the file name's bytes
+    except UnicodeEncodeError:  # a lone surrogate no file name decodes to
+        return "it is not valid UTF-8"
+    if size > MAX_NAME_BYTES:
         return f"longer than {MAX_NAME_BYTES} bytes"
-    if any(c in _BAD_CHARS or c.isspace() for c in name):
+    # Fast path, exact: whitespace other than " " is never printable, and neither are
+    # the control characters of _BAD_CHARS (`show` checks every name it lists).
+    clean = name.isprintable() and " " not in name and _BAD_CHARS.isdisjoint(name)
+    if not clean and any(c in _BAD_CHARS or c.isspace() for c in name):
         return "it contains '/', '\\', whitespace, a control character or one of ~^:?*["
     if ".." in name or "@{" in name or name == "@":
         return "it contains '..' or '@{' or is '@'"

@@ -13,7 +13,7 @@ import re
 
 from hypothesis import example, given, settings, strategies as st
 
-from cas import git, hashing, jsontext, lockfile
+from cas import git, hashing, jsontext, lockfile, refs
 
 # Characters around every boundary the fast paths draw: digits, signs, dots, exponent
 # letters, quotes and backslashes, controls, DEL, non-ASCII digits and letters,
@@ -88,3 +88,22 @@ def test_object_id_checks_match_the_patterns(s: str) -> None:
     except Exception:  # noqa: BLE001 - UsageError: not a full lowercase id
         refused = True
     assert refused == (not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", s))
+
+
+@settings(max_examples=1000)
+@given(st.one_of(TEXT, st.text(st.sampled_from(list("ab-_.~^:?*[/\\ \t\u00a0\u2028\u3000\u200b\x7f\x85")),
+                                max_size=8)))
+def test_the_name_check_fast_path_changes_no_verdict(name: str) -> None:
+    """refs.name_problem's printable shortcut against the character-by-character rule
+    (and it answers for any string, a lone surrogate included: it never raises)."""
+    slow = any(c in refs._BAD_CHARS or c.isspace() for c in name)
+    got = refs.name_problem(name)
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate: refused as such, before this rule
+        assert got == "it is not valid UTF-8"
+        return
+    if slow and name:
+        assert got is not None and ("whitespace" in got or "longer" in got)
+    elif got is not None:
+        assert "whitespace" not in got
