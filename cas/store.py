@@ -212,19 +212,24 @@ class FileStore(ObjectStore):
         raise ObjectMissing(oid)
 
     def get(self, oid: str, *, max_size: int | None = None) -> bytes:
-        info = self.info(oid)
-        try:
-            with open(info.path, "rb") as f:
-                raw = f.read()
-        except OSError as exc:
-            raise from_os_error(exc, path=info.path, doing="reading an object") from None
-        if info.compressed:
-            raw = codec.decompress(oid, raw, max_size=max_size, path=info.path)
-        elif max_size is not None and len(raw) > max_size:
-            raise CorruptObject(oid, f"{len(raw)} bytes exceeds the expected {max_size}", path=info.path)
-        if hashing.hash_bytes(raw) != oid:
-            raise CorruptObject(oid, "content does not hash to its id", path=info.path)
-        return raw
+        # Opened directly, each form in turn: no stat first, no file object and no
+        # pathlib (`show` reads every new record this way; ~10 us of ~25 a record).
+        for path, compressed in ((self.raw_path(oid), False), (self.zst_path(oid), True)):
+            try:
+                raw = _read_whole(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise from_os_error(exc, path=Path(path), doing="reading an object") from None
+            if compressed:
+                raw = codec.decompress(oid, raw, max_size=max_size, path=Path(path))
+            elif max_size is not None and len(raw) > max_size:
+                raise CorruptObject(oid, f"{len(raw)} bytes exceeds the expected {max_size}",
+                                    path=Path(path))
+            if hashing.hash_bytes(raw) != oid:
+                raise CorruptObject(oid, "content does not hash to its id", path=Path(path))
+            return raw
+        raise ObjectMissing(oid)
 
     def open(self, oid: str) -> BinaryIO:
         info = self.info(oid)
@@ -336,3 +341,19 @@ class FileStore(ObjectStore):
     def ensure_dirs(self) -> None:
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+
+
+def _read_whole(path: str) -> bytes:
+    """The bytes of the file at `path`, read at the os level (FileNotFoundError if absent)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        if len(data) < size:  # a short read (huge files, some filesystems): go on to EOF
+            parts = [data]
+            while chunk := os.read(fd, 1 << 24):
+                parts.append(chunk)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
