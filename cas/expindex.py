@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,7 +339,9 @@ def summarize_many(store: Any, oids: list[str]) -> tuple[dict[str, Summary], dic
     result never depends on how the work was split.
     """
     n = min(PROCESSES, len(oids) // (PARALLEL_MIN // 2)) if hasattr(os, "fork") else 1
-    if n < 2:
+    threading = sys.modules.get("threading")
+    if n < 2 or (threading is not None and threading.active_count() > 1):
+        # Serial when another thread runs: a fork copies whatever lock it holds.
         return _summarize_serial(store, oids)
     bounds = [len(oids) * k // n for k in range(n + 1)]
     children: list[tuple[int, int, list[str]]] = []

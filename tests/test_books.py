@@ -406,6 +406,26 @@ def test_many_new_records_are_summarized_the_same_in_forked_shards(
     assert len(forks) == 2  # three shards: two children and the parent
 
 
+def test_many_new_records_are_summarized_serially_while_another_thread_runs(
+        three: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork copies the locks other threads hold: with one running, no fork."""
+    import threading
+
+    p = three.project
+    ids = [oid for _, _, oid in refs.list_refs(p, three.head())]
+    monkeypatch.setattr(expindex, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(expindex, "PROCESSES", 2)
+    monkeypatch.setattr(expindex.os, "fork", lambda: pytest.fail("forked beside a thread"))
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert expindex.summarize_many(p.store, ids) == expindex._summarize_serial(p.store, ids)
+    finally:
+        stop.set()
+        t.join()
+
+
 # -- finding by name ----------------------------------------------------------------------
 
 def test_find_prefers_the_current_baseline_then_any(three: Lab) -> None:
