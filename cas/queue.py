@@ -192,7 +192,14 @@ def items(project, *, states: Iterable[str] = STATES, reap_dead: bool = True) ->
         reap(project)
     out: list[Item] = []
     workers: dict[str, dict[str, Any] | None] = {}
-    for state, seq, eid, wid, path in scan(project, states):
+    rows = list(scan(project, states))
+    # An entry that moved on while the state directories were listed one after the
+    # other (running/ -> failed/ by a kill or a finish) was seen in both: a move only
+    # goes forward in the order they are listed, so its last sighting is the current one.
+    last = {row[2]: i for i, row in enumerate(rows)}
+    for i, (state, seq, eid, wid, path) in enumerate(rows):
+        if last[eid] != i:
+            continue
         try:
             entry = read_entry(path, eid)
             error = None

@@ -270,6 +270,28 @@ def test_find_by_id_prefix_and_ambiguity(qproj):
         queue.find(qproj, "nope")
 
 
+def test_an_entry_moved_while_listed_is_listed_once_in_its_new_state(qproj, monkeypatch):
+    """items() lists the state directories one after the other: an entry read in
+    running/ and finished before failed/ was listed was seen in both, and `find` then
+    said its name matched two entries (test_worker's kill test failed so, once)."""
+    queue.enqueue(qproj, [entry("moving"), entry("staying")])
+    claimed = queue.claim(qproj, "1-w")
+    real = os.listdir
+
+    def listdir(path):
+        names = real(path)
+        # done/ is listed after running/ (whose entries are read by then), before failed/.
+        if os.path.basename(path) == "done" and claimed.path.exists():
+            queue.finish(qproj, claimed, {"status": "failed", "reason": "killed"})
+        return names
+
+    monkeypatch.setattr(queue.os, "listdir", listdir)
+    (found,) = [it for it in queue.items(qproj, reap_dead=False) if it.name == "moving"]
+    assert found.state == "failed" and found.outcome["reason"] == "killed"
+    monkeypatch.setattr(queue.os, "listdir", real)
+    assert [(it.name, it.state) for it in queue.items(qproj)] == [("staying", "pending"), ("moving", "failed")]
+
+
 def test_damaged_entry_is_listed_and_never_run(qproj):
     (it,) = queue.enqueue(qproj, [entry("a")])
     os.chmod(it.path, 0o644)
