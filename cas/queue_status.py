@@ -93,10 +93,11 @@ def follow_log(project, item: queue.Item, *, follow: bool = False, poll: float =
 def _state_of(project, item: queue.Item) -> str | None:
     """Where the entry is now (None once removed)."""
     queue_workers.reap(project)
+    found = None
     for state, _, eid, _, _ in queue.scan(project):
         if eid == item.id:
-            return state
-    return None
+            found = state  # the last sighting: see queue.items on moves while listing
+    return found
 
 
 __all__ = ["follow_log", "live_values", "running_live", "status"]
