@@ -343,25 +343,17 @@ def summarize_many(store: Any, oids: list[str]) -> tuple[dict[str, Summary], dic
     if n < 2 or (threading is not None and threading.active_count() > 1):
         # Serial when another thread runs: a fork copies whatever lock it holds.
         return _summarize_serial(store, oids)
+    from . import forked
+
     bounds = [len(oids) * k // n for k in range(n + 1)]
-    children: list[tuple[int, int, list[str]]] = []
+    shards = [oids[bounds[k]:bounds[k + 1]] for k in range(n)]
+    children: list[forked.Child] = []
     try:
-        for k in range(1, n):
-            shard = oids[bounds[k]:bounds[k + 1]]
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # child: never returns
-                os.close(r)
-                _summarize_child(store, shard, w)
-            os.close(w)
-            children.append((pid, r, shard))
-        found, problems = _summarize_serial(store, oids[bounds[0]:bounds[1]])
-        for i, (pid, r, shard) in enumerate(children):
-            children[i] = (pid, -1, shard)  # the with block closes it, whatever happens
-            with os.fdopen(r, "rb") as pipe:
-                payload = pipe.read()
-            os.waitpid(pid, 0)
-            children[i] = (-1, -1, shard)
+        for shard in shards[1:]:
+            children.append(forked.start(lambda shard=shard: _summarize_report(store, shard)))
+        found, problems = _summarize_serial(store, shards[0])
+        for child, shard in zip(children, shards[1:]):
+            payload, _ = child.result()
             try:
                 schemas, packed, theirs = msgpack.unpackb(payload, raw=False)
                 found.update(_unpack_records(schemas, packed))
@@ -373,15 +365,7 @@ def summarize_many(store: Any, oids: list[str]) -> tuple[dict[str, Summary], dic
                 problems.update(why)
         return found, problems
     except BaseException:  # Ctrl-C: leave no child behind
-        for pid, r, _ in children:
-            if r != -1:
-                os.close(r)
-            if pid != -1:
-                try:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+        forked.stop_all(children)
         raise
 
 
@@ -398,20 +382,10 @@ def _summarize_serial(store: Any, oids: list[str]) -> tuple[dict[str, Summary], 
     return found, problems
 
 
-def _summarize_child(store: Any, oids: list[str], w: int) -> None:
-    """A forked child's whole life: decode `oids`, write one msgpack report, _exit."""
-    code = 0
-    try:
-        found, problems = _summarize_serial(store, oids)
-        payload = msgpack.packb([*_pack_records(found.items()), problems], use_bin_type=True)
-    except BaseException:  # noqa: BLE001 - the parent decodes this shard itself
-        code, payload = 1, b""
-    try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(w, view):]
-    finally:
-        os._exit(code)
+def _summarize_report(store: Any, oids: list[str]) -> bytes:
+    """A forked child's work: `oids` summarized, as one msgpack report."""
+    found, problems = _summarize_serial(store, oids)
+    return msgpack.packb([*_pack_records(found.items()), problems], use_bin_type=True)
 
 
 def _pack_records(items: Any) -> tuple[list[list[str]], dict[str, list[Any]]]:

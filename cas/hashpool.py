@@ -139,24 +139,17 @@ def _in_processes(files: list[_File], writer: Writer | None, ingest: str, counte
     """
     import msgpack
 
+    from . import forked
+
     n = min(PROCESSES, max(1, len(files) // (PROCESS_MIN_FILES // 2)))
     bounds = [len(files) * k // n for k in range(n + 1)]
-    children = []
+    shards = [files[bounds[k]:bounds[k + 1]] for k in range(n)]
+    children: list[forked.Child] = []
     try:
-        for k in range(n):
-            shard = files[bounds[k]:bounds[k + 1]]
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # child: never returns
-                os.close(r)
-                _child(shard, writer, ingest, w)
-            os.close(w)
-            children.append((pid, r, shard))
-        for pid, r, shard in children:
-            with os.fdopen(r, "rb") as pipe:
-                payload = pipe.read()
-            _, status = os.waitpid(pid, 0)
-            pid = -1
+        for shard in shards:
+            children.append(forked.start(lambda shard=shard: _child(shard, writer, ingest)))
+        for child, shard in zip(children, shards):
+            payload, status = child.result()
             try:
                 msg = msgpack.unpackb(payload, raw=False)
             except ValueError:
@@ -169,19 +162,14 @@ def _in_processes(files: list[_File], writer: Writer | None, ingest: str, counte
                     f.st = Stat(*row[1:])  # type: ignore[assignment]
             counter.add(len(shard))
     except BaseException:
-        for pid, r, _ in children:
-            try:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        forked.stop_all(children)
         raise
 
 
-def _child(shard: list[_File], writer: Writer | None, ingest: str, w: int) -> None:
+def _child(shard: list[_File], writer: Writer | None, ingest: str) -> bytes:
+    """A child's work: its shard hashed (and stored, then published), as a report."""
     import msgpack
 
-    code = 0
     try:
         rows = []
         if writer is not None:
@@ -198,16 +186,9 @@ def _child(shard: list[_File], writer: Writer | None, ingest: str, w: int) -> No
                              st.st_ctime_ns, st.st_mode])
             else:
                 rows.append([f.oid])
-        payload = msgpack.packb(["ok", rows])
+        return msgpack.packb(["ok", rows])
     except BaseException as exc:  # report everything, including Ctrl-C, to the parent
-        code = 1
-        payload = msgpack.packb(["err", type(exc).__name__, str(exc), getattr(exc, "path", None)])
-    try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(w, view):]
-    finally:
-        os._exit(code)
+        return msgpack.packb(["err", type(exc).__name__, str(exc), getattr(exc, "path", None)])
 
 
 def _raise_child_error(msg: list | None, status: int) -> None:
