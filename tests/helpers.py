@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -210,6 +211,16 @@ class CallCounter:
 
     def __len__(self) -> int:
         return len(self.calls)
+
+
+def memo_rows(cache) -> dict[tuple[int, int], tuple]:
+    """Every directory-memo row of a StatCache: (dev, ino) -> (sig, oid, total_bytes,
+    total_files, recorded_ns, stored), read through a connection of its own."""
+    db = sqlite3.connect(cache.db_path)
+    try:
+        return {(r[0], r[1]): r[2:] for r in db.execute("SELECT * FROM dirs")}
+    finally:
+        db.close()
 
 
 class SnapshotSpy:

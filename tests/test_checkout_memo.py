@@ -23,15 +23,6 @@ from cas.statcache import StatCache
 from cas.writer import Writer
 
 
-def rows(cache: StatCache) -> dict[tuple[int, int], tuple]:
-    """Every memo row: (dev, ino) -> (sig, oid, total_bytes, total_files, recorded_ns, stored)."""
-    db = sqlite3.connect(cache.db_path)
-    try:
-        return {(r[0], r[1]): r[2:] for r in db.execute("SELECT * FROM dirs")}
-    finally:
-        db.close()
-
-
 def forget_dirs(cache: StatCache) -> None:
     """Drop every memo row (a directory removed and made again may reuse its inode: its
     old row, harmless since its signature no longer matches, would confuse the tests)."""
@@ -90,7 +81,7 @@ def restored(project: Project, path: str = "data") -> Path:
 def test_status_after_checkout_takes_every_directory_from_the_memo(
         proj: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     d = restored(proj)
-    assert set(map(key, all_dirs(d))) <= set(rows(proj.statcache))
+    assert set(map(key, all_dirs(d))) <= set(helpers.memo_rows(proj.statcache))
     spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     [s] = tracking.status(proj)
     assert s.state == "unchanged" and spy.work == (0, 0, 0)
@@ -103,7 +94,7 @@ def test_add_after_checkout_checks_no_blob(proj: Project, monkeypatch: pytest.Mo
     ptr = proj.root / "data.tally"
     before = ptr.read_bytes()
     d = restored(proj)
-    assert all(rows(proj.statcache)[key(p)][5] is not None for p in all_dirs(d))
+    assert all(helpers.memo_rows(proj.statcache)[key(p)][5] is not None for p in all_dirs(d))
     spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     puts = helpers.CallCounter(monkeypatch, Writer, "put_file")
     [a] = tracking.add(proj, ["data"], cwd=proj.root)
@@ -119,9 +110,9 @@ def test_a_directory_with_files_kept_is_memoized_but_not_as_stored(
     d = proj.root / "data"
     victim = d / "many" / "d001" / "f000012.dat"
     victim.write_bytes(b"user work\n")
-    before = rows(proj.statcache)
+    before = helpers.memo_rows(proj.statcache)
     tracking.checkout(proj, ["data"], force=True, cwd=proj.root)
-    memo = rows(proj.statcache)
+    memo = helpers.memo_rows(proj.statcache)
     touched = {d, d / "many", d / "many" / "d001"}
     assert {p for p in all_dirs(d) if memo.get(key(p)) != before.get(key(p))} == touched
     assert all(memo[key(p)][5] is None for p in touched)
@@ -130,7 +121,7 @@ def test_a_directory_with_files_kept_is_memoized_but_not_as_stored(
     assert s.state == "unchanged" and spy.work == (0, 0, 0)
 
     d2 = restored(proj)  # every file written this time: all stored
-    assert all(rows(proj.statcache)[key(p)][5] is not None for p in all_dirs(d2))
+    assert all(helpers.memo_rows(proj.statcache)[key(p)][5] is not None for p in all_dirs(d2))
 
 
 def test_an_object_deleted_during_the_checkout_leaves_every_row_unstored(
@@ -150,7 +141,7 @@ def test_an_object_deleted_during_the_checkout_leaves_every_row_unstored(
     monkeypatch.setattr(co._Materializer, "write", write)
     d = restored(proj)
     monkeypatch.undo()
-    memo = rows(proj.statcache)
+    memo = helpers.memo_rows(proj.statcache)
     assert all(key(p) in memo and memo[key(p)][5] is None for p in all_dirs(d))
     puts = helpers.CallCounter(monkeypatch, Writer, "put_file")
     assert not tracking.add(proj, ["data"], cwd=proj.root)[0].changed
@@ -178,7 +169,7 @@ def test_racy_rule_no_row_when_the_tick_was_not_waited_out(
     # As if the clock had stood still: the last reading is older than every file written.
     monkeypatch.setattr(cache, "wait_past", lambda newest, **kw: (cache.now_ns(), 1)[1])
     d = restored(proj)
-    memo = rows(cache)
+    memo = helpers.memo_rows(cache)
     assert not any(key(p) in memo for p in all_dirs(d) if any(f.is_file() for f in p.iterdir()))
     monkeypatch.undo()
     assert tracking.status(proj) == fresh_status(proj, tmp_path)
@@ -203,7 +194,7 @@ def test_racy_rule_kept_files_need_the_reading_taken_before_their_stat(
     monkeypatch.setattr(cache, "now_ns", now)
     forget_dirs(cache)
     tracking.checkout(proj, ["data"], force=True, cwd=proj.root)
-    memo = rows(cache)
+    memo = helpers.memo_rows(cache)
     # d002 had one file written, nine kept; every other directory with files kept them
     # all. Only `many`, which holds directories alone, has a row.
     assert [q for q in all_dirs(d) if key(q) in memo] == [d / "many"]
@@ -227,7 +218,7 @@ def test_an_untracked_file_keeps_its_directory_out_of_the_memo(
     forget_dirs(proj.statcache)
     tracking.checkout(proj, ["data"], cwd=proj.root)
     monkeypatch.undo()
-    memo = rows(proj.statcache)
+    memo = helpers.memo_rows(proj.statcache)
     assert key(d / "sub" / "deeper") not in memo
     assert key(d / "many") in memo and key(d / "other") in memo
     [s] = tracking.status(proj)
@@ -244,7 +235,7 @@ def test_a_directory_the_checkout_cannot_prune_is_seen(proj: Project, tmp_path: 
     forget_dirs(proj.statcache)
     tracking.checkout(proj, ["data"], cwd=proj.root)
     assert (d / "sub" / "stray").exists()
-    assert key(d / "sub") not in rows(proj.statcache)
+    assert key(d / "sub") not in helpers.memo_rows(proj.statcache)
     assert tracking.status(proj) == fresh_status(proj, tmp_path)
 
 
@@ -295,7 +286,7 @@ def test_partial_checkout_records_only_what_it_checked_out(project: Project,
     shutil.rmtree(a)
     shutil.rmtree(b)
     tracking.checkout(project, ["a"], cwd=project.root)
-    memo = rows(project.statcache)
+    memo = helpers.memo_rows(project.statcache)
     assert key(a) in memo and key(a / "x") in memo and not b.exists()
     assert tracking.status(project) == fresh_status(project, tmp_path)
     tracking.checkout(project, ["b"], cwd=project.root)
@@ -313,7 +304,7 @@ def test_force_over_local_changes(proj: Project, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(WouldOverwrite):
         tracking.checkout(proj, ["data"], cwd=proj.root)
     tracking.checkout(proj, ["data"], force=True, cwd=proj.root)
-    assert set(map(key, all_dirs(d))) <= set(rows(proj.statcache))
+    assert set(map(key, all_dirs(d))) <= set(helpers.memo_rows(proj.statcache))
     spy = helpers.SnapshotSpy(monkeypatch, proj.statcache)
     [s] = tracking.status(proj)
     assert s.state == "unchanged" and spy.work == (0, 0, 0)
@@ -352,7 +343,7 @@ def _link_mode_case(project: Project, mode: str, monkeypatch: pytest.MonkeyPatch
     helpers.write_tree(project.root / "data", spec)
     tracking.add(project, ["data"], cwd=project.root)
     d = restored(project)
-    memo = rows(project.statcache)
+    memo = helpers.memo_rows(project.statcache)
     linked = {p for p in all_dirs(d) if any(f.is_symlink() and "/objects/" in os.readlink(f)
                                             for f in p.iterdir())}
     assert bool(linked) == (mode == "symlink")

@@ -52,14 +52,6 @@ def truth(path: Path, tmp_path: Path, **kw) -> workspace.Snapshot:
         fresh.close()
 
 
-def rows(cache: StatCache) -> dict[tuple[int, int], tuple]:
-    db = sqlite3.connect(cache.db_path)
-    try:
-        return {(r[0], r[1]): r[2:] for r in db.execute("SELECT * FROM dirs")}
-    finally:
-        db.close()
-
-
 def key(p: Path) -> tuple[int, int]:
     st = os.stat(p)
     return st.st_dev, st.st_ino
@@ -73,7 +65,7 @@ def test_an_unchanged_directory_is_taken_whole_from_the_memo(data: Path, sc: Sta
     first = workspace.snapshot(data, statcache=sc)
     assert first.oid == truth(data, tmp_path).oid
     dirs = [data] + [Path(d) / n for d, ns, _ in os.walk(data) for n in ns]
-    assert set(map(key, dirs)) <= set(rows(sc)), "a settled directory was not recorded"
+    assert set(map(key, dirs)) <= set(helpers.memo_rows(sc)), "a settled directory was not recorded"
     spy = helpers.SnapshotSpy(monkeypatch, sc)
     again = workspace.snapshot(data, statcache=sc)
     assert again.oid == first.oid and again.hashed == 0
@@ -199,10 +191,10 @@ def test_racy_rule_a_directory_as_new_as_the_clock_is_not_recorded(
         return now
     monkeypatch.setattr(sc, "now_ns", clock_at(newest))
     workspace.snapshot(d, statcache=sc)
-    assert key(d) not in rows(sc), "recorded with an entry as new as the clock reading"
+    assert key(d) not in helpers.memo_rows(sc), "recorded with an entry as new as the clock reading"
     monkeypatch.setattr(sc, "now_ns", clock_at(newest + 1))
     workspace.snapshot(d, statcache=sc)
-    assert key(d) in rows(sc)
+    assert key(d) in helpers.memo_rows(sc)
 
 
 def test_same_tick_rewrites_are_always_seen(tmp_path: Path, sc: StatCache) -> None:
@@ -241,7 +233,7 @@ def test_directories_linking_into_the_store_are_never_memoized(tmp_path: Path) -
     objects = os.fspath(store.objects)
     for _ in range(2):
         assert workspace.snapshot(dest, statcache=cache, objects=objects).oid == oid
-    assert key(dest) not in rows(cache) and key(dest / "sub") not in rows(cache)
+    assert key(dest) not in helpers.memo_rows(cache) and key(dest / "sub") not in helpers.memo_rows(cache)
     # Without the store, the same listing means links, and a different tree.
     plain = workspace.snapshot(dest, statcache=cache)
     assert plain.oid != oid
@@ -399,9 +391,9 @@ def test_a_newer_format_is_left_alone(data: Path, sc: StatCache) -> None:
 
 def test_forget_oids_drops_memo_rows_naming_them(data: Path, sc: StatCache) -> None:
     top = workspace.snapshot(data, statcache=sc).oid
-    assert any(r[1] == top for r in rows(sc).values())
+    assert any(r[1] == top for r in helpers.memo_rows(sc).values())
     sc.forget_oids({top})
-    assert not any(r[1] == top for r in rows(sc).values())
+    assert not any(r[1] == top for r in helpers.memo_rows(sc).values())
 
 
 @pytest.mark.parametrize("limit", [0, 10_000])
@@ -593,13 +585,13 @@ def test_without_publish_a_writer_is_not_flushed_and_rows_are_unstored(
     with proj.store.writer() as w:
         snap = workspace.snapshot(d, statcache=proj.statcache, writer=w)
         assert len(flushes) == 0
-    assert all(r[5] is None for r in rows(proj.statcache).values())
+    assert all(r[5] is None for r in helpers.memo_rows(proj.statcache).values())
     # So an add of the same data checks its blobs once, and records the stamp.
     with proj.lock("store", shared=True):
         with proj.store.writer() as w:
             again = workspace.snapshot(d, statcache=proj.statcache, writer=w, publish=True)
     assert again.oid == snap.oid
-    assert key(d) in rows(proj.statcache) and rows(proj.statcache)[key(d)][5] is not None
+    assert key(d) in helpers.memo_rows(proj.statcache) and helpers.memo_rows(proj.statcache)[key(d)][5] is not None
 
 
 def test_status_falls_back_to_a_whole_build_when_a_memod_tree_cannot_be_rebuilt(
