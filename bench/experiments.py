@@ -21,7 +21,7 @@ ARGV (DVC: ``dvc exp run/show/apply``; tally: ``tally run/show/restore``).
 - ``exp-show-N-first`` / ``exp-show-N``: N experiments on one baseline, ``show``
   timed on its first call (one sample), then on the calls after it. One experiment is run for real and N-1 are cloned from it (DVC:
   ``git fast-import`` of commits of the same shape under ``refs/exps/``; tally:
-  ``bench.tally_clone`` through cas.record/cas.refs), with other params, metrics
+  ``bench.tally_clone`` through cas.objects.record/cas.store.refs), with other params, metrics
   and dates: creating 10,000 by running them would take hours here.
 - ``exp-restore``: an experiment whose ``model.bin`` is 1 GiB (``--quick``: 64 MiB)
   is brought back onto the baseline workspace (``dvc exp apply`` / ``tally

@@ -235,7 +235,7 @@ def _notes(*, reflink: bool, fstype: str, row_ids: set[str], show: bool) -> list
     if show:
         out.append("- exp-show: one real experiment plus clones of it (DVC: commits "
                    "of the same shape made with `git fast-import` under refs/exps/; "
-                   "tally: records re-stored through cas.record/cas.refs by "
+                   "tally: records re-stored through cas.objects.record/cas.store.refs by "
                    "bench/tally_clone.py), other params, metrics and dates. \"first "
                    "call\" is one sample; DVC caches what it collected under .dvc/tmp "
                    "for the calls after it.")

@@ -6,7 +6,7 @@ child, with this checkout's interpreter, so the harness never imports ``cas``).
 The DVC half clones a real ``dvc exp run`` with ``git fast-import``; this is the same
 for tally, through its own library: the one experiment recorded on BASELINE is loaded
 and re-recorded COUNT times with another name, ``lr`` param, metrics and creation
-time, each stored with ``cas.record.put`` and named with ``cas.refs.update``, exactly
+time, each stored with ``cas.objects.record.put`` and named with ``cas.store.refs.update``, exactly
 the calls ``tally run`` makes. Creating 10,000 experiments by running them would take
 hours here; ``show`` only reads records, so clones exercise it the same way.
 
@@ -23,8 +23,9 @@ from pathlib import Path
 
 def clone(project_dir: Path, baseline: str, count: int) -> int:
     """Record ``count`` clones of the experiment on ``baseline``; return how many."""
-    from cas import record, refs
-    from cas.project import open_project
+    from cas.objects import record
+    from cas.store import refs
+    from cas.workspace.project import open_project
 
     project = open_project(project_dir)
     existing = refs.list_refs(project, baseline)

@@ -35,8 +35,10 @@ def _sub_param(text: str, key: str, value: object) -> str:
 
 
 def clone(project_dir: Path, baseline: str, spec) -> dict[str, int]:
-    from cas import record, refs, tree
-    from cas.project import open_project
+    from cas.objects import record
+    from cas.store import refs
+    from cas.objects import tree
+    from cas.workspace.project import open_project
 
     from bench import gcworkload as g
 

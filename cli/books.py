@@ -37,8 +37,8 @@ def diff(
     json_out: bool = JSON,
 ) -> None:
     """Params and metrics of A and B side by side; the change is A - B for numbers."""
-    from cas import books
-    from cas.query import format_value
+    from cas.experiments import books
+    from cas.experiments.table import format_value
 
     d = books.diff(_project(), a, b)
     for note in d.notes:
@@ -73,7 +73,7 @@ def restore(
     differ are touched. Refuses (exit 4) to overwrite or delete uncommitted work,
     naming the files, unless --force.
     """
-    from cas import restore as restore_mod
+    from cas.experiments import restore as restore_mod
 
     from .restorecmd import render
 
@@ -101,7 +101,7 @@ def promote(
     are untouched. An existing branch is a conflict for that experiment (exit 4);
     the others are still promoted.
     """
-    from cas import promote as promote_mod
+    from cas.experiments import promote as promote_mod
 
     rep = promote_mod.promote(_project(), names=names or (), filter=filter, top=top,
                               sort_by=sort_by, all_baselines=all_baselines,
@@ -147,7 +147,7 @@ def remove(
     30 days); --keep-best N then spares the best N of those. Scope: the current
     baseline, or every one with -A.
     """
-    from cas import removal
+    from cas.experiments import removal
 
     res = removal.remove(_project(), names=names or (), everything=everything, failed=failed,
                        filter=filter, older_than=older_than, keep_best=keep_best, sort_by=sort_by,
@@ -179,7 +179,7 @@ def rename(
     json_out: bool = JSON,
 ) -> None:
     """Rename an experiment. Exit 4 if the new name is taken under its baseline."""
-    from cas import books
+    from cas.experiments import books
 
     r = books.rename(_project(), old, new)
     if json_out:

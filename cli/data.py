@@ -16,7 +16,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 @app.command(epilog=EXIT_CODES)
 def init(json_out: bool = JSON) -> None:
     """Create the .tally/ store at the top of the current Git work tree."""
-    from cas.project import init_project
+    from cas.workspace.project import init_project
 
     project, created = init_project()
     if json_out:
@@ -63,8 +63,8 @@ def checkout(paths: Optional[List[str]] = typer.Argument(None, help="Tracked pat
 @app.command(epilog=EXIT_CODES)
 def unprotect(paths: List[str] = typer.Argument(..., help="Linked files or directories.")) -> None:
     """Replace hardlinked/symlinked (read-only) files with writable copies, to edit them."""
-    from cas import tracking
-    from cas.project import open_project
+    from cas.workspace import tracking
+    from cas.workspace.project import open_project
 
     changed = tracking.unprotect(open_project(), paths)
     for c in changed:

@@ -10,8 +10,8 @@ from .output import emit_json, err, human_bytes, out, progress
 
 
 def add(paths: list[str], json_out: bool = False) -> None:
-    from cas import tracking
-    from cas.project import open_project
+    from cas.workspace import tracking
+    from cas.workspace.project import open_project
 
     project = open_project()
     with progress("hashing") as cb:
@@ -31,8 +31,8 @@ def add(paths: list[str], json_out: bool = False) -> None:
 
 
 def status(paths: list[str] | None, json_out: bool = False) -> None:
-    from cas import tracking
-    from cas.project import open_project
+    from cas.workspace import tracking
+    from cas.workspace.project import open_project
 
     project = open_project()
     result = tracking.status(project, paths)
@@ -56,8 +56,8 @@ def status(paths: list[str] | None, json_out: bool = False) -> None:
 
 
 def checkout(paths: list[str] | None, force: bool = False, json_out: bool = False) -> None:
-    from cas import tracking
-    from cas.project import open_project
+    from cas.workspace import tracking
+    from cas.workspace.project import open_project
 
     project = open_project()
     with progress("checking out") as cb:
@@ -101,7 +101,7 @@ def _parse(prog: str, args: list[str], flags: dict[str, str], *,
 
 
 def _usage(prog: str, message: str):
-    from cas.errors import UsageError
+    from cas.core.errors import UsageError
 
     return UsageError(f"tally {prog}: {message}", hint=f"see `tally {prog} --help`")
 

@@ -51,7 +51,7 @@ def run(argv: list[str] | None = None) -> int:
     if args and not ({"-h", "--help"} & set(args[: args.index("--") if "--" in args else None])):
         fast = _fast(args[0])
 
-    from cas.errors import TallyError
+    from cas.core.errors import TallyError
 
     try:
         if fast is not None:
@@ -67,7 +67,7 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _pipe_closed()
     except OSError as exc:
-        from cas.errors import from_os_error
+        from cas.core.errors import from_os_error
         te = from_os_error(exc, doing="running")
         _report(te, debug, cause=exc)
         return te.exit_code
@@ -118,7 +118,7 @@ def _pipe_closed() -> int:
 
 
 def _report(exc: BaseException, debug: bool, cause: BaseException | None = None) -> None:
-    from cas.errors import TallyError
+    from cas.core.errors import TallyError
 
     if debug:
         import traceback

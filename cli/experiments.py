@@ -45,8 +45,8 @@ def save(
     json_out: bool = JSON,
 ) -> None:
     """Record the workspace as an experiment without running anything."""
-    from cas import experiments
-    from cas.project import open_project
+    from cas.experiments import runs as experiments
+    from cas.workspace.project import open_project
 
     exp = experiments.save(open_project(), name=name, message=message)
     render(exp, json_out, "Saved")

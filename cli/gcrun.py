@@ -22,12 +22,12 @@ def run_gc(*, dry_run: bool = False, json_out: bool = False, yes: bool = False,
     """The body of `tally gc`, whichever front end parsed the arguments."""
     from dataclasses import replace
 
-    from cas.duration import parse_duration
-    from cas.errors import UsageError
-    from cas.gc import GcRefused
-    from cas.gc import gc as run
-    from cas.project import open_project
-    from cas.retention import Policy
+    from cas.core.durations import parse_duration
+    from cas.core.errors import UsageError
+    from cas.gc.collect import GcRefused
+    from cas.gc.collect import gc as run
+    from cas.workspace.project import open_project
+    from cas.gc.retention import Policy
 
     interactive = sys.stdin.isatty()
     if not dry_run and not yes and not interactive:
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     """`tally gc [options]` parsed without Typer (the options of the command above)."""
     import argparse
 
-    from cas.errors import UsageError
+    from cas.core.errors import UsageError
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one error funnel: exit 2 via UsageError

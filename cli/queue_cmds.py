@@ -1,8 +1,8 @@
 """Queue commands: `tally queue status|logs|kill|stop|remove|retry|start`.
 
 Entries are added with `tally run --queue` (cli/experiments.py); each command here
-parses, calls one function of the queue modules (cas/queue.py, queue_status.py,
-queue_workers.py) or cas/worker.py, and renders.
+parses, calls one function of the queue modules (cas/queue/directory.py, queue_status.py,
+queue_workers.py) or cas/workers/supervisor.py, and renders.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 
 
 def _project():
-    from cas.project import open_project
+    from cas.workspace.project import open_project
     return open_project()
 
 
@@ -50,7 +50,7 @@ def status(json_out: bool = JSON) -> None:
 
     Running entries whose worker died are marked failed ("worker died") first.
     """
-    from cas import queue_status
+    from cas.queue import status as queue_status
 
     st = queue_status.status(_project())
     if json_out:
@@ -85,7 +85,8 @@ def logs(name: str = typer.Argument(..., help="Entry name or id prefix."),
          follow: bool = typer.Option(False, "-f", "--follow",
                                      help="Keep printing until the run has finished.")) -> None:
     """Print the captured stdout+stderr of an entry (every attempt; kept for failed runs)."""
-    from cas import queue, queue_status
+    from cas.queue import directory as queue
+    from cas.queue import status as queue_status
 
     project = _project()
     item = queue.find(project, name)
@@ -99,7 +100,7 @@ def logs(name: str = typer.Argument(..., help="Entry name or id prefix."),
 def kill(names: List[str] = typer.Argument(..., help="Running entries (names or id prefixes).")) -> None:
     """Kill running entries (SIGTERM to the run, SIGKILL 15 s later); they end failed
     and can be retried. The worker goes on with the next entry."""
-    from cas import queue_workers
+    from cas.queue import workers as queue_workers
 
     project = _project()
     for n in names:
@@ -114,7 +115,7 @@ def stop(kill_runs: bool = typer.Option(False, "--kill",
 
     Workers started after this command are not affected.
     """
-    from cas import queue_workers
+    from cas.queue import workers as queue_workers
 
     workers = queue_workers.request_stop(_project(), kill=kill_runs)
     if workers:
@@ -133,8 +134,8 @@ def remove(names: Optional[List[str]] = typer.Argument(None, help="Entries (name
            json_out: bool = JSON) -> None:
     """Remove entries and their logs from the queue. Recorded experiments are kept
     (remove those with `tally remove`); running entries must be killed first."""
-    from cas import queue
-    from cas.errors import UsageError
+    from cas.queue import directory as queue
+    from cas.core.errors import UsageError
 
     states = ["pending", "done", "failed"] if all_ else \
         [s for s, on in (("pending", queued), ("failed", failed), ("done", done)) if on]
@@ -155,8 +156,8 @@ def retry(names: Optional[List[str]] = typer.Argument(None, help="Failed entries
           failed: bool = typer.Option(False, "--failed", help="Every failed entry."),
           json_out: bool = JSON) -> None:
     """Queue failed entries again (same snapshot, same overrides, at the end of the queue)."""
-    from cas import queue
-    from cas.errors import UsageError
+    from cas.queue import directory as queue
+    from cas.core.errors import UsageError
 
     if not names and not failed:
         raise UsageError("nothing to retry", hint="name entries, or use --failed")
@@ -179,7 +180,7 @@ def start(jobs: int = typer.Option(1, "-j", "--jobs", help="Workers to have runn
           json_out: bool = JSON) -> None:
     """Start detached workers that outlive this terminal and run the queue in the
     background; each exits when the queue is empty (unless --keep-alive)."""
-    from cas import worker
+    from cas.workers import supervisor as worker
 
     from .worker import LAUNCHER
 

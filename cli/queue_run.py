@@ -13,15 +13,18 @@ def run_options(a):
     """`tally run` with --queue / --dry-run / --run-all / --resume (parsed by
     cli/runcmd.py). Returns an Experiment to render for a workspace --resume run,
     else None (queue output is rendered here)."""
-    from cas import checkpoints, queue, sweep, worker
-    from cas.errors import UsageError
+    from cas.experiments import checkpoints
+    from cas.queue import directory as queue
+    from cas.experiments import enqueue as sweep
+    from cas.workers import supervisor as worker
+    from cas.core.errors import UsageError
 
     if a.cmd is not None or a.outs or a.deps or a.metrics or a.outs_no_cache:
         raise UsageError("quick stages (-o/-d/-M -- CMD) cannot be queued or resumed",
                          hint="put the stage in tally.yaml, then queue it")
     if a.jobs < 1:
         raise UsageError("-j must be at least 1")
-    from cas.project import open_project
+    from cas.workspace.project import open_project
 
     project = open_project()
     if a.resume and not (a.queue or a.dry_run):
@@ -56,11 +59,11 @@ def run_options(a):
         elif not a.json:
             err(f"{len(stats.done)} done, {len(stats.failed)} failed")
         if stats.interrupted:
-            from cas.errors import Interrupted
+            from cas.core.errors import Interrupted
             raise Interrupted("the queue run was interrupted; killed runs are failed and retryable",
                               hint="`tally queue retry --failed` queues them again")
         if stats.failed:
-            from cas.errors import RunFailed
+            from cas.core.errors import RunFailed
             raise RunFailed(f"{len(stats.failed)} queued run(s) failed: {', '.join(stats.failed)}",
                             hint="see `tally queue logs NAME`; `tally queue retry --failed` re-runs them")
     return None

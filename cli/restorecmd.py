@@ -31,9 +31,9 @@ def main(args: list[str]) -> None:
     """`tally restore NAME [--force] [--step K] [--json]`."""
     import argparse
 
-    from cas import restore as restore_mod
-    from cas.errors import UsageError
-    from cas.project import open_project
+    from cas.experiments import restore as restore_mod
+    from cas.core.errors import UsageError
+    from cas.workspace.project import open_project
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one error funnel: exit 2 via UsageError

@@ -27,11 +27,11 @@ def render(exp, json_out: bool, verb: str) -> None:
             err(f"  {f}: {m}")
         out(f"{verb} experiment {exp.name} ({rec.status})")
     if rec.status == "failed":
-        from cas.errors import RunFailed
+        from cas.core.errors import RunFailed
         raise RunFailed(f"experiment {exp.name} failed; its record, logs and partial outputs are kept",
                         hint=f"see the log: `tally logs {exp.name}`")
     if rec.status == "interrupted":
-        from cas.errors import Interrupted
+        from cas.core.errors import Interrupted
         raise Interrupted(f"experiment {exp.name} was interrupted; its record is kept")
 
 
@@ -90,8 +90,8 @@ def main(args: list[str]) -> None:
     # collector on, they are walked by every collection the imports trigger (~5 ms
     # here); frozen afterwards, no later collection walks them again.
     gc.disable()
-    from cas import experiments
-    from cas.project import open_project
+    from cas.experiments import runs as experiments
+    from cas.workspace.project import open_project
     gc.freeze()
     gc.enable()
 
@@ -109,7 +109,7 @@ def main(args: list[str]) -> None:
     if a.cmd is not None or a.outs or a.deps or a.metrics or a.outs_no_cache:
         cmd = a.cmd if a.cmd is not None else targets
         if not cmd:
-            from cas.errors import UsageError
+            from cas.core.errors import UsageError
             raise UsageError("-o/-d/-M need a command after --", hint="tally run -o out.txt -- ./make.sh")
         quick = experiments.QuickStage(cmd=tuple(cmd), deps=tuple(a.deps), outs=tuple(a.outs),
                                        metrics=tuple(a.metrics), outs_no_cache=tuple(a.outs_no_cache))
@@ -130,7 +130,7 @@ def main(args: list[str]) -> None:
 
 def _check_selection_flags(a: SimpleNamespace) -> None:
     """--dry, -s, --downstream, -k: the combinations `tally run` refuses (UsageError)."""
-    from cas.errors import UsageError
+    from cas.core.errors import UsageError
 
     used = [f for f, on in (("--dry", a.dry), ("-s/--single-item", a.single_item),
                             ("--downstream", a.downstream), ("-k/--keep-going", a.keep_going)) if on]
@@ -183,7 +183,7 @@ def _parse_run(args: list[str]) -> SimpleNamespace:
     Hand-written because argparse costs ~3 ms of import and set-up on every run.
     Raises UsageError (exit 2) naming the bad argument.
     """
-    from cas.errors import UsageError
+    from cas.core.errors import UsageError
 
     def fail(message: str) -> UsageError:
         return UsageError(f"tally run: {message}", hint="see `tally run --help`")

@@ -15,7 +15,7 @@ DEFAULT_PRECISION = 5  # significant digits of floats in tables, as DVC shows th
 
 
 def _project():
-    from cas.project import open_project
+    from cas.workspace.project import open_project
     return open_project()
 
 
@@ -53,8 +53,8 @@ that names one column. --keep beats --drop, which beats --only-changed.
 
 def main(args: list[str]) -> None:
     """`tally show ARGS`: list experiments (see SHOW_HELP)."""
-    from cas import books
-    from cas.errors import UsageError
+    from cas.experiments import books
+    from cas.core.errors import UsageError
 
     a = _parse_show(list(args))
     if sum((a.json, a.csv, a.md)) > 1:
@@ -93,7 +93,7 @@ def main(args: list[str]) -> None:
 def _parse_show(args: list[str]) -> Any:
     import argparse
 
-    from cas.errors import UsageError
+    from cas.core.errors import UsageError
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one error funnel: exit 2 via UsageError
@@ -124,7 +124,7 @@ def _parse_show(args: list[str]) -> Any:
 
 
 def _cells(tab: Any, precision: int | None, *, human: bool) -> tuple[list[str], list[list[str]]]:
-    from cas.query import FIELD, format_value
+    from cas.experiments.table import FIELD, format_value
 
     headers = [c.name if c.group != FIELD or c.key != "deps" else "changed deps" for c in tab.columns]
     ids = [c.id for c in tab.columns]
@@ -173,7 +173,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def _csv(tab: Any, precision: int | None) -> None:
     import csv
 
-    from cas.query import format_value
+    from cas.experiments.table import format_value
 
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow([c.name for c in tab.columns])

@@ -18,9 +18,9 @@ def fsck(repair: bool = typer.Option(False, "--repair",
 
     Exits 5 when anything is wrong, listing each problem by kind.
     """
-    from cas.errors import Corruption
-    from cas.fsck import fsck as run_fsck
-    from cas.project import open_project
+    from cas.core.errors import Corruption
+    from cas.gc.fsck import fsck as run_fsck
+    from cas.workspace.project import open_project
 
     with progress("verifying") as cb:
         report = run_fsck(open_project(), repair=repair, progress=cb)
@@ -51,8 +51,8 @@ def config(key: Optional[str] = typer.Argument(None, help="Dotted key, e.g. cach
     cache.compression (auto|zstd|none), cache.zstd_level, cache.fsync (batch|each|off),
     gc.* retention defaults, queue.workers.
     """
-    from cas import config as config_mod
-    from cas.project import open_project
+    from cas.store import config as config_mod
+    from cas.workspace.project import open_project
 
     project = open_project()
     path = project.store_dir / "config"

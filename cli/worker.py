@@ -1,9 +1,9 @@
 """`python -m cli.worker --root ROOT [--keep-alive] [-j SLOTS]`: one detached queue worker.
 
-`tally queue start` launches this (cas/worker.py, spawn) in a new session with its
+`tally queue start` launches this (cas/workers/supervisor.py, spawn) in a new session with its
 stdout and stderr going to `.tally/queue/workers/*.log`; so everything said here is
 the worker's own log, one timestamped line per event. The worker itself (claiming,
-executors, heartbeats) is cas.worker.Worker; this module only parses and reports.
+executors, heartbeats) is cas.workers.supervisor.Worker; this module only parses and reports.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-# The command cas.worker.spawn runs for each worker: the same interpreter, this module.
+# The command cas.workers.supervisor.spawn runs for each worker: the same interpreter, this module.
 LAUNCHER = (sys.executable, "-m", "cli.worker")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cas.project import open_project
-    from cas.worker import Worker
+    from cas.workspace.project import open_project
+    from cas.workers.supervisor import Worker
 
     ap = argparse.ArgumentParser(prog="cli.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--root", required=True, help="the project's root directory")

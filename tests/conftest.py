@@ -45,19 +45,16 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
                      "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
             monkeypatch.delenv(var)
     # Per-process memos that would carry one test's filesystem verdicts into the next.
-    from cas import fsops
+    from cas.core import fsops
     monkeypatch.setattr(fsops, "_no_reflink_devs", set())
 
 
 @pytest.fixture(autouse=True)
 def tiny_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small data takes the big-data paths: mmap + threads, streaming, pools, batches."""
-    from cas import checkout, codec, hashing, hashpool, writer
-    modules = {"hashing": hashing, "codec": codec, "writer": writer, "hashpool": hashpool,
-               "checkout": checkout}
+    import importlib
     for module, name, value in helpers.TINY:
-        # raising=False: a knob that a refactor removed must not break every test.
-        monkeypatch.setattr(modules[module], name, value, raising=False)
+        monkeypatch.setattr(importlib.import_module(f"cas.{module}"), name, value)
 
 
 @pytest.fixture
@@ -76,7 +73,7 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def project(repo: Path):
     """`tally init` in `repo`: a Project with the default config."""
-    from cas.project import init_project
+    from cas.workspace.project import init_project
     proj, created = init_project(repo)
     assert created
     return proj
@@ -88,7 +85,7 @@ def reflink_dir() -> Path:
     if REFLINK_DIR is None:
         pytest.skip("reflink: set TALLY_REFLINK_DIR to a directory on XFS (reflink=1) or "
                     "Btrfs; .ci/run mounts one when it runs as root")
-    from cas.fsops import can_reflink
+    from cas.core.fsops import can_reflink
     if not can_reflink(REFLINK_DIR):
         pytest.skip(f"reflink: TALLY_REFLINK_DIR={REFLINK_DIR} cannot clone files")
     d = Path(tempfile.mkdtemp(prefix="tally-test-", dir=REFLINK_DIR))

@@ -24,13 +24,12 @@ BATCH_LIMIT = 16  # objects per Writer flush: many flushes per add
 POOL_CHUNK = 8  # files per pool task: many tasks per directory
 PROCESS_MIN_FILES = 16  # a few dozen files take the forked-worker path of big adds
 TINY = [  # (module in cas, name, value): installed by conftest.tiny_thresholds
-    ("hashing", "MMAP_THRESHOLD", MMAP_THRESHOLD),
-    ("hashing", "STREAM_CHUNK", STREAM_CHUNK),
-    ("codec", "THREADED_ZSTD_THRESHOLD", 2 * MMAP_THRESHOLD),
-    ("writer", "BATCH_LIMIT", BATCH_LIMIT),
-    ("hashpool", "CHUNK", POOL_CHUNK),
-    ("hashpool", "PROCESS_MIN_FILES", PROCESS_MIN_FILES),
-    ("checkout", "CHUNK", POOL_CHUNK),
+    ("core.hashing", "MMAP_THRESHOLD", MMAP_THRESHOLD),
+    ("core.hashing", "STREAM_CHUNK", STREAM_CHUNK),
+    ("store.zstdframe", "THREADED_ZSTD_THRESHOLD", 2 * MMAP_THRESHOLD),
+    ("store.writer", "BATCH_LIMIT", BATCH_LIMIT),
+    ("workspace.hashpool", "CHUNK", POOL_CHUNK),
+    ("workspace.hashpool", "PROCESS_MIN_FILES", PROCESS_MIN_FILES),
 ]
 
 SLOW = os.environ.get("TALLY_SLOW") == "1"
@@ -186,7 +185,7 @@ def truncate(path: Path | str, keep: int) -> None:
 
 def settle(statcache, paths: list[Path]) -> None:
     """Wait until the filesystem clock is past every given file's mtime and ctime, so a
-    snapshot taken next may record them (see the racy rule in cas/statcache.py)."""
+    snapshot taken next may record them (see the racy rule in cas/workspace/statcache.py)."""
     newest = 0
     for p in map(Path, paths):
         files = [p] if not p.is_dir() else [Path(d) / n for d, _, ns in os.walk(p) for n in ns]
@@ -227,7 +226,8 @@ class SnapshotSpy:
     """Per-file work of a snapshot: stat cache lookups, files hashed, trees encoded."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, cache) -> None:
-        from cas import hashing, tree
+        from cas.core import hashing
+        from cas.objects import tree
 
         self.looked_up = 0
         self.hashed = CallCounter(monkeypatch, hashing, "hash_file")
@@ -259,7 +259,7 @@ def manifest(root: Path) -> dict[str, tuple]:
 
     A symlink into a store (a symlink-mode checkout) counts as the file it points to.
     """
-    from cas import hashing
+    from cas.core import hashing
     out: dict[str, tuple] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:

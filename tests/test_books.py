@@ -1,4 +1,4 @@
-"""cas/books.py, expindex.py, removal.py, restore.py: list, show, diff, rename, remove, restore.
+"""cas/experiments/books.py, expindex.py, removal.py, restore.py: list, show, diff, rename, remove, restore.
 
 Experiments are made the way the runner makes them, through the record and refs
 API: a workspace tree snapshotted into the store, a record naming it, a ref naming
@@ -18,9 +18,19 @@ from typing import Any
 
 import pytest
 
-from cas import books, expindex, git, pointer, query, record, refs, removal, restore, tracking, workspace
-from cas.errors import (Conflict, NotFound, ObjectMissing, UsageError, WouldOverwrite)
-from cas.project import Project, init_project, open_project
+from cas.experiments import books
+from cas.experiments import index as expindex
+from cas.workspace import git
+from cas.objects import pointer
+from cas.experiments import table as query
+from cas.objects import record
+from cas.store import refs
+from cas.experiments import removal
+from cas.experiments import restore
+from cas.workspace import tracking
+from cas.workspace import snapshot as workspace
+from cas.core.errors import Conflict, NotFound, ObjectMissing, UsageError, WouldOverwrite
+from cas.workspace.project import Project, init_project, open_project
 
 T0 = 1_700_000_000 * 10**9  # a fixed creation time (ns), so order is deterministic
 
@@ -129,7 +139,7 @@ class Lab:
 
 
 def _lookup(project: Project, root_tree: str, rel: str) -> tuple[str, bool]:
-    from cas import tree
+    from cas.objects import tree
     node = root_tree
     parts = rel.split("/")
     for i, part in enumerate(parts):
@@ -261,7 +271,8 @@ def test_unreadable_record_is_listed_not_fatal(three: Lab) -> None:
 
 def test_changed_deps_against_the_baseline_lock(lab: Lab) -> None:
     """A dep Git does not have (an earlier stage's output) is compared with the lock."""
-    from cas import hashing, lockfile
+    from cas.core import hashing
+    from cas.pipeline import tallylock as lockfile
     state = lockfile.FileState
     code = hashing.hash_bytes((lab.root / "train.py").read_bytes())
     lock = {"train": lockfile.StageLock(cmd=("python train.py",),
@@ -281,7 +292,7 @@ def test_changed_deps_against_the_baseline_lock(lab: Lab) -> None:
 
 
 def test_changed_deps_from_the_baseline_files_without_a_lock(lab: Lab) -> None:
-    from cas import hashing
+    from cas.core import hashing
     lab.write({"data/a.csv": "1\n", "src/util.py": "u\n"})
     tracking.add(lab.project, ["data"])
     lab.commit("data")
@@ -696,7 +707,7 @@ def _blob_of(lab: Lab, name: str, rel: str) -> str:
 
 @pytest.mark.parametrize("link", ["hardlink", "symlink", "copy"])
 def test_restore_links_data_by_the_configured_mode_and_code_never(data_lab: Lab, link: str) -> None:
-    from cas import config as config_mod
+    from cas.store import config as config_mod
     lab = data_lab
     blob = os.urandom(50_000)  # incompressible: stored raw, so it can be linked
     lab.exp("e1", changes={"params.yaml": "train:\n  lr: 0.3\n"}, outs={"model.bin": blob})
@@ -716,7 +727,7 @@ def test_restore_links_data_by_the_configured_mode_and_code_never(data_lab: Lab,
 
 
 def test_restore_waits_for_no_run(data_lab: Lab) -> None:
-    from cas.errors import LockBusy
+    from cas.core.errors import LockBusy
     lab = data_lab
     lab.exp("e1", changes={"params.yaml": "train:\n  lr: 0.3\n"})
     with lab.project.lock("workspace", purpose="tally run"):

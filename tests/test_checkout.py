@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import checkout as co
-from cas import materialize
-from cas import envelope, hashing, tree, workspace
-from cas.errors import Corruption, ObjectMissing, UsageError, WouldOverwrite
-from cas.statcache import StatCache
-from cas.store import FileStore, StoreOptions
+from cas.workspace import checkout as co
+from cas.workspace import materialize
+from cas.objects import envelope
+from cas.core import hashing
+from cas.objects import tree
+from cas.workspace import snapshot as workspace
+from cas.core.errors import Corruption, ObjectMissing, UsageError, WouldOverwrite
+from cas.workspace.statcache import StatCache
+from cas.store.objectstore import FileStore, StoreOptions
 
 LINK_MODES = ["reflink", "hardlink", "symlink", "copy"]
 

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import checkout as co
-from cas import config as config_mod
-from cas import hashing, tracking, workspace
-from cas.errors import WouldOverwrite
-from cas.project import Project
-from cas.statcache import StatCache
-from cas.writer import Writer
+from cas.workspace import checkout as co
+from cas.store import config as config_mod
+from cas.core import hashing
+from cas.workspace import tracking
+from cas.workspace import snapshot as workspace
+from cas.core.errors import WouldOverwrite
+from cas.workspace.project import Project
+from cas.workspace.statcache import StatCache
+from cas.store.writer import Writer
 
 
 def forget_dirs(cache: StatCache) -> None:
@@ -326,7 +328,7 @@ def test_link_modes(project: Project, mode: str, monkeypatch: pytest.MonkeyPatch
 
 def test_link_mode_reflink(reflink_dir: Path, monkeypatch: pytest.MonkeyPatch,
                            tmp_path: Path) -> None:
-    from cas.project import init_project
+    from cas.workspace.project import init_project
     helpers.git(reflink_dir, "init", "-q")
     project, _ = init_project(reflink_dir)
     set_links(project, "reflink,copy")

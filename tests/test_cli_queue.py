@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from cas import queue, queue_status, queue_workers
+from cas.queue import directory as queue
+from cas.queue import status as queue_status
+from cas.queue import workers as queue_workers
 from cli.main import run
 from test_worker import CKPT, TRAIN, _wait_for, make_project
 
@@ -109,7 +111,8 @@ def test_resume_from_the_command_line(tmp_path, monkeypatch, capsys):
     code, out, err = tally(capsys, "run", "--queue", "--resume", "cont", "-n", "more", "-S", "epochs=3")
     assert code == 0 and "queued more" in out
     assert tally(capsys, "run", "--run-all")[0] == 0
-    from cas import record, refs
+    from cas.objects import record
+    from cas.store import refs
     rec = record.load(p.store, refs.find(p, "more")[0][2])
     assert [s for s, _ in rec.checkpoints] == [2] and rec.parent == refs.find(p, "cont")[0][2]
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cas import record, refs
-from cas.fsck import fsck
-from cas.project import open_project
+from cas.objects import record
+from cas.store import refs
+from cas.gc.fsck import fsck
+from cas.workspace.project import open_project
 
 PIPELINE = """\
 stages:
@@ -296,7 +297,7 @@ def test_run_arguments_read_as_argparse_reads_them(args: list[str]) -> None:
 def test_bad_run_arguments(args: list[str], message: str) -> None:
     import re
 
-    from cas.errors import UsageError
+    from cas.core.errors import UsageError
     from cli.runcmd import _parse_run
 
     with pytest.raises(ValueError):

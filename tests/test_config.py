@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import config, errors
-from cas.errors import LockBusy, NotFound, StoreError, UsageError
-from cas.lock import Lock
-from cas.project import find_root, init_project, open_project
+from cas.store import config
+from cas.core import errors
+from cas.core.errors import LockBusy, NotFound, StoreError, UsageError
+from cas.core.locks import Lock
+from cas.workspace.project import find_root, init_project, open_project
 
 
 def cfg(project) -> Path:
@@ -224,7 +225,7 @@ def test_shared_locks_coexist(project) -> None:
 
 
 def test_a_killed_holder_leaves_no_stale_lock(project) -> None:
-    code = ("import sys, time; from pathlib import Path; from cas.lock import Lock; "
+    code = ("import sys, time; from pathlib import Path; from cas.core.locks import Lock; "
             "Lock(Path(sys.argv[1]), 'store', purpose='doomed').acquire(); "
             "print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(project.store_dir / "locks")],

@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import checkout as co
-from cas import config, hashing, pointer, tracking, tree
-from cas.errors import Corruption, CorruptObject
-from cas.project import open_project
-from cas.store import FileStore, StoreOptions
+from cas.workspace import checkout as co
+from cas.store import config
+from cas.core import hashing
+from cas.objects import pointer
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.core.errors import Corruption, CorruptObject
+from cas.workspace.project import open_project
+from cas.store.objectstore import FileStore, StoreOptions
 
 TEXT = b"".join(b"line %d of some text\n" % i for i in range(3000))
 RANDOM = random.Random(5).randbytes(3000)

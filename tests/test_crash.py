@@ -21,18 +21,18 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import pointer, tracking, tree
-from cas.project import init_project, open_project
+from cas.objects import pointer
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.workspace.project import init_project, open_project
 
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-import cas.checkout, cas.codec, cas.hashing, cas.hashpool, cas.writer
-from cas import project, tracking
-mods = {"hashing": cas.hashing, "codec": cas.codec, "writer": cas.writer,
-        "hashpool": cas.hashpool, "checkout": cas.checkout}
+import importlib
+from cas.workspace import project, tracking
 for module, name, value in json.loads(sys.argv[3]):
-    setattr(mods[module], name, value)
+    setattr(importlib.import_module(f"cas.{module}"), name, value)
 p = project.open_project(Path(sys.argv[1]))
 print("ready", flush=True)
 t0 = time.monotonic()
@@ -44,7 +44,7 @@ print("done", time.monotonic() - t0, flush=True)
 # and a dozen batches per add (each flush is a syncfs, which costs the whole
 # filesystem's dirty data on a busy machine: a batch per 16 files would be all syncs).
 BATCH_LIMIT = 200
-CHILD_TINY = [t for t in helpers.TINY if t[1] != "BATCH_LIMIT"] + [("writer", "BATCH_LIMIT", BATCH_LIMIT)]
+CHILD_TINY = [t for t in helpers.TINY if t[1] != "BATCH_LIMIT"] + [("store.writer", "BATCH_LIMIT", BATCH_LIMIT)]
 
 
 def make_repo(root: Path, n_small: int, big_mib: int) -> Path:
@@ -154,7 +154,7 @@ def kill_schedule(took: float, points: int) -> list[float]:
 
 def crash_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, n_small: int,
                  big_mib: int, points: int) -> list[str]:
-    from cas import writer
+    from cas.store import writer
     monkeypatch.setattr(writer, "BATCH_LIMIT", BATCH_LIMIT)  # the reruns, as the child
     root = make_repo(tmp_path / "repo", n_small, big_mib)
     took, _ = run_add(root, kill_after=None)
@@ -186,7 +186,7 @@ def test_sigkill_during_add_many_points(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_a_stale_gitignore_lock_does_not_block_add(project, monkeypatch) -> None:
-    from cas import git
+    from cas.workspace import git
     monkeypatch.setattr(git, "_GITIGNORE_LOCK_TIMEOUT_S", 0.3, raising=False)
     data = project.root / "data.csv"
     data.write_text("a,b\n")

@@ -18,13 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import helpers
-from cas import checkout as co
-from cas import hashing, statcache, tracking, tree, workspace
-from cas.errors import WouldOverwrite
-from cas.project import Project, init_project
-from cas.statcache import StatCache
-from cas.store import FileStore, StoreOptions
-from cas.writer import Writer
+from cas.workspace import checkout as co
+from cas.core import hashing
+from cas.workspace import statcache
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.workspace import snapshot as workspace
+from cas.core.errors import WouldOverwrite
+from cas.workspace.project import Project, init_project
+from cas.workspace.statcache import StatCache
+from cas.store.objectstore import FileStore, StoreOptions
+from cas.store.writer import Writer
 
 
 @pytest.fixture
@@ -314,7 +318,7 @@ def test_a_status_row_does_not_let_add_skip_anything(project: Project,
 
 
 def test_hardlink_ingest_readd_is_memoized(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cas import config as config_mod
+    from cas.store import config as config_mod
     config_mod.set_value(proj.store_dir / "config", "cache.type", "hardlink,copy")
     proj.config = config_mod.load(proj.store_dir / "config")
     first = tracking.add(proj, ["data"], cwd=proj.root)[0]

@@ -1,4 +1,4 @@
-"""cas/forked.py: a child reports what its function returns; a failure is an empty
+"""cas/core/forked.py: a child reports what its function returns; a failure is an empty
 report; stop_all leaves no child behind and never signals a reaped pid."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cas import forked
+from cas.core import forked
 
 
 def test_a_child_reports_what_its_work_returns() -> None:

@@ -18,11 +18,20 @@ import msgpack
 import pytest
 
 import helpers
-from cas import envelope, fsck, gc as gc_mod, gcinventory, gcsweep, pointer, record, refs, tracking, tree
-from cas.errors import Corruption, LockBusy, UsageError
-from cas.gc import GcRefused, gc
-from cas.reachability import BLOB, LAYER, RECORD, TREE
-from cas.retention import Drop, Experiment, Policy, metric_value, select
+from cas.objects import envelope
+from cas.gc import fsck
+from cas.gc import collect as gc_mod
+from cas.gc import inventory as gcinventory
+from cas.gc import deletion as gcsweep
+from cas.objects import pointer
+from cas.objects import record
+from cas.store import refs
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.core.errors import Corruption, LockBusy, UsageError
+from cas.gc.collect import GcRefused, gc
+from cas.gc.reachability import BLOB, LAYER, RECORD, TREE
+from cas.gc.retention import Drop, Experiment, Policy, metric_value, select
 from cli.main import run
 
 DAY = 86400
@@ -554,8 +563,8 @@ def test_policy_drops_refs_then_their_objects(project, clock) -> None:
 
 
 def test_policy_from_config_and_promotion_protects(project, clock) -> None:
-    from cas import config as config_mod
-    from cas.project import open_project
+    from cas.store import config as config_mod
+    from cas.workspace.project import open_project
 
     r1, out1 = make_experiment(project, "old1", created=1 * NS)
     r2, out2 = make_experiment(project, "old2", created=2 * NS)
@@ -584,7 +593,7 @@ def test_policy_respects_a_ref_that_moved_after_the_plan(project, clock) -> None
 
 
 def test_run_cache_roots_and_drop_run_cache(project, clock) -> None:
-    runcache = pytest.importorskip("cas.runcache")
+    runcache = pytest.importorskip("cas.pipeline.runcache")
     if not hasattr(runcache, "save"):
         pytest.skip("run-cache API not there yet")
     blob = project.store.put_bytes(b"cached output\n")
@@ -674,7 +683,7 @@ def test_cli_help_documents_exit_codes(cli) -> None:
 def test_a_promote_commit_citing_the_record_protects_it(project, clock) -> None:
     r1, _ = make_experiment(project, "cited", created=1 * NS)
     r2, _ = make_experiment(project, "plain", created=2 * NS)
-    # cas/promote.py writes `Tally-Record: <id>` trailers; that alone is enough.
+    # cas/experiments/promote.py writes `Tally-Record: <id>` trailers; that alone is enough.
     helpers.git(project.root, "commit", "-q", "--allow-empty", "-m", f"promote\n\nTally-Record: {r1}")
     report = gc(project, grace_s=0, policy=Policy(older_than="1d"))
     assert [d.exp.name for d in report.dropped] == ["plain"]

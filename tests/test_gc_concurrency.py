@@ -28,10 +28,16 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import fsck, gc as gc_mod, pointer, record, refs, tracking, tree
-from cas.errors import LockBusy
-from cas.project import open_project
-from cas.reachability import BLOB, Walker
+from cas.gc import fsck
+from cas.gc import collect as gc_mod
+from cas.objects import pointer
+from cas.objects import record
+from cas.store import refs
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.core.errors import LockBusy
+from cas.workspace.project import open_project
+from cas.gc.reachability import BLOB, Walker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,7 +88,7 @@ def test_lock_and_grace_are_what_protect_a_write_in_flight(project, monkeypatch,
     helpers.write_tree(data, {"new.bin": os.urandom(3000), "sub/x.txt": "x\n"})
     with project.lock("store", shared=True, purpose="tally add"):  # the writer's side
         with project.store.writer() as w:
-            from cas import workspace
+            from cas.workspace import snapshot as workspace
             snap = workspace.snapshot(data, statcache=project.statcache, writer=w)
         # Objects are published; the pointer naming them is not written yet.
         if protection == "lock":
@@ -103,9 +109,9 @@ def test_lock_and_grace_are_what_protect_a_write_in_flight(project, monkeypatch,
 WORKER = textwrap.dedent("""
     import os, random, subprocess, sys, time
     from pathlib import Path
-    from cas import tracking, tree
-    from cas.errors import TallyError
-    from cas.project import open_project
+    from cas.workspace import tracking; from cas.objects import tree
+    from cas.core.errors import TallyError
+    from cas.workspace.project import open_project
     root, i, seconds = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     rnd = random.Random(i)
     d = root / f"w{i}"
@@ -145,7 +151,7 @@ WORKER = textwrap.dedent("""
 
 def _stress(repo: Path, workers: int, seconds: float) -> None:
     (repo / "worker.py").write_text(WORKER)
-    from cas.project import init_project
+    from cas.workspace.project import init_project
     init_project(repo)
     procs = [subprocess.Popen([sys.executable, "worker.py", str(repo), str(i), str(seconds)],
                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -189,7 +195,7 @@ def test_adds_and_gc_grace_zero_at_once_long(repo: Path) -> None:
 def _build(repo: Path) -> Path:
     """A store with garbage of every kind: replaced trees and blobs, dropped
     experiments (records, their trees, logs), stale temp files."""
-    from cas.project import init_project
+    from cas.workspace.project import init_project
     p, _ = init_project(repo)
     base = helpers.git(repo, "rev-parse", "HEAD").strip()
     for v in range(3):
@@ -230,7 +236,7 @@ GC_ARGS = ("gc", "--grace", "0", "--yes", "--drop-failed")
 @pytest.fixture
 def crash_store(repo: Path, tmp_path: Path):
     if not hasattr(refs, "roots"):
-        pytest.skip("experiment refs are not gc roots yet (cas/refs.py roots())")
+        pytest.skip("experiment refs are not gc roots yet (cas/store/refs.py roots())")
     _build(repo)
     ref = _copy(repo, tmp_path / "reference")
     r = tally(ref, *GC_ARGS, "--json")

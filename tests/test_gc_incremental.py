@@ -14,10 +14,16 @@ import os
 
 import pytest
 
-from cas import fsck, gc as gc_mod, gcinventory, gcsweep, record, refs, writer
-from cas.gc import gc
-from cas.reachability import BLOB, RECORD, TREE
-from cas.retention import Policy
+from cas.gc import fsck
+from cas.gc import collect as gc_mod
+from cas.gc import inventory as gcinventory
+from cas.gc import deletion as gcsweep
+from cas.objects import record
+from cas.store import refs
+from cas.store import writer
+from cas.gc.collect import gc
+from cas.gc.reachability import BLOB, RECORD, TREE
+from cas.gc.retention import Policy
 from test_gc import DAY, NS, add, baseline, clock, closure, make_experiment, oids, replace_file  # noqa: F401
 from test_store_compat import to_old_form
 
@@ -253,8 +259,8 @@ def test_policy_drops_many_refs_in_one_batch(project, clock, monkeypatch) -> Non
 
 
 def test_remove_deletes_many_refs_in_one_batch_each_by_compare_and_swap(project, clock, monkeypatch) -> None:
-    from cas import removal
-    from cas.errors import Conflict, NotFound
+    from cas.experiments import removal
+    from cas.core.errors import Conflict, NotFound
 
     base = baseline(project)
     ids = {f"e{i}": make_experiment(project, f"e{i}", created=(i + 1) * NS)[0] for i in range(70)}
@@ -290,7 +296,7 @@ def test_the_forked_sweep_deletes_and_reports_as_the_inline_one(project, clock, 
     shutil.copytree(project.root, twin, symlinks=True)
     monkeypatch.setattr(gcsweep, "PER_CHILD", per_child)
     forked = gc(project, grace_s=0)
-    from cas.project import open_project
+    from cas.workspace.project import open_project
     monkeypatch.setattr(gcsweep, "FORK", False)  # threads
     threaded = gc(open_project(twin), grace_s=0)
     assert [d.to_json() for d in forked.deleted] == [d.to_json() for d in threaded.deleted]
@@ -349,8 +355,8 @@ def test_a_crash_in_a_forked_child_kills_gc_and_leaves_a_consistent_store(repo) 
     from pathlib import Path
 
     import helpers
-    from cas import tracking
-    from cas.project import init_project
+    from cas.workspace import tracking
+    from cas.workspace.project import init_project
 
     p, _ = init_project(repo)
     helpers.write_tree(repo / "data", {f"f{i:03d}.txt": f"v1 {i}\n" for i in range(200)})

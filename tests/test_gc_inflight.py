@@ -23,9 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from cas import fsck, gc as gc_mod, hashing, record, refs
-from cas.inflight import DIR_NAME, InFlight, scan
-from cas.project import open_project
+from cas.gc import fsck
+from cas.gc import collect as gc_mod
+from cas.core import hashing
+from cas.objects import record
+from cas.store import refs
+from cas.store.inflight import DIR_NAME, InFlight, scan
+from cas.workspace.project import open_project
 from test_gc_concurrency import assert_consistent
 from test_worker import _spawn_worker, _wait_for, make_project, queue_runs
 
@@ -248,7 +252,7 @@ def test_a_live_file_pins_what_it_names_and_a_partial_line_is_ignored(project) -
 
 LIVE_TRAIN = """\
     import os, pathlib, sys
-    from cas.live import Live
+    from cas.pipeline.live import Live
     pathlib.Path("model.bin").write_bytes(b"weights at step 0 only the checkpoint has\\n")
     with Live() as live:
         live.log_metric("loss", 0.5)
@@ -308,7 +312,7 @@ def test_gc_while_a_queue_worker_runs_an_entry(tmp_path, monkeypatch) -> None:
         if w.poll() is None:
             os.killpg(w.pid, signal.SIGKILL)
             w.wait()
-    from cas import queue
+    from cas.queue import directory as queue
     assert queue.find(p, it.name).state == "done"
     rec = record.load(p.store, refs.read(p, it.entry.baseline, it.name))
     assert p.store.get(rec.outs["out.txt"][0]) == b"queued output\n"

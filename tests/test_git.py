@@ -1,4 +1,4 @@
-"""Contract tests for cas/git.py against a real git, each in a fresh repository."""
+"""Contract tests for cas/workspace/git.py against a real git, each in a fresh repository."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas import git, gitobjects
-from cas.errors import Conflict, LockBusy, NotFound, StoreError, TallyError, UsageError
+from cas.workspace import git
+from cas.workspace import gitobjects
+from cas.core.errors import Conflict, LockBusy, NotFound, StoreError, TallyError, UsageError
 
 ODD_NAMES = ["with space.txt", "ünïcødé-データ.csv", "new\nline.txt", "tab\there", "-dash", "#hash"]
 

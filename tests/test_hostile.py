@@ -22,8 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import helpers
-from cas import envelope, hashing, pointer, tree
-from cas.project import init_project
+from cas.objects import envelope
+from cas.core import hashing
+from cas.objects import pointer
+from cas.objects import tree
+from cas.workspace.project import init_project
 from cli.main import run
 
 FILE, DIR, LINK = tree.FILE, tree.DIR, tree.SYMLINK

@@ -32,20 +32,20 @@ with open(sys.argv[1], "w") as f:
 """
 
 # Never on a run's path: the Typer stack, the pipeline loader with the YAML parser and
-# cas.params (a cached parse is reused; no params.yaml here), TOML libraries (the
+# cas.pipeline.params (a cached parse is reused; no params.yaml here), TOML libraries (the
 # config takes a fast path), and what only errors, sweeps, gc, temp directories,
 # thread pools, checkouts or `add` need; json (tally.lock and the lock holder's note
-# take cas/jsontext.py's fast path), the Live writer (the runner reads cas.livefiles),
-# promote's Git plumbing (cas.gitobjects) and the -S sweep syntax.
-NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline", "cas.params",
+# take cas/core/jsontext.py's fast path), the Live writer (the runner reads cas.pipeline.livefiles),
+# promote's Git plumbing (cas.workspace.gitobjects) and the -S sweep syntax.
+NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline.pipelinefile", "cas.pipeline.params",
                  "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
-                 "difflib", "ctypes", "cas.checkout", "cas.tracking", "cas.fsck", "cas.gc",
-                 "cas.gcinventory", "cas.gcsweep", "dataclasses", "inspect", "pickle",
-                 "getpass", "shutil", "zstandard", "platform", "json", "cas.live",
-                 "cas.gitobjects", "cas.sweepspec")
+                 "difflib", "ctypes", "cas.workspace.checkout", "cas.workspace.tracking", "cas.gc.fsck", "cas.gc.collect",
+                 "cas.gc.inventory", "cas.gc.deletion", "dataclasses", "inspect", "pickle",
+                 "getpass", "shutil", "zstandard", "platform", "json", "cas.pipeline.live",
+                 "cas.workspace.gitobjects", "cas.pipeline.sweepspec")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.
-NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("cas.runcache",)
+NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("cas.pipeline.runcache",)
 
 
 def _modules_of_run(root: Path, *args: str) -> list[str]:
@@ -64,7 +64,7 @@ def _loaded(modules: list[str], banned: tuple[str, ...]) -> list[str]:
 
 def test_a_quick_run_imports_nothing_heavy(project) -> None:
     modules = _modules_of_run(project.root, "-q", "--", "true")
-    assert "cas.experiments" in modules  # the probe did run the experiment
+    assert "cas.experiments.runs" in modules  # the probe did run the experiment
     assert _loaded(modules, NOT_FOR_A_QUICK_RUN) == []
 
 
@@ -74,7 +74,7 @@ def test_a_pipeline_run_imports_nothing_heavy(project, pipeline: str) -> None:
     helpers.settle(project.statcache, [project.root / "dvc.yaml"])  # cacheable (racy rule)
     _modules_of_run(project.root, "-q")  # runs the stage, caches the parse
     modules = _modules_of_run(project.root, "-q")  # the stage is skipped
-    assert "cas.runner" in modules
+    assert "cas.pipeline.runner" in modules
     assert _loaded(modules, NOT_FOR_A_RUN) == []
 
 
@@ -90,4 +90,4 @@ def test_a_run_with_a_param_override_imports_no_yaml_library(project) -> None:
     _modules_of_run(project.root, "-q", "-S", "lr=0.1")  # caches the parse
     modules = _modules_of_run(project.root, "-q", "-S", "lr=0.2")
     assert (project.root / "params.yaml").read_text() == "lr: 0.2\nepochs: 3\n"
-    assert _loaded(modules, tuple(m for m in NOT_FOR_A_RUN if m != "cas.params")) == []
+    assert _loaded(modules, tuple(m for m in NOT_FOR_A_RUN if m != "cas.pipeline.params")) == []

@@ -1,6 +1,6 @@
 """Properties: the start-up fast paths equal the library or the pattern they stand for.
 
-cas/jsontext.py, and the checks in cas/lockfile.py, cas/hashing.py and cas/git.py that
+cas/core/jsontext.py, and the checks in cas/pipeline/tallylock.py, cas/core/hashing.py and cas/workspace/git.py that
 replaced regular expressions on `tally run`'s path, are each compared here with the
 `json` call or the `re` pattern they replace, on generated text biased towards the
 characters where the two could disagree.
@@ -13,7 +13,11 @@ import re
 
 from hypothesis import example, given, settings, strategies as st
 
-from cas import git, hashing, jsontext, lockfile, refs
+from cas.workspace import git
+from cas.core import hashing
+from cas.core import jsontext
+from cas.pipeline import tallylock as lockfile
+from cas.store import refs
 
 # Characters around every boundary the fast paths draw: digits, signs, dots, exponent
 # letters, quotes and backslashes, controls, DEL, non-ASCII digits and letters,

@@ -1,4 +1,4 @@
-"""cas.live: the files (dvclive's layout), step and resume rules, readers that never see
+"""cas.pipeline.live: the files (dvclive's layout), step and resume rules, readers that never see
 a torn file, and checkpoint() storing a tree under tally."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cas import live as live_mod
-from cas.errors import UsageError
-from cas.live import Live, read_checkpoints, read_history, read_live, read_summary
+from cas.pipeline import live as live_mod
+from cas.core.errors import UsageError
+from cas.pipeline.live import Live, read_checkpoints, read_history, read_live, read_summary
 
 
 @pytest.fixture
@@ -161,8 +161,8 @@ def test_checkpoint_outside_tally_only_writes_the_summary(in_tmp):
 
 
 def test_checkpoint_under_tally_stores_the_paths_and_the_live_dir(tmp_path, monkeypatch):
-    from cas import tree
-    from cas.project import init_project
+    from cas.objects import tree
+    from cas.workspace.project import init_project
 
     root = tmp_path / "proj"
     root.mkdir()

@@ -1,4 +1,4 @@
-"""cas.lockfile: deterministic tally.lock text, fast-path reader == YAML reader."""
+"""cas.pipeline.tallylock: deterministic tally.lock text, fast-path reader == YAML reader."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cas import lockfile
-from cas.errors import UsageError
-from cas.lockfile import FileState, StageLock
+from cas.pipeline import tallylock as lockfile
+from cas.core.errors import UsageError
+from cas.pipeline.tallylock import FileState, StageLock
 
 OID = "ab" * 32
 OID2 = "cd" * 32
@@ -105,7 +105,7 @@ def test_any_text_round_trips(name, cmds, params, path):
 
 def test_an_oid_yaml_would_read_as_a_number_is_quoted(tmp_path) -> None:
     """A hex id of digits only (or digits-e-digits) must come back as the same string."""
-    from cas import lockfile as lf
+    from cas.pipeline import tallylock as lf
 
     for oid in ("1" * 64, "12" + "e" + "3" * 61):
         lock = {"train": lf.StageLock(cmd=("true",), deps=(lf.FileState("a", oid, 1),))}

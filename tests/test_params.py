@@ -1,4 +1,4 @@
-"""cas.params: reading params files, `-S` overrides, sweeps, round-trip edits."""
+"""cas.pipeline.params: reading params files, `-S` overrides, sweeps, round-trip edits."""
 
 from __future__ import annotations
 
@@ -12,18 +12,9 @@ import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas.errors import NotFound, ParamError
-from cas.params import (
-    Override,
-    apply_overrides,
-    flatten,
-    get_value,
-    load_params,
-    params_format,
-    parse_override,
-    parse_value,
-)
-from cas.sweepspec import expand_grid
+from cas.core.errors import NotFound, ParamError
+from cas.pipeline.params import Override, apply_overrides, flatten, get_value, load_params, params_format, parse_override, parse_value
+from cas.pipeline.sweepspec import expand_grid
 
 YAML_TEXT = """\
 # Training configuration
@@ -424,13 +415,13 @@ FLAT_TOKENS = ["0", "7", "-0", "+5", "10", "123456789012345678901234567890", "00
 
 
 def _ruamel_scalar(text: str):
-    from cas.params import _safe_yaml
+    from cas.pipeline.params import _safe_yaml
     return _safe_yaml().load(text)
 
 
 @pytest.mark.parametrize("token", FLAT_TOKENS)
 def test_flat_scalars_read_as_ruamel_reads_them(token: str) -> None:
-    from cas.flatyaml import NOT_FLAT, flat_scalar
+    from cas.core.flatyaml import NOT_FLAT, flat_scalar
 
     fast = flat_scalar(token)
     if fast is NOT_FLAT:
@@ -438,8 +429,8 @@ def test_flat_scalars_read_as_ruamel_reads_them(token: str) -> None:
     slow = _ruamel_scalar(token)
     assert fast == slow and type(fast) is type(slow), token
     doc = f"k: {token}\n"
-    from cas.flatyaml import parse_flat
-    from cas.params import _yaml_rt, to_plain
+    from cas.core.flatyaml import parse_flat
+    from cas.pipeline.params import _yaml_rt, to_plain
     rt = to_plain(_yaml_rt().load(doc))
     assert parse_flat(doc) == rt and type(rt["k"]) is type(fast)
 
@@ -452,7 +443,7 @@ FLAT_VALUES = (st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.bool
 
 
 def _flat_line(key: str, value: object) -> str:
-    from cas.flatyaml import _flat_text
+    from cas.core.flatyaml import _flat_text
     return f"{key}: {value if isinstance(value, str) else _flat_text(value)}"
 
 
@@ -464,8 +455,8 @@ def test_flat_edits_write_what_ruamel_writes(tmp_path: Path, items: dict, extra:
                                              pick: int) -> None:
     """Reading and editing `key: value` files without ruamel gives byte for byte what
     ruamel's round trip gives; a file the fast path declines goes to ruamel anyway."""
-    from cas import flatyaml
-    from cas import params as params_mod
+    from cas.core import flatyaml
+    from cas.pipeline import params as params_mod
 
     text = extra + "".join(_flat_line(k, v) + "\n" for k, v in items.items())
     key = sorted(items)[pick % len(items)]
@@ -492,7 +483,7 @@ def test_a_flat_params_file_is_edited_without_ruamel(tmp_path: Path) -> None:
     import sys
 
     write(tmp_path / "params.yaml", "lr: 0.01\nepochs: 3\nout_mib: 1\n")
-    probe = ("import sys; from cas.params import apply_overrides, parse_override, load_params\n"
+    probe = ("import sys; from cas.pipeline.params import apply_overrides, parse_override, load_params\n"
              "apply_overrides(sys.argv[1], parse_override('lr=0.0001') + parse_override('epochs=4'))\n"
              "assert load_params(sys.argv[1] + '/params.yaml') == {'lr': 0.0001, 'epochs': 4, 'out_mib': 1}\n"
              "assert not any(m.startswith('ruamel') for m in sys.modules), sorted(sys.modules)\n")
@@ -507,9 +498,9 @@ def test_yaml_metrics_read_as_the_safe_loader_reads_them(tmp_path: Path, items: 
                                                          extra: str) -> None:
     """A stage's YAML metrics file: `key: value` files are read without ruamel and give
     what ruamel's safe loader gives; anything else is read by ruamel itself."""
-    from cas.metrics import _plainify, collect_metrics
-    from cas.flatyaml import parse_flat_yaml
-    from cas.params import _safe_yaml
+    from cas.pipeline.metrics import _plainify, collect_metrics
+    from cas.core.flatyaml import parse_flat_yaml
+    from cas.pipeline.params import _safe_yaml
 
     text = "".join(_flat_line(k, v) + "\n" for k, v in items.items()) + extra
     (tmp_path / "m.yaml").write_text(text)

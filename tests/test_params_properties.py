@@ -1,9 +1,9 @@
 """Hypothesis properties of the `-S` start-up path's shortcuts: each one is exactly the
 slower thing it replaces.
 
-- cas/flatyaml.py checks its patterns with string methods instead of compiling regular
+- cas/core/flatyaml.py checks its patterns with string methods instead of compiling regular
   expressions at start-up: each check fullmatches exactly what its pattern does.
-- cas/params.py reads a `-S` value without any of `,'"()[]{}` as one value without
+- cas/pipeline/params.py reads a `-S` value without any of `,'"()[]{}` as one value without
   importing the sweep syntax: cas/sweepspec.sweep_values gives the same.
 """
 
@@ -15,7 +15,9 @@ import re
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cas import flatyaml, params, sweepspec
+from cas.core import flatyaml
+from cas.pipeline import params
+from cas.pipeline import sweepspec
 
 FAST = settings(deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,9 +11,9 @@ import datetime
 from pathlib import Path
 
 import helpers
-from cas.parsedcache import ParsedCache
-from cas.pipeline import load_pipeline
-from cas.stages import Out, Pipeline, Plot, Stage
+from cas.pipeline.parsecache import ParsedCache
+from cas.pipeline.pipelinefile import load_pipeline
+from cas.pipeline.stages import Out, Pipeline, Plot, Stage
 
 PIPELINE = """\
 stages:

@@ -1,4 +1,4 @@
-"""cas.pipeline: dvc.yaml / tally.yaml schema, templating, foreach/matrix, DAG and order."""
+"""cas.pipeline.pipelinefile: dvc.yaml / tally.yaml schema, templating, foreach/matrix, DAG and order."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas.errors import NotFound, ParamError, PipelineError
-from cas.pipeline import Out, ParamRef, Pipeline, Plot, load_pipeline
+from cas.core.errors import NotFound, ParamError, PipelineError
+from cas.pipeline.pipelinefile import Out, ParamRef, Pipeline, Plot, load_pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipelines"
 

@@ -1,4 +1,4 @@
-"""cas/promote.py: experiments become Git branches without touching the user's Git state."""
+"""cas/experiments/promote.py: experiments become Git branches without touching the user's Git state."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cas import books, promote, tracking
-from cas.errors import NotFound, UsageError
+from cas.experiments import books
+from cas.experiments import promote
+from cas.workspace import tracking
+from cas.core.errors import NotFound, UsageError
 from test_books import Exe, Lab, M, P, lab, sh  # noqa: F401 (the lab fixture)
 
 

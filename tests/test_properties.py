@@ -12,10 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cas import envelope, hashing, pointer, tree, writer
-from cas.errors import FormatError, UsageError
-from cas.store import FileStore, StoreOptions
-from cas.tree import DIR, FILE, SYMLINK, Entry
+from cas.objects import envelope
+from cas.core import hashing
+from cas.objects import pointer
+from cas.objects import tree
+from cas.store import writer
+from cas.core.errors import FormatError, UsageError
+from cas.store.objectstore import FileStore, StoreOptions
+from cas.objects.tree import DIR, FILE, SYMLINK, Entry
 
 # Per test, not a global profile: other modules' Hypothesis tests keep their settings.
 FAST = settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])

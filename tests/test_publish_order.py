@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from cas import experiments, fsops, lockfile, refs
-from cas.errors import Conflict
-from cas.project import init_project
+from cas.experiments import runs as experiments
+from cas.core import fsops
+from cas.pipeline import tallylock as lockfile
+from cas.store import refs
+from cas.core.errors import Conflict
+from cas.workspace.project import init_project
 
 PIPELINE = """\
 stages:

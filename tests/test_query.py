@@ -1,4 +1,4 @@
-"""cas/query.py and cas/filterexpr.py: the filter language, sorting, column selection and cell formatting."""
+"""cas/experiments/table.py and cas/experiments/filterexpr.py: the filter language, sorting, column selection and cell formatting."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cas import filterexpr as fx
-from cas import query as q
-from cas.errors import UsageError
+from cas.experiments import filterexpr as fx
+from cas.experiments import table as q
+from cas.core.errors import UsageError
 
 COLS = [q.field("name"), q.field("created"), q.field("status"),
         q.metric("metrics.json", "acc"), q.metric("metrics.json", "loss"),

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from cas import envelope, hashing, liveness, queue, queue_workers, sweep
-from cas.errors import Conflict, FormatError, NotFound, ParamError, UsageError
+from cas.objects import envelope
+from cas.core import hashing
+from cas.queue import liveness
+from cas.queue import directory as queue
+from cas.queue import workers as queue_workers
+from cas.experiments import enqueue as sweep
+from cas.core.errors import Conflict, FormatError, NotFound, ParamError, UsageError
 
 COMMIT = "a" * 40
 
@@ -26,7 +31,7 @@ def _git(cwd: Path, *args: str) -> str:
 @pytest.fixture
 def qproj(tmp_path: Path):
     """A committed Git repo with a trivial pipeline and a tally store."""
-    from cas.project import init_project
+    from cas.workspace.project import init_project
 
     root = tmp_path / "qrepo"
     root.mkdir()
@@ -69,7 +74,7 @@ def test_entry_round_trip_and_id():
 
 
 def test_override_specs_parse_back_to_the_same_values():
-    from cas import params
+    from cas.pipeline import params
 
     vals = [0.1, 1e-5, 3, True, None, "text, with comma", "range(1,3)", [1, 2], {"a": [1]}, ""]
     e = entry(overrides=tuple(("params.yaml", "set", "k", v) for v in vals))
@@ -139,7 +144,8 @@ def test_plan_expands_the_grid_and_dry_run_stores_nothing(qproj):
 
 
 def test_plan_snapshot_is_stored_and_is_a_root(qproj):
-    from cas import fsck, tree
+    from cas.gc import fsck
+    from cas.objects import tree
 
     (qproj.root / "untracked.txt").write_text("seen by git\n")
     (grid,) = [sweep.plan(qproj, set_params=["lr=0.5"])]
@@ -157,7 +163,7 @@ def test_plan_snapshot_is_stored_and_is_a_root(qproj):
 # ---------------------------------------------------------------- claiming
 
 def _claimer(store_root: str, wid: str, out: str) -> None:
-    from cas.project import open_project
+    from cas.workspace.project import open_project
 
     p = open_project(Path(store_root))
     got = []

@@ -18,7 +18,13 @@ import time
 
 import pytest
 
-from cas import liveness, queue, queue_workers, record, refs, rundir, worker
+from cas.queue import liveness
+from cas.queue import directory as queue
+from cas.queue import workers as queue_workers
+from cas.objects import record
+from cas.store import refs
+from cas.workers import rundir
+from cas.workers import supervisor as worker
 from test_worker import _spawn_worker, _wait_for, make_project, queue_runs, records
 
 TRAIN = """\
@@ -128,8 +134,8 @@ def test_a_cleanup_error_after_recording_is_a_warning(proj, monkeypatch):
 
 def test_an_error_raised_after_the_ref_is_reconciled(proj, monkeypatch):
     """experiments.run raising after it published (say, releasing its locks)."""
-    from cas import experiments
-    from cas.errors import TallyError
+    from cas.experiments import runs as experiments
+    from cas.core.errors import TallyError
 
     (it,) = queue_runs(proj, "lr=0.5")
     real_run = experiments.run
@@ -148,7 +154,7 @@ def test_an_error_raised_after_the_ref_is_reconciled(proj, monkeypatch):
 def test_a_name_taken_by_another_run_meanwhile_is_not_ours(proj, monkeypatch):
     """Conflict: the record under the name was published by someone else during the
     attempt; it must not make the entry done."""
-    from cas import experiments
+    from cas.experiments import runs as experiments
 
     (it,) = queue_runs(proj, "lr=0.5")
     real_run = experiments.run

@@ -1,4 +1,4 @@
-"""cas.record: canonical encoding, exact round trips, decoders raise only FormatError."""
+"""cas.objects.record: canonical encoding, exact round trips, decoders raise only FormatError."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cas import envelope, record
-from cas.errors import FormatError, UsageError
-from cas.record import Record, StageResult
+from cas.objects import envelope
+from cas.objects import record
+from cas.core.errors import FormatError, UsageError
+from cas.objects.record import Record, StageResult
 
 OID = "ab" * 32
 OID2 = "cd" * 32
@@ -155,7 +156,7 @@ def test_values_round_trip_exactly(params):
 
 
 def test_store_helpers(tmp_path):
-    from cas.store import MemoryStore
+    from cas.store.objectstore import MemoryStore
     store = MemoryStore()
     oid = record.put(store, full())
     assert oid == record.record_id(full())
@@ -165,8 +166,8 @@ def test_store_helpers(tmp_path):
 @pytest.mark.parametrize("bad", ["../escape", "/etc/passwd", "a/../../b", ".git/config", "", "a//b", "x\0y"])
 def test_decode_refuses_paths_outside_the_project(bad: str) -> None:
     """Restore and gc act on deps/outs: a record naming a path outside is hostile."""
-    from cas import record as rec_mod
-    from cas.errors import FormatError
+    from cas.objects import record as rec_mod
+    from cas.core.errors import FormatError
 
     base = full()
     for field in ("deps", "outs"):

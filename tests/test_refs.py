@@ -1,4 +1,4 @@
-"""cas.refs: compare-and-swap refs, names, listing, generated names."""
+"""cas.store.refs: compare-and-swap refs, names, listing, generated names."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from cas import refs
-from cas.errors import Conflict, FormatError, NotFound, UsageError
-from cas.project import init_project
+from cas.store import refs
+from cas.core.errors import Conflict, FormatError, NotFound, UsageError
+from cas.workspace.project import init_project
 
 A, B, C = "aa" * 32, "bb" * 32, "cc" * 32
 BASE = "0123456789abcdef0123456789abcdef01234567"
@@ -135,9 +135,9 @@ def test_list_10k_refs_is_one_pass(project):
 
 CAS_CHILD = """
 import sys
-from cas.project import open_project
-from cas import refs
-from cas.errors import Conflict
+from cas.workspace.project import open_project
+from cas.store import refs
+from cas.core.errors import Conflict
 p = open_project()
 won = 0
 for i in range(50):

@@ -1,4 +1,4 @@
-"""cas.experiments.run / save end to end, through the library: the classic four-stage
+"""cas.experiments.runs.run / save end to end, through the library: the classic four-stage
 DVC project, skips, the run-cache, failures and every bad input of the issue."""
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from cas import experiments, lockfile, record, refs, runcache
-from cas.errors import (Conflict, NotFound, ParamError, PipelineError, StoreError, UsageError)
-from cas.fsck import fsck
-from cas.project import init_project
+from cas.experiments import runs as experiments
+from cas.pipeline import tallylock as lockfile
+from cas.objects import record
+from cas.store import refs
+from cas.pipeline import runcache
+from cas.core.errors import Conflict, NotFound, ParamError, PipelineError, StoreError, UsageError
+from cas.gc.fsck import fsck
+from cas.workspace.project import init_project
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pipelines" / "get-started"
 
@@ -83,7 +87,7 @@ def make_repo(root: Path, files: dict[str, str], *, commit: bool = True):
 @pytest.fixture
 def getstarted(tmp_path, env, monkeypatch):
     """The classic DVC project: dvc.yaml and params.yaml as DVC ships them, unchanged."""
-    from cas import tracking
+    from cas.workspace import tracking
 
     root = tmp_path / "example-get-started"
     files = {"dvc.yaml": (FIXTURE / "dvc.yaml").read_text(),
@@ -135,7 +139,7 @@ def test_four_stage_dvc_project(getstarted, env):
     ignored = _git(root, "status", "--porcelain", "--ignored")
     assert "!! model.pkl" in ignored and "!! eval/" in ignored and "?? tally.lock" in ignored
     # the workspace tree holds code, params, lock, pointer data and outputs
-    from cas import tree
+    from cas.objects import tree
     names = {p for p, _ in tree.walk(rec.workspace, lambda o: tree.decode(project.store.get(o)))}
     assert {"dvc.yaml", "params.yaml", "tally.lock", "src/train.py", "data/data.xml",
             "data/data.xml.tally", "model.pkl", "eval/metrics.json", "data/features/train.pkl"} <= names
@@ -342,7 +346,7 @@ stages:
 def test_a_params_edit_keeps_a_plain_pipeline_parsed(tmp_path, env, monkeypatch):
     """Without `${...}` or vars the parse does not depend on params values: after a
     `-S` run, the next run reuses it; a params.yaml gone bad still fails the run."""
-    from cas import pipeline
+    from cas.pipeline import pipelinefile as pipeline
 
     import helpers
 
@@ -402,7 +406,7 @@ def test_save_records_the_workspace(tmp_path, env):
     rec = exp.record
     assert rec.status == "success" and rec.stages == () and rec.message == "by hand"
     assert rec.metrics == {"m.json": {"acc": 0.75}} and "o.txt" in rec.outs
-    from cas import tree
+    from cas.objects import tree
     names = {p for p, _ in tree.walk(rec.workspace, lambda o: tree.decode(project.store.get(o)))}
     assert {"notes.md", "o.txt", "m.json", "tally.yaml"} <= names
     assert fsck(project).ok

@@ -1,6 +1,6 @@
 """`tally run --dry`, `-s/--single-item`, `--downstream`, `-k/--keep-going` (DVC's
 `dvc exp run` / `dvc repro` flags): the selection, the plan, keep-going's `not-run`
-stages, and every refused combination, through cas.experiments and the CLI.
+stages, and every refused combination, through cas.experiments.runs and the CLI.
 
 The pipeline is a diamond plus an independent stage, in this run order:
 
@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import experiments, lockfile, refs
-from cas.errors import NotFound, UsageError
-from cas.stages import Pipeline, Stage
+from cas.experiments import runs as experiments
+from cas.pipeline import tallylock as lockfile
+from cas.store import refs
+from cas.core.errors import NotFound, UsageError
+from cas.pipeline.stages import Pipeline, Stage
 
 READS = {"a": ["in.txt"], "b": ["a.txt"], "c": ["a.txt"], "d": ["b.txt", "c.txt"], "e": ["in.txt"]}
 
@@ -128,7 +130,7 @@ def test_single_item_needs_the_upstream_outputs(diamond) -> None:
 
 
 def refs_baseline(project) -> str:
-    from cas import worktree
+    from cas.workspace import fullsnapshot as worktree
     return worktree.baseline_commit(project.root)
 
 
@@ -178,7 +180,7 @@ def test_keep_going_runs_what_does_not_depend_on_the_failure(diamond, monkeypatc
     # The stages that ran are locked; the failed one and the one not run are not.
     assert set(lockfile.read(diamond.root)) == {"a", "c", "e"}
     # The record as stored reads back the same.
-    from cas import record
+    from cas.objects import record
     stored = record.decode(diamond.store.get(exp.oid))
     assert [(s.name, s.state) for s in stored.stages] == [(s.name, s.state) for s in rec.stages]
 

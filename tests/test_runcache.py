@@ -1,4 +1,4 @@
-"""cas.runcache: the key, entries, the index, lookups and roots."""
+"""cas.pipeline.runcache: the key, entries, the index, lookups and roots."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cas import runcache
-from cas.errors import FormatError
+from cas.pipeline import runcache
+from cas.core.errors import FormatError
 
 OID = "ab" * 32
 OID2 = "cd" * 32
@@ -51,7 +51,7 @@ def test_decode_raises_only_format_error(data):
 
 def test_save_lookup_and_roots(tmp_path):
     import subprocess
-    from cas.project import init_project
+    from cas.workspace.project import init_project
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     project = init_project(tmp_path)[0]

@@ -24,11 +24,11 @@ and `key=value` words are its arguments:
     ```text spec:layout                 ASCII tree of .tally/, compared both ways with the
                                         store the page's console session made
     ```text spec:constants              `module.NAME = literal  # note`: == cas.module.NAME
-    ```sql spec:schema                  == cas.statcache.SCHEMA, whitespace aside
+    ```sql spec:schema                  == cas.workspace.statcache.SCHEMA, whitespace aside
 
 and two tables, each right after an HTML comment: `<!-- spec:errors -->` (== the
-TallyError classes in cas/errors.py, with parents and exit codes) and
-`<!-- spec:config-keys -->` (== cas.config.SCHEMA keys and defaults). Finally, every
+TallyError classes in cas/core/errors.py, with parents and exit codes) and
+`<!-- spec:config-keys -->` (== cas.store.config.SCHEMA keys and defaults). Finally, every
 64-hex id written anywhere in spec/ must have been checked by one of the above.
 
 Tools: the console blocks use b3sum, zstd and xxd. Where one is not installed, a
@@ -56,8 +56,16 @@ from pathlib import Path
 import blake3
 import pytest
 
-from cas import config as config_mod
-from cas import codec, errors, pointer, project, statcache, store, tracking, tree, writer
+from cas.store import config as config_mod
+from cas.store import zstdframe as codec
+from cas.core import errors
+from cas.objects import pointer
+from cas.workspace import project
+from cas.workspace import statcache
+from cas.store import objectstore as store
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.store import writer
 
 SPEC = Path(__file__).resolve().parent.parent / "spec"
 PAGES = ["README.md", "store.md", "objects.md", "pointer.md", "statcache.md", "checkout.md"]
@@ -265,7 +273,7 @@ def test_constants(b: Block) -> None:
         if not code:
             continue
         name, _, literal = code.partition(" = ")
-        module, _, attr = name.partition(".")
+        module, _, attr = name.rpartition(".")
         actual = getattr(importlib.import_module(f"cas.{module}"), attr)
         assert actual == ast.literal_eval(literal), f"{b.where}: {name} is {actual!r} in the code"
 
@@ -283,8 +291,8 @@ def test_errors_table_matches_errors_py() -> None:
         cls = getattr(errors, name, None)
         assert inspect.isclass(cls) and issubclass(cls, errors.TallyError), name
         assert (cls.__bases__[0].__name__ if cls is not errors.TallyError else "") == parent, \
-            f"{name}: parent is {cls.__bases__[0].__name__} in cas/errors.py"
-        assert cls.exit_code == int(code), f"{name}: exit code is {cls.exit_code} in cas/errors.py"
+            f"{name}: parent is {cls.__bases__[0].__name__} in cas/core/errors.py"
+        assert cls.exit_code == int(code), f"{name}: exit code is {cls.exit_code} in cas/core/errors.py"
         listed.add(name)
     defined = {n for n, c in vars(errors).items()
                if inspect.isclass(c) and issubclass(c, errors.TallyError)}
@@ -296,14 +304,14 @@ def test_every_error_named_in_the_spec_exists_with_its_exit_code() -> None:
         text = (SPEC / page).read_text("utf-8")
         for name, code in re.findall(r"`([A-Z][A-Za-z]+)` \(exit (\d+)\)", text):
             cls = getattr(errors, name, None)
-            assert cls is not None, f"spec/{page} names {name}, which cas/errors.py lacks"
+            assert cls is not None, f"spec/{page} names {name}, which cas/core/errors.py lacks"
             assert cls.exit_code == int(code), f"spec/{page}: {name} exits {cls.exit_code}, not {code}"
         for name in set(re.findall(r"`([A-Z][A-Za-z]+(?:Error|Missing|Busy|Overwrite))`", text)):
             if hasattr(builtins, name):
                 continue  # Python's own (TypeError, MemoryError, ...), named in notes
             cls = getattr(errors, name, None)
             assert inspect.isclass(cls) and issubclass(cls, errors.TallyError), \
-                f"spec/{page} names `{name}`, which is not an error class of cas/errors.py"
+                f"spec/{page} names `{name}`, which is not an error class of cas/core/errors.py"
 
 
 def test_config_keys_table_matches_schema() -> None:

@@ -18,8 +18,10 @@ from pathlib import Path
 import blake3
 import pytest
 
-from cas import record, refs, runcache
-from cas.errors import FormatError
+from cas.objects import record
+from cas.store import refs
+from cas.pipeline import runcache
+from cas.core.errors import FormatError
 
 PAGE = Path(__file__).resolve().parent.parent / "spec" / "experiments.md"
 FENCE = re.compile(r"^```(\S*)([^\n]*)\n(.*?)^```$", re.M | re.S)
@@ -85,7 +87,7 @@ def test_invalid_records_are_rejected():
 
 def test_ref_file(tmp_path):
     import subprocess
-    from cas.project import init_project
+    from cas.workspace.project import init_project
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     project = init_project(tmp_path)[0]
@@ -107,7 +109,7 @@ def test_generated_names():
 
 
 def test_lockfile_text_is_canonical():
-    from cas import lockfile
+    from cas.pipeline import tallylock as lockfile
 
     for _, body in of("lockfile"):
         parsed = lockfile.loads(body)
@@ -146,7 +148,7 @@ def test_constants():
     for _, body in of("constants"):
         for line in body.splitlines():
             lhs, rhs = line.split("=", 1)
-            module, name = lhs.strip().split(".")
+            module, _, name = lhs.strip().rpartition(".")
             value = ast.literal_eval(rhs.split("#")[0].strip())
             assert getattr(importlib.import_module(f"cas.{module}"), name) == value, line
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from cas import gc as gc_mod
-from cas.duration import parse_duration
-from cas.project import open_project
+from cas.gc import collect as gc_mod
+from cas.core.durations import parse_duration
+from cas.workspace.project import open_project
 
 PAGE = Path(__file__).resolve().parent.parent / "spec" / "gc.md"
 ID_RE = re.compile(r"\b[0-9a-f]{64}\b")

@@ -24,8 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from cas import pointer, promote, record, refs, tracking, workspace
-from cas.project import init_project
+from cas.objects import pointer
+from cas.experiments import promote
+from cas.objects import record
+from cas.store import refs
+from cas.workspace import tracking
+from cas.workspace import snapshot as workspace
+from cas.workspace.project import init_project
 
 PAGE = Path(__file__).resolve().parent.parent / "spec" / "promote.md"
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```\s*$", re.M | re.S)

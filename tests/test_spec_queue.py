@@ -1,5 +1,5 @@
 """spec/queue.md and spec/live.md cannot drift: their worked examples are checked
-against cas/queue.py, cas/live.py and a real run.
+against cas/queue/directory.py, cas/pipeline/live.py and a real run.
 
 Blocks are fenced code blocks whose info string carries a `spec:` word (arguments
 as `key=value` words after it):
@@ -37,7 +37,9 @@ from pathlib import Path
 import blake3
 import pytest
 
-from cas import hashing, queue, tree
+from cas.core import hashing
+from cas.queue import directory as queue
+from cas.objects import tree
 
 SPEC = Path(__file__).resolve().parent.parent / "spec"
 PAGES = ["queue.md", "live.md"]
@@ -149,7 +151,8 @@ def test_queue_names(b: Block, tmp_path):
 
 
 def test_outcome_keys_of_a_real_run(tmp_path):
-    from cas import sweep, worker
+    from cas.experiments import enqueue as sweep
+    from cas.workers import supervisor as worker
     from test_worker import TRAIN, make_project
 
     (b,) = of("outcome-keys")
@@ -166,7 +169,7 @@ def test_constants(b: Block):
     import importlib
     for line in b.text.splitlines():
         lhs, _, rhs = line.partition("=")
-        module, name = lhs.strip().split(".")
+        module, _, name = lhs.strip().rpartition(".")
         value = ast.literal_eval(rhs.split("#")[0].strip())
         assert getattr(importlib.import_module(f"cas.{module}"), name) == value, f"{b.where}: {line}"
 
@@ -183,7 +186,7 @@ def test_live_files(tmp_path):
 
 
 def test_checkpoints_file(tmp_path):
-    from cas.live import read_checkpoints
+    from cas.pipeline.live import read_checkpoints
 
     for b in of("checkpoints-file"):
         f = tmp_path / "ckpt"

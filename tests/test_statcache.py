@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import checkout as co
-from cas import hashing, workspace
-from cas.statcache import StatCache
-from cas.store import FileStore, StoreOptions
+from cas.workspace import checkout as co
+from cas.core import hashing
+from cas.workspace import snapshot as workspace
+from cas.workspace.statcache import StatCache
+from cas.store.objectstore import FileStore, StoreOptions
 
 
 @pytest.fixture

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import checkout as co
-from cas import hashing, statcache, workspace
-from cas.statcache import StatCache
-from cas.store import FileStore, StoreOptions
+from cas.workspace import checkout as co
+from cas.core import hashing
+from cas.workspace import statcache
+from cas.workspace import snapshot as workspace
+from cas.workspace.statcache import StatCache
+from cas.store.objectstore import FileStore, StoreOptions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -293,9 +295,9 @@ def test_a_read_only_cache_neither_records_nor_prunes(sc: StatCache, tmp_path: P
 CHILD = r"""
 import os, signal, sys
 from pathlib import Path
-from cas import checkout as co, statcache
-from cas.statcache import StatCache
-from cas.store import FileStore, StoreOptions
+from cas.workspace import checkout as co, statcache
+from cas.workspace.statcache import StatCache
+from cas.store.objectstore import FileStore, StoreOptions
 base = Path(sys.argv[1])
 statcache.ROWS_MIN = int(sys.argv[3])
 statcache._PRUNE_HOOK = lambda: os.kill(os.getpid(), signal.SIGKILL)
@@ -365,7 +367,7 @@ def test_status_after_pruning_sees_every_change(tmp_path: Path, monkeypatch) -> 
 
 def test_deleting_a_run_directory_forgets_its_rows(tmp_path: Path) -> None:
     """rundir's cleanup, discard and prepare (a retry) forget what the run hashed."""
-    from cas import rundir
+    from cas.workers import rundir
 
     env = Env(tmp_path)
     oid = env.put({f"d/f{i}.txt": f"x {i}\n" for i in range(10)}, "v1")

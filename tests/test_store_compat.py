@@ -18,9 +18,17 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import codec, envelope, fsck, gcsweep, pointer, record, refs, tracking, tree
-from cas.gc import gc
-from cas.reachability import BLOB, LAYER, RECORD, TREE
+from cas.store import zstdframe as codec
+from cas.objects import envelope
+from cas.gc import fsck
+from cas.gc import deletion as gcsweep
+from cas.objects import pointer
+from cas.objects import record
+from cas.store import refs
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.gc.collect import gc
+from cas.gc.reachability import BLOB, LAYER, RECORD, TREE
 from test_gc import add, baseline, clock, closure, make_experiment, oids  # noqa: F401
 
 # spec/store.md's worked example as tally 0.1 stored it: blobs raw, trees zstd (level 1).

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import hashing
-from cas import codec as codec_mod
-from cas import fsops as fsops_mod
-from cas import store as store_mod
-from cas import writer as writer_mod
-from cas.errors import CorruptObject, NotFound, ObjectMissing, StoreError, TallyError
-from cas.store import FileStore, MemoryStore, ObjectStore, StoreOptions
+from cas.core import hashing
+from cas.store import zstdframe as codec_mod
+from cas.core import fsops as fsops_mod
+from cas.store import objectstore as store_mod
+from cas.store import writer as writer_mod
+from cas.core.errors import CorruptObject, NotFound, ObjectMissing, StoreError, TallyError
+from cas.store.objectstore import FileStore, MemoryStore, ObjectStore, StoreOptions
 
 TEXT = b"".join(b"line %d of a very compressible text file\n" % i for i in range(2000))
 RANDOM = random.Random(7).randbytes(50_000)
@@ -350,7 +350,7 @@ def test_ingest_reflink_clones(reflink_dir: Path) -> None:
 
 
 def test_ingest_reflink_falls_back_to_copy_where_it_cannot(tmp_path: Path) -> None:
-    from cas.fsops import can_reflink
+    from cas.core.fsops import can_reflink
     if can_reflink(tmp_path):
         pytest.skip("tmp_path can clone; this test needs a filesystem that cannot")
     s = file_store(tmp_path, compression="none")

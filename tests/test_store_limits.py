@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cas import tracking
-from cas.errors import StoreError
-from cas.fsck import fsck
-from cas.project import init_project, open_project
+from cas.workspace import tracking
+from cas.core.errors import StoreError
+from cas.gc.fsck import fsck
+from cas.workspace.project import init_project, open_project
 from cli.main import run
 
 

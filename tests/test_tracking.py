@@ -1,4 +1,4 @@
-"""Use cases on tracked data (cas/tracking.py): add, status, checkout, unprotect, and
+"""Use cases on tracked data (cas/workspace/tracking.py): add, status, checkout, unprotect, and
 the bad inputs each must refuse with the right error."""
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cas import config, hashing, pointer, tracking, tree, workspace
-from cas.errors import NotFound, ObjectMissing, UsageError
-from cas.project import open_project
+from cas.store import config
+from cas.core import hashing
+from cas.objects import pointer
+from cas.workspace import tracking
+from cas.objects import tree
+from cas.workspace import snapshot as workspace
+from cas.core.errors import NotFound, ObjectMissing, UsageError
+from cas.workspace.project import open_project
 
 
 def add(project, *paths: Path) -> list[tracking.Added]:
@@ -98,7 +103,7 @@ def test_re_adding_unchanged_data_reads_nothing(project) -> None:
 @pytest.mark.parametrize("order", ["copy", "hardlink,copy", "symlink,copy", "reflink,copy"])
 def test_add_then_status_reads_nothing_in_every_link_mode(request, tmp_path: Path, order: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from cas.project import init_project
+    from cas.workspace.project import init_project
     if order.startswith("reflink"):
         repo = request.getfixturevalue("reflink_repo")
     else:
@@ -208,7 +213,7 @@ def test_checkout_refuses_to_overwrite_user_changes(project) -> None:
     d = helpers.write_tree(project.root / "data", {"a": "a\n", "b": "b\n"})
     add(project, d)
     (d / "a").write_text("precious edits\n")
-    from cas.errors import WouldOverwrite
+    from cas.core.errors import WouldOverwrite
     with pytest.raises(WouldOverwrite) as ei:
         tracking.checkout(project)
     assert ei.value.paths == ["data/a"]
@@ -333,7 +338,7 @@ ROUND_TRIP_ORDERS = ["reflink,copy", "hardlink,copy", "symlink,copy", "copy"]
 
 
 def round_trip(repo: Path, order: str, *, big_each: int, n_small: int) -> None:
-    from cas.project import init_project
+    from cas.workspace.project import init_project
     project = with_links(init_project(repo)[0], order)
     data = repo / "data"
     helpers.big_files(data / "large", each=big_each)
@@ -365,7 +370,7 @@ def test_round_trip_add_delete_checkout(request, order: str) -> None:
 @pytest.mark.parametrize("order", ROUND_TRIP_ORDERS)
 def test_round_trip_full_size(request, order: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 2 as written: a 1 GiB mix of large files and 50,000 small files."""
-    from cas import writer
+    from cas.store import writer
     monkeypatch.setattr(writer, "BATCH_LIMIT", 20_000)  # real-size batches for real-size data
     repo = request.getfixturevalue("reflink_repo" if order.startswith("reflink") else "repo")
     need = 3 * (1 << 30)

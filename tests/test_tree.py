@@ -6,10 +6,12 @@ import random
 
 import pytest
 
-from cas import envelope, hashing, tree
-from cas.errors import FormatError
-from cas.store import MemoryStore
-from cas.tree import DIR, FILE, SYMLINK, Entry
+from cas.objects import envelope
+from cas.core import hashing
+from cas.objects import tree
+from cas.core.errors import FormatError
+from cas.store.objectstore import MemoryStore
+from cas.objects.tree import DIR, FILE, SYMLINK, Entry
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 

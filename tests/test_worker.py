@@ -15,8 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from cas import checkpoints, queue, queue_status, queue_workers, record, refs, sweep, worker
-from cas.errors import WouldOverwrite
+from cas.experiments import checkpoints
+from cas.queue import directory as queue
+from cas.queue import status as queue_status
+from cas.queue import workers as queue_workers
+from cas.objects import record
+from cas.store import refs
+from cas.experiments import enqueue as sweep
+from cas.workers import supervisor as worker
+from cas.core.errors import WouldOverwrite
 from cli.worker import LAUNCHER
 
 PY = sys.executable
@@ -34,7 +41,7 @@ def make_project(root: Path, *, train: str, outs=("out.txt",), persist=(),
     `persist` outputs are kept across runs (as DVC's `persist: true`): what resuming
     from a checkpoint needs, since other outputs are removed before a stage runs.
     """
-    from cas.project import init_project
+    from cas.workspace.project import init_project
 
     root.mkdir(parents=True)
     _git(root, "init", "-q", "-b", "main")
@@ -136,7 +143,7 @@ def test_failed_run_keeps_logs_and_retry_runs_it_again(proj):
 
 SLEEPY = """\
     import os, pathlib, sys, time
-    from cas.live import Live
+    from cas.pipeline.live import Live
     live = Live()
     for step in range(2):
         live.log_metric("loss", 1.0 / (step + 1))
@@ -257,7 +264,7 @@ def test_stop_lets_the_current_run_finish(sleepy):
 
 CKPT = """\
     import os
-    from cas.live import Live
+    from cas.pipeline.live import Live
     params = dict(line.split(": ") for line in open("params.yaml").read().splitlines())
     live = Live()
     state = open("model.txt").read() if live.resumed else ""
@@ -325,7 +332,7 @@ def test_hundred_entries_two_detached_workers(proj):
 
 
 def test_gc_keeps_queued_snapshots(proj):
-    from cas import gc
+    from cas.gc import collect as gc
 
     (proj.root / "notes.txt").write_text("only in the snapshot\n")
     (it,) = queue_runs(proj, "lr=0.3")
@@ -334,7 +341,7 @@ def test_gc_keeps_queued_snapshots(proj):
     assert not report.deleted or all(d.oid != it.entry.workspace for d in report.deleted)
     assert worker.run_all(proj, jobs=1).done == [it.name]
     rec = records(proj)[it.name]
-    from cas import tree
+    from cas.objects import tree
     names = {e.name for e in tree.decode(proj.store.get(rec.workspace)).entries}
     assert "notes.txt" in names
 
@@ -359,7 +366,8 @@ def test_ctrl_c_of_a_foreground_run_all(sleepy):
 
 
 def test_run_dir_is_linked_and_never_rehashed(proj):
-    from cas import rundir, workspace
+    from cas.workers import rundir
+    from cas.workspace import snapshot as workspace
 
     (proj.root / "data").mkdir()
     for i in range(20):
@@ -378,8 +386,8 @@ def test_run_dir_is_linked_and_never_rehashed(proj):
 
 @pytest.mark.parametrize("mode", ["hardlink", "symlink", "copy"])
 def test_link_modes_keep_the_store_read_only(tmp_path, mode):
-    from cas import config as config_mod
-    from cas.project import open_project
+    from cas.store import config as config_mod
+    from cas.workspace.project import open_project
 
     p = make_project(tmp_path / "proj", train=TRAIN)
     config_mod.set_value(p.store_dir / "config", "cache.type", mode)
@@ -416,7 +424,7 @@ def test_stop_kill_kills_the_current_run(sleepy):
 def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
     """`tally show` shows a running queued experiment with its live metrics, and the
     still-queued ones, alongside the recorded experiments (filterable like them)."""
-    from cas import books
+    from cas.experiments import books
 
     p, go = sleepy
     items = queue_runs(p) + queue_runs(p)  # one worker: the second stays queued
@@ -445,7 +453,7 @@ def test_discard_survives_the_supervisor_removing_an_empty_trash(proj, monkeypat
     """The supervisor rmdirs an empty trash while an executor discards its run directory
     (between the executor's mkdir and its rename): the directory still reaches the
     trash instead of being left behind in .tally/tmp."""
-    from cas import rundir
+    from cas.workers import rundir
 
     trash = proj.store_dir / "tmp" / "trash-test"
     run_dir = proj.store_dir / "tmp" / "run-0123456789abcdef"

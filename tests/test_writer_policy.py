@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cas import envelope, hashing, record, refs, tree, writer
-from cas.project import open_project
-from cas.store import FileStore, StoreOptions
+from cas.objects import envelope
+from cas.core import hashing
+from cas.objects import record
+from cas.store import refs
+from cas.objects import tree
+from cas.store import writer
+from cas.workspace.project import open_project
+from cas.store.objectstore import FileStore, StoreOptions
 
 RAW_MAX = writer.RAW_MAX
 COMPRESSIBLE = b"".join(b"line %05d of a compressible text\n" % i for i in range(400))

@@ -1,0 +1,228 @@
+"""fsck: prove the store consistent, or list exactly what is wrong.
+
+Three passes, each reported by kind:
+
+1. objects: every object file re-hashed (both files of an id stored in both forms; a
+   .zst must also be a valid frame); a name that is not an id, or a file in the wrong
+   shard, is reported too;
+2. reachability: from every root (pointer files in the workspace, plus the root
+   providers registered by higher layers: experiment refs, run-cache, queue), every
+   tree and record decodes and every object it requires is present (the graph and
+   its walker are cas/gc/reachability.py, shared with gc);
+3. leftovers: temp files older than an hour in `.tally/tmp/` (a crashed writer's);
+   reported as notes, not problems, and removed by `gc`.
+
+`repair=True` deletes corrupt objects (they can never be read correctly) and reports
+which pointers/records are now incomplete, so the user knows what to re-add or re-run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from cas.objects import pointer
+from cas.core.errors import CorruptObject, FormatError, ObjectMissing, UsageError
+from cas.workspace.project import Project
+from cas.gc.reachability import BLOB, TREE, Walker
+
+STALE_TMP_AGE = 3600  # seconds: older temp files belong to a writer that died
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing fsck found wrong."""
+
+    kind: str  # object | tree | pointer | missing | record | ref
+    where: str  # an object id or a path
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "where": self.where, "detail": self.detail}
+
+
+@dataclass
+class Report:
+    objects: int = 0
+    trees: int = 0
+    roots: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # object ids deleted by --repair
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "objects": self.objects, "trees": self.trees,
+                "roots": self.roots, "problems": [p.to_json() for p in self.problems],
+                "notes": self.notes, "repaired": self.repaired}
+
+
+# A root provider yields (label, object id, kind) for everything it keeps alive, where
+# kind is True (a tree; the historical `is_dir`), False (unknown: the object's header
+# decides, e.g. a record) or a kind name from cas/gc/reachability.py ("blob", "tree",
+# "record"). A provider may set `root_kind` ("experiments", "run-cache", "queue") to
+# name its roots in gc's report; by default its module's last name is used.
+RootProvider = Callable[[Project], Iterable[tuple[str, str, "bool | str"]]]
+_providers: list[RootProvider] = []
+def register_roots(provider: RootProvider) -> None:
+    """Let a higher layer (experiments, run-cache, queue) add its roots to fsck and gc."""
+    if provider not in _providers:
+        _providers.append(provider)
+
+
+def pointer_roots(project: Project) -> Iterable[tuple[str, str, "bool | str"]]:
+    for rel in pointer.find_all(project.root):
+        ptr = pointer.read(project.root, rel)
+        # A file's object is user data whatever its first bytes are: never decoded.
+        yield f"{rel}{pointer.SUFFIX}", ptr.oid, TREE if ptr.is_dir else BLOB
+
+
+pointer_roots.root_kind = "workspace"  # type: ignore[attr-defined]
+
+
+# Modules that register root providers when imported (experiment refs, run-cache,
+# queue). fsck and gc load them first, so their roots count even when nothing else in
+# the process imported them: a provider never imported would let gc delete its data.
+PROVIDER_MODULES = ("cas.store.refs", "cas.pipeline.runcache", "cas.queue.directory")
+
+
+def load_providers() -> list[RootProvider]:
+    """Every root provider: pointers first, then those the provider modules register."""
+    import importlib
+
+    for name in PROVIDER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # the module exists but is broken: never walk without its roots
+            continue
+        # A module may also just define `roots(project)`: it then need not import fsck
+        # itself (cas/store/refs.py is on `tally run`'s start-up path).
+        provider = getattr(module, "roots", None)
+        if callable(provider):
+            register_roots(provider)
+    return [pointer_roots, *_providers]
+
+
+def root_kind(provider: RootProvider) -> str:
+    """The kind of roots `provider` yields, for reports ("workspace", "experiments", ...)."""
+    kind = getattr(provider, "root_kind", None)
+    if kind:
+        return str(kind)
+    name = getattr(provider, "__module__", "") or ""
+    last = name.rsplit(".", 1)[-1]
+    return {"runcache": "run-cache", "refs": "experiments"}.get(last, last or "other")
+
+
+def kind_hint(kind: "bool | str") -> str | None:
+    """A provider's third field as a walker hint: a kind name, or None (read the header)."""
+    if kind is True:
+        return TREE
+    if kind is False or kind is None:
+        return None
+    return str(kind)
+
+
+def fsck(project: Project, *, repair: bool = False,
+         progress: Callable[[int, int], None] | None = None) -> Report:
+    """Check the whole store; see the module docstring for what is checked."""
+    store = project.store
+    report = Report()
+    bad: set[str] = set()
+
+    # Every file, not every id: an id present in both forms (a crash between two
+    # publishes) has two files, and either may be the damaged one.
+    files = [(o.oid, o.path, o.compressed) for o in store.scan()]
+    forms: dict[str, int] = {}
+    for oid, _, _ in files:
+        forms[oid] = forms.get(oid, 0) + 1
+    report.objects = len(forms)
+
+    def check(item: tuple[str, str, bool]) -> Problem | None:
+        oid, path, compressed = item
+        try:
+            store.verify_file(oid, path, compressed)
+        except CorruptObject as exc:
+            detail = exc.message.split(": ", 1)[-1]
+            if forms[oid] > 1:
+                detail = f"{'zstd' if compressed else 'raw'} form: {detail}"
+            return Problem("object", oid, detail)
+        except ObjectMissing:
+            return None  # deleted while we looked (gc): not damage
+        return None
+
+    damaged: dict[str, list[tuple[str, bool]]] = {}  # oid -> its damaged files
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        for item, p in zip(files, pool.map(check, files)):
+            done += 1
+            if progress and (done % 256 == 0 or done == len(files)):
+                progress(done, len(files))
+            if p is not None:
+                report.problems.append(p)
+                damaged.setdefault(item[0], []).append((item[1], item[2]))
+    # Unreadable for the walker: the form a read takes (raw first) is damaged.
+    bad.update(oid for oid, hurt in damaged.items()
+               if forms[oid] == 1 or any(not compressed for _, compressed in hurt))
+
+    # Reachability from every root.
+    incomplete: list[str] = []
+
+    def problem(kind: str, where: str, detail: str) -> None:
+        report.problems.append(Problem(kind, where, detail))
+
+    walker = Walker(store, problem, bad=bad)
+    for provider in load_providers():
+        try:
+            roots = list(provider(project))
+        except (UsageError, FormatError) as exc:
+            what = "ref" if root_kind(provider) == "experiments" else "pointer"
+            report.problems.append(Problem(what, exc.path or "?", exc.message))
+            continue
+        for label, oid, kind in roots:
+            report.roots += 1
+            if walker.walk(oid, kind_hint(kind), label=label):
+                incomplete.append(label)
+    report.trees = sum(1 for k in walker.kinds.values() if k == TREE)
+
+    # Leftover temp files from writers that died.
+    now = time.time()
+    try:
+        for ent in os.scandir(store.tmp):
+            try:
+                if now - ent.stat(follow_symlinks=False).st_mtime > STALE_TMP_AGE:
+                    report.notes.append(f"stale temp file {ent.name} (gc removes it)")
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        pass
+
+    if repair and damaged:
+        # Deleting is gc's business: take the store lock exclusively, as gc does, so
+        # no writer is mid-publish of an object we are about to remove. Only damaged
+        # files go: a sound second form of the same id stays and is read from then on.
+        with project.lock("store", shared=False, timeout=60, purpose="tally fsck --repair"):
+            for oid in sorted(damaged):
+                if len(damaged[oid]) == forms[oid]:
+                    store.delete(oid)
+                else:
+                    for path, _ in damaged[oid]:
+                        try:
+                            os.unlink(path)
+                        except FileNotFoundError:
+                            pass
+                report.repaired.append(oid)
+        if incomplete:
+            report.notes.append("now incomplete (re-add or re-run them): " + ", ".join(sorted(set(incomplete))))
+    return report
+
+
+__all__ = ["fsck", "Report", "Problem", "register_roots", "pointer_roots", "load_providers",
+           "root_kind", "kind_hint"]

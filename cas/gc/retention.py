@@ -1,0 +1,227 @@
+"""Retention policies: which experiments a cron `tally gc` may drop.
+
+A policy is applied to the list of experiments before gc marks, and only ever drops
+experiment refs; the objects they alone kept then become garbage like any other.
+
+Rules (spec/gc.md, "Retention"):
+
+- never dropped: promoted experiments (their record, or a tree or blob the record
+  names, is named from Git history: a pointer, `tally.lock`, or a commit message),
+  queued and running ones, and any whose record cannot be read;
+- `drop_failed`: failed and interrupted experiments are dropped, and are not counted
+  by keep_last / keep_best;
+- `keep_last N` / `keep_best N` (by `sort_by KEY:max|min`): when either is set,
+  experiments outside the union of the N most recent and the N best are dropped;
+- `older_than T`: alone, drops experiments created more than T ago; together with a
+  keep rule it narrows it: only experiments that are both outside the kept sets and
+  older than T are dropped (a keep rule and an age both protect).
+
+Counting is global, across baselines. An experiment without a finite value for the
+sort key ranks after every experiment that has one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from cas.core.durations import parse_duration
+from cas.core.errors import UsageError
+
+FAILED = frozenset({"failed", "interrupted"})
+PROTECTED_STATUSES = frozenset({"running", "queued", "unreadable"})
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What a policy needs to know about one experiment (built from its ref and record)."""
+
+    baseline: str
+    name: str
+    record: str  # the record's object id
+    created: int  # unix ns
+    status: str  # a record status, or "unreadable"
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # flat: "file:key.path" -> value
+    names: frozenset[str] = frozenset()  # ids the record names (workspace, outs, checkpoints)
+
+    @property
+    def label(self) -> str:
+        return f"{self.baseline[:12]}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One experiment a policy drops, and why."""
+
+    exp: Experiment
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"baseline": self.exp.baseline, "name": self.exp.name,
+                "record": self.exp.record, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A retention policy; the default keeps everything."""
+
+    keep_last: int = 0
+    keep_best: int = 0
+    sort_by: str = ""  # "KEY:max" (higher is better) or "KEY:min"
+    drop_failed: bool = False
+    older_than: str = ""  # a duration: 30d, 2w
+
+    def __post_init__(self) -> None:
+        if self.keep_last < 0 or self.keep_best < 0:
+            raise UsageError("--keep-last and --keep-best must be >= 0")
+        if self.keep_best and not self.sort_by:
+            raise UsageError("--keep-best needs --sort-by KEY:max or KEY:min",
+                             hint="e.g. --keep-best 5 --sort-by acc:max")
+        if self.sort_by:
+            self.sort_key()  # validate early
+        if self.older_than:
+            parse_duration(self.older_than)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.keep_last or self.keep_best or self.drop_failed or self.older_than)
+
+    def sort_key(self) -> tuple[str, bool]:
+        """(metric key, higher_is_better) from `sort_by`.
+
+        Raises:
+            UsageError: no `:max` / `:min` suffix. The direction is required because
+                guessing it wrong would keep the worst experiments.
+        """
+        key, sep, direction = self.sort_by.rpartition(":")
+        if not sep or direction not in ("max", "min") or not key:
+            raise UsageError(f"--sort-by {self.sort_by!r} must end in :max or :min",
+                             hint="say which way is better, e.g. acc:max or loss:min "
+                                  "(a key may name its file: metrics.json:acc:max)")
+        return key, direction == "max"
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Policy":
+        """The policy set in the store config (`gc.keep_last` & co)."""
+        return cls(keep_last=int(config.get("gc.keep_last")), keep_best=int(config.get("gc.keep_best")),
+                   sort_by=str(config.get("gc.sort_by")),
+                   drop_failed=str(config.get("gc.drop_failed")).lower() == "true",
+                   older_than=str(config.get("gc.older_than")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keep_last": self.keep_last, "keep_best": self.keep_best, "sort_by": self.sort_by,
+                "drop_failed": self.drop_failed, "older_than": self.older_than}
+
+
+def metric_value(metrics: Mapping[str, Any], key: str) -> float | None:
+    """The finite number `key` names in flat metrics, or None.
+
+    `key` is a full flat key (`metrics.json:acc`) or, when it names one column in a
+    single file, the part after the file (`acc`).
+
+    Raises:
+        UsageError: a short key that matches columns in more than one file.
+    """
+    if key in metrics:
+        v = metrics[key]
+    else:
+        hits = [k for k in metrics if k.split(":", 1)[-1] == key]
+        if len(hits) > 1:
+            raise UsageError(f"metric {key!r} is ambiguous: {', '.join(sorted(hits))}",
+                             hint="name the file too, e.g. --sort-by " + f"{sorted(hits)[0]}:max")
+        if not hits:
+            return None
+        v = metrics[hits[0]]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def select(experiments: Iterable[Experiment], policy: Policy, *, now_ns: int,
+           promoted: Callable[[Experiment], bool] = lambda e: False) -> list[Drop]:
+    """The experiments `policy` drops, in the order given.
+
+    Args:
+        now_ns: the current time (unix ns) for `older_than`.
+        promoted: True for an experiment reachable from Git (never dropped).
+    """
+    exps = list(experiments)
+    if not policy.active:
+        return []
+    protected = {id(e) for e in exps if e.status in PROTECTED_STATUSES or promoted(e)}
+    pool = [e for e in exps if e.status not in PROTECTED_STATUSES
+            and not (policy.drop_failed and e.status in FAILED)]
+    keep_rule = bool(policy.keep_last or policy.keep_best)
+    kept: set[int] = set()
+    if policy.keep_last:
+        newest = sorted(pool, key=lambda e: e.created, reverse=True)
+        kept.update(id(e) for e in newest[:policy.keep_last])
+    best_by = ""
+    if policy.keep_best:
+        key, higher = policy.sort_key()
+        best_by = key
+
+        def rank(e: Experiment) -> tuple[int, float, int]:
+            v = metric_value(e.metrics, key)
+            if v is None:
+                return (1, 0.0, -e.created)
+            return (0, -v if higher else v, -e.created)
+        kept.update(id(e) for e in sorted(pool, key=rank)[:policy.keep_best])
+    cutoff = now_ns - int(parse_duration(policy.older_than) * 1e9) if policy.older_than else None
+
+    drops = []
+    for e in exps:
+        if id(e) in protected:
+            continue
+        if policy.drop_failed and e.status in FAILED:
+            drops.append(Drop(e, f"status {e.status}"))
+            continue
+        if not keep_rule and cutoff is None:
+            continue
+        if keep_rule and id(e) in kept:
+            continue
+        if cutoff is not None and e.created >= cutoff:
+            continue
+        why = []
+        if keep_rule:
+            sets = ([f"the last {policy.keep_last}"] if policy.keep_last else []) + \
+                   ([f"the best {policy.keep_best} by {best_by}"] if policy.keep_best else [])
+            why.append("not among " + " or ".join(sets))
+        if cutoff is not None:
+            why.append(f"older than {policy.older_than}")
+        drops.append(Drop(e, ", ".join(why)))
+    return drops
+
+
+def from_record(baseline: str, name: str, oid: str, rec: Any) -> Experiment:
+    """An Experiment from a decoded cas.objects.record.Record."""
+    names = set()
+    if rec.workspace:
+        names.add(rec.workspace)
+    names.update(o for o, _ in rec.outs.values())
+    names.update(t for _, t in rec.checkpoints)
+    return Experiment(baseline=baseline, name=name, record=oid, created=rec.created,
+                      status=rec.status, metrics=rec.flat_metrics(), names=frozenset(names))
+
+
+def list_experiments(project: Any) -> list[Experiment]:
+    """Every experiment ref with what its record says; unreadable records are kept
+    (status "unreadable": a policy never drops what it cannot judge)."""
+    from cas.objects import record
+    from cas.store import refs
+    from cas.core.errors import TallyError
+
+    out = []
+    for baseline, name, oid in refs.list_refs(project):
+        try:
+            rec = record.load(project.store, oid)
+        except TallyError:
+            out.append(Experiment(baseline, name, oid, 0, "unreadable"))
+            continue
+        out.append(from_record(baseline, name, oid, rec))
+    return out
+
+
+__all__ = ["Policy", "Experiment", "Drop", "select", "metric_value", "from_record",
+           "list_experiments"]

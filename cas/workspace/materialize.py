@@ -1,0 +1,224 @@
+"""Writing one entry of a stored tree into the workspace: the link modes.
+
+Link modes, tried in the configured order per file (default `reflink, copy`):
+
+    reflink   clone the raw object (copy-on-write; independent, writable file)
+    hardlink  the workspace file *is* the object's inode: read-only (0444)
+    symlink   a symlink to the object file: read-only target
+    copy      an independent copy (also the only way out of a zstd object)
+
+A mode that cannot apply (compressed object, another filesystem, no CoW support)
+falls through to the next. Hardlinked and symlinked files are read-only so an edit
+cannot corrupt the store; `tally unprotect` swaps one for a writable copy. Every file
+is built under a temp name in its own directory and renamed into place when it
+replaces something (or when the mode is not atomic), so no reader sees a torn file.
+
+What to write, what may be overwritten, and what the stat cache is told are decided
+by cas/workspace/checkout.py, the only user of this module.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from cas.core import hashing
+from cas.objects import tree
+from cas.core.errors import CorruptObject, UsageError
+from cas.core.fsops import copy_file, reflink
+from cas.store.objectstore import FileStore
+
+TMP_PREFIX = ".tally-tmp-"
+# The process umask, read once (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def rmtree(path: str | Path) -> None:
+    import shutil  # here: with zlib, bz2 and lzma it costs ~4 ms of every `tally run`'s start
+
+    shutil.rmtree(path)
+
+
+class Materializer:
+    """Writes entries into the workspace by the first link mode that applies."""
+
+    def __init__(self, store: FileStore, links: tuple[str, ...]) -> None:
+        self.store = store
+        self.links = links
+        self.no_reflink = False  # set after the first refusal: do not ask per file
+        self.tree_links: frozenset[str] = frozenset()  # the tree's symlinks (see _escapes)
+        self._n = 0
+        self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+    def _tmp(self, path: str) -> str:
+        self._n += 1
+        return f"{path.rpartition('/')[0]}/{TMP_PREFIX}{self._tag}-{self._n}"
+
+    def write(self, e: tree.Entry, path: str, *, rel: str,
+              replace: bool) -> tuple[str, os.stat_result | None]:
+        """Materialize `e` at `path` (`rel` inside the tree); return (link mode, lstat).
+
+        A new path is created directly when the mode is atomic (hardlink, symlink);
+        otherwise, and whenever something is replaced, the entry is built under a temp
+        name and renamed over, so no reader ever sees a torn file. A regular file whose
+        size is not the tree's is damage: it is removed and CorruptObject raised.
+        """
+        if e.kind == tree.SYMLINK:
+            return self._symlink_entry(e, path, rel), None
+        mode = self._write_file(e, path, replace)
+        st = os.lstat(path)
+        # A symlink is judged by the object it points to; size -1 means unknown.
+        size = os.stat(path).st_size if mode == "symlink" else st.st_size
+        if e.size >= 0 and e.size != size:
+            os.unlink(path)
+            raise CorruptObject(e.oid, f"{st.st_size} bytes in the store, the tree says {e.size}",
+                                path=self.store.raw_path(e.oid))
+        return mode, (None if mode == "symlink" else st)
+
+    def _write_file(self, e: tree.Entry, path: str, replace: bool) -> str:
+        raw = self.store.raw_path(e.oid)
+        tmp = None
+        try:
+            for mode in self.links:
+                if e.mode & 0o111 and mode in ("hardlink", "symlink"):
+                    continue  # would share the object's 0444 and lose the x bits
+                if mode == "hardlink":
+                    tmp = self._tmp(path) if replace else None
+                    try:
+                        os.link(raw, tmp or path)
+                    except FileNotFoundError:
+                        if not os.path.exists(raw):  # compressed or missing: next mode
+                            tmp = None
+                            continue
+                        raise
+                    except OSError as exc:
+                        if exc.errno in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
+                            tmp = None
+                            continue
+                        raise
+                elif mode == "symlink":
+                    if not os.path.exists(raw):
+                        continue
+                    tmp = self._tmp(path) if replace else None
+                    os.symlink(os.path.abspath(raw), tmp or path)
+                elif mode == "reflink":
+                    if self.no_reflink or not os.path.exists(raw):
+                        continue
+                    tmp = self._tmp(path)
+                    if not reflink(raw, tmp):
+                        self.no_reflink = True
+                        tmp = None
+                        continue
+                    os.chmod(tmp, e.mode & ~_UMASK)
+                elif mode == "copy":
+                    tmp = self._tmp(path)
+                    self._copy(e, raw, tmp)
+                else:  # pragma: no cover - config validation forbids it
+                    continue
+                if tmp is not None:
+                    self._replace(tmp, path)
+                return mode
+            # Nothing in the configured order applied: a copy always can.
+            tmp = self._tmp(path)
+            self._copy(e, raw, tmp)
+            self._replace(tmp, path)
+            return "copy"
+        except BaseException:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            raise
+
+    def _copy(self, e: tree.Entry, raw: str, tmp: str) -> None:
+        try:
+            copy_file(raw, tmp, mode=e.mode)
+        except FileNotFoundError:
+            info = self.store.info(e.oid)  # ObjectMissing when neither form exists
+            if not info.compressed:
+                raise
+            _decompress_to(e.oid, info.path, tmp, e.mode, e.size)
+
+    @staticmethod
+    def _replace(tmp: str, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            rmtree(path)
+        os.replace(tmp, path)
+
+    def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:
+        target = link_target(self.store, e, rel, self.tree_links)
+        tmp = self._tmp(path)
+        os.symlink(target, tmp)
+        self._replace(tmp, path)
+        return "symlink"
+
+
+def link_target(store: FileStore, e: tree.Entry, rel: str,
+                 links: frozenset[str] = frozenset()) -> str:
+    """The target of a stored symlink, refused if absolute or escaping its tree
+    (`links`: every symlink of the tree, which a target may not pass through)."""
+    target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
+    # Judge the target from the link's place in the tree, not in its directory:
+    # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
+    if os.path.isabs(target) or "\0" in target or _escapes(rel or "link", target, links):
+        raise UsageError(f"refusing symlink {rel} -> {target}: it points outside its tree",
+                         hint="the stored tree is hostile or damaged; nothing was written")
+    return target
+
+
+def _escapes(link_rel: str, target: str, links: frozenset[str] = frozenset()) -> bool:
+    """Would a relative symlink at `link_rel` (inside its tree) resolve outside it?
+
+    The target is walked component by component from the link's directory. It
+    escapes when `..` climbs above the tree's root, or when it passes *through*
+    another symlink of the tree (`links`, tree-relative paths): whatever that link
+    points at, a lexical check cannot vouch for the path beyond it, so a chain of
+    individually harmless links (`a -> .`, `b -> a/..`) is refused as a whole.
+    """
+    parts = list(Path(link_rel).parent.parts)
+    comps = [c for c in target.split("/") if c not in ("", ".")]
+    for i, part in enumerate(comps):
+        if part == "..":
+            if not parts:
+                return True
+            parts.pop()
+            continue
+        parts.append(part)
+        if i < len(comps) - 1 and "/".join(parts) in links:
+            return True
+    return False
+
+
+def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:
+    """Decompress a zstd object into a new file, verifying its hash on the way."""
+    import zstandard  # here: only a checkout out of a compressed object needs it
+
+    hasher = hashing.new_hasher(threaded=size >= hashing.MMAP_THRESHOLD)
+    written = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with open(src, "rb") as f:
+            reader = zstandard.ZstdDecompressor().stream_reader(f)
+            while True:
+                chunk = reader.read(hashing.STREAM_CHUNK)
+                if not chunk:
+                    break
+                written += len(chunk)
+                if size >= 0 and written > size:
+                    raise CorruptObject(oid, f"expands beyond its recorded {size} bytes", path=src)
+                hasher.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+    except zstandard.ZstdError as exc:
+        os.close(fd)
+        raise CorruptObject(oid, f"bad zstd frame: {exc}", path=src) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    if hasher.hexdigest() != oid:
+        raise CorruptObject(oid, "content does not hash to its id", path=src)
