@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import helpers
+from support import helpers
+from support.gclab import NS, Clock
+from support.lab import Lab, sh
+
+from cas.gc import collect as gc_mod
+from cas.gc import inventory as gcinventory
+from cas.workspace.project import init_project
 
 # Read before any fixture scrubs the environment: these decide what is collected.
 REFLINK_DIR = os.environ.get("TALLY_REFLINK_DIR") or None
@@ -104,3 +110,45 @@ def reflink_repo(reflink_dir: Path) -> Path:
     helpers.git(root, "init", "-q", "-b", "main")
     helpers.git(root, "commit", "-q", "--allow-empty", "-m", "initial")
     return root
+
+
+# -- shared fixtures (a lab of experiments; gc's clock) ----------------------------------
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Tally Test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "tally@example.com")
+    root = tmp_path / "proj"
+    root.mkdir()
+    sh(root, "init", "-q", "-b", "main")
+    sh(root, "config", "commit.gpgsign", "false")
+    init_project(root)
+    monkeypatch.chdir(root)
+    lab = Lab(root)
+    lab.write({"train.py": "print('v1')\n", "params.yaml": "train:\n  lr: 0.1\n  epochs: 10\n",
+               "metrics.json": '{"acc": 0.5, "loss": 1.0}\n'})
+    lab.commit("baseline")
+    return lab
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    real_now, real_inv, real_restat = gc_mod._fs_now_ns, gcinventory.inventory, gcinventory.restat
+
+    def shift(oid, o):
+        if o is not None and oid in c.extra:
+            o.newest_ns -= int(c.extra[oid] * NS)
+        return o
+
+    def inventory(store):
+        inv = real_inv(store)
+        for oid, o in inv.items():
+            shift(oid, o)
+        return inv
+
+    monkeypatch.setattr(gc_mod, "_fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
+    monkeypatch.setattr(gcinventory, "inventory", inventory)
+    monkeypatch.setattr(gcinventory, "restat", lambda store, oid, o: shift(oid, real_restat(store, oid, o)))
+    return c

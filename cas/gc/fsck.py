@@ -5,8 +5,8 @@ Three passes, each reported by kind:
 1. objects: every object file re-hashed (both files of an id stored in both forms; a
    .zst must also be a valid frame); a name that is not an id, or a file in the wrong
    shard, is reported too;
-2. reachability: from every root (pointer files in the workspace, plus the root
-   providers registered by higher layers: experiment refs, run-cache, queue), every
+2. reachability: from every root (the providers of cas/gc/providers.py: pointer
+   files in the workspace, experiment refs, run-cache, queue), every
    tree and record decodes and every object it requires is present (the graph and
    its walker are cas/gc/reachability.py, shared with gc);
 3. leftovers: temp files older than an hour in `.tally/tmp/` (a crashed writer's);
@@ -22,12 +22,12 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
-from cas.objects import pointer
 from cas.core.errors import CorruptObject, FormatError, ObjectMissing, UsageError
 from cas.workspace.project import Project
-from cas.gc.reachability import BLOB, TREE, Walker
+from cas.gc.providers import PROVIDERS, kind_hint
+from cas.gc.reachability import TREE, Walker
 
 STALE_TMP_AGE = 3600  # seconds: older temp files belong to a writer that died
 
@@ -61,73 +61,6 @@ class Report:
         return {"ok": self.ok, "objects": self.objects, "trees": self.trees,
                 "roots": self.roots, "problems": [p.to_json() for p in self.problems],
                 "notes": self.notes, "repaired": self.repaired}
-
-
-# A root provider yields (label, object id, kind) for everything it keeps alive, where
-# kind is True (a tree; the historical `is_dir`), False (unknown: the object's header
-# decides, e.g. a record) or a kind name from cas/gc/reachability.py ("blob", "tree",
-# "record"). A provider may set `root_kind` ("experiments", "run-cache", "queue") to
-# name its roots in gc's report; by default its module's last name is used.
-RootProvider = Callable[[Project], Iterable[tuple[str, str, "bool | str"]]]
-_providers: list[RootProvider] = []
-def register_roots(provider: RootProvider) -> None:
-    """Let a higher layer (experiments, run-cache, queue) add its roots to fsck and gc."""
-    if provider not in _providers:
-        _providers.append(provider)
-
-
-def pointer_roots(project: Project) -> Iterable[tuple[str, str, "bool | str"]]:
-    for rel in pointer.find_all(project.root):
-        ptr = pointer.read(project.root, rel)
-        # A file's object is user data whatever its first bytes are: never decoded.
-        yield f"{rel}{pointer.SUFFIX}", ptr.oid, TREE if ptr.is_dir else BLOB
-
-
-pointer_roots.root_kind = "workspace"  # type: ignore[attr-defined]
-
-
-# Modules that register root providers when imported (experiment refs, run-cache,
-# queue). fsck and gc load them first, so their roots count even when nothing else in
-# the process imported them: a provider never imported would let gc delete its data.
-PROVIDER_MODULES = ("cas.store.refs", "cas.pipeline.runcache", "cas.queue.directory")
-
-
-def load_providers() -> list[RootProvider]:
-    """Every root provider: pointers first, then those the provider modules register."""
-    import importlib
-
-    for name in PROVIDER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # the module exists but is broken: never walk without its roots
-            continue
-        # A module may also just define `roots(project)`: it then need not import fsck
-        # itself (cas/store/refs.py is on `tally run`'s start-up path).
-        provider = getattr(module, "roots", None)
-        if callable(provider):
-            register_roots(provider)
-    return [pointer_roots, *_providers]
-
-
-def root_kind(provider: RootProvider) -> str:
-    """The kind of roots `provider` yields, for reports ("workspace", "experiments", ...)."""
-    kind = getattr(provider, "root_kind", None)
-    if kind:
-        return str(kind)
-    name = getattr(provider, "__module__", "") or ""
-    last = name.rsplit(".", 1)[-1]
-    return {"runcache": "run-cache", "refs": "experiments"}.get(last, last or "other")
-
-
-def kind_hint(kind: "bool | str") -> str | None:
-    """A provider's third field as a walker hint: a kind name, or None (read the header)."""
-    if kind is True:
-        return TREE
-    if kind is False or kind is None:
-        return None
-    return str(kind)
 
 
 def fsck(project: Project, *, repair: bool = False,
@@ -179,11 +112,11 @@ def fsck(project: Project, *, repair: bool = False,
         report.problems.append(Problem(kind, where, detail))
 
     walker = Walker(store, problem, bad=bad)
-    for provider in load_providers():
+    for provider in PROVIDERS:
         try:
-            roots = list(provider(project))
+            roots = list(provider.roots(project))
         except (UsageError, FormatError) as exc:
-            what = "ref" if root_kind(provider) == "experiments" else "pointer"
+            what = "ref" if provider.kind == "experiments" else "pointer"
             report.problems.append(Problem(what, exc.path or "?", exc.message))
             continue
         for label, oid, kind in roots:
@@ -224,5 +157,4 @@ def fsck(project: Project, *, repair: bool = False,
     return report
 
 
-__all__ = ["fsck", "Report", "Problem", "register_roots", "pointer_roots", "load_providers",
-           "root_kind", "kind_hint"]
+__all__ = ["fsck", "Report", "Problem"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from cas.gc import fsck as fsck_mod
+from cas.gc.providers import PROVIDERS, kind_hint
 from cas.workspace import git
 from cas.workspace import gitobjects
 from cas.objects import pointer
@@ -86,20 +87,20 @@ def provider_roots(project: Project, problems: list[Problem], *, skip: set[str]
     """
     roots: list[Root] = []
     kinds: set[str] = set()
-    for provider in fsck_mod.load_providers():
-        kind = fsck_mod.root_kind(provider)
+    for provider in PROVIDERS:
+        kind = provider.kind
         kinds.add(kind)
         if kind in skip:
             continue
         try:
-            found = list(provider(project))
+            found = list(provider.roots(project))
         except TallyError as exc:
             what = "ref" if kind == "experiments" else "pointer" if kind == "workspace" else kind
             problems.append(Problem(what, exc.path or kind, exc.message))
             continue
-        roots.extend(Root(kind, label, oid, fsck_mod.kind_hint(k)) for label, oid, k in found)
+        roots.extend(Root(kind, label, oid, kind_hint(k)) for label, oid, k in found)
     if "experiments" not in kinds:
-        # Refs exist but nothing registered them as roots: sweeping would delete every
+        # Refs exist but no provider lists them as roots: sweeping would delete every
         # experiment. Never guess: stop.
         from cas.store import refs
         try:
@@ -110,7 +111,8 @@ def provider_roots(project: Project, problems: list[Problem], *, skip: set[str]
         if n:
             problems.append(Problem("ref", os.fspath(refs.refs_root(project)),
                                     f"{n} experiment ref(s) but no root provider covers them "
-                                    "(is cas/store/refs.py's register_roots missing?)"))
+                                    "(is the experiments provider missing from "
+                                    "cas/gc/providers.py?)"))
     return roots, kinds
 
 

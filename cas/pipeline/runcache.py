@@ -16,7 +16,7 @@ body repeats the key's inputs and adds the outputs:
 
 Index: `.tally/runcache/<key[:2]>/<key>`, a text file with the entry's id and a
 newline, replaced atomically; the newest entry for a key wins (as in DVC). Entries
-are gc/fsck roots (register_roots below), so a gc never strands a key whose outputs
+are gc/fsck roots (`roots` below, listed in cas/gc/providers.py), so a gc never strands a key whose outputs
 it deleted (DVC#9420).
 
 Only stages that can be replayed are cached: a command, at least one dep and one
@@ -191,14 +191,3 @@ def roots(project) -> Iterable[tuple[str, str, bool]]:
             yield f"{label}:{path}", o, is_dir
 
 
-def _register() -> None:
-    # fsck.load_providers() also takes this module's `roots`; importing fsck here
-    # would cost `tally run` ~15 ms of start-up, so only register if it is loaded.
-    import sys
-
-    fsck = sys.modules.get("cas.gc.fsck")
-    if fsck is not None and hasattr(fsck, "register_roots"):
-        fsck.register_roots(roots)
-
-
-_register()

@@ -480,15 +480,6 @@ def roots(project) -> Iterator[tuple[str, str, bool]]:
                 yield f"{label} checkpoint {step}", oid, True
 
 
-roots.root_kind = "queue"  # type: ignore[attr-defined]
-
-
-def _register() -> None:
-    from cas.gc import fsck
-    fsck.register_roots(roots)
-
-
-_register()
 
 
 __all__ = ["Entry", "Item", "encode", "decode", "enqueue", "claim", "complete_outcome", "finish",

@@ -384,18 +384,6 @@ def roots(project):
             yield f"{label} checkpoint {step}", t, True
 
 
-def _register() -> None:
-    # fsck.load_providers() also takes this module's `roots`; importing fsck here
-    # would cost `tally run` ~15 ms of start-up, so only register if it is loaded.
-    import sys
-
-    fsck = sys.modules.get("cas.gc.fsck")
-    if fsck is not None and hasattr(fsck, "register_roots"):
-        fsck.register_roots(roots)
-
-
-_register()
-
 __all__ = ["read", "list_refs", "list_baselines", "find", "update", "delete", "rename",
            "check_name", "name_problem", "generate_name", "candidate_name",
            "ref_path", "refs_root", "roots"]

@@ -42,17 +42,17 @@ EXIT_EXECUTOR_ERROR = 70  # an executor that crashed before writing an outcome
 def preload() -> None:
     """Import what a run needs once, in the supervisor, so every fork has it."""
     from cas.workspace import checkout  # noqa: F401
-    from cas.experiments import runs as experiments
-    from cas.pipeline import tallylock as lockfile
-    from cas.pipeline import params
-    from cas.pipeline import pipelinefile as pipeline
-    from cas.objects import record
-    from cas.store import refs
-    from cas.pipeline import runcache
+    from cas.experiments import runs as experiments  # noqa: F401
+    from cas.pipeline import tallylock as lockfile  # noqa: F401
+    from cas.pipeline import params  # noqa: F401
+    from cas.pipeline import pipelinefile as pipeline  # noqa: F401
+    from cas.objects import record  # noqa: F401
+    from cas.store import refs  # noqa: F401
+    from cas.pipeline import runcache  # noqa: F401
     from cas.workers import rundir  # noqa: F401
-    from cas.pipeline import runner
-    from cas.workspace import statcache
-    from cas.workspace import fullsnapshot as worktree
+    from cas.pipeline import runner  # noqa: F401
+    from cas.workspace import statcache  # noqa: F401
+    from cas.workspace import fullsnapshot as worktree  # noqa: F401
     try:
         params._yaml_rt()  # ruamel's import and setup: ~40 ms saved per run
         import ruamel.yaml  # noqa: F401

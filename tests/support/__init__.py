@@ -1,0 +1,1 @@
+"""Shared test builders: data, labs, worlds. No fixtures, no tests."""
