@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from cas.core.errors import LockBusy
-from cas.core.jsontext import quote
 
 POLL = 0.05  # seconds between tries while waiting
 
@@ -59,11 +58,12 @@ class Lock:
                 time.sleep(POLL)
         self._fd = fd
         if not self.shared:
+            import json
+
             # os.uname, not socket.gethostname: the same name on POSIX, and `socket`
             # costs ~3 ms of start-up that every `tally run` would pay.
-            # JSON written by hand (cas/core/jsontext.py): `json` is ~1.7 ms of that start-up.
-            info = (f'{{"pid": {os.getpid()}, "host": {quote(os.uname().nodename)}, '
-                    f'"command": {quote(self.purpose)}, "since": {time.time()!r}}}')
+            info = json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                               "command": self.purpose, "since": time.time()})
             try:
                 self.holder_path.write_text(info)
             except OSError:

@@ -6,7 +6,7 @@ MAX_METRICS_FILE bytes each. collect_metrics reads the ones present into plain v
 (msgpack-able: str keys, no dates, ints within 64 bits); a missing, oversized or
 malformed file is skipped, because the record of a run must be written even when
 the run broke its metrics. Flat `key: value` YAML is read without ruamel
-(cas/core/flatyaml.py), which is most of what a run costs when its metrics are YAML.
+(cas/core/yamlsubset.py), which is most of what a run costs when its metrics are YAML.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def collect_metrics(root: Path, files: Sequence[str]) -> dict[str, Any]:
                 import tomllib
                 data = tomllib.loads(text)
             else:
-                from cas.core.flatyaml import parse_flat_yaml
+                from cas.core.yamlsubset import parse_flat_yaml
                 data = parse_flat_yaml(text)  # `key: value` lines: no ruamel import
                 if data is None:
                     from ruamel.yaml import YAML

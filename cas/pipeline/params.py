@@ -23,7 +23,7 @@ A VALUE may also be a sweep of several values (`lr=0.1,0.01`, `choice(...)`,
 grid of several specs are cas/pipeline/sweepspec.py.
 
 YAML files of plain `key: value` lines are read and edited without ruamel.yaml
-(cas/core/flatyaml.py), with the same result; everything else goes through ruamel's round
+(cas/core/yamlsubset.py), with the same result; everything else goes through ruamel's round
 trip, keeping comments, key order and quoting.
 """
 
@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from cas.core.errors import NotFound, ParamError, from_os_error
-from cas.core.flatyaml import NOT_FLAT, edit_flat, flat_scalar, parse_flat
+from cas.core.fsops import atomic_write
+from cas.core.yamlsubset import NOT_PLAIN, edit_flat, parse_flat, plain_scalar
 from cas.pipeline.stages import DEFAULT_PARAMS_FILE  # defined with the pipeline types; part of this API
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml"}
@@ -147,8 +148,8 @@ def parse_value(text: str) -> Any:
     s = text.strip()
     if not s:
         return ""  # `key=` sets the empty string, as in Hydra
-    value = flat_scalar(s)
-    if value is not NOT_FLAT:
+    value = plain_scalar(s)
+    if value is not NOT_PLAIN:
         return value
     try:
         value = _safe_yaml().load(s)
@@ -212,9 +213,10 @@ def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override])
     for rel, ovs in by_file.items():
         path = root / rel
         text = None
-        if params_format(path) == "yaml":  # most edits need no YAML library (cas/core/flatyaml.py)
+        if params_format(path) == "yaml":  # most edits need no YAML library (cas/core/yamlsubset.py)
             original = _read_text(path)
-            text = edit_flat(original, ovs)
+            if all(ov.op == "set" for ov in ovs):
+                text = edit_flat(original, [(ov.key, ov.value) for ov in ovs])
         if text is None:
             fmt, data, original = _read(path)
             for ov in ovs:
@@ -508,31 +510,15 @@ def _json_indent(text: str) -> int | str | None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    # Same directory as the target, so os.replace is a rename on one filesystem: a
-    # reader sees the old file or the new one, never half of either. A symlink or a
-    # hardlink is replaced, never written through: it may be a read-only store object.
-    # os.open with O_EXCL and a random name, as tempfile.mkstemp does, without the
-    # ~6 ms import of tempfile (random, shutil) that `tally run -S` would pay.
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(6).hex()}.tmp"))
+    # A reader sees the old file or the new one, never half of either; a symlink or a
+    # hardlink is replaced, never written through (it may be a read-only store object).
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise from_os_error(exc, path=path, doing="writing params") from None
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
+        atomic_write(path, text.encode("utf-8"), mode=mode)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise from_os_error(exc, path=path, doing="writing params") from None
 
 

@@ -41,20 +41,13 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cas.core import jsontext
+from cas.core import yamlsubset
 from cas.core.errors import UsageError
 from cas.core.fsops import Staged, commit_staged, stage_file
 
 LOCK_FILE = "tally.lock"
 SCHEMA = 1
 HEADER = "# tally.lock: written by `tally run`; commit it with your code\n"
-# A plain scalar: r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*", checked without compiling a
-# regular expression (cas/core/jsontext.py says why; tests/test_jsontext.py checks both).
-_PLAIN = r"[A-Za-z_/][A-Za-z0-9_./@+=,%() -]*"  # the rule, as tests state it
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_PLAIN_FIRST = frozenset(_LETTERS + "_/")
-_PLAIN_REST = _LETTERS + "0123456789_./@+=,%() -"
-_RESERVED = frozenset("true false yes no on off null y n".split())
 
 
 # NamedTuples, not dataclasses: a dataclass costs ~1 ms of `tally run`'s start-up each.
@@ -99,10 +92,8 @@ def _scalar(v: Any) -> str:
             return ".inf" if v > 0 else "-.inf"
         return repr(v)
     if isinstance(v, str):
-        if _is_plain(v) and not v.endswith(" ") and v.lower() not in _RESERVED \
-                and "  " not in v:
-            return v
-        return _quote(v)
+        # Plain exactly when the one resolver reads it back as this string (ids too).
+        return v if yamlsubset.is_plain(v) else _quote(v)
     if isinstance(v, (list, tuple, dict)):
         import json  # nested values are rare: not worth json's start-up on every run
         return json.dumps(v, ensure_ascii=True, sort_keys=True, separators=(", ", ": ")).replace("\x7f", "\\u007f")
@@ -111,30 +102,14 @@ def _scalar(v: Any) -> str:
 
 # Characters YAML treats as line breaks or does not allow raw in a stream: such a
 # string is written all-ASCII, escaped (JSON escapes are valid YAML escapes).
-_UNSAFE = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]"
-
-
-# A hex id that YAML would read as a number: all digits (an int) or digits, one "e",
-# digits (a float). Astronomically rare, but then it must be quoted to stay a string.
-_NUMERIC_HEX = r"[0-9]+(e[0-9]+)?"
-
-
-def _is_plain(v: str) -> bool:
-    return v[:1] in _PLAIN_FIRST and not v.strip(_PLAIN_REST)
-
-
-def _oid_text(oid: str) -> str:
-    digits, e, exponent = oid.partition("e")
-    numeric = oid.isascii() and digits.isdigit() and (not e or exponent.isdigit())  # _NUMERIC_HEX
-    return jsontext.quote(oid) if numeric else oid
+_UNSAFE_CHARS = frozenset("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x11\x12"
+                          "\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f"
+                          "\u2028\u2029\ufeff\ufffe\uffff")
 
 
 def _quote(s: str) -> str:
-    if s.isascii() and s.isprintable():
-        return jsontext.quote(s)  # nothing _UNSAFE in printable ASCII
-    import json
-    import re
-    if re.search(_UNSAFE, s):
+    import json  # only for a string that cannot be plain: most locks never need it
+    if any(c in _UNSAFE_CHARS or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff" for c in s):
         return json.dumps(s, ensure_ascii=True).replace("\x7f", "\\u007f")
     return json.dumps(s, ensure_ascii=False)
 
@@ -166,7 +141,7 @@ def dumps(stages: dict[str, StageLock]) -> str:
                 continue
             out.append(f"    {section}:\n")
             for fs in sorted(items, key=lambda f: f.path):
-                out.append(f"    - path: {_scalar(fs.path)}\n      oid: {_oid_text(fs.oid)}\n      size: {fs.size}\n")
+                out.append(f"    - path: {_scalar(fs.path)}\n      oid: {_scalar(fs.oid)}\n      size: {fs.size}\n")
                 if fs.files is not None:
                     out.append(f"      files: {fs.files}\n")
         if st.wdir != ".":
@@ -205,33 +180,16 @@ class _Unsupported(Exception):
 def _parse_scalar(s: str) -> Any:
     if not s:
         raise _Unsupported
-    c = s[0]
-    if c == '"' or c == "[" or c == "{":
-        text = jsontext.unquote(s)
-        if text is not None:
-            return text
+    if s[0] in "\"[{":  # a JSON string token or flow collection: JSON is YAML here
         import json
         try:
             return json.loads(s)
         except ValueError:
             raise _Unsupported from None
-    if s == "null" or s == "~":
-        return None
-    if s == "true":
-        return True
-    if s == "false":
-        return False
-    if s in (".nan", ".inf", "-.inf", "+.inf"):
-        return float(s.replace(".", ""))
-    if c in "'&*!|>%@`#":
+    value = yamlsubset.plain_scalar(s)
+    if value is yamlsubset.NOT_PLAIN:
         raise _Unsupported
-    if jsontext.is_int(s):
-        return int(s)
-    if jsontext.is_float(s):
-        return float(s)
-    if ": " in s or " #" in s or s.lower() in _RESERVED:
-        raise _Unsupported
-    return s
+    return value
 
 
 def _fast_parse(text: str) -> Any:

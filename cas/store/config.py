@@ -17,6 +17,7 @@ so the user's comments and layout survive `tally config`.
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string
 # annotation into a ForwardRef, ~0.3 ms a class of every `tally run` start-up.
 
+import tomllib
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -116,11 +117,7 @@ def load(path: Path) -> Config:
                          hint="run `tally init` at the root of your Git repository") from None
     try:
         text = raw.decode("utf-8")
-        doc = _parse_flat(text)
-        if doc is None:
-            import tomllib  # ~3 ms of import: only for what _parse_flat leaves to it
-
-            doc = tomllib.loads(text)
+        doc = tomllib.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError is a ValueError
         raise StoreError(f"the store config is not valid TOML: {exc}", path=path,
                          hint="fix the file by hand or restore it from a backup") from None
@@ -140,51 +137,6 @@ def load(path: Path) -> Config:
             if dotted in SCHEMA:
                 values[dotted] = _validate(dotted, value, path)
     return Config(path=path, format=fmt, values=values)
-
-
-_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def _parse_flat(text: str) -> dict[str, dict[str, Any]] | None:
-    """The TOML document `text` if it is in the flat subset tally and tomlkit write,
-    else None (then tomllib decides, errors included).
-
-    The subset: blank and `#` comment lines, `[table]` headers, and `key = value` where
-    the names are bare keys and the value is a string without escapes, an unsigned
-    integer, true or false; no duplicates. For such text the result equals
-    tomllib.loads(text) (tests/test_config.py), and reading it spares every command
-    the import of tomllib.
-    """
-    doc: dict[str, dict[str, Any]] = {}
-    table: dict[str, Any] | None = None
-    for line in text.split("\n"):
-        line = line.removesuffix("\r")
-        # Control characters other than tab are invalid anywhere but in escapes.
-        if any(c < " " and c != "\t" or c == "\x7f" for c in line):
-            return None
-        s = line.strip(" \t")
-        if not s or s[0] == "#":
-            continue
-        if s[0] == "[":
-            name = s[1:-1] if s[-1] == "]" else ""
-            if not name or not _BARE_KEY.issuperset(name) or name in doc:
-                return None
-            table = doc[name] = {}
-            continue
-        key, sep, value = s.partition("=")
-        key, value = key.rstrip(" \t"), value.lstrip(" \t")
-        if table is None or not sep or not key or not _BARE_KEY.issuperset(key) or key in table:
-            return None
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"' \
-                and '"' not in value[1:-1] and "\\" not in value[1:-1]:
-            table[key] = value[1:-1]
-        elif value in ("true", "false"):
-            table[key] = value == "true"
-        elif value.isascii() and value.isdigit() and (value == "0" or value[0] != "0"):
-            table[key] = int(value)
-        else:
-            return None
-    return doc
 
 
 def _validate(key: str, value: Any, path: Path | None = None) -> Any:

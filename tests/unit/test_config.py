@@ -97,33 +97,6 @@ def test_a_broken_config_is_a_store_error(project, text: str, message: str) -> N
         config.load(cfg(project))
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "# only a comment\n",
-    "[core]\nformat = 1\n\n[cache]\ntype = \"reflink,copy\"\ncompression = \"auto\"\n",
-    "[core]\r\nformat=1\r\n[cache]\r\n\tzstd_level   =  7\r\nkeep = true\nx-y_z = false\ne = \"\"\n",
-    "[gc]\ngrace = \"48 h # not a comment\"\nnote = \"caf\u00e9\"\nbig = 123456789012345678901\n",
-])
-def test_the_flat_fast_path_reads_what_tomllib_reads(text: str) -> None:
-    import tomllib
-    assert config._parse_flat(text) == tomllib.loads(text)
-
-
-@pytest.mark.parametrize("text", [
-    "format = 1\n",  # a key outside any table
-    "[core]\nformat = 1\n[core]\n",  # a table twice (invalid)
-    "[core]\nformat = 1\nformat = 2\n",  # a key twice (invalid)
-    "[core]\nformat = 01\n",  # a leading zero (invalid)
-    "[core]\nformat = +1\n", "[core]\nformat = 1_0\n", "[core]\nformat = 1.5\n",
-    "[core]\nformat = 1 # one\n", "[core] # c\n", "[ core ]\n", "[a.b]\n", "[[a]]\n",
-    "[core]\na.b = 1\n", "[core]\n\"a\" = 1\n", "[core]\na = 'x'\n",
-    "[core]\na = \"x\\ty\"\n", "[core]\na = \"\"\"x\"\"\"\n", "[core]\na = [1]\n",
-    "[core]\na = \"x\ry\"\n", "[core]\r\ra = 1\n", "[core]\na = \"x\x7f\"\n",
-])
-def test_the_flat_fast_path_leaves_the_rest_to_tomllib(text: str) -> None:
-    assert config._parse_flat(text) is None
-
-
 def test_a_missing_config(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a tally project"):
         config.load(tmp_path / ".tally" / "config")

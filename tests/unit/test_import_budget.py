@@ -32,16 +32,15 @@ with open(sys.argv[1], "w") as f:
 """
 
 # Never on a run's path: the Typer stack, the pipeline loader with the YAML parser and
-# cas.pipeline.params (a cached parse is reused; no params.yaml here), TOML libraries (the
-# config takes a fast path), and what only errors, sweeps, gc, temp directories,
-# thread pools, checkouts or `add` need; json (tally.lock and the lock holder's note
-# take cas/core/jsontext.py's fast path), the Live writer (the runner reads cas.pipeline.livefiles),
+# cas.pipeline.params (a cached parse is reused; no params.yaml here), tomlkit (the
+# config is read with tomllib), and what only errors, sweeps, gc, temp directories,
+# thread pools, checkouts or `add` need; the Live writer (the runner reads cas.pipeline.livefiles),
 # promote's Git plumbing (cas.workspace.gitobjects) and the -S sweep syntax.
 NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline.pipelinefile", "cas.pipeline.params",
-                 "tomllib", "tomlkit", "socket", "tempfile", "concurrent", "decimal",
+                 "tomlkit", "socket", "tempfile", "concurrent", "decimal",
                  "difflib", "ctypes", "cas.workspace.checkout", "cas.workspace.tracking", "cas.gc.fsck", "cas.gc.collect",
                  "cas.gc.inventory", "cas.gc.deletion", "dataclasses", "inspect", "pickle",
-                 "getpass", "shutil", "zstandard", "platform", "json", "cas.pipeline.live",
+                 "getpass", "shutil", "zstandard", "platform", "cas.pipeline.live",
                  "cas.workspace.gitobjects", "cas.pipeline.sweepspec")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.
