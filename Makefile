@@ -33,7 +33,10 @@ $(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# The layer contract (pyproject.toml, [tool.importlinter]) first: a layering mistake
+# is reported in a second, before the suite runs.
 test: $(TEST_STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each run is appended to bench/RESULTS.md as a dated section: the file is the record.

@@ -85,11 +85,11 @@ def logs(name: str = typer.Argument(..., help="Entry name or id prefix."),
          follow: bool = typer.Option(False, "-f", "--follow",
                                      help="Keep printing until the run has finished.")) -> None:
     """Print the captured stdout+stderr of an entry (every attempt; kept for failed runs)."""
-    from cas.queue import directory as queue
+    from cas.queue import entries
     from cas.queue import status as queue_status
 
     project = _project()
-    item = queue.find(project, name)
+    item = entries.find(project, name)
     w = sys.stdout.buffer
     for chunk in queue_status.follow_log(project, item, follow=follow):
         w.write(chunk)
@@ -134,14 +134,14 @@ def remove(names: Optional[List[str]] = typer.Argument(None, help="Entries (name
            json_out: bool = JSON) -> None:
     """Remove entries and their logs from the queue. Recorded experiments are kept
     (remove those with `tally remove`); running entries must be killed first."""
-    from cas.queue import directory as queue
+    from cas.queue import entries
     from cas.core.errors import UsageError
 
     states = ["pending", "done", "failed"] if all_ else \
         [s for s, on in (("pending", queued), ("failed", failed), ("done", done)) if on]
     if not names and not states:
         raise UsageError("nothing to remove", hint="name entries, or use --all, --queued, --failed, --done")
-    removed = queue.remove(_project(), keys=names or (), states=states)
+    removed = entries.remove(_project(), keys=names or (), states=states)
     if json_out:
         emit_json([{"name": it.name, "id": it.id, "state": it.state} for it in removed])
         return
@@ -156,12 +156,12 @@ def retry(names: Optional[List[str]] = typer.Argument(None, help="Failed entries
           failed: bool = typer.Option(False, "--failed", help="Every failed entry."),
           json_out: bool = JSON) -> None:
     """Queue failed entries again (same snapshot, same overrides, at the end of the queue)."""
-    from cas.queue import directory as queue
+    from cas.queue import entries
     from cas.core.errors import UsageError
 
     if not names and not failed:
         raise UsageError("nothing to retry", hint="name entries, or use --failed")
-    items = queue.retry(_project(), keys=names or (), all_failed=failed)
+    items = entries.retry(_project(), keys=names or (), all_failed=failed)
     if json_out:
         emit_json([{"name": it.name, "id": it.id} for it in items])
         return

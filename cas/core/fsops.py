@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -250,6 +251,45 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
     """Replace `path` with `data` atomically: temp file in the same directory, then rename
     (with `durable`: the temp file fsynced before, the directory after)."""
     commit_staged([stage_file(path, data, mode=mode)], durable=durable)
+
+
+def unlink_quiet(path: str | os.PathLike[str]) -> bool:
+    """Remove the file (or symlink) `path`; absent is fine. True if this call removed it."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """rm -rf: a file or symlink (never followed), or a directory and everything in it,
+    read-only (protected, hardlinked) entries included; absent is fine.
+
+    Unlinking needs a writable parent directory, never a writable file: a hardlinked
+    file *is* a store object, whose mode must stay 0444, so only directories are
+    chmodded. Raises OSError for what cannot be removed.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        unlink_quiet(path)
+        return
+    import shutil  # with zlib, bz2 and lzma ~4 ms of import: only for a directory
+
+    def writable(func, p, exc_info):
+        try:
+            os.chmod(os.path.dirname(p), 0o755)
+            if stat.S_ISDIR(os.lstat(p).st_mode):
+                os.chmod(p, 0o755)
+            func(p)
+        except FileNotFoundError:
+            pass
+
+    shutil.rmtree(path, onerror=writable)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

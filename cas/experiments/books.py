@@ -231,12 +231,12 @@ def _in_queue(project: Any, baselines: set[str] | None) -> list[Experiment]:
     their `-S` overrides as param columns, so filter and sort work on them too."""
     if not (project.store_dir / "queue").is_dir():
         return []  # no queue was ever used: listing stays one stat
-    from cas.queue import directory as queue
+    from cas.queue import entries
     from cas.queue import status as queue_status
     from cas.pipeline.params import flatten
 
     out = []
-    for it in queue.items(project, states=("pending", "running")):
+    for it in entries.items(project, states=("pending", "running")):
         if it.error or (baselines is not None and it.entry.baseline not in baselines):
             continue
         values: dict[str, Any] = {}

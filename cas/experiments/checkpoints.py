@@ -3,7 +3,7 @@
 A checkpoint is a (step, tree) pair in the experiment record (field `checkpoints`,
 steps strictly increasing). The tree holds exactly the paths `Live.checkpoint(paths)`
 named, plus the live directory, at their places relative to the workspace root
-(cas/pipeline/live.py, spec/live.md). Restoring writes those files into the workspace and
+(cas/live.py, spec/live.md). Restoring writes those files into the workspace and
 touches nothing else; like every checkout, it refuses to overwrite changes that are
 not in the store unless `force`.
 """
@@ -148,7 +148,7 @@ def run_with_checkpoints(project, *, parent: str | None = None, resume_step: int
                          **run_args: Any):
     """cas.experiments.runs.run, continuing `parent` from checkpoint step `resume_step`."""
     from cas.experiments import runs as experiments
-    from cas.pipeline import live
+    from cas.pipeline import livefiles as live
 
     env = {live.ENV_RESUME_STEP: str(resume_step)} if resume_step is not None else {}
     return experiments.run(project, parent=parent, env=env, **run_args)

@@ -1,6 +1,6 @@
 """Queueing runs: `tally run --queue [-S ...]` turned into queue entries.
 
-`plan` expands the `-S` grid (cas/sweepspec.expand_grid), takes the queue-time snapshot
+`plan` expands the `-S` grid (cas/pipeline/params.py expand_grid), takes the queue-time snapshot
 of the workspace into the store, and names each point; cas/queue/directory.py's `enqueue` then
 adds the entries in one batch under the queue lock.
 """
@@ -54,11 +54,11 @@ def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
         ParamError: a malformed `-S` or an over-large grid. StoreError: no commit yet.
         NotFound: `resume` names no experiment. UsageError: it has no checkpoint.
     """
-    from cas.pipeline import sweepspec
+    from cas.pipeline import params as params_mod
     from cas.workspace import fullsnapshot as worktree
 
     specs = list(set_params)
-    grid = sweepspec.expand_grid(specs)
+    grid = params_mod.expand_grid(specs)
     baseline = worktree.baseline_commit(project.root)
     parent = checkpoint = None
     resume_step = None

@@ -49,6 +49,7 @@ from cas.objects import pointer
 from cas.objects import record
 from cas.store import refs
 from cas.core.errors import FormatError, ObjectMissing, TallyError
+from cas.core.fsops import unlink_quiet
 
 MAGIC = b"TLYX"
 VERSION = 6
@@ -298,7 +299,7 @@ class Index:
         tmp, self._tmp = self._tmp, None
         if not self.dirty:
             if tmp:
-                _unlink_quiet(tmp)
+                unlink_quiet(tmp)
             return
         clock = self._new_clock if self._new_clock is not None else self.clock
         if tmp is None:
@@ -317,13 +318,13 @@ class Index:
                 f.write(msgpack.packb(body, use_bin_type=True))
             os.replace(tmp, self.path)
         except OSError:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             return
         self.dirty = False
 
     def discard(self) -> None:
         if self._tmp:
-            _unlink_quiet(self._tmp)
+            unlink_quiet(self._tmp)
             self._tmp = None
 
 
@@ -446,9 +447,3 @@ def _read_ref(path: str) -> str | None:
                           path=path, hint="delete the ref file or restore it from a backup")
     return text[:-1]
 
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

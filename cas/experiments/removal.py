@@ -9,7 +9,6 @@ than per ref (950 refs: ~10 s -> well under a second on ext4 here).
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cas.experiments import table as query
 from cas.store import refs
 from cas.core.errors import Conflict, NotFound, TallyError, UsageError
 from cas.core.fsops import fsync_dir
+from cas.core.fsops import unlink_quiet
 
 # Unlinks of at least this many refs go to threads: each frees a block, and where the
 # filesystem discards synchronously (ext4 with `discard`) an unlink waits on the disk.
@@ -170,10 +170,10 @@ def delete_refs(project: Any, items: Sequence[tuple[str, str, str]], *,
                 doomed.append((i, p))
         # Nobody changes a ref while we hold the lock: the comparisons above still hold.
         if len(doomed) < PARALLEL_MIN:
-            gone = [_unlink(p) for _, p in doomed]
+            gone = [unlink_quiet(p) for _, p in doomed]
         else:
             with ThreadPoolExecutor(max_workers=UNLINK_THREADS) as pool:
-                gone = list(pool.map(_unlink, [p for _, p in doomed], chunksize=16))
+                gone = list(pool.map(unlink_quiet, [p for _, p in doomed], chunksize=16))
         for (i, p), ok in zip(doomed, gone):
             if not ok:
                 results[i] = NotFound(f"experiment {items[i][1]!r} does not exist for baseline "
@@ -187,10 +187,3 @@ def delete_refs(project: Any, items: Sequence[tuple[str, str, str]], *,
                 pass
     return results
 
-
-def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False

@@ -26,6 +26,7 @@ from cas.pipeline.tallylock import FileState
 from cas.pipeline.metrics import collect_metrics
 from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import Record, put as put_record, record_id
+from cas.core.fsops import unlink_quiet
 
 Notify = Callable[[str], None]
 WORKSPACE_LOCK = "workspace"
@@ -74,7 +75,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         wait: seconds to wait for another run in this workspace to finish.
         parent: the record this run continues (`--resume`), kept in the new record.
         env: extra environment for the stage commands.
-        checkpoints_file: where cas.pipeline.live appends the run's checkpoints (default: a
+        checkpoints_file: where cas.live appends the run's checkpoints (default: a
             temp file); they become the record's `checkpoints`.
     Returns:
         The experiment; its record's status is success, failed or interrupted (the
@@ -123,7 +124,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             project.store.ensure_dirs()
             log_path = project.store.tmp / f"run-{os.getpid()}-{os.urandom(4).hex()}.log"
             env = {**({"TALLY_EXP_NAME": name} if name else {}), **(env or {})}
-            # cas.pipeline.live.Live.checkpoint() stores outputs and appends (step, tree) here.
+            # cas.live.Live.checkpoint() stores outputs and appends (step, tree) here.
             from cas.pipeline import livefiles as live
             ckpt_path = checkpoints_file or project.store.tmp / f"checkpoints-{os.getpid()}-{os.urandom(4).hex()}"
             env[live.ENV_STORE] = os.fspath(project.store_dir)
@@ -145,19 +146,19 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
                 for pending in listing:
                     pending.close()
                 r.close()
-                _unlink(log_path)
+                unlink_quiet(log_path)
                 if checkpoints_file is None:
-                    _unlink(ckpt_path)
+                    unlink_quiet(ckpt_path)
                 raise
             r.close()
             try:
                 try:
                     logs = writer.put_file(log_path)
                 finally:
-                    _unlink(log_path)
+                    unlink_quiet(log_path)
                 checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
                 if checkpoints_file is None:
-                    _unlink(ckpt_path)
+                    unlink_quiet(ckpt_path)
                 ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify,
                                lock_bytes=r.pending_lock(), listing=listing[0] if listing else None)
             finally:
@@ -529,13 +530,6 @@ def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) 
         raise Conflict("could not find a free experiment name", hint="give one with -n NAME")
     finally:
         discard_staged(companions)  # no ref was written: nor is tally.lock
-
-
-def _unlink(p: Path) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
 
 
 def list_experiments(project, *, baseline: str | None = None) -> list[tuple[str, str, str]]:

@@ -118,56 +118,35 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
     before this returns or raises, so none outlives the sweep. `idle` runs here while
     they work.
     """
-    import selectors
+    from functools import partial
+
+    from cas.core import forked
 
     # A fork costs ~4 ms here (page tables of a process holding the whole plan): one
     # child per PER_CHILD objects, up to DELETE_THREADS of them.
     parts = _parts(todo, min(DELETE_THREADS, -(-len(todo) // PER_CHILD)))
-    kids: list[tuple[int, int, list[str]]] = []
-    out: dict[int, list[bytes]] = {}
-    statuses: dict[int, int] = {}  # reaped children's wait statuses
+    kids: list[tuple[forked.Child, list[str]]] = []
     try:
         for part in parts:
-            r, w = os.pipe()
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(r)
-                os.close(w)
-                raise
-            if pid == 0:  # the child: never returns
-                os.close(r)
-                _delete_child(store, part, inv, cutoff, w)
-            os.close(w)
-            kids.append((pid, r, part))
-            out[r] = []
+            kids.append((forked.start(partial(_delete_child, store, part, inv, cutoff)), part))
         if idle is not None:
             idle()  # our own work while the children's waits on the disk (no thread: fork)
-        with selectors.DefaultSelector() as sel:
-            for _, r, _ in kids:
-                sel.register(r, selectors.EVENT_READ)
-            while sel.get_map():
-                for key, _ in sel.select():
-                    chunk = os.read(key.fd, 1 << 16)
-                    if chunk:
-                        out[key.fd].append(chunk)
-                    else:
-                        sel.unregister(key.fd)
-        for pid, _, _ in kids:  # each closed its pipe on exit: reaping does not wait long
-            statuses[pid] = os.waitpid(pid, 0)[1]
         results = []
         error: BaseException | None = None
-        for pid, r, part in kids:
+        for child, part in kids:
+            # Each child writes its report as it exits: reading them one after the
+            # other only keeps a finished child waiting on its pipe a little.
+            report, status = child.result()
             gone, young = [], []
             odd: dict[str, tuple[str, ...]] = {}
             done = 0
-            for line in b"".join(out[r]).decode("utf-8", "surrogateescape").splitlines():
+            for line in report.decode("utf-8", "surrogateescape").splitlines():
                 tag, _, rest = line.partition(" ")
                 if tag == "N":
                     done = int(rest)
                 elif tag == "E":
                     errno_, _, filename = rest.partition(" ")
-                    error = OSError(int(errno_), os.strerror(int(errno_)), filename or None)
+                    error = error or OSError(int(errno_), os.strerror(int(errno_)), filename or None)
                 else:
                     fields = rest.split(" ")
                     odd[fields[0]] = (tag, *fields[1:])
@@ -180,8 +159,8 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
                 elif x[0] == "S":
                     gone.append(Deleted(oid, kinds[oid], int(x[1]), int(x[2]) > 1))
             results.append((gone, young))
-            code = os.waitstatus_to_exitcode(statuses[pid])
-            if code not in (0, 1) and error is None:
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 and error is None:
                 # Killed, or an unexpected failure: what it deleted is unknown (a rerun
                 # finds whatever is left), so stop rather than report a guess.
                 how = f"died of signal {-code}" if code < 0 else f"failed (exit {code})"
@@ -190,19 +169,18 @@ def _delete_forked(store, todo: list[str], kinds: dict[str, str], inv: dict[str,
             raise error
         return results
     finally:
-        for pid, r, _ in kids:
-            if pid not in statuses:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                os.waitpid(pid, 0)
-            os.close(r)
+        forked.stop_all(child for child, _ in kids)
 
 
-def _delete_child(store, part: list[str], inv: dict[str, Obj], cutoff: int, w: int) -> None:
-    """A forked child's sweep of `part` (see _delete_forked); writes its report to `w`."""
-    lines, done, code = [], 0, 0
+def _delete_child(store, part: list[str], inv: dict[str, Obj], cutoff: int) -> bytes:
+    """A forked child's sweep of `part` (see _delete_forked): its report.
+
+    One line per unusual object (G gone already, Y freshened, S size or links
+    changed), `E errno filename` for an OSError that stopped it, and `N done`, how
+    many of `part` it got through. Anything else it raises makes it exit 1 with an
+    empty report (cas/core/forked.py), which the parent takes as "stop".
+    """
+    lines, done = [], 0
     try:
         for oid in part:
             o = inv[oid]
@@ -219,16 +197,8 @@ def _delete_child(store, part: list[str], inv: dict[str, Obj], cutoff: int, w: i
             done += 1
     except OSError as exc:
         lines.append(f"E {exc.errno or 0} {exc.filename or ''}")
-        code = 1
-    except BaseException:  # noqa: BLE001 - a child reports and exits, never unwinds
-        code = 2
     lines.append(f"N {done}")
-    data = ("\n".join(lines) + "\n").encode()
-    try:
-        while data:
-            data = data[os.write(w, data):]
-    finally:
-        os._exit(code)
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _delete_some(store, oids: list[str], kinds: dict[str, str], inv: dict[str, Obj],

@@ -3,10 +3,10 @@
 The layout (dvclive's, spec/live.md) and the environment a stage is started with are
 named here once; the readers serve `tally run` (the checkpoints a stage appended),
 `tally show` and `tally queue status` (what a running experiment has logged so far).
-cas.pipeline.live holds the writing side, the `Live` API a training script imports, and
+cas.live holds the writing side, the `Live` API a training script imports, and
 re-exports these readers as part of that API.
 
-Split from cas.pipeline.live so that `tally run`, which only needs the names and
+Split from cas.live so that `tally run`, which only needs the names and
 read_checkpoints, does not import the writer (and `json`) on every run: its
 start-up budget is 100 ms.
 """

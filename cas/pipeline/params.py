@@ -288,7 +288,38 @@ def _values(raw: str) -> list[Any]:
         return [parse_value(raw)]
     from cas.pipeline.sweepspec import sweep_values
 
-    return sweep_values(raw)
+    return sweep_values(raw, parse_value=parse_value)
+
+
+# A safety net against grids nobody meant to queue: one this large is almost
+# certainly a typo, and expanding it would exhaust memory.
+MAX_GRID_POINTS = 100_000
+
+
+def expand_grid(specs: Iterable[str], *, default_file: str = DEFAULT_PARAMS_FILE) -> list[list[Override]]:
+    """The cartesian product of every spec's values, in a stable order.
+
+    The order is that of nested loops over the specs as given, the last spec varying
+    fastest. Specs without sweeps contribute their single override to every point. No
+    specs gives one empty point `[[]]`. Raises ParamError if two specs name the same
+    file and key (ambiguous in a sweep), or if the grid exceeds MAX_GRID_POINTS.
+    """
+    specs = list(specs)
+    axes = [parse_override(s, default_file=default_file) for s in specs]
+    seen: dict[tuple[str, str], str] = {}
+    total = 1
+    for spec, axis in zip(specs, axes):
+        ident = (axis[0].file, axis[0].key)
+        if ident in seen:
+            raise ParamError(f"-S {spec!r}: {ident[0]}:{ident[1]} is already set by -S {seen[ident]!r}")
+        seen[ident] = spec
+        total *= len(axis)
+    if total > MAX_GRID_POINTS:
+        raise ParamError(f"the sweep expands to {total} runs (limit {MAX_GRID_POINTS})",
+                         hint="narrow the ranges or split the sweep")
+    import itertools
+
+    return [list(point) for point in itertools.product(*axes)]
 
 
 def _check_file(file: str) -> str:
@@ -522,5 +553,5 @@ def _atomic_write(path: Path, text: str) -> None:
         raise from_os_error(exc, path=path, doing="writing params") from None
 
 
-__all__ = ["DEFAULT_PARAMS_FILE", "FORMATS", "Override", "apply_overrides", "flatten", "get_value",
+__all__ = ["DEFAULT_PARAMS_FILE", "FORMATS", "MAX_GRID_POINTS", "Override", "apply_overrides", "expand_grid", "flatten", "get_value",
            "load_params", "params_format", "parse_override", "parse_value", "split_key", "to_plain"]

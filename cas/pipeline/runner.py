@@ -33,6 +33,7 @@ from cas.pipeline import tallylock as lockfile
 from cas.pipeline import stageproc
 from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ParamError, TallyError, from_os_error
+from cas.core.fsops import remove_tree
 from cas.pipeline.tallylock import FileState, StageLock
 from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import StageResult
@@ -397,7 +398,7 @@ class Runner:
             return stageproc.run(st.name, cmd, cwd=self.root / st.wdir, env=env, log=self.log,
                                  echo=self.options.echo, sigs=self.sigs)
         from cas.store.inflight import ENV_INFLIGHT
-        env[ENV_INFLIGHT] = inflight  # cas.pipeline.live names its checkpoints' objects there
+        env[ENV_INFLIGHT] = inflight  # cas.live names its checkpoints' objects there
         # Publish the burst and write the in-flight file, then let gc in: everything
         # this run relies on is named in the file, which gc's pass B reads as roots.
         self.writer.flush()
@@ -520,18 +521,7 @@ def _under_any(path: str, prefixes: set[str]) -> bool:
 
 def _remove(p: Path) -> None:
     try:
-        if p.is_dir() and not p.is_symlink():
-            import shutil  # only for a directory output (~3 ms of import)
-
-            def writable(func, path, exc_info):  # linked outputs are read-only
-                os.chmod(os.path.dirname(path), 0o755)
-                os.chmod(path, 0o644)
-                func(path)
-            shutil.rmtree(p, onerror=writable)
-        else:
-            p.unlink()
-    except FileNotFoundError:
-        pass
+        remove_tree(p)
     except OSError as exc:
         raise from_os_error(exc, path=p, doing="removing an old output") from None
 

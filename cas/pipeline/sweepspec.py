@@ -6,56 +6,29 @@
     [FILE:]KEY=range([START,] STOP[, STEP])  Python's range, end exclusive; float
                                          steps are stepped in Decimal from their text
 
-Each value is read by cas/pipeline/params.py's parse_value; `sweep_values` gives one VALUE
-text's values. `expand_grid` gives the cartesian product of several specs, for
-`tally run --queue` (cas/experiments/enqueue.py turns its points into queue entries). A workspace
-run takes one value per spec: cas/params.parse_override comes here only for a VALUE
-that has a comma, a quote, a bracket or a parenthesis, so `tally run -S lr=0.1` never
-imports this module (nor compiles its regular expression, nor imports decimal).
+`sweep_values` gives one VALUE text's values, each read by the value parser its caller
+passes (cas/pipeline/params.py's parse_value; this module knows the syntax of sweeps,
+not of values). params.expand_grid gives the cartesian product of several specs, for
+`tally run --queue`. A workspace run takes one value per spec: params.parse_override
+comes here only for a VALUE that has a comma, a quote, a bracket or a parenthesis, so
+`tally run -S lr=0.1` never imports this module (nor compiles its regular expression,
+nor imports decimal).
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-from typing import Any, Iterable
+from typing import Any, Callable
 
 from cas.core.errors import ParamError
-from cas.pipeline.params import Override, parse_override, parse_value
-from cas.pipeline.stages import DEFAULT_PARAMS_FILE
 
 # Safety nets against `range(0, 1e9)` and grids nobody meant to queue: a sweep or a
 # grid this large is almost certainly a typo, and expanding it would exhaust memory.
 MAX_SWEEP_VALUES = 10_000
-MAX_GRID_POINTS = 100_000
-
-
-def expand_grid(specs: Iterable[str], *, default_file: str = DEFAULT_PARAMS_FILE) -> list[list[Override]]:
-    """The cartesian product of every spec's values, in a stable order.
-
-    The order is that of nested loops over the specs as given, the last spec varying
-    fastest. Specs without sweeps contribute their single override to every point. No
-    specs gives one empty point `[[]]`. Raises ParamError if two specs name the same
-    file and key (ambiguous in a sweep), or if the grid exceeds MAX_GRID_POINTS.
-    """
-    specs = list(specs)
-    axes = [parse_override(s, default_file=default_file) for s in specs]
-    seen: dict[tuple[str, str], str] = {}
-    total = 1
-    for spec, axis in zip(specs, axes):
-        ident = (axis[0].file, axis[0].key)
-        if ident in seen:
-            raise ParamError(f"-S {spec!r}: {ident[0]}:{ident[1]} is already set by -S {seen[ident]!r}")
-        seen[ident] = spec
-        total *= len(axis)
-    if total > MAX_GRID_POINTS:
-        raise ParamError(f"the sweep expands to {total} runs (limit {MAX_GRID_POINTS})",
-                         hint="narrow the ranges or split the sweep")
-    return [list(point) for point in itertools.product(*axes)]
 
 
 
-def sweep_values(raw: str) -> list[Any]:
+def sweep_values(raw: str, *, parse_value: Callable[[str], Any]) -> list[Any]:
     """The values of one spec's VALUE text: one, or several for a sweep (module doc).
 
     Raises ParamError (without the spec: parse_override adds it) for unbalanced
@@ -68,7 +41,7 @@ def sweep_values(raw: str) -> list[Any]:
         args = split_top(m.group(2))
         if m.group(1) == "choice" and any(not a.strip() for a in args):
             raise ParamError("empty value in choice()")
-        values = _range(args) if m.group(1) == "range" else [parse_value(a) for a in args]
+        values = _range(args, parse_value) if m.group(1) == "range" else [parse_value(a) for a in args]
     else:
         pieces = split_top(s)
         if len(pieces) > 1 and any(not p.strip() for p in pieces):
@@ -112,7 +85,7 @@ def split_top(text: str) -> list[str]:
 
 
 
-def _range(args: list[str]) -> list[Any]:
+def _range(args: list[str], parse_value: Callable[[str], Any]) -> list[Any]:
     """Python's range(), extended to float steps, end exclusive.
 
     Floats are stepped in Decimal from their written form, so range(0,1,0.1) gives
@@ -145,4 +118,4 @@ def _range(args: list[str]) -> list[Any]:
 
 
 
-__all__ = ["MAX_GRID_POINTS", "MAX_SWEEP_VALUES", "expand_grid", "split_top", "sweep_values"]
+__all__ = ["MAX_SWEEP_VALUES", "split_top", "sweep_values"]

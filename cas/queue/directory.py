@@ -180,16 +180,12 @@ def read_worker(project, wid: str) -> dict[str, Any] | None:
     return read_json(queue_dir(project) / "workers" / f"{wid}.json")
 
 
-def items(project, *, states: Iterable[str] = STATES, reap_dead: bool = True) -> list[Item]:
-    """Every entry, in queue order within each state (pending, running, done, failed).
-
-    With `reap_dead`, running entries whose worker is gone are first moved to failed/
-    (queue_workers.reap). Entries that vanish while listed (claimed, finished) are skipped.
+def items(project, *, states: Iterable[str] = STATES) -> list[Item]:
+    """Every entry, in queue order within each state (pending, running, done, failed),
+    as the files say: a running entry whose worker died is still listed running
+    (cas/queue/entries.py reaps first). Entries that vanish while listed (claimed,
+    finished) are skipped.
     """
-    if reap_dead:
-        from cas.queue.workers import reap  # it moves entries with this module's finish
-
-        reap(project)
     out: list[Item] = []
     workers: dict[str, dict[str, Any] | None] = {}
     rows = list(scan(project, states))
@@ -228,7 +224,7 @@ def find(project, key: str, *, states: Iterable[str] = STATES) -> Item:
     """
     hits = [it for it in items(project, states=states) if it.name == key]
     if not hits and len(key) >= 6 and not key.strip("0123456789abcdef"):
-        hits = [it for it in items(project, states=states, reap_dead=False) if it.id.startswith(key)]
+        hits = [it for it in items(project, states=states) if it.id.startswith(key)]
     if not hits:
         raise NotFound(f"no queue entry named {key!r}", hint="see `tally queue status`")
     if len(hits) > 1:
@@ -259,7 +255,7 @@ def _next_seq(project, count: int = 1) -> int:
 
 
 def names_in_queue(project) -> set[str]:
-    return {it.name for it in items(project, reap_dead=False)}
+    return {it.name for it in items(project)}
 
 
 def enqueue(project, entries: list[Entry]) -> list[Item]:
@@ -422,7 +418,7 @@ def remove(project, *, keys: Iterable[str] = (), states: Iterable[str] = ()) -> 
                 os.unlink(p)
             except FileNotFoundError:
                 pass
-        from cas.workers.rundir import cleanup
+        from cas.queue.rundirs import cleanup
         cleanup(project, it.id[:16])  # a failed run's directory, kept for inspection
         removed.append(it)
     return removed
@@ -466,9 +462,9 @@ def retry(project, *, keys: Iterable[str] = (), all_failed: bool = False) -> lis
 def roots(project) -> Iterator[tuple[str, str, bool]]:
     """What queued, running and failed (retryable) entries need kept: their workspace
     snapshots, the checkpoints they resume from, and running entries' checkpoints."""
-    from cas.pipeline.live import read_checkpoints
+    from cas.pipeline.livefiles import read_checkpoints
 
-    for it in items(project, states=("pending", "running", "failed"), reap_dead=False):
+    for it in items(project, states=("pending", "running", "failed")):
         if it.error:
             continue
         label = f"queue {it.state} {it.name}"

@@ -16,12 +16,13 @@ import time
 from typing import Any, Iterator
 
 from cas.queue import directory as queue
+from cas.queue import entries as queue_entries
 from cas.queue import workers as queue_workers
 
 
 def live_values(project, item: queue.Item) -> dict[str, Any]:
-    """Live metrics of a running entry, read from its run directory (cas.pipeline.live)."""
-    from cas.pipeline.live import read_live
+    """Live metrics of a running entry, read from its run directory (cas.live)."""
+    from cas.pipeline.livefiles import read_live
     return read_live(queue.run_dir(project, item.id), checkpoints=queue.checkpoints_path(project, item.id))
 
 
@@ -29,11 +30,11 @@ def running_live(project) -> list[dict[str, Any]]:
     """One row per running queued experiment with its live values, for `tally show`.
 
     Each row: {"name", "id", "baseline", "run_dir", "worker_pid", "worker_host",
-    "started", "live": cas.pipeline.live.read_live(...)}; the live dict carries "step",
+    "started", "live": cas.live.read_live(...)}; the live dict carries "step",
     "updated", "metrics" ({file: summary}), "params" and "checkpoints".
     """
     out = []
-    for it in queue.items(project, states=("running",)):
+    for it in queue_entries.items(project, states=("running",)):
         w = it.worker or {}
         out.append({"name": it.name, "id": it.id, "baseline": it.entry.baseline,
                     "run_dir": os.fspath(queue.run_dir(project, it.id)), "worker_pid": w.get("pid"),
@@ -46,7 +47,7 @@ def status(project) -> dict[str, Any]:
     """Everything `tally queue status` shows: entries (dead workers' runs reaped
     first), live values of running ones, and the live workers."""
     entries = []
-    for it in queue.items(project):
+    for it in queue_entries.items(project):
         row = it.to_json()
         if it.state == "running":
             row["live"] = live_values(project, it)

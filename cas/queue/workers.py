@@ -156,6 +156,7 @@ def request_kill(project, key: str) -> queue.Item:
     Raises:
         NotFound: no such entry. Conflict: the entry is not running.
     """
+    reap(project)
     it = queue.find(project, key)
     if it.state != "running":
         raise Conflict(f"{it.name} is {it.state}, not running",
@@ -252,7 +253,7 @@ def prune_worker_files(project) -> int:
         trashes = []
     for t in trashes:
         if not worker_alive(queue.read_worker(project, t[len("trash-"):])):
-            from cas.workers.rundir import remove_tree
+            from cas.core.fsops import remove_tree
             remove_tree(project.store_dir / "tmp" / t)
     return removed
 

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from cas.core.fsops import _write_all
+from cas.core.fsops import unlink_quiet
 
 DIR_NAME = "inflight"  # under .tally/
 NEW_PREFIX = ".new-"  # a file being created: not locked yet
@@ -30,7 +31,7 @@ NEW_PREFIX = ".new-"  # a file being created: not locked yet
 # `tally run` imports this module.
 NAME_RE = r"\A[0-9]+-[0-9a-f]{8}\Z"
 LINE_RE = rb"(?m)^[0-9a-f]{64}$"
-# The stage process (cas.pipeline.live) appends to its runner's file: this names it.
+# The stage process (cas.live) appends to its runner's file: this names it.
 ENV_INFLIGHT = "TALLY_INFLIGHT"
 
 
@@ -63,7 +64,7 @@ class InFlight:
             os.rename(tmp, d / name)  # the final name appears already locked
         except BaseException:
             os.close(fd)
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         return cls(d / name, fd, owned=True)
 
@@ -89,7 +90,7 @@ class InFlight:
         if self._fd is None:
             return
         if self.owned:
-            _unlink_quiet(self.path)
+            unlink_quiet(self.path)
         os.close(self._fd)
         self._fd = None
 
@@ -137,11 +138,11 @@ def scan(store_dir: Path, *, remove_dead: bool, stale_new_s: float = 60.0,
             if new:
                 if remove_dead and now_s is not None and \
                         now_s - os.fstat(fd).st_mtime > stale_new_s:
-                    _unlink_quiet(p)
+                    unlink_quiet(p)
                 continue
             out.dead.append(name)
             if remove_dead:
-                _unlink_quiet(p)  # while we hold its lock
+                unlink_quiet(p)  # while we hold its lock
         finally:
             os.close(fd)
     return out
@@ -158,9 +159,3 @@ def _read_ids(fd: int) -> list[str]:
     end = data.rfind(b"\n")  # a last line without its newline is still being written
     return list(dict.fromkeys(m.decode("ascii") for m in re.findall(LINE_RE, data[:end + 1])))
 
-
-def _unlink_quiet(p: Path) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass

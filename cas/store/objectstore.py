@@ -26,37 +26,10 @@ from typing import BinaryIO, Iterator, NamedTuple
 
 from cas.store import zstdframe as codec
 from cas.core import hashing
-from cas.core.errors import CorruptObject, ObjectMissing, StoreError, from_os_error
-from cas.store.writer import Writer
+from cas.core.errors import CorruptObject, ObjectMissing, from_os_error
+from cas.store.writer import StoreOptions, Writer
 
 ZST_SUFFIX = ".zst"
-
-
-class StoreOptions:
-    """How a store writes. Readers accept every form regardless of these.
-
-    A plain class, validated on construction (a slots dataclass costs ~1 ms to
-    create at import, on every command).
-    """
-
-    __slots__ = ("compression", "zstd_level", "fsync", "verify")
-
-    def __init__(self, compression: str = "auto", zstd_level: int = 1, fsync: str = "batch",
-                 verify: bool = True) -> None:
-        if compression not in ("auto", "zstd", "none"):
-            raise StoreError(f"cache.compression must be auto, zstd or none, not {compression!r}")
-        if fsync not in ("batch", "each", "off"):
-            raise StoreError(f"cache.fsync must be batch, each or off, not {fsync!r}")
-        if not 1 <= zstd_level <= 19:
-            raise StoreError(f"cache.zstd_level must be 1..19, not {zstd_level}")
-        self.compression = compression  # auto | zstd | none
-        self.zstd_level = zstd_level
-        self.fsync = fsync  # batch (one barrier per Writer flush) | each | off
-        self.verify = verify  # re-read compressed output before publishing it
-
-    def __repr__(self) -> str:
-        return (f"StoreOptions(compression={self.compression!r}, zstd_level={self.zstd_level}, "
-                f"fsync={self.fsync!r}, verify={self.verify})")
 
 
 class StoredObject(NamedTuple):

@@ -20,16 +20,17 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import TYPE_CHECKING, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from cas.store import zstdframe as codec
 from cas.core import hashing
 from cas.core.errors import CorruptObject, StoreError, TallyError, from_os_error
 from cas.core.fsops import _write_all, copy_fd, fsync_all, fsync_file, reflink, syncfs
+from cas.core.fsops import unlink_quiet
 
 if TYPE_CHECKING:
     from cas.store.inflight import InFlight
-    from cas.store.objectstore import FileStore
 
 OBJECT_MODE = 0o444
 # Content of at most this many bytes is always stored raw, whatever the kind, the
@@ -54,6 +55,54 @@ SMALL_BATCH = 32
 NOTE_LIMIT = 4096
 
 
+
+class StoreOptions:
+    """How a store writes. Readers accept every form regardless of these.
+
+    A plain class, validated on construction (a slots dataclass costs ~1 ms to
+    create at import, on every command).
+    """
+
+    __slots__ = ("compression", "zstd_level", "fsync", "verify")
+
+    def __init__(self, compression: str = "auto", zstd_level: int = 1, fsync: str = "batch",
+                 verify: bool = True) -> None:
+        if compression not in ("auto", "zstd", "none"):
+            raise StoreError(f"cache.compression must be auto, zstd or none, not {compression!r}")
+        if fsync not in ("batch", "each", "off"):
+            raise StoreError(f"cache.fsync must be batch, each or off, not {fsync!r}")
+        if not 1 <= zstd_level <= 19:
+            raise StoreError(f"cache.zstd_level must be 1..19, not {zstd_level}")
+        self.compression = compression  # auto | zstd | none
+        self.zstd_level = zstd_level
+        self.fsync = fsync  # batch (one barrier per Writer flush) | each | off
+        self.verify = verify  # re-read compressed output before publishing it
+
+    def __repr__(self) -> str:
+        return (f"StoreOptions(compression={self.compression!r}, zstd_level={self.zstd_level}, "
+                f"fsync={self.fsync!r}, verify={self.verify})")
+
+
+class ObjectFiles(Protocol):
+    """What a Writer needs of a store: where object and temp files go, and how to write.
+
+    cas/store/objectstore.py's FileStore is the one implementation; naming the
+    protocol here keeps the writer from depending on the store that uses it.
+    """
+
+    root: Path
+    tmp: Path
+    options: StoreOptions
+
+    def raw_path(self, oid: str) -> str: ...
+
+    def zst_path(self, oid: str) -> str: ...
+
+    def tmp_path(self, tag: str = "obj") -> str: ...
+
+    def ensure_dirs(self) -> None: ...
+
+
 class Writer:
     """Puts objects in batches: temp files first, one sync, then links in order.
 
@@ -71,7 +120,7 @@ class Writer:
     block); an InFlight object is used as it is (and closed too).
     """
 
-    def __init__(self, store: "FileStore", *, inflight: "InFlight | bool | None" = None) -> None:
+    def __init__(self, store: ObjectFiles, *, inflight: "InFlight | bool | None" = None) -> None:
         self.store = store
         self.opts = store.options
         self._pending: list[tuple[str, str]] = []  # (temp, final), insertion order
@@ -196,10 +245,10 @@ class Writer:
             finally:
                 os.close(fd)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise from_os_error(exc, path=tmp, doing="writing an object") from None
         except BaseException:  # failed verification, Ctrl-C: publish nothing, leave nothing
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         self._stage(oid, tmp, compress)
         return oid
@@ -305,9 +354,9 @@ class Writer:
                 touched_dirs.add(final_dir)
             except OSError as exc:
                 for t, _ in pending:
-                    _unlink_quiet(t)
+                    unlink_quiet(t)
                 raise from_os_error(exc, path=final, doing="publishing an object") from None
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
         if self.opts.fsync != "off":
             fsync_all(sorted(touched_dirs), directories=True)
 
@@ -317,7 +366,7 @@ class Writer:
             pending, self._pending = self._pending, []
             self._pending_oids = set()
         for tmp, _ in pending:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
 
     # -- internals ---------------------------------------------------------------------
     def _exists(self, oid: str) -> bool:
@@ -345,7 +394,7 @@ class Writer:
         final = self.store.zst_path(oid) if compressed else self.store.raw_path(oid)
         with self._lock:
             if oid in self._pending_oids:
-                _unlink_quiet(tmp)
+                unlink_quiet(tmp)
                 return
             self._pending.append((tmp, final))
             self._pending_oids.add(oid)  # noted by the _exists() every put asks first
@@ -392,14 +441,14 @@ class Writer:
             finally:
                 os.close(fd)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise from_os_error(exc, path=src if exc.filename == src else tmp,
                                 doing="storing a file") from None
         except BaseException:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         if self._exists(oid):
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             return oid
         if compress and self.opts.verify:
             try:
@@ -407,7 +456,7 @@ class Writer:
             except CorruptObject:
                 got = None
             if got != oid:
-                _unlink_quiet(tmp)
+                unlink_quiet(tmp)
                 raise CorruptObject(oid, "compressed output failed verification", path=src)
         self._stage(oid, tmp, compress)
         return oid
@@ -427,10 +476,10 @@ class Writer:
             if self.opts.fsync == "each":
                 fsync_file(tmp)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise from_os_error(exc, path=src, doing="cloning a file into the store") from None
         if self._exists(oid):
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             return oid
         self._stage(oid, tmp, False)
         return oid
@@ -479,9 +528,3 @@ def _freshen(path: str) -> None:
     except OSError:
         pass  # a shared store we do not own: presence is what matters
 
-
-def _unlink_quiet(path: str | os.PathLike[str]) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

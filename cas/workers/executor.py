@@ -180,7 +180,8 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     After a success the run directory is moved into `trash` (deleted now if None).
     """
     from cas.experiments import runs as experiments
-    from cas.pipeline import live
+    from cas.pipeline import livefiles as live
+    from cas.queue import rundirs
     from cas.workers import rundir
     from cas.core.errors import TallyError
 
@@ -209,9 +210,9 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
         # `tally queue remove` deletes.
         try:
             if trash is not None:
-                rundir.discard(project, rid, trash)
+                rundirs.discard(project, rid, trash)
             else:
-                rundir.cleanup(project, rid)
+                rundirs.cleanup(project, rid)
             ckpt.unlink(missing_ok=True)
         except (OSError, TallyError) as exc:
             _log(f"warning: could not remove the run directory {rp.root}: {exc}")

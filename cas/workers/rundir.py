@@ -5,7 +5,7 @@
     .tally/tmp/run-<id16>.git/     a private Git dir: HEAD = the entry's baseline commit
                                    (detached), commondir = the project's Git dir, and
                                    an index read from the baseline
-    .tally/tmp/run-<id16>.checkpoints   checkpoints appended by cas.pipeline.live during the run
+    .tally/tmp/run-<id16>.checkpoints   checkpoints appended by cas.live during the run
 
 Why a private Git dir: the experiment code (cas.experiments.runs.run) reads the baseline
 from `.git` and lists "every file Git would see" with `git ls-files`. Pointing the run
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat as stat_mod
 from pathlib import Path
 
 from cas.workspace import checkout as co
+from cas.core import fsops
+from cas.queue import rundirs
 from cas.workspace import git
 from cas.objects import tree
-from cas.core.errors import TallyError
 from cas.workspace.project import Project
 
 # In hardlink/symlink link modes, files smaller than this that are not tally data are
@@ -76,9 +76,9 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
     """
     d = project.store_dir / "tmp" / f"run-{run_id}"
     gitdir = d.with_name(d.name + ".git")
-    _forget(project, d)
+    rundirs.forget(project, d)
     for p in (d, gitdir):
-        remove_tree(p)
+        fsops.remove_tree(p)
     d.mkdir(parents=True)
     target = workspace
     # The merged tree is named by nothing but this writer's in-flight file until the
@@ -185,110 +185,4 @@ def merge_trees(store, base: str, top: str, writer) -> str:
     return merge(base, top)[0]
 
 
-def cleanup(project: Project, run_id: str) -> None:
-    """Remove a run directory and its private Git dir (outputs are in the store)."""
-    d = project.store_dir / "tmp" / f"run-{run_id}"
-    _forget(project, d)
-    for p in (d, d.with_name(d.name + ".git")):
-        remove_tree(p)
-    _drop_lock_files(project, run_id)
-
-
-def _forget(project: Project, d: Path) -> None:
-    """Drop the stat cache rows of run directory `d`, about to be deleted (best effort).
-
-    The run hashed its files, and nothing will stat them again: left behind, those
-    rows would count against the cache's bound (spec/statcache.md, "The bound"), which
-    prunes the least recently recorded rows, the project's own long-lived ones among
-    them. A file hardlinked to a store object keeps its inode, but unlinking it moves
-    the inode's ctime, so its row would not match again anyway."""
-    from cas.workspace import statcache
-    try:
-        files, dirs = statcache.tree_keys(d)
-        if files or dirs:
-            project.statcache.forget(files, dirs)
-    except (OSError, TallyError):
-        pass
-
-
-def _drop_lock_files(project: Project, run_id: str) -> None:
-    # The per-run workspace lock (RunProject.lock) is free once the run has ended.
-    for name in (f"workspace-run-{run_id}", f"workspace-run-{run_id}.holder"):
-        try:
-            os.unlink(project.store_dir / "locks" / name)
-        except FileNotFoundError:
-            pass
-
-
-def discard(project: Project, run_id: str, trash: Path) -> None:
-    """Move a run directory and its Git dir into `trash` (two renames): the worker
-    deletes them later, off the path from one run to the next.
-
-    The supervisor removes `trash` whenever it finds it empty (Worker._empty_trash),
-    so it may vanish at any instant here: see _trash_dir. Where a rename still fails
-    the directory is deleted now instead.
-    Raises:
-        TallyError: a directory that could not be deleted either.
-    """
-    d = project.store_dir / "tmp" / f"run-{run_id}"
-    _forget(project, d)  # here, in the executor: the worker that empties the trash has no cache open
-    for p in (d, d.with_name(d.name + ".git")):
-        for _ in range(3):
-            _trash_dir(trash)
-            try:
-                os.rename(p, trash / p.name)
-                break
-            except FileNotFoundError:
-                # Either the run directory is gone (nothing to do), or the supervisor
-                # removed the empty trash between our mkdir and rename: make it again.
-                if not os.path.lexists(p):
-                    break
-            except OSError:
-                remove_tree(p)  # e.g. a leftover of the same name in the trash: delete now
-                break
-        else:
-            remove_tree(p)
-    _drop_lock_files(project, run_id)
-
-
-def _trash_dir(trash: Path) -> None:
-    """Make `trash` unless it exists. Not Path.mkdir(exist_ok=True): after mkdir(2)
-    fails with EEXIST that checks is_dir(), and when the supervisor rmdirs the empty
-    trash in between, it raises FileExistsError although nothing is wrong (the queue
-    then failed a run whose experiment was already recorded). EEXIST is enough: should
-    the directory go before our rename, the rename fails with ENOENT and is retried."""
-    try:
-        os.mkdir(trash)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        trash.parent.mkdir(parents=True, exist_ok=True)  # .tally/tmp itself: never removed
-        try:
-            os.mkdir(trash)
-        except FileExistsError:
-            pass
-
-
-def remove_tree(p: Path) -> None:
-    """rm -rf that also removes read-only (hardlinked, protected) files and dirs."""
-    def writable(func, path, exc_info):
-        # Unlinking needs a writable parent, never a writable file: a hardlinked file
-        # *is* a store object, whose mode must stay 0444.
-        try:
-            os.chmod(os.path.dirname(path), 0o755)
-            if stat_mod.S_ISDIR(os.lstat(path).st_mode):
-                os.chmod(path, 0o755)
-            func(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise TallyError(f"cannot remove {path}: {exc.strerror}", path=path) from None
-
-    if p.is_symlink() or p.is_file():
-        p.unlink()
-    elif p.exists():
-        shutil.rmtree(p, onerror=writable)
-
-
-__all__ = ["RunProject", "prepare", "merge_trees", "cleanup", "discard", "remove_tree",
-           "git_common_dir"]
+__all__ = ["RunProject", "prepare", "merge_trees", "git_common_dir"]

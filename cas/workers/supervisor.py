@@ -166,7 +166,7 @@ class Worker:
     def _empty_trash(self, *, one: bool) -> None:
         """Delete discarded run directories: one per call while runs go on, else all."""
         from cas.core.errors import TallyError
-        from cas.workers.rundir import remove_tree
+        from cas.core.fsops import remove_tree
 
         try:
             names = sorted(os.listdir(self.trash))
@@ -417,7 +417,7 @@ def start(project, *, jobs: int, launcher: Sequence[str],
     queue_workers.reap(project)
     queue_workers.prune_worker_files(project)
     alive = [w.get("pid") for w in queue_workers.live_workers(project) if not w.get("stopping")]
-    pending = len(queue.items(project, states=("pending",), reap_dead=False))
+    pending = len(queue.items(project, states=("pending",)))
     want = max(0, jobs - len(alive))
     if not keep_alive:
         want = min(want, pending)  # a worker with nothing to claim would exit at once

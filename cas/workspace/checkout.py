@@ -25,8 +25,8 @@ from cas.core import hashing
 from cas.objects import tree
 from cas.workspace import snapshot as workspace
 from cas.core.errors import UsageError, WouldOverwrite, from_os_error
-from cas.core.fsops import copy_file, reflink
-from cas.workspace.materialize import TMP_PREFIX, rmtree as _rmtree
+from cas.core.fsops import copy_file, reflink, remove_tree
+from cas.workspace.materialize import TMP_PREFIX
 from cas.workspace.materialize import Materializer as _Materializer, link_target as _link_target
 from cas.workspace import statcache as statcache_mod
 from cas.workspace.statcache import StatCache
@@ -164,11 +164,11 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         # classified above like any other path in the way.
         if not target.is_dir and dest.is_dir() and not dest.is_symlink():
             gone, gone_dirs = statcache_mod.tree_keys(dest)
-            _rmtree(dest)
+            remove_tree(dest)
         elif target.is_dir and (dest.is_symlink() or dest.is_file()):
             dest.unlink()
         for rel, st, p in extras:
-            _remove(p)
+            remove_tree(p)
             if stat_mod.S_ISREG(st.st_mode):
                 gone.append((st.st_dev, st.st_ino))
             report.deleted.append(rel)
@@ -390,16 +390,6 @@ def _object_link_oid(store: FileStore, path: str) -> str | None:
     shard, _, rest = target[len(prefix):].partition("/")
     oid = shard + rest
     return oid if len(shard) == 2 and hashing.is_oid(oid) and store.has(oid) else None
-
-
-def _remove(path: str) -> None:
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            _rmtree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _prune_empty_dirs(dest: Path, seen: set[str], keep: set[str],

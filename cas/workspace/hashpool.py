@@ -12,7 +12,7 @@ cache with the clock reading taken before the files were stat'ed (the racy rule)
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from cas.core import hashing
 from cas.objects import tree
@@ -20,14 +20,27 @@ from cas.core.errors import NotFound
 
 if TYPE_CHECKING:
     from cas.workspace.statcache import StatCache
-    from cas.workspace.snapshot import Progress, _File
     from cas.store.writer import Writer
+
+Progress = Callable[[int, int], None]  # (done, total) files hashed
+
+class FileToHash:
+    """One non-directory entry of a directory being snapshotted; `oid` is filled in here."""
+
+    __slots__ = ("name", "path", "st", "kind", "oid", "clock")
+
+    def __init__(self, name: str, path: str, st, kind: int, clock: int) -> None:
+        self.name, self.path, self.st, self.kind = name, path, st, kind
+        self.oid: str | None = None
+        self.clock = clock  # the clock reading taken before `st` (the racy rule's bound)
+
+
 
 CHUNK = 256  # files per pool task: amortizes the executor's per-task cost
 WORKERS = max(2, min(4, os.cpu_count() or 1))  # threads for large files
 
 
-def hash_files(files: list[_File], statcache: StatCache, writer: Writer | None, ingest: str,
+def hash_files(files: list[FileToHash], statcache: StatCache, writer: Writer | None, ingest: str,
                 progress: Progress | None) -> int:
     """Fill in every file's oid, from the stat cache or by reading it. Returns files read."""
     todo = []
@@ -107,7 +120,7 @@ class _Counter:
             self.progress(self.done, self.total)
 
 
-def _work(chunk: list[_File], writer: Writer | None, ingest: str) -> int:
+def _work(chunk: list[FileToHash], writer: Writer | None, ingest: str) -> int:
     for f in chunk:
         try:
             if writer is not None:
@@ -132,7 +145,7 @@ class Stat:
         self.st_mtime_ns, self.st_ctime_ns, self.st_mode = mtime_ns, ctime_ns, mode
 
 
-def _in_processes(files: list[_File], writer: Writer | None, ingest: str, counter: _Counter) -> None:
+def _in_processes(files: list[FileToHash], writer: Writer | None, ingest: str, counter: _Counter) -> None:
     """Hash (and store) `files` in forked children, one contiguous shard each.
 
     Each child stores through its own Writer and flushes it (sync, then link) before
@@ -167,7 +180,7 @@ def _in_processes(files: list[_File], writer: Writer | None, ingest: str, counte
         raise
 
 
-def _child(shard: list[_File], writer: Writer | None, ingest: str) -> bytes:
+def _child(shard: list[FileToHash], writer: Writer | None, ingest: str) -> bytes:
     """A child's work: its shard hashed (and stored, then published), as a report."""
     import msgpack
 

@@ -26,19 +26,13 @@ from pathlib import Path
 from cas.core import hashing
 from cas.objects import tree
 from cas.core.errors import CorruptObject, UsageError
-from cas.core.fsops import copy_file, reflink
+from cas.core.fsops import copy_file, reflink, remove_tree
 from cas.store.objectstore import FileStore
 
 TMP_PREFIX = ".tally-tmp-"
 # The process umask, read once (os.umask can only be read by setting it).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-def rmtree(path: str | Path) -> None:
-    import shutil  # here: with zlib, bz2 and lzma it costs ~4 ms of every `tally run`'s start
-
-    shutil.rmtree(path)
 
 
 class Materializer:
@@ -145,7 +139,7 @@ class Materializer:
     @staticmethod
     def _replace(tmp: str, path: str) -> None:
         if os.path.isdir(path) and not os.path.islink(path):
-            rmtree(path)
+            remove_tree(path)
         os.replace(tmp, path)
 
     def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:

@@ -29,10 +29,11 @@ import stat as stat_mod
 import sys
 from array import array
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cas.core import hashing
 from cas.workspace import hashpool
+from cas.workspace.hashpool import FileToHash, Progress
 from cas.objects import tree
 from cas.core.errors import NotFound, UsageError, from_os_error
 
@@ -49,7 +50,6 @@ _SWAP = sys.byteorder != "little"  # signatures pack integers little-endian
 # The lstat values a listing keeps of each entry, in this order (spec/statcache.md).
 STAT_FIELDS = ("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
 
-Progress = Callable[[int, int], None]  # (done, total) files hashed
 
 
 class Snapshot(NamedTuple):
@@ -61,17 +61,6 @@ class Snapshot(NamedTuple):
     files: int  # regular files (1 for a file)
     mode: int  # 0o644/0o755 for a file, 0 for a directory
     hashed: int  # files read this time (the rest came from the stat cache)
-
-
-class _File:
-    """One non-directory entry of a directory being built."""
-
-    __slots__ = ("name", "path", "st", "kind", "oid", "clock")
-
-    def __init__(self, name: str, path: str, st, kind: int, clock: int) -> None:
-        self.name, self.path, self.st, self.kind = name, path, st, kind
-        self.oid: str | None = None
-        self.clock = clock  # the clock reading taken before `st` (the racy rule's bound)
 
 
 class _Dir:
@@ -88,7 +77,7 @@ class _Dir:
         self.vals: array | list[int] = []
         self.children: list[tuple[str, _Dir]] = []  # subdirectories, in listing order
         self.links = False  # has a symlink among its entries
-        self.files: list[_File] | None = None  # built only when the memo misses
+        self.files: list[FileToHash] | None = None  # built only when the memo misses
         self.store_links = False  # a symlink points into the objects directory
         self.oid: str | None = None
         self.nbytes = self.nfiles = 0
@@ -141,7 +130,7 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     except OSError as exc:
         raise from_os_error(exc, path=path, doing="reading") from None
     if stat_mod.S_ISREG(st.st_mode):
-        f = _File(path.name, os.fspath(path), st, tree.FILE, clock)
+        f = FileToHash(path.name, os.fspath(path), st, tree.FILE, clock)
         hashed = hashpool.hash_files([f], statcache, writer, ingest, progress)
         return Snapshot(f.oid, False, st.st_size, 1, file_mode(st), hashed)  # type: ignore[arg-type]
     if not stat_mod.S_ISDIR(st.st_mode):
@@ -362,9 +351,9 @@ def _classify(d: _Dir, prefix: str | None, clock: int) -> None:
         st = hashpool.Stat(*vals[6 * i + 1:6 * i + 6], vals[6 * i])
         _check_name(name, path)
         if stat_mod.S_ISREG(st.st_mode):
-            files.append(_File(name, path, st, tree.FILE, clock))
+            files.append(FileToHash(name, path, st, tree.FILE, clock))
         elif stat_mod.S_ISLNK(st.st_mode):
-            f = _File(name, path, st, tree.SYMLINK, clock)
+            f = FileToHash(name, path, st, tree.SYMLINK, clock)
             if prefix is not None and _resolve_object_link(f, prefix):
                 d.store_links = True
             files.append(f)
@@ -374,7 +363,7 @@ def _classify(d: _Dir, prefix: str | None, clock: int) -> None:
     d.files = files
 
 
-def _resolve_object_link(f: _File, prefix: str) -> bool:
+def _resolve_object_link(f: FileToHash, prefix: str) -> bool:
     """Resolve a symlink into the objects directory (symlink link mode): it stands for
     the object it names, recorded as that file with the id read from the link (objects
     are named by their hash and never change; fsck verifies them). Returns whether the
@@ -423,7 +412,7 @@ def _record(dirs: list[_Dir], built: list[_Dir], statcache: StatCache, writer: W
     for d in built:
         if d.store_links:
             continue  # what such a link stands for depends on the store, not the listing
-        files: list[_File] = d.files  # type: ignore[assignment]
+        files: list[FileToHash] = d.files  # type: ignore[assignment]
         dev = d.dev
         newest, row_clock = -1, clock
         for f in files:

@@ -20,7 +20,7 @@ from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ObjectMissing, UsageError
 from cas.objects.pointer import Pointer
 from cas.workspace.project import Project
-from cas.workspace.snapshot import Progress
+from cas.workspace.hashpool import Progress
 
 if TYPE_CHECKING:
     from cas.workspace import checkout as co

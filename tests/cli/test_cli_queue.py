@@ -11,6 +11,7 @@ import pytest
 from cas.queue import directory as queue
 from cas.queue import status as queue_status
 from cas.queue import workers as queue_workers
+from cas.queue import entries
 from cli.main import run
 from support.queuelab import CKPT, TRAIN, wait_for as _wait_for, make_project
 
@@ -32,7 +33,7 @@ def tally(capsys, *args: str) -> tuple[int, str, str]:
 def test_queue_dry_run_then_queue_then_run_all(cli_proj, capsys):
     code, out, err = tally(capsys, "run", "--queue", "--dry-run", "-S", "lr=0.1,0.2", "-S", "epochs=range(1,3)")
     assert code == 0 and out.count("would queue") == 4 and "params.yaml:lr=0.2 params.yaml:epochs=2" in out
-    assert queue.items(cli_proj) == []
+    assert entries.items(cli_proj) == []
     code, out, err = tally(capsys, "run", "--queue", "--json", "-n", "sw", "-S", "lr=0.1,0.2")
     doc = json.loads(out)
     assert code == 0 and doc["queued"] and [e["name"] for e in doc["entries"]] == ["sw-1", "sw-2"]
@@ -92,7 +93,7 @@ def test_start_detached_workers_and_follow_logs(cli_proj, capsys):
     code, out, err = tally(capsys, "queue", "start", "-j", "2", "--json")
     res = json.loads(out)
     assert code == 0 and len(res["started"]) == 2 and res["pending"] == 3
-    name = queue.items(cli_proj)[-1].name
+    name = entries.items(cli_proj)[-1].name
     code, out, err = tally(capsys, "queue", "logs", "-f", name)  # returns once it has finished
     assert code == 0 and "trained with" in out and f"recorded {name}" in out
     _wait_for(lambda: all(e["state"] == "done" for e in queue_status.status(cli_proj)["entries"]),

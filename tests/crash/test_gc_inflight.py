@@ -30,6 +30,7 @@ from cas.objects import record
 from cas.store import refs
 from cas.store.inflight import DIR_NAME, InFlight, scan
 from cas.workspace.project import open_project
+from cas.queue import entries
 from support.consistency import assert_consistent
 from support.queuelab import spawn_worker as _spawn_worker, wait_for as _wait_for, make_project, queue_runs
 
@@ -252,7 +253,7 @@ def test_a_live_file_pins_what_it_names_and_a_partial_line_is_ignored(project) -
 
 LIVE_TRAIN = """\
     import os, pathlib, sys
-    from cas.pipeline.live import Live
+    from cas.live import Live
     pathlib.Path("model.bin").write_bytes(b"weights at step 0 only the checkpoint has\\n")
     with Live() as live:
         live.log_metric("loss", 0.5)
@@ -312,8 +313,7 @@ def test_gc_while_a_queue_worker_runs_an_entry(tmp_path, monkeypatch) -> None:
         if w.poll() is None:
             os.killpg(w.pid, signal.SIGKILL)
             w.wait()
-    from cas.queue import directory as queue
-    assert queue.find(p, it.name).state == "done"
+    assert entries.find(p, it.name).state == "done"
     rec = record.load(p.store, refs.read(p, it.entry.baseline, it.name))
     assert p.store.get(rec.outs["out.txt"][0]) == b"queued output\n"
     assert_consistent(p.root)

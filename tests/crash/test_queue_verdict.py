@@ -23,8 +23,9 @@ from cas.queue import directory as queue
 from cas.queue import workers as queue_workers
 from cas.objects import record
 from cas.store import refs
-from cas.workers import rundir
+from cas.queue import rundirs
 from cas.workers import supervisor as worker
+from cas.queue import entries
 from support.queuelab import spawn_worker as _spawn_worker, wait_for as _wait_for, make_project, queue_runs, records
 
 TRAIN = """\
@@ -44,7 +45,7 @@ def _in_executor(test_pid: int) -> bool:
 
 
 def _assert_done_as_published(p, it, *, note: str | None = None) -> dict:
-    item = queue.find(p, it.name)
+    item = entries.find(p, it.name)
     assert item.state == "done", (item.state, item.outcome)
     o = item.outcome
     assert o["status"] == "success" and o["final"] is True and o["name"] == it.name
@@ -81,7 +82,7 @@ def test_discard_survives_the_trash_vanishing_after_eexist(proj, monkeypatch):
             raise
 
     monkeypatch.setattr(os, "mkdir", mkdir)
-    rundir.discard(proj, "0123456789abcdef", trash)
+    rundirs.discard(proj, "0123456789abcdef", trash)
     assert raced and not run_dir.exists()
     assert (trash / run_dir.name / "sub").is_dir()
 
@@ -121,14 +122,14 @@ def test_a_cleanup_error_after_recording_is_a_warning(proj, monkeypatch):
     def discard(*a, **kw):
         raise PermissionError(errno.EACCES, "Permission denied", "trash")
 
-    monkeypatch.setattr(rundir, "discard", discard)
+    monkeypatch.setattr(rundirs, "discard", discard)
     stats = worker.run_all(proj, jobs=1)
     assert stats.done == [it.name]
     _assert_done_as_published(proj, it)
     log = queue.log_path(proj, it.id).read_text()
     assert "warning: could not remove the run directory" in log
     assert queue.run_dir(proj, it.id).exists()  # left for `queue remove`, which deletes it
-    queue.remove(proj, keys=[it.name])
+    entries.remove(proj, keys=[it.name])
     assert not queue.run_dir(proj, it.id).exists()
 
 
@@ -166,7 +167,7 @@ def test_a_name_taken_by_another_run_meanwhile_is_not_ours(proj, monkeypatch):
     monkeypatch.setattr(experiments, "run", run)
     stats = worker.run_all(proj, jobs=1)
     assert stats.failed == [it.name]
-    item = queue.find(proj, it.name)
+    item = entries.find(proj, it.name)
     assert item.state == "failed" and "already exists" in item.outcome["reason"]
 
 
@@ -200,7 +201,7 @@ def test_executor_sigkilled_at_each_failpoint(proj, monkeypatch, point, state):
     stats = worker.run_all(proj, jobs=2)
     monkeypatch.delenv("TALLY_FAILPOINT")
     for it in (a, b):
-        item = queue.find(proj, it.name)
+        item = entries.find(proj, it.name)
         assert item.state == state, (item.state, item.outcome)
         if state == "done":
             _assert_done_as_published(proj, it, note="killed by signal 9" if point == "published" else None)
@@ -209,7 +210,7 @@ def test_executor_sigkilled_at_each_failpoint(proj, monkeypatch, point, state):
             assert refs.read(proj, it.entry.baseline, it.name) is None  # nothing recorded
     assert sorted(stats.done if state == "done" else stats.failed) == sorted([a.name, b.name])
     if state == "failed":  # and a retry runs it normally
-        queue.retry(proj, all_failed=True)
+        entries.retry(proj, all_failed=True)
         assert sorted(worker.run_all(proj, jobs=2).done) == sorted([a.name, b.name])
 
 
@@ -221,7 +222,7 @@ def test_worker_and_executor_sigkilled_between_ref_and_outcome(proj, monkeypatch
     w = _spawn_worker(proj)
     assert w.wait(60) == -signal.SIGKILL
     monkeypatch.delenv("TALLY_FAILPOINT")
-    item = _wait_for(lambda: (lambda i: i if i.state != "running" else None)(queue.find(proj, it.name)),
+    item = _wait_for(lambda: (lambda i: i if i.state != "running" else None)(entries.find(proj, it.name)),
                      what="the entry to be reaped")
     assert item.outcome["note"] == "the worker died after the experiment was recorded"
     _assert_done_as_published(proj, it, note="the worker died")
@@ -234,7 +235,7 @@ def test_worker_and_executor_sigkilled_before_recording(proj, monkeypatch):
     w = _spawn_worker(proj)
     assert w.wait(60) == -signal.SIGKILL
     monkeypatch.delenv("TALLY_FAILPOINT")
-    item = _wait_for(lambda: (lambda i: i if i.state != "running" else None)(queue.find(proj, it.name)),
+    item = _wait_for(lambda: (lambda i: i if i.state != "running" else None)(entries.find(proj, it.name)),
                      what="the entry to be reaped")
     assert item.state == "failed" and item.outcome["reason"] == "worker died"
     assert refs.read(proj, it.entry.baseline, it.name) is None
@@ -273,7 +274,7 @@ def test_nobody_can_write_the_outcome(proj, monkeypatch):
     stats = worker.run_all(proj, jobs=1)
     assert sorted(stats.done) == sorted([a.name, b.name])
     monkeypatch.undo()
-    assert {i.name: i.state for i in queue.items(proj)} == {a.name: "done", b.name: "done"}
+    assert {i.name: i.state for i in entries.items(proj)} == {a.name: "done", b.name: "done"}
 
 
 # ---------------------------------------------------------------- reaping and published()
@@ -307,7 +308,7 @@ def test_reaper_reconciles_with_the_published_record(proj):
     oid = _record(proj, recorded, created=time.time_ns())
     _record(proj, stale, created=int((t0 - 60) * 1e9))  # before the attempt: not its
     _record(proj, failed, created=time.time_ns(), status="failed")
-    got = {i.name: i for i in queue.items(proj)}
+    got = {i.name: i for i in entries.items(proj)}
     assert got[recorded.name].state == "done"
     assert got[recorded.name].outcome["record"] == oid
     assert got[recorded.name].outcome["note"] == "the worker died after the experiment was recorded"
@@ -323,7 +324,7 @@ def test_reaper_without_the_attempt_start_counts_since_queued(proj):
     _dead_worker(proj, "1-dead")
     queue.claim(proj, "1-dead")
     _record(proj, it, created=time.time_ns())
-    assert queue.find(proj, it.name).state == "done"
+    assert entries.find(proj, it.name).state == "done"
 
 
 def test_published(proj):

@@ -4,7 +4,7 @@ what the slower thing it stands for gives.
 - cas/core/yamlsubset.py resolves plain scalars without ruamel: what it answers for,
   ruamel reads alike, and what a writer emits plain reads back unchanged.
 - cas/pipeline/params.py reads a `-S` value without any of `,'"()[]{}` as one value without
-  importing the sweep syntax: cas/sweepspec.sweep_values gives the same.
+  importing the sweep syntax: cas/pipeline/sweepspec.sweep_values gives the same.
 """
 
 from __future__ import annotations
@@ -95,4 +95,4 @@ SIMPLE = st.text(alphabet=st.characters(blacklist_characters=params._SWEEP_CHARS
 @example("&a")
 def test_a_value_without_sweep_characters_skips_the_sweep_syntax(raw: str) -> None:
     assert not any(c in raw for c in params._SWEEP_CHARS)
-    assert repr(params._values(raw)) == repr(sweepspec.sweep_values(raw)), raw
+    assert repr(params._values(raw)) == repr(sweepspec.sweep_values(raw, parse_value=params.parse_value)), raw

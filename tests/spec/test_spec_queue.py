@@ -1,5 +1,5 @@
 """spec/queue.md and spec/live.md cannot drift: their worked examples are checked
-against cas/queue/directory.py, cas/pipeline/live.py and a real run.
+against cas/queue/directory.py, cas/live.py and a real run.
 
 Blocks are fenced code blocks whose info string carries a `spec:` word (arguments
 as `key=value` words after it):
@@ -186,7 +186,7 @@ def test_live_files(tmp_path):
 
 
 def test_checkpoints_file(tmp_path):
-    from cas.pipeline.live import read_checkpoints
+    from cas.live import read_checkpoints
 
     for b in of("checkpoints-file"):
         f = tmp_path / "ckpt"

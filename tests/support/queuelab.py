@@ -63,7 +63,7 @@ TRAIN = """\
 
 CKPT = """\
     import os
-    from cas.pipeline.live import Live
+    from cas.live import Live
     params = dict(line.split(": ") for line in open("params.yaml").read().splitlines())
     live = Live()
     state = open("model.txt").read() if live.resumed else ""

@@ -40,7 +40,7 @@ NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline.pipelinefile"
                  "tomlkit", "socket", "tempfile", "concurrent", "decimal",
                  "difflib", "ctypes", "cas.workspace.checkout", "cas.workspace.tracking", "cas.gc.fsck", "cas.gc.collect",
                  "cas.gc.inventory", "cas.gc.deletion", "dataclasses", "inspect", "pickle",
-                 "getpass", "shutil", "zstandard", "platform", "cas.pipeline.live",
+                 "getpass", "shutil", "zstandard", "platform", "cas.live",
                  "cas.workspace.gitobjects", "cas.pipeline.sweepspec")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.

@@ -1,4 +1,4 @@
-"""cas.pipeline.live: the files (dvclive's layout), step and resume rules, readers that never see
+"""cas.live: the files (dvclive's layout), step and resume rules, readers that never see
 a torn file, and checkpoint() storing a tree under tally."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cas.pipeline import live as live_mod
+from cas import live as live_mod
 from cas.core.errors import UsageError
-from cas.pipeline.live import Live, read_checkpoints, read_history, read_live, read_summary
+from cas.live import Live, read_checkpoints, read_history, read_live, read_summary
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cas.core.errors import NotFound, ParamError
 from cas.pipeline.params import Override, apply_overrides, flatten, get_value, load_params, params_format, parse_override, parse_value
-from cas.pipeline.sweepspec import expand_grid
+from cas.pipeline.params import expand_grid
 
 YAML_TEXT = """\
 # Training configuration

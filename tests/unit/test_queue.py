@@ -20,6 +20,7 @@ from cas.queue import directory as queue
 from cas.queue import workers as queue_workers
 from cas.experiments import enqueue as sweep
 from cas.core.errors import Conflict, FormatError, NotFound, ParamError, UsageError
+from cas.queue import entries
 
 COMMIT = "a" * 40
 
@@ -115,7 +116,7 @@ def test_encode_refuses_what_it_cannot_store():
 def test_enqueue_is_fifo_and_names_are_unique(qproj):
     items = queue.enqueue(qproj, [entry(f"e{i}") for i in range(5)])
     assert [it.seq for it in items] == [1, 2, 3, 4, 5]
-    assert [it.name for it in queue.items(qproj)] == ["e0", "e1", "e2", "e3", "e4"]
+    assert [it.name for it in entries.items(qproj)] == ["e0", "e1", "e2", "e3", "e4"]
     assert all(it.id == hashing.hash_bytes(it.path.read_bytes()) for it in items)
     with pytest.raises(Conflict):
         queue.enqueue(qproj, [entry("e2")])
@@ -123,7 +124,7 @@ def test_enqueue_is_fifo_and_names_are_unique(qproj):
         queue.enqueue(qproj, [entry("x"), entry("x", queued=5)])
     with pytest.raises(UsageError):
         queue.enqueue(qproj, [entry("bad name")])
-    assert len(queue.items(qproj)) == 5  # a refused batch adds nothing
+    assert len(entries.items(qproj)) == 5  # a refused batch adds nothing
     assert queue.claim(qproj, "w-1").name == "e0"
     assert queue.claim(qproj, "w-1").name == "e1"
 
@@ -136,7 +137,7 @@ def test_plan_expands_the_grid_and_dry_run_stores_nothing(qproj):
         {"lr": 0.1, "epochs": 1}, {"lr": 0.1, "epochs": 2}, {"lr": 0.1, "epochs": 3},
         {"lr": 0.01, "epochs": 1}]
     assert len({e.name for e in grid}) == 9
-    assert set(qproj.store.iter_oids()) == objects_before and queue.items(qproj) == []
+    assert set(qproj.store.iter_oids()) == objects_before and entries.items(qproj) == []
     named = sweep.plan(qproj, set_params=["lr=1,2"], name="sweep", dry_run=True)
     assert [e.name for e in named] == ["sweep-1", "sweep-2"]
     with pytest.raises(ParamError):
@@ -188,7 +189,7 @@ def test_claim_race_each_entry_exactly_once(qproj, tmp_path):
         assert p.exitcode == 0
     claimed = [eid for i in range(n_procs) for eid in json.loads((tmp_path / f"c{i}.json").read_text())]
     assert len(claimed) == n_entries and len(set(claimed)) == n_entries
-    running = queue.items(qproj, reap_dead=False)
+    running = queue.items(qproj)
     assert {it.state for it in running} == {"running"} and len(running) == n_entries
     # Each running file names the worker that won it.
     by_worker = {it.wid for it in running}
@@ -200,10 +201,10 @@ def test_running_entries_cannot_be_removed(qproj):
     _worker_file(qproj, "1-w", pid=os.getpid(), host=socket.gethostname(), boot_id=liveness.boot_id())
     queue.claim(qproj, "1-w")
     with pytest.raises(Conflict):
-        queue.remove(qproj, keys=["a"])
+        entries.remove(qproj, keys=["a"])
     with pytest.raises(UsageError):
-        queue.remove(qproj, states=["running"])
-    assert queue.find(qproj, "a").state == "running"
+        entries.remove(qproj, states=["running"])
+    assert entries.find(qproj, "a").state == "running"
 
 
 # ---------------------------------------------------------------- liveness and reaping
@@ -233,9 +234,9 @@ def test_running_entry_of_a_dead_worker_is_failed_by_whoever_looks(qproj):
     for wid in ("1-dead", "2-alive", "3-reused", "4-remote", "5-remote", "6-nofile", "7-dead"):
         assert queue.claim(qproj, wid) is not None
     # "finished": its worker wrote a final outcome, then died before the move.
-    fin = [it for it in queue.items(qproj, reap_dead=False) if it.name == "finished"][0]
+    fin = [it for it in queue.items(qproj) if it.name == "finished"][0]
     queue.complete_outcome(qproj, fin.id, {"status": "success", "record": None})
-    states = {it.name: (it.state, (it.outcome or {}).get("reason")) for it in queue.items(qproj)}
+    states = {it.name: (it.state, (it.outcome or {}).get("reason")) for it in entries.items(qproj)}
     assert states == {
         "dead": ("failed", "worker died"), "alive": ("running", None),
         "reused": ("failed", "worker died"), "remote-ok": ("running", None),
@@ -250,30 +251,30 @@ def test_retry_and_remove(qproj):
         queue.claim(qproj, wid)  # a, b: their workers have no files: dead
     queue_workers.reap(qproj)
     with pytest.raises(Conflict):
-        queue.retry(qproj, keys=["c"])  # pending, not failed
-    got = queue.retry(qproj, keys=["a"])
+        entries.retry(qproj, keys=["c"])  # pending, not failed
+    got = entries.retry(qproj, keys=["a"])
     assert [it.name for it in got] == ["a"]
-    assert [it.name for it in queue.items(qproj, states=("pending",))] == ["c", "a"]  # at the end
+    assert [it.name for it in entries.items(qproj, states=("pending",))] == ["c", "a"]  # at the end
     it = queue.claim(qproj, "3-x")
     assert it.name == "c"
     it = queue.claim(qproj, "4-x")
     assert it.name == "a"
     queue_workers.reap(qproj)
-    a = queue.find(qproj, "a")
+    a = entries.find(qproj, "a")
     assert a.state == "failed" and a.outcome["attempt"] == 2
-    queue.retry(qproj, all_failed=True)
-    assert sorted(it.name for it in queue.items(qproj, states=("pending",))) == ["a", "b", "c"]
-    removed = queue.remove(qproj, states=["pending"])
-    assert sorted(it.name for it in removed) == ["a", "b", "c"] and queue.items(qproj) == []
+    entries.retry(qproj, all_failed=True)
+    assert sorted(it.name for it in entries.items(qproj, states=("pending",))) == ["a", "b", "c"]
+    removed = entries.remove(qproj, states=["pending"])
+    assert sorted(it.name for it in removed) == ["a", "b", "c"] and entries.items(qproj) == []
     with pytest.raises(NotFound):
-        queue.find(qproj, "a")
+        entries.find(qproj, "a")
 
 
 def test_find_by_id_prefix_and_ambiguity(qproj):
     items = queue.enqueue(qproj, [entry("a"), entry("b")])
-    assert queue.find(qproj, items[1].id[:10]).name == "b"
+    assert entries.find(qproj, items[1].id[:10]).name == "b"
     with pytest.raises(NotFound):
-        queue.find(qproj, "nope")
+        entries.find(qproj, "nope")
 
 
 def test_an_entry_moved_while_listed_is_listed_once_in_its_new_state(qproj, monkeypatch):
@@ -292,20 +293,20 @@ def test_an_entry_moved_while_listed_is_listed_once_in_its_new_state(qproj, monk
         return names
 
     monkeypatch.setattr(queue.os, "listdir", listdir)
-    (found,) = [it for it in queue.items(qproj, reap_dead=False) if it.name == "moving"]
+    (found,) = [it for it in queue.items(qproj) if it.name == "moving"]
     assert found.state == "failed" and found.outcome["reason"] == "killed"
     monkeypatch.setattr(queue.os, "listdir", real)
-    assert [(it.name, it.state) for it in queue.items(qproj)] == [("staying", "pending"), ("moving", "failed")]
+    assert [(it.name, it.state) for it in entries.items(qproj)] == [("staying", "pending"), ("moving", "failed")]
 
 
 def test_damaged_entry_is_listed_and_never_run(qproj):
     (it,) = queue.enqueue(qproj, [entry("a")])
     os.chmod(it.path, 0o644)
     it.path.write_bytes(it.path.read_bytes()[:-2] + b"zz")
-    (listed,) = queue.items(qproj)
+    (listed,) = entries.items(qproj)
     assert listed.error and listed.name.startswith("damaged-")
     assert queue.claim(qproj, "1-w") is None  # failed with the reason instead
-    (failed,) = queue.items(qproj)
+    (failed,) = entries.items(qproj)
     assert failed.state == "failed" and "unreadable entry" in failed.outcome["reason"]
     assert list(queue.roots(qproj)) == []
 
@@ -323,8 +324,8 @@ def test_entry_waits_for_its_executor_to_exit(qproj):
     alive_exec = {it.id: {"pgid": os.getpid(), "pstart": liveness.process_start(os.getpid())}}
     _worker_file(qproj, "1-dead", pid=_dead_pid(), current=alive_exec, **me)
     queue.claim(qproj, "1-dead")
-    assert queue.find(qproj, "slow-exit").state == "running"  # its executor still exits
+    assert entries.find(qproj, "slow-exit").state == "running"  # its executor still exits
     reused = {it.id: {"pgid": os.getpid(), "pstart": "1"}}  # that pid is someone else now
     _worker_file(qproj, "1-dead", pid=_dead_pid(), current=reused, **me)
-    item = queue.find(qproj, "slow-exit")
+    item = entries.find(qproj, "slow-exit")
     assert item.state == "failed" and item.outcome["reason"] == "worker died"

@@ -367,7 +367,7 @@ def test_status_after_pruning_sees_every_change(tmp_path: Path, monkeypatch) -> 
 
 def test_deleting_a_run_directory_forgets_its_rows(tmp_path: Path) -> None:
     """rundir's cleanup, discard and prepare (a retry) forget what the run hashed."""
-    from cas.workers import rundir
+    from cas.queue import rundirs
 
     env = Env(tmp_path)
     oid = env.put({f"d/f{i}.txt": f"x {i}\n" for i in range(10)}, "v1")
@@ -375,6 +375,6 @@ def test_deleting_a_run_directory_forgets_its_rows(tmp_path: Path) -> None:
     co.checkout(env.store, co.Target(oid, True), run, links=("copy",), statcache=env.sc)
     files, _ = live_keys(run)
     assert files <= set(rows(env.sc.db_path)) and len(files) == 10
-    rundir._forget(types.SimpleNamespace(statcache=env.sc), run)
+    rundirs.forget(types.SimpleNamespace(statcache=env.sc), run)
     assert not set(rows(env.sc.db_path)) & files
     assert not set(rows(env.sc.db_path, "dirs")) & live_keys(run)[1]

@@ -18,6 +18,7 @@ from cas.queue import workers as queue_workers
 from cas.store import refs
 from cas.workers import supervisor as worker
 from cas.core.errors import WouldOverwrite
+from cas.queue import entries
 from cli.worker import LAUNCHER
 from support.queuelab import PY, git as _git, make_project, TRAIN, CKPT, queue_runs, records, wait_for as _wait_for, spawn_worker as _spawn_worker
 
@@ -80,22 +81,22 @@ def test_failed_run_keeps_logs_and_retry_runs_it_again(proj):
     ok, bad = queue_runs(proj, "lr=0.1,0.666")
     stats = worker.run_all(proj, jobs=2)
     assert stats.done == [ok.name] and stats.failed == [bad.name]
-    item = queue.find(proj, bad.name)
+    item = entries.find(proj, bad.name)
     assert item.state == "failed" and item.outcome["exit_code"] == 3
     assert "exit code 3" in item.outcome["reason"]
     log = queue.log_path(proj, bad.id).read_text()
     assert "diverged" in log and "trained with" in log
     assert records(proj)[bad.name].status == "failed"  # recorded, with partial outputs
-    queue.retry(proj, keys=[bad.name])
+    entries.retry(proj, keys=[bad.name])
     worker.run_all(proj, jobs=1)
-    again = queue.find(proj, bad.name)
+    again = entries.find(proj, bad.name)
     assert again.state == "failed" and again.outcome["attempt"] == 2
     assert queue.log_path(proj, bad.id).read_text().count(f"=== {bad.name}") == 2
 
 
 SLEEPY = """\
     import os, pathlib, sys, time
-    from cas.pipeline.live import Live
+    from cas.live import Live
     live = Live()
     for step in range(2):
         live.log_metric("loss", 1.0 / (step + 1))
@@ -139,7 +140,7 @@ def test_live_values_are_visible_during_the_run(sleepy):
     finally:
         if w.poll() is None:
             w.kill()
-    assert queue.find(p, it.name).state == "done"
+    assert entries.find(p, it.name).state == "done"
 
 
 def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
@@ -150,17 +151,17 @@ def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
               what="the run to start")
     os.kill(w.pid, signal.SIGKILL)
     w.wait(10)
-    item = _wait_for(lambda: (lambda i: i if i.state == "failed" else None)(queue.find(p, it.name)),
+    item = _wait_for(lambda: (lambda i: i if i.state == "failed" else None)(entries.find(p, it.name)),
                      what="the entry to be failed")
     assert item.outcome["reason"] == "worker died"
     # The run's processes went with their worker (PDEATHSIG -> SIGTERM -> the stage).
     _wait_for(lambda: "waiting" in queue.log_path(p, it.id).read_text(), what="the log")
     assert queue_workers.live_workers(p) == []
     go.touch()
-    queue.retry(p, keys=[it.name])
+    entries.retry(p, keys=[it.name])
     stats = worker.run_all(p, jobs=1)
     assert stats.done == [it.name]
-    done = queue.find(p, it.name)
+    done = entries.find(p, it.name)
     assert done.state == "done" and done.outcome["attempt"] == 2
     assert records(p)[it.name].status == "success"
 
@@ -173,14 +174,14 @@ def test_kill_a_running_entry(sleepy):
         _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                   what="the first run's stage")
         queue_workers.request_kill(p, first.name)
-        _wait_for(lambda: queue.find(p, first.name).state == "failed", what="the kill")
-        assert queue.find(p, first.name).outcome["reason"] == "killed by `tally queue kill`"
+        _wait_for(lambda: entries.find(p, first.name).state == "failed", what="the kill")
+        assert entries.find(p, first.name).outcome["reason"] == "killed by `tally queue kill`"
         go.touch()  # the worker moves on to the next entry
         assert w.wait(30) == 0
     finally:
         if w.poll() is None:
             w.kill()
-    assert queue.find(p, second.name).state == "done"
+    assert entries.find(p, second.name).state == "done"
     assert records(p)[first.name].status == "interrupted"
 
 
@@ -197,7 +198,7 @@ def test_stop_lets_the_current_run_finish(sleepy):
     finally:
         if w.poll() is None:
             w.kill()
-    assert queue.find(p, a.name).state == "done" and queue.find(p, b.name).state == "pending"
+    assert entries.find(p, a.name).state == "done" and entries.find(p, b.name).state == "pending"
     # A stop request never stops workers started after it.
     assert worker.run_all(p, jobs=1).done == [b.name]
 
@@ -286,12 +287,13 @@ def test_ctrl_c_of_a_foreground_run_all(sleepy):
         if fg.poll() is None:
             fg.kill()
     assert fg.returncode == 130, err
-    item = queue.find(p, it.name)
+    item = entries.find(p, it.name)
     assert item.state == "failed" and item.outcome["reason"] == "worker interrupted by signal 2"
     assert records(p)[it.name].status == "interrupted"
 
 
 def test_run_dir_is_linked_and_never_rehashed(proj):
+    from cas.queue import rundirs
     from cas.workers import rundir
     from cas.workspace import snapshot as workspace
 
@@ -306,7 +308,7 @@ def test_run_dir_is_linked_and_never_rehashed(proj):
     assert _git(rp.root, "rev-parse", "HEAD").strip() == it.entry.baseline
     assert (rp.root / "data" / "3.csv").read_text() == "row 3\n" * 100
     assert _git(proj.root, "status", "--porcelain") == "?? .tally/\n?? data/\n"  # untouched
-    rundir.cleanup(proj, "t" * 16)
+    rundirs.cleanup(proj, "t" * 16)
     assert not rp.root.exists()
 
 
@@ -322,7 +324,7 @@ def test_link_modes_keep_the_store_read_only(tmp_path, mode):
     a, b = queue_runs(p, "lr=0.1,0.666")
     stats = worker.run_all(p, jobs=2)
     assert stats.done == [a.name] and stats.failed == [b.name]
-    queue.remove(p, keys=[b.name])  # also deletes the failed run's directory
+    entries.remove(p, keys=[b.name])  # also deletes the failed run's directory
     assert not [n for n in os.listdir(p.store_dir / "tmp") if n.startswith(("run-", "trash-"))]
     for oid in p.store.iter_oids():
         info = p.store.info(oid)
@@ -341,9 +343,9 @@ def test_stop_kill_kills_the_current_run(sleepy):
     finally:
         if w.poll() is None:
             w.kill()
-    first = queue.find(p, a.name)
+    first = entries.find(p, a.name)
     assert first.state == "failed" and first.outcome["reason"] == "killed by `tally queue stop --kill`"
-    assert queue.find(p, b.name).state == "pending"
+    assert entries.find(p, b.name).state == "pending"
     assert queue_workers.live_workers(p) == []
 
 
@@ -379,7 +381,7 @@ def test_discard_survives_the_supervisor_removing_an_empty_trash(proj, monkeypat
     """The supervisor rmdirs an empty trash while an executor discards its run directory
     (between the executor's mkdir and its rename): the directory still reaches the
     trash instead of being left behind in .tally/tmp."""
-    from cas.workers import rundir
+    from cas.queue import rundirs
 
     trash = proj.store_dir / "tmp" / "trash-test"
     run_dir = proj.store_dir / "tmp" / "run-0123456789abcdef"
@@ -393,7 +395,7 @@ def test_discard_survives_the_supervisor_removing_an_empty_trash(proj, monkeypat
             os.rmdir(trash)  # the supervisor's _empty_trash, at the worst moment
         return real_rename(src, dst, *a, **kw)
 
-    monkeypatch.setattr(rundir.os, "rename", rename)
-    rundir.discard(proj, "0123456789abcdef", trash)
+    monkeypatch.setattr(rundirs.os, "rename", rename)
+    rundirs.discard(proj, "0123456789abcdef", trash)
     assert raced and not run_dir.exists()
     assert (trash / run_dir.name / "sub").is_dir()

@@ -38,6 +38,7 @@ from cas.core.errors import UsageError
 # The layout, the runner's contract and the readers live in cas.pipeline.livefiles (the run
 # path imports only that); they are part of this module's API as well.
 from cas.pipeline.livefiles import CHECKPOINT_LOCK_WAIT, DEFAULT_DIR, ENV_CHECKPOINTS, ENV_EXP, ENV_RESUME_STEP, ENV_RUN_DIR, ENV_STORE, PARAMS_FILE, PLOTS_DIR, STEP_KEY, SUMMARY_FILE, SUMMARY_INTERVAL, TSV_SUFFIX, _split_name, find_live_dirs, read_checkpoints, read_history, read_live, read_summary
+from cas.core.fsops import unlink_quiet
 
 
 class Live:
@@ -71,8 +72,8 @@ class Live:
             if self.dir.exists():
                 # As dvclive: a fresh run does not inherit an old run's history.
                 for name in (SUMMARY_FILE, PARAMS_FILE):
-                    _unlink_quiet(self.dir / name)
-                import shutil  # here: the training script's import of cas.pipeline.live stays lean
+                    unlink_quiet(self.dir / name)
+                import shutil  # here: the training script's import of cas.live stays lean
                 shutil.rmtree(self.dir.joinpath(*PLOTS_DIR), ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -360,13 +361,6 @@ def _replace(path: Path, data: bytes) -> None:
     # Not fsync'ed: a live summary lost to a power cut is rewritten at the next step,
     # and a per-step fsync would dominate a fast training loop.
     atomic_write(path, data, durable=False)
-
-
-def _unlink_quiet(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["Live", "read_live", "read_summary", "read_history", "read_checkpoints",
