@@ -37,10 +37,10 @@ def diff(
     json_out: bool = JSON,
 ) -> None:
     """Params and metrics of A and B side by side; the change is A - B for numbers."""
-    from cas.experiments import books
+    from cas.experiments import compare
     from cas.experiments.table import format_value
 
-    d = books.diff(_project(), a, b)
+    d = compare.diff(_project(), a, b)
     for note in d.notes:
         err(f"note: {note}")
     if json_out:
@@ -179,9 +179,9 @@ def rename(
     json_out: bool = JSON,
 ) -> None:
     """Rename an experiment. Exit 4 if the new name is taken under its baseline."""
-    from cas.experiments import books
+    from cas.experiments import lookup
 
-    r = books.rename(_project(), old, new)
+    r = lookup.rename(_project(), old, new)
     if json_out:
         emit_json({"baseline": r.baseline, "old": r.old, "new": r.new, "record": r.oid})
     else:

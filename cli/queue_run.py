@@ -11,7 +11,7 @@ from .output import emit_json, err, out
 
 def run_options(a):
     """`tally run` with --queue / --dry-run / --run-all / --resume (parsed by
-    cli/runcmd.py). Returns an Experiment to render for a workspace --resume run,
+    cli/runcmd.py). Returns a RunOutcome to render for a workspace --resume run,
     else None (queue output is rendered here)."""
     from cas.experiments import checkpoints
     from cas.queue import directory as queue

@@ -53,7 +53,7 @@ that names one column. --keep beats --drop, which beats --only-changed.
 
 def main(args: list[str]) -> None:
     """`tally show ARGS`: list experiments (see SHOW_HELP)."""
-    from cas.experiments import books
+    from cas.experiments import listing
     from cas.core.errors import UsageError
 
     a = _parse_show(list(args))
@@ -61,7 +61,7 @@ def main(args: list[str]) -> None:
         raise UsageError("choose one of --json, --csv, --md")
     if a.precision is not None and not 0 < a.precision <= 30:
         raise UsageError("--precision must be between 1 and 30")
-    tab = books.show(_project(), all_baselines=a.all, filter=a.filter, sort_by=a.sort_by,
+    tab = listing.show(_project(), all_baselines=a.all, filter=a.filter, sort_by=a.sort_by,
                      keep=a.keep, drop=a.drop, only_changed=a.only_changed, limit=a.num)
     if a.json:
         keep = {c.id for c in tab.columns}

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from cas.core import hashing
 from cas.queue.directory import names_in_queue
-from cas.objects.queue_entry import Entry
+from cas.objects.queue_entry import QueueEntry
 
 
 def unique_names(project, baseline: str, seeds: list[str], *, base: str | None = None) -> list[str]:
@@ -41,7 +41,7 @@ def unique_names(project, baseline: str, seeds: list[str], *, base: str | None =
 
 def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
          stages: Iterable[str] = (), force: bool = False, no_run_cache: bool = False,
-         message: str = "", resume: str | None = None, dry_run: bool = False) -> list[Entry]:
+         message: str = "", resume: str | None = None, dry_run: bool = False) -> list[QueueEntry]:
     """The entries `tally run --queue` adds: one per point of the `-S` grid.
 
     Takes the queue-time snapshot of the workspace (every file Git sees, tally-tracked
@@ -81,7 +81,7 @@ def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
     if resume_step is not None:
         opts["resume_step"] = resume_step
     user = _user()
-    return [Entry(name=n, baseline=baseline, workspace=ws,
+    return [QueueEntry(name=n, baseline=baseline, workspace=ws,
                   overrides=tuple((o.file, o.op, o.key, o.value) for o in point),
                   targets=tuple(stages), options=opts, queued=now + i, host=socket.gethostname(),
                   user=user, parent=parent, checkpoint=checkpoint, message=message)

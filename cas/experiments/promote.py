@@ -20,14 +20,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from cas.experiments import books
+from cas.experiments import listing
+from cas.experiments import lookup
 from cas.workspace import git
 from cas.workspace import gitobjects
 from cas.core import hashing
 from cas.objects import record
 from cas.objects import tree
 from cas.core.errors import Conflict, NotFound, TallyError, UsageError
-from cas.experiments.restore import NEVER_TOUCHED, plan_tree
+from cas.workspace.treeplan import NEVER_TOUCHED, plan_tree
 
 DEFAULT_PREFIX = "exp/"
 CREATED, EXISTS, FAILED, WOULD_CREATE = "created", "exists", "failed", "would-create"
@@ -58,7 +59,7 @@ class Promoted:
 
 
 @dataclass
-class Report:
+class PromoteReport:
     results: list[Promoted]
 
     @property
@@ -97,16 +98,16 @@ def select(project: Any, *, names: Sequence[str] = (), filter: str | None = None
     if sort_by is not None and top is None:
         raise UsageError("--sort-by only makes sense with --top")
     if names:
-        return list(dict.fromkeys(books.find(project, n) for n in names))
+        return list(dict.fromkeys(lookup.find(project, n) for n in names))
     if top is not None:
-        exps = books.top(project, top, sort_by or "", filter=filter, all_baselines=all_baselines)
+        exps = listing.top(project, top, sort_by or "", filter=filter, all_baselines=all_baselines)
     else:
-        exps = [e for e in books.show(project, all_baselines=all_baselines, filter=filter).experiments]
+        exps = [e for e in listing.show(project, all_baselines=all_baselines, filter=filter).experiments]
     return [(e.baseline, e.name, e.oid) for e in exps]
 
 
 def promote(project: Any, *, branch_prefix: str = DEFAULT_PREFIX, dry_run: bool = False,
-            **selectors: Any) -> Report:
+            **selectors: Any) -> PromoteReport:
     """Create one branch per selected experiment (see select() for the selectors).
 
     Raises (before anything is created):
@@ -119,7 +120,7 @@ def promote(project: Any, *, branch_prefix: str = DEFAULT_PREFIX, dry_run: bool 
     results = []
     for baseline, name, oid in chosen:
         results.append(_one(project, baseline, name, oid, branch_prefix + name, dry_run))
-    return Report(results)
+    return PromoteReport(results)
 
 
 def _one(project: Any, baseline: str, name: str, oid: str, branch: str, dry_run: bool) -> Promoted:
@@ -221,4 +222,4 @@ def _text(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-__all__ = ["promote", "select", "Report", "Promoted", "commit_message", "DEFAULT_PREFIX"]
+__all__ = ["promote", "select", "PromoteReport", "Promoted", "commit_message", "DEFAULT_PREFIX"]

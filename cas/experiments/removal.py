@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from cas.experiments import books
+from cas.experiments import listing
+from cas.experiments import lookup
 from cas.experiments import filterexpr
 from cas.experiments import table as query
 from cas.store import refs
@@ -33,8 +34,8 @@ UNLINK_THREADS = 32
 class Removal:
     """What remove did (or, with dry_run, would do)."""
 
-    removed: list[books.Experiment]
-    failed: list[tuple[books.Experiment, TallyError]]  # refs that moved or vanished meanwhile
+    removed: list[listing.ExperimentRow]
+    failed: list[tuple[listing.ExperimentRow, TallyError]]  # refs that moved or vanished meanwhile
     kept: int  # experiments in scope left alone
     dry_run: bool
 
@@ -42,7 +43,7 @@ class Removal:
 def select(project: Any, *, names: Sequence[str] = (), everything: bool = False,
            failed: bool = False, filter: str | None = None, older_than: str | None = None,
            keep_best: int | None = None, sort_by: str | None = None,
-           all_baselines: bool = False, now_ns: int | None = None) -> tuple[list[books.Experiment], int]:
+           all_baselines: bool = False, now_ns: int | None = None) -> tuple[list[listing.ExperimentRow], int]:
     """The experiments the selectors pick, and how many in scope they leave out.
 
     Names pick exactly those experiments and combine with nothing else. The other
@@ -66,29 +67,29 @@ def select(project: Any, *, names: Sequence[str] = (), everything: bool = False,
         raise UsageError("nothing selected", hint="name experiments, or use --all, --failed, "
                          "--filter EXPR, --older-than AGE or --keep-best N --sort-by KEY:desc")
     if keep_best is not None:
-        books.check_best(keep_best, sort_by, "--keep-best")
+        listing.check_best(keep_best, sort_by, "--keep-best")
     if names:
-        picked: dict[tuple[str, str], books.Experiment] = {}
-        listed = {(e.baseline, e.name): e for e in books.list_experiments(project, all_baselines=True)}
+        picked: dict[tuple[str, str], listing.ExperimentRow] = {}
+        listed = {(e.baseline, e.name): e for e in listing.list_experiments(project, all_baselines=True)}
         for spec in names:
-            b, n, _ = books.find(project, spec)
+            b, n, _ = lookup.find(project, spec)
             picked[(b, n)] = listed[(b, n)]
-        head = books.current_baseline(project)
+        head = lookup.current_baseline(project)
         scope = [e for e in listed.values() if all_baselines or e.baseline == head]
         return list(picked.values()), max(0, len(scope) - len(picked))
-    scope = books.list_experiments(project, all_baselines=all_baselines)
+    scope = listing.list_experiments(project, all_baselines=all_baselines)
     chosen = _pick(scope, failed=failed, filter=filter, older_than=older_than, keep_best=keep_best,
                    sort_by=sort_by, with_baseline=all_baselines, now_ns=now_ns)
     return chosen, len(scope) - len(chosen)
 
 
-def _pick(scope: list[books.Experiment], *, failed: bool, filter: str | None, older_than: str | None,
+def _pick(scope: list[listing.ExperimentRow], *, failed: bool, filter: str | None, older_than: str | None,
           keep_best: int | None, sort_by: str | None, with_baseline: bool,
-          now_ns: int | None) -> list[books.Experiment]:
+          now_ns: int | None) -> list[listing.ExperimentRow]:
     from cas.core.durations import parse_duration
 
-    with books.paused_gc():
-        shown, extra = books.columns_of(scope, with_baseline=with_baseline)
+    with listing.paused_gc():
+        shown, extra = listing.columns_of(scope, with_baseline=with_baseline)
         pred = filterexpr.compile_filter(filter, shown + extra if scope else None) if filter else None
         cutoff = None
         if older_than is not None:

@@ -34,15 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cas.experiments import books
+from cas.experiments import lookup
 from cas.workspace import git
 from cas.workspace import gitobjects
 from cas.core import hashing
-from cas.objects import pointer
 from cas.objects import record
 from cas.objects import tree
 from cas.workspace import snapshot as workspace
 from cas.workspace import checkout as co
+from cas.workspace import treeplan
+from cas.workspace.treeplan import NEVER_TOUCHED, TreePlan, plan_tree
 from cas.core.errors import NotFound, ObjectMissing, WouldOverwrite, from_os_error
 
 # Loose files up to this size are written from memory (verified by store.get);
@@ -50,11 +51,6 @@ from cas.core.errors import NotFound, ObjectMissing, WouldOverwrite, from_os_err
 IN_MEMORY_MAX = 16 * 1024 * 1024  # bytes
 LOOSE_LINKS = ("reflink", "copy")  # files people edit: never read-only links
 TMP_PREFIX = co.TMP_PREFIX
-# The store and Git's own directory are never part of a workspace tree, and never
-# touched by a restore (`.tally/config` and `.tally/.gitignore` are tracked by Git).
-NEVER_TOUCHED = (".tally/", ".git/")
-
-
 @dataclass
 class Restored:
     """What restore did."""
@@ -75,44 +71,6 @@ class Restored:
                 "unchanged": self.unchanged, "modes": self.modes}
 
 
-@dataclass
-class _Plan:
-    loose: dict[str, tree.Entry] = field(default_factory=dict)  # path -> entry
-    data_files: dict[str, tree.Entry] = field(default_factory=dict)
-    data_dirs: dict[str, str] = field(default_factory=dict)  # path -> tree id
-
-
-def plan_tree(root_oid: str, load: Callable[[str], tree.Tree], data_paths: set[str]) -> _Plan:
-    """Split a workspace tree into data roots and the other (loose) files.
-
-    A data root is a path in `data_paths` or one whose pointer file is its sibling in
-    the tree; data directories are not walked (cas/workspace/checkout.py does that).
-    """
-    plan = _Plan()
-
-    def visit(oid: str, prefix: str) -> None:
-        t = load(oid)
-        pointers = {e.name[: -len(pointer.SUFFIX)] for e in t.entries
-                    if e.kind == tree.FILE and e.name.endswith(pointer.SUFFIX)}
-        for e in t.entries:
-            path = prefix + e.name
-            if not prefix and e.name in (".tally", ".git"):
-                continue  # never in a workspace tree; never written if one had them
-            data = path in data_paths or e.name in pointers
-            if e.kind == tree.DIR:
-                if data:
-                    plan.data_dirs[path] = e.oid
-                else:
-                    visit(e.oid, path + "/")
-            elif data:
-                plan.data_files[path] = e
-            else:
-                plan.loose[path] = e
-
-    visit(root_oid, "")
-    return plan
-
-
 def restore(project: Any, spec: str, *, force: bool = False, step: int | None = None) -> Restored:
     """Bring experiment `spec` (NAME or BASELINE/NAME) back into the workspace.
 
@@ -123,7 +81,7 @@ def restore(project: Any, spec: str, *, force: bool = False, step: int | None = 
         ObjectMissing / CorruptObject: the store lacks or has damaged content; the
             missing object is found before anything is written.
     """
-    baseline, name, oid = books.find(project, spec)
+    baseline, name, oid = lookup.find(project, spec)
     rec = record.load(project.store, oid)
     if rec.workspace is None:
         raise NotFound(f"experiment {name!r} has no workspace snapshot (status {rec.status})",
@@ -154,33 +112,8 @@ def _with_checkpoint(project: Any, rec: record.Record, step: int) -> str:
         raise NotFound(f"experiment {rec.name!r} has no checkpoint at step {step}",
                        hint=f"its checkpoint steps: {known}")
     with project.store.writer() as w:
-        return overlay(project.store, rec.workspace, steps[step], w)
+        return treeplan.overlay(project.store, rec.workspace, steps[step], w)
 
-
-def overlay(store: Any, base: str, top: str, writer: Any) -> str:
-    """Store and return a tree holding every entry of `base` and of `top`, `top`
-    winning on a clash (directories present in both are merged)."""
-    def load(oid: str) -> tree.Tree:
-        return tree.decode(store.get(oid))
-
-    def merge(a: str, b: str) -> tuple[str, int, int]:
-        ta, tb = load(a), load(b)
-        entries = {e.name: e for e in ta.entries}
-        for e in tb.entries:
-            old = entries.get(e.name)
-            if e.kind == tree.DIR and old is not None and old.kind == tree.DIR:
-                oid, size, _ = merge(old.oid, e.oid)
-                entries[e.name] = tree.Entry(e.name, tree.DIR, oid, size, 0)
-            else:
-                entries[e.name] = e
-        sub_files = {n: load(e.oid).total_files for n, e in entries.items() if e.kind == tree.DIR}
-        t = tree.make(list(entries.values()), subtree_files=sub_files)
-        return writer.put_bytes(tree.encode(t), compress=True), t.total_bytes, t.total_files
-
-    return merge(base, top)[0]
-
-
-# -- classification -------------------------------------------------------------------
 
 def _current_oid(project: Any, path: str, st: os.stat_result) -> str | None:
     if stat_mod.S_ISLNK(st.st_mode):
@@ -229,7 +162,7 @@ def _committed(root: Path, commits: list[str], paths: set[str]) -> tuple[set[str
     return tracked, versions
 
 
-def _apply(project: Any, plan: _Plan, rec: record.Record, load: Callable[[str], tree.Tree], *,
+def _apply(project: Any, plan: TreePlan, rec: record.Record, load: Callable[[str], tree.Tree], *,
            force: bool, result: Restored) -> None:
     root = project.root
     base = os.fspath(root)

@@ -43,7 +43,7 @@ class QuickStage(NamedTuple):
     outs_no_cache: tuple[str, ...] = ()
 
 
-class Experiment(NamedTuple):
+class RunOutcome(NamedTuple):
     """A recorded experiment: its ref name, record id and record."""
 
     name: str
@@ -61,7 +61,7 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
         echo: bool = False, wait: float = 0.0, notify: Notify | None = None,
         parent: str | None = None, env: dict[str, str] | None = None,
         checkpoints_file: Path | None = None, single: bool = False,
-        downstream: bool = False, keep_going: bool = False) -> Experiment:
+        downstream: bool = False, keep_going: bool = False) -> RunOutcome:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
 
     Args:
@@ -219,7 +219,7 @@ def plan(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
 
 
 def save(project, *, name: str | None = None, message: str = "",
-         notify: Notify | None = None) -> Experiment:
+         notify: Notify | None = None) -> RunOutcome:
     """Record the workspace as it is, as an experiment, without running anything.
 
     Pipeline outputs and deps present in the workspace are stored too, so the
@@ -480,7 +480,7 @@ def _user() -> str:
         return ""
 
 
-def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) -> Experiment:
+def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) -> RunOutcome:
     """Publish the record and what names it, in the write order of spec/experiments.md.
 
     The objects and the record are one Writer batch. The new `tally.lock` (when `run`
@@ -526,7 +526,7 @@ def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) 
             companions = []  # renamed into place
             if run is not None:
                 run.write_index()
-            return Experiment(name, oid, named)
+            return RunOutcome(name, oid, named)
         raise Conflict("could not find a free experiment name", hint="give one with -n NAME")
     finally:
         discard_staged(companions)  # no ref was written: nor is tally.lock
@@ -538,5 +538,5 @@ def list_experiments(project, *, baseline: str | None = None) -> list[tuple[str,
     return refs.list_refs(project, b)
 
 
-__all__ = ["run", "plan", "save", "QuickStage", "Experiment", "list_experiments",
+__all__ = ["run", "plan", "save", "QuickStage", "RunOutcome", "list_experiments",
            "NotFound"]

@@ -51,7 +51,7 @@ from cas.gc.inventory import ZST, Obj
 from cas.workspace.project import Project
 from cas.gc.reachability import BLOB, Walker, deletion_order
 from cas.store.writer import RAW_MAX
-from cas.gc.retention import Drop, Experiment, Policy, list_experiments, select
+from cas.gc.retention import Candidate, Drop, Policy, list_experiments, select
 # Split by noun: results and roots live in their own modules; the names stay importable here.
 from cas.gc.report import GRACE, ROOT_KINDS, Deleted, GcRefused, GcReport, RootStats  # noqa: F401
 from cas.gc.roots import History, Problem, Root, _commit_message_ids, inflight_roots, provider_roots, workspace_lock_roots
@@ -129,18 +129,13 @@ def _scope(all_branches: bool, all_tags: bool, all_commits: bool, kinds: set[str
     return scope
 
 
-def _promoted(project: Project, history: History) -> Callable[[Experiment], bool]:
+def _promoted(project: Project, history: History) -> Callable[[Candidate], bool]:
     """An experiment is promoted when Git history names its record or what it made."""
     try:
         commits = git.rev_list(project.root, all_commits=True)
     except TallyError:
         commits = []
     named = history.named_ids(commits) | _commit_message_ids(project)
-    try:  # E2's books, when present, know what `tally promote` wrote
-        from cas.experiments import books  # type: ignore[attr-defined]
-        named |= set(getattr(books, "promoted_records", lambda p: ())(project))
-    except ImportError:
-        pass
     return lambda e: e.record in named or not named.isdisjoint(e.names)
 
 
@@ -246,7 +241,7 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     skip = {"run-cache"} if drop_run_cache else set()
     commits: list[str] = []
 
-    def collect(experiments: list[Experiment] | None, inflight: list[Root]) -> list[Root]:
+    def collect(experiments: list[Candidate] | None, inflight: list[Root]) -> list[Root]:
         """Every root. With `experiments`, those stand in for the experiments provider
         (the plan: refs a policy drops are left out). `inflight`: the in-flight roots."""
         roots, kinds = provider_roots(view, problems,
@@ -266,7 +261,7 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
     with ThreadPoolExecutor(max_workers=1) as one:
         taking = one.submit(gcinventory.inventory, store)
         drops: list[Drop] = []
-        kept_exps: list[Experiment] | None = None
+        kept_exps: list[Candidate] | None = None
         if policy.active:
             exps = list_experiments(view)
             drops = select(exps, policy, now_ns=now_ns, promoted=_promoted(project, history))

@@ -45,7 +45,7 @@ class Problem:
 
 
 @dataclass
-class Report:
+class FsckReport:
     objects: int = 0
     trees: int = 0
     roots: int = 0
@@ -64,10 +64,10 @@ class Report:
 
 
 def fsck(project: Project, *, repair: bool = False,
-         progress: Callable[[int, int], None] | None = None) -> Report:
+         progress: Callable[[int, int], None] | None = None) -> FsckReport:
     """Check the whole store; see the module docstring for what is checked."""
     store = project.store
-    report = Report()
+    report = FsckReport()
     bad: set[str] = set()
 
     # Every file, not every id: an id present in both forms (a crash between two
@@ -157,4 +157,4 @@ def fsck(project: Project, *, repair: bool = False,
     return report
 
 
-__all__ = ["fsck", "Report", "Problem"]
+__all__ = ["fsck", "FsckReport", "Problem"]

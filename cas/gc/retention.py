@@ -34,7 +34,7 @@ PROTECTED_STATUSES = frozenset({"running", "queued", "unreadable"})
 
 
 @dataclass(frozen=True)
-class Experiment:
+class Candidate:
     """What a policy needs to know about one experiment (built from its ref and record)."""
 
     baseline: str
@@ -54,7 +54,7 @@ class Experiment:
 class Drop:
     """One experiment a policy drops, and why."""
 
-    exp: Experiment
+    exp: Candidate
     reason: str
 
     def to_json(self) -> dict[str, str]:
@@ -138,8 +138,8 @@ def metric_value(metrics: Mapping[str, Any], key: str) -> float | None:
     return float(v)
 
 
-def select(experiments: Iterable[Experiment], policy: Policy, *, now_ns: int,
-           promoted: Callable[[Experiment], bool] = lambda e: False) -> list[Drop]:
+def select(experiments: Iterable[Candidate], policy: Policy, *, now_ns: int,
+           promoted: Callable[[Candidate], bool] = lambda e: False) -> list[Drop]:
     """The experiments `policy` drops, in the order given.
 
     Args:
@@ -162,7 +162,7 @@ def select(experiments: Iterable[Experiment], policy: Policy, *, now_ns: int,
         key, higher = policy.sort_key()
         best_by = key
 
-        def rank(e: Experiment) -> tuple[int, float, int]:
+        def rank(e: Candidate) -> tuple[int, float, int]:
             v = metric_value(e.metrics, key)
             if v is None:
                 return (1, 0.0, -e.created)
@@ -194,18 +194,18 @@ def select(experiments: Iterable[Experiment], policy: Policy, *, now_ns: int,
     return drops
 
 
-def from_record(baseline: str, name: str, oid: str, rec: Any) -> Experiment:
-    """An Experiment from a decoded cas.objects.record.Record."""
+def from_record(baseline: str, name: str, oid: str, rec: Any) -> Candidate:
+    """An Candidate from a decoded cas.objects.record.Record."""
     names = set()
     if rec.workspace:
         names.add(rec.workspace)
     names.update(o for o, _ in rec.outs.values())
     names.update(t for _, t in rec.checkpoints)
-    return Experiment(baseline=baseline, name=name, record=oid, created=rec.created,
+    return Candidate(baseline=baseline, name=name, record=oid, created=rec.created,
                       status=rec.status, metrics=rec.flat_metrics(), names=frozenset(names))
 
 
-def list_experiments(project: Any) -> list[Experiment]:
+def list_experiments(project: Any) -> list[Candidate]:
     """Every experiment ref with what its record says; unreadable records are kept
     (status "unreadable": a policy never drops what it cannot judge)."""
     from cas.objects import record
@@ -217,11 +217,11 @@ def list_experiments(project: Any) -> list[Experiment]:
         try:
             rec = record.load(project.store, oid)
         except TallyError:
-            out.append(Experiment(baseline, name, oid, 0, "unreadable"))
+            out.append(Candidate(baseline, name, oid, 0, "unreadable"))
             continue
         out.append(from_record(baseline, name, oid, rec))
     return out
 
 
-__all__ = ["Policy", "Experiment", "Drop", "select", "metric_value", "from_record",
+__all__ = ["Policy", "Candidate", "Drop", "select", "metric_value", "from_record",
            "list_experiments"]

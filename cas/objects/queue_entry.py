@@ -25,7 +25,7 @@ MAX_ENTRY_SIZE = 16 * 1024 * 1024  # bytes: an entry is a few hundred bytes; ref
 
 
 @dataclass(frozen=True, kw_only=True)
-class Entry:
+class QueueEntry:
     """What to run, fixed at queue time. Encoded as envelope kind Q, version 1."""
 
     name: str
@@ -60,7 +60,7 @@ class Entry:
         return out
 
 
-def encode(e: Entry) -> bytes:
+def encode(e: QueueEntry) -> bytes:
     """The canonical bytes of an entry (its id is their BLAKE3).
 
     Raises:
@@ -87,7 +87,7 @@ def encode(e: Entry) -> bytes:
     return envelope.encode(envelope.KIND_QUEUE, VERSION, body)
 
 
-def decode(data: bytes) -> Entry:
+def decode(data: bytes) -> QueueEntry:
     """Decode and validate an entry. Raises FormatError on anything malformed."""
     if len(data) > MAX_ENTRY_SIZE:
         raise FormatError(f"queue entry of {len(data)} bytes exceeds {MAX_ENTRY_SIZE}")
@@ -125,7 +125,7 @@ def decode(data: bytes) -> Entry:
         check(prev is None or row[0] > prev, where, "names must be sorted and unique")
         prev = row[0]
         opts[row[0]] = row[1]
-    return Entry(name=name, baseline=baseline.hex(), workspace=_dec_oid(workspace, "workspace"),
+    return QueueEntry(name=name, baseline=baseline.hex(), workspace=_dec_oid(workspace, "workspace"),
                  overrides=tuple(overrides), targets=tuple(targets), options=opts,
                  queued=queued, host=host, user=user,
                  parent=None if parent is None else _dec_oid(parent, "parent"),
@@ -157,4 +157,4 @@ def _int(v: Any) -> int:
     return v
 
 
-__all__ = ["Entry", "encode", "decode", "VERSION", "OPS"]
+__all__ = ["QueueEntry", "encode", "decode", "VERSION", "OPS"]

@@ -9,7 +9,7 @@ Key (spec/experiments.md, "Run-cache key"): BLAKE3-256 of the canonical msgpack 
 with ids as 32 raw bytes and values in the record's canonical value form
 (cas/objects/record.py), so `lr: 0.1` and `lr: 0.10` are one key and `1` and `1.0` are two.
 
-Entry: a structured object (envelope kind b"C", version 1) in the object store whose
+CacheEntry: a structured object (envelope kind b"C", version 1) in the object store whose
 body repeats the key's inputs and adds the outputs:
 
     [[cmd, ...], wdir, deps, params, [[out path, oid, is_dir], ...], created_ns]
@@ -45,7 +45,7 @@ KEY_TAG = "tally-runcache/1"
 INDEX_DIR = "runcache"  # under .tally/
 
 
-class Entry(NamedTuple):  # not a dataclass: ~1 ms less start-up for `tally run`
+class CacheEntry(NamedTuple):  # not a dataclass: ~1 ms less start-up for `tally run`
     """A cached run of one stage."""
 
     cmd: tuple[str, ...]
@@ -70,18 +70,18 @@ def key(cmd: Iterable[str], wdir: str, deps: dict[str, str], params: dict[str, d
     return hashing.hash_bytes(msgpack.packb(body, use_bin_type=True))
 
 
-def entry_key(e: Entry) -> str:
+def entry_key(e: CacheEntry) -> str:
     return key(e.cmd, e.wdir, e.deps, e.params, e.outs)
 
 
-def encode(e: Entry) -> bytes:
+def encode(e: CacheEntry) -> bytes:
     body = [list(e.cmd), e.wdir, [[p, bytes.fromhex(o)] for p, o in sorted(e.deps.items())],
             _params_body(e.params),
             [[p, bytes.fromhex(o), bool(d)] for p, (o, d) in sorted(e.outs.items())], e.created]
     return envelope.encode(envelope.KIND_RUNCACHE, VERSION, body)
 
 
-def decode(data: bytes) -> Entry:
+def decode(data: bytes) -> CacheEntry:
     """Decode and validate an entry. Raises only FormatError."""
     _, body = envelope.decode(data, kind=envelope.KIND_RUNCACHE, versions=(VERSION,))
     what = "run-cache entry"
@@ -97,14 +97,14 @@ def decode(data: bytes) -> Entry:
     for row in record._sorted_rows(params, "runcache params", 2):
         kv = record._sorted_rows(row[1], f"runcache params {row[0]}", 2)
         p[row[0]] = {k: record._dec_value(v, (f"{row[0]}:{k}",), 0) for k, v in kv}
-    return Entry(tuple(cmd), wdir, d, p, o, created)
+    return CacheEntry(tuple(cmd), wdir, d, p, o, created)
 
 
 def _index_path(project, k: str) -> Path:
     return project.store_dir / INDEX_DIR / k[:2] / k
 
 
-def lookup(project, k: str) -> tuple[str, Entry] | None:
+def lookup(project, k: str) -> tuple[str, CacheEntry] | None:
     """The entry stored under key `k` as (entry id, entry), or None.
 
     A damaged index file or entry, or one whose outputs are no longer all in the
@@ -128,7 +128,7 @@ def lookup(project, k: str) -> tuple[str, Entry] | None:
     return text, e
 
 
-def put(writer, e: Entry) -> tuple[str, str]:
+def put(writer, e: CacheEntry) -> tuple[str, str]:
     """Put entry `e` through `writer`; return (entry id, key). Write the index with
     write_index() once the writer has flushed (the entry must be published first)."""
     return writer.put_bytes(encode(e), compress=True), entry_key(e)
@@ -142,7 +142,7 @@ def write_index(project, k: str, entry_oid: str) -> None:
     atomic_write(p, (entry_oid + "\n").encode("ascii"), durable=False)
 
 
-def save(project, e: Entry) -> tuple[str, str]:
+def save(project, e: CacheEntry) -> tuple[str, str]:
     """Store `e` and index it, in order. Returns (key, entry id)."""
     with project.store.writer() as w:
         oid, k = put(w, e)
@@ -150,8 +150,8 @@ def save(project, e: Entry) -> tuple[str, str]:
     return k, oid
 
 
-def make_entry(cmd, wdir, deps, params, outs) -> Entry:
-    return Entry(tuple(cmd), wdir, dict(deps), {f: dict(kv) for f, kv in params.items()},
+def make_entry(cmd, wdir, deps, params, outs) -> CacheEntry:
+    return CacheEntry(tuple(cmd), wdir, dict(deps), {f: dict(kv) for f, kv in params.items()},
                  dict(outs), time.time_ns())
 
 

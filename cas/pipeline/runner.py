@@ -487,7 +487,7 @@ class Runner:
                 _remove(p)
             p.parent.mkdir(parents=True, exist_ok=True)
 
-    def _restore(self, st, entry: "runcache.Entry") -> dict[str, FileState]:
+    def _restore(self, st, entry: "runcache.CacheEntry") -> dict[str, FileState]:
         for o in st.outs:
             if os.path.lexists(self.root / o.path):
                 self._snap(o.path, store=True)  # recoverable before it is replaced

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 from cas.core import hashing
 from cas.core.errors import Conflict, FormatError, NotFound, UsageError
 from cas.core.fsops import atomic_write, fsync_dir
-from cas.objects.queue_entry import Entry, decode, encode  # noqa: F401
+from cas.objects.queue_entry import QueueEntry, decode, encode  # noqa: F401
 
 QUEUE_DIR = "queue"
 STATES = ("pending", "running", "done", "failed")
@@ -85,7 +85,7 @@ class Item:
     id: str
     seq: int
     state: str  # pending | running | done | failed
-    entry: Entry
+    entry: QueueEntry
     path: Path
     wid: str | None = None  # the claiming worker (running)
     worker: dict[str, Any] | None = None  # its worker file, when readable
@@ -151,7 +151,7 @@ def scan(project, states: Iterable[str] = STATES) -> Iterator[tuple[str, int, st
                 yield state, parsed[0], parsed[1], parsed[2], dirs[state] / fname
 
 
-def read_entry(path: Path, entry_id: str) -> Entry:
+def read_entry(path: Path, entry_id: str) -> QueueEntry:
     data = path.read_bytes()
     if hashing.hash_bytes(data) != entry_id:
         raise FormatError(f"queue entry {path.name} does not hash to its id", path=path,
@@ -203,7 +203,7 @@ def items(project, *, states: Iterable[str] = STATES) -> list[Item]:
             continue
         except (FormatError, OSError) as exc:
             # Listed, so it can be seen and removed; never run (claim fails it).
-            entry = Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+            entry = QueueEntry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
             error = str(exc)
         item = Item(eid, seq, state, entry, path, wid=wid, error=error)
         if wid is not None:
@@ -258,7 +258,7 @@ def names_in_queue(project) -> set[str]:
     return {it.name for it in items(project)}
 
 
-def enqueue(project, entries: list[Entry]) -> list[Item]:
+def enqueue(project, entries: list[QueueEntry]) -> list[Item]:
     """Add `entries` to the end of the queue, in order.
 
     Names must be unique among queue entries and free as experiment refs of their
@@ -337,7 +337,7 @@ def claim(project, wid: str) -> Item | None:
             entry = read_entry(dest, eid)
         except (FormatError, OSError) as exc:
             # A damaged entry cannot run: fail it with the reason instead of looping on it.
-            bad = Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+            bad = QueueEntry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
             finish(project, Item(eid, seq, "running", bad, dest, wid=wid),
                    {"status": "failed", "finished": time.time(), "reason": f"unreadable entry: {exc}"})
             continue
@@ -478,7 +478,7 @@ def roots(project) -> Iterator[tuple[str, str, bool]]:
 
 
 
-__all__ = ["Entry", "Item", "encode", "decode", "enqueue", "claim", "complete_outcome", "finish",
+__all__ = ["QueueEntry", "Item", "encode", "decode", "enqueue", "claim", "complete_outcome", "finish",
            "move_by_outcome", "items", "find", "remove", "retry", "roots", "queue_dir", "subdirs",
            "scan", "read_entry", "read_json", "read_outcome", "write_outcome", "read_worker",
            "ensure_dirs", "log_path", "run_dir", "checkpoints_path"]

@@ -38,7 +38,7 @@ WORKER_LOG_KEEP = 7 * 24 * 3600  # seconds: detached workers' own logs are kept 
 
 # ---------------------------------------------------------------- reaping
 
-def published(project, entry: queue.Entry, *, since: float) -> dict[str, Any] | None:
+def published(project, entry: queue.QueueEntry, *, since: float) -> dict[str, Any] | None:
     """The experiment an attempt of `entry` recorded, as outcome fields; None if none.
 
     For an attempt that ended without a final outcome (its executor was killed, or
@@ -107,7 +107,7 @@ def reap(project) -> list[queue.Item]:
         except FileNotFoundError:
             continue
         except (FormatError, OSError):
-            entry = queue.Entry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
+            entry = queue.QueueEntry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
             damaged = True
         item = queue.Item(eid, seq, "running", entry, path, wid=wid, worker=info)
         outcome = queue.read_outcome(project, eid)

@@ -223,7 +223,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
             "name": exp.name}
 
 
-def _drop_failed_ref(project, e: queue.Entry) -> None:
+def _drop_failed_ref(project, e: queue.QueueEntry) -> None:
     """A retry reuses its name: drop the ref an earlier failed attempt of it left."""
     from cas.objects import record
     from cas.store import refs

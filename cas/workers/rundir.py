@@ -28,6 +28,7 @@ from cas.workspace import checkout as co
 from cas.core import fsops
 from cas.queue import rundirs
 from cas.workspace import git
+from cas.workspace import treeplan
 from cas.objects import tree
 from cas.workspace.project import Project
 
@@ -89,7 +90,7 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
             with project.lock("store", shared=True, timeout=60, purpose="tally queue: run directory"):
                 w.keep(workspace)
                 w.keep(overlay)
-                target = merge_trees(project.store, workspace, overlay, w)
+                target = treeplan.overlay(project.store, workspace, overlay, w)
                 w.flush()
         links = project.config.link_order
         co.checkout(project.store, co.Target(oid=target, is_dir=True), d,
@@ -132,7 +133,6 @@ def _unprotect_loose(project: Project, root_oid: str, d: Path) -> None:
     path with a `.tally` pointer beside it, or any file of LOOSE_MAX or more) stays
     linked. The copies are recorded in the stat cache, so they are not hashed again.
     """
-    from cas.experiments.restore import plan_tree
 
     trees: dict[str, tree.Tree] = {}
 
@@ -142,7 +142,7 @@ def _unprotect_loose(project: Project, root_oid: str, d: Path) -> None:
             t = trees[oid] = tree.decode(project.store.get(oid))
         return t
 
-    plan = plan_tree(root_oid, load, set())
+    plan = treeplan.plan_tree(root_oid, load, set())
     fixed: list[tuple[os.stat_result, str]] = []
     objects = os.fspath(project.store.objects)
     for rel, e in plan.loose.items():
@@ -156,33 +156,4 @@ def _unprotect_loose(project: Project, root_oid: str, d: Path) -> None:
         project.statcache.record(fixed, clock_ns=project.statcache.wait_past(newest))
 
 
-def merge_trees(store, base: str, top: str, writer) -> str:
-    """A tree holding every file of `base` and of `top`, `top` winning on a clash."""
-    load = lambda oid: tree.decode(store.get(oid))  # noqa: E731
-
-    def merge(a: str, b: str) -> tuple[str, int, int]:
-        ta, tb = load(a), load(b)
-        entries = {e.name: e for e in ta.entries}
-        files: dict[str, int] = {}
-        for e in ta.entries:
-            if e.kind == tree.DIR:
-                files[e.name] = load(e.oid).total_files
-        for e in tb.entries:
-            old = entries.get(e.name)
-            if e.kind == tree.DIR and old is not None and old.kind == tree.DIR:
-                oid, size, n = merge(old.oid, e.oid)
-                entries[e.name] = tree.Entry(e.name, tree.DIR, oid, size, 0)
-                files[e.name] = n
-            else:
-                entries[e.name] = e
-                if e.kind == tree.DIR:
-                    files[e.name] = load(e.oid).total_files
-                else:
-                    files.pop(e.name, None)
-        t = tree.make(list(entries.values()), subtree_files=files)
-        return writer.put_bytes(tree.encode(t), compress=True), t.total_bytes, t.total_files
-
-    return merge(base, top)[0]
-
-
-__all__ = ["RunProject", "prepare", "merge_trees", "git_common_dir"]
+__all__ = ["RunProject", "prepare", "git_common_dir"]

@@ -37,7 +37,7 @@ Progress = Callable[[int, int], None]
 
 # A plain class and a NamedTuple, not dataclasses: `tally run` imports this module
 # (through cas.workspace.snapshot), and a dataclass costs ~1 ms of start-up each.
-class Report:
+class CheckoutReport:
     """What a checkout did."""
 
     __slots__ = ("written", "deleted", "unchanged", "modes")
@@ -49,7 +49,7 @@ class Report:
         self.modes: dict[str, int] = {}  # link mode -> files
 
     def __repr__(self) -> str:
-        return (f"Report(written={self.written!r}, deleted={self.deleted!r}, "
+        return (f"CheckoutReport(written={self.written!r}, deleted={self.deleted!r}, "
                 f"unchanged={self.unchanged}, modes={self.modes!r})")
 
 
@@ -64,7 +64,7 @@ class Target(NamedTuple):
 
 def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, ...],
              statcache: StatCache, force: bool = False, progress: Progress | None = None,
-             load_tree: Callable[[str], tree.Tree] | None = None) -> Report:
+             load_tree: Callable[[str], tree.Tree] | None = None) -> CheckoutReport:
     """Make `dest` hold exactly `target`.
 
     Raises:
@@ -113,7 +113,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
 
     seen_dirs: set[str] = set()
     current = _scan(dest, target.is_dir, seen_dirs)
-    report = Report()
+    report = CheckoutReport()
     todo: list[tuple[str, tree.Entry]] = []
     risky: list[tuple[str, os.stat_result, str]] = []  # (rel, stat, abs) to classify
     # Unchanged files by directory: (stat before verifying, id), for the directory memo.
@@ -212,7 +212,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
 
 
 def _write_all(writer: _Materializer, todo: list[tuple[str, tree.Entry]],
-               replace: dict[str, os.stat_result], base: str, made: set[str], report: Report,
+               replace: dict[str, os.stat_result], base: str, made: set[str], report: CheckoutReport,
                stats: list[tuple[os.stat_result, str]],
                link_stats: list[tuple[os.stat_result, str]], gone: list[tuple[int, int]], *,
                progress: Progress | None, memo: bool) -> None:

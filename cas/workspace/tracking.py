@@ -226,7 +226,7 @@ class _Changed(Exception):
 
 
 def checkout(project: Project, paths: list[str] | None = None, *, force: bool = False,
-             progress: Progress | None = None, cwd: Path | None = None) -> dict[str, co.Report]:
+             progress: Progress | None = None, cwd: Path | None = None) -> dict[str, co.CheckoutReport]:
     """Materialize each tracked path from its pointer, touching only what differs.
 
     All pointers are read and every object checked present before the first file is

@@ -109,7 +109,7 @@ class Lab:
             # The tree already holds them; their ids are read back from it.
             t = {}
             for rel in outs:
-                t[rel] = lookup(project, ws, rel)
+                t[rel] = tree_lookup(project, ws, rel)
             out_ids = t
         rec = record.Record(
             name=name, baseline=baseline or self.head(),
@@ -132,7 +132,7 @@ def M(acc: float | None, loss: float | None = None) -> dict[str, Any]:
     return {"metrics.json": m}
 
 
-def lookup(project: Project, root_tree: str, rel: str) -> tuple[str, bool]:
+def tree_lookup(project: Project, root_tree: str, rel: str) -> tuple[str, bool]:
     from cas.objects import tree
     node = root_tree
     parts = rel.split("/")

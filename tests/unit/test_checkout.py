@@ -41,7 +41,7 @@ class Env:
         return src, snap.oid
 
     def checkout(self, oid: str, dest: Path, links: tuple[str, ...] = ("copy",), *,
-                 force: bool = False, is_dir: bool = True, mode: int = 0o644) -> co.Report:
+                 force: bool = False, is_dir: bool = True, mode: int = 0o644) -> co.CheckoutReport:
         return co.checkout(self.store, co.Target(oid, is_dir, mode), dest, links=links,
                            statcache=self.statcache, force=force)
 

@@ -30,7 +30,7 @@ from cas.objects import tree
 from cas.core.errors import LockBusy, UsageError
 from cas.gc.collect import GcRefused, gc
 from cas.gc.reachability import BLOB, LAYER, RECORD, TREE
-from cas.gc.retention import Drop, Experiment, Policy, metric_value, select
+from cas.gc.retention import Candidate, Drop, Policy, metric_value, select
 from cli.main import run
 from support.gclab import DAY, NS, add, replace_file, closure, oids, commit, baseline, make_experiment
 
@@ -407,9 +407,9 @@ def test_confirm_sees_the_plan_and_the_sweep_deletes_at_most_it(project, clock) 
 
 # -- retention: the policy on plain data -----------------------------------------------------------
 
-def exps(*rows) -> list[Experiment]:
+def exps(*rows) -> list[Candidate]:
     """rows: (name, created_day, status, acc)"""
-    return [Experiment("c" * 40, n, f"{i:064x}", d * DAY * NS, s,
+    return [Candidate("c" * 40, n, f"{i:064x}", d * DAY * NS, s,
                        {} if acc is None else {"metrics.json:acc": acc, "metrics.json:loss": 1 - acc})
             for i, (n, d, s, acc) in enumerate(rows)]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cas.experiments import books
+from cas.experiments import lookup
 from cas.experiments import promote
 from cas.workspace import tracking
 from cas.core.errors import NotFound, UsageError
@@ -158,4 +158,4 @@ def test_promote_an_experiment_of_another_baseline(data_lab: Lab) -> None:
     c = rep.results[0].commit
     assert sh(lab.root, "rev-parse", f"{c}^").strip() == first
     assert tree_of(lab.root, c)["train.py"] == "print('v1')\n"
-    assert books.find(lab.project, "old")[0] == first
+    assert lookup.find(lab.project, "old")[0] == first

@@ -51,12 +51,12 @@ def qproj(tmp_path: Path):
     return proj
 
 
-def entry(name: str = "exp-1", **kw) -> queue.Entry:
+def entry(name: str = "exp-1", **kw) -> queue.QueueEntry:
     base = dict(name=name, baseline=COMMIT, workspace=hashing.hash_bytes(name.encode()),
                 overrides=(("params.yaml", "set", "lr", 0.1),), targets=("train",),
                 options={"force": True}, queued=1_700_000_000_000_000_000, host="h", user="u")
     base.update(kw)
-    return queue.Entry(**base)
+    return queue.QueueEntry(**base)
 
 
 # ---------------------------------------------------------------- codec

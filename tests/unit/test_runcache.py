@@ -12,8 +12,8 @@ OID = "ab" * 32
 OID2 = "cd" * 32
 
 
-def entry() -> runcache.Entry:
-    return runcache.Entry(cmd=("python train.py",), wdir=".", deps={"a": OID, "b": OID2},
+def entry() -> runcache.CacheEntry:
+    return runcache.CacheEntry(cmd=("python train.py",), wdir=".", deps={"a": OID, "b": OID2},
                           params={"params.yaml": {"train.lr": 0.1, "train.n": 3}},
                           outs={"model.pkl": (OID, False), "eval": (OID2, True)}, created=7)
 
@@ -55,7 +55,7 @@ def test_save_lookup_and_roots(tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     project = init_project(tmp_path)[0]
     blob = project.store.put_bytes(b"model")
-    e = runcache.Entry(cmd=("c",), wdir=".", deps={"a": OID}, params={}, outs={"m": (blob, False)}, created=1)
+    e = runcache.CacheEntry(cmd=("c",), wdir=".", deps={"a": OID}, params={}, outs={"m": (blob, False)}, created=1)
     k, oid = runcache.save(project, e)
     assert (project.store_dir / "runcache" / k[:2] / k).read_text() == oid + "\n"
     assert runcache.lookup(project, k) == (oid, e)

@@ -41,7 +41,7 @@ class Env:
         with self.store.writer() as w:
             return workspace.snapshot(src, statcache=self.sc, writer=w, ingest="copy").oid
 
-    def checkout(self, oid: str, links: tuple[str, ...] = ("copy",), **kw) -> co.Report:
+    def checkout(self, oid: str, links: tuple[str, ...] = ("copy",), **kw) -> co.CheckoutReport:
         return co.checkout(self.store, co.Target(oid, True), self.ws, links=links,
                            statcache=self.sc, **kw)
 

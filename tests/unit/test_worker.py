@@ -352,7 +352,7 @@ def test_stop_kill_kills_the_current_run(sleepy):
 def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
     """`tally show` shows a running queued experiment with its live metrics, and the
     still-queued ones, alongside the recorded experiments (filterable like them)."""
-    from cas.experiments import books
+    from cas.experiments import listing
 
     p, go = sleepy
     items = queue_runs(p) + queue_runs(p)  # one worker: the second stays queued
@@ -360,20 +360,20 @@ def test_show_lists_queued_and_running_experiments_with_live_values(sleepy):
     try:
         _wait_for(lambda: [r for r in queue_status.running_live(p) if r["live"]["step"] == 1],
                   what="live step 1")
-        exps = {e.name: e for e in books.list_experiments(p)}
+        exps = {e.name: e for e in listing.list_experiments(p)}
         running = exps[items[0].name]
         assert running.status == "running" and not running.oid
         assert running.values["metrics:tally-live/metrics.json:loss"] == 0.5
         assert running.values["metrics:tally-live/metrics.json:train.acc"] == 10
         assert exps[items[1].name].status == "queued"
-        table = books.show(p, filter="status == \"running\" and loss < 1")
+        table = listing.show(p, filter="status == \"running\" and loss < 1")
         assert [e.name for e in table.experiments] == [items[0].name]
         go.touch()
         assert w.wait(60) == 0
     finally:
         if w.poll() is None:
             w.kill()
-    done = {e.name: e.status for e in books.list_experiments(p)}
+    done = {e.name: e.status for e in listing.list_experiments(p)}
     assert done[items[0].name] == "success" and done[items[1].name] == "success"
 
 

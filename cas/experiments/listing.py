@@ -1,48 +1,41 @@
-"""Keeping the books: list, show, diff and rename experiments, and pick the top N.
+"""The experiment table: list, filter, sort and cut experiments, and pick the top N.
 
-Each function takes an opened Project and returns plain data; cli/books.py renders
-it. remove lives in cas/experiments/removal.py; restore and promote, which write to the
-workspace and to Git, in cas/experiments/restore.py and cas/experiments/promote.py.
-
-Which experiment a NAME means (`find`): a name is unique only per baseline, so
-`NAME` is looked up under the current baseline (HEAD) first, then under every
-baseline; found under several others, it is ambiguous and must be written
-`BASELINE/NAME` with a prefix of the baseline commit (at least 4 hex digits).
-
-Listing reads through the summary index (cas/experiments/index.py), so only experiments new
-since the last listing cost a record decode; 10,000 experiments list in well under a
-second.
+Each function takes an opened Project and returns plain data; the CLI and the UI
+render it. Listing reads through the summary index (cas/experiments/index.py), so only
+experiments new since the last listing cost a record decode; 10,000 experiments list
+in well under a second. Queued and running experiments are listed too, from the
+queue (cas/queue/entries.py), with their `-S` overrides as params and, while they
+run, their live values as metrics.
 """
 
 from __future__ import annotations
 
-import difflib
 import gc
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterator, Sequence
 
+from cas.core.errors import UsageError
 from cas.experiments import filterexpr
-from cas.workspace import git
-from cas.workspace import gitobjects
 from cas.experiments import table as query
-from cas.objects import record
-from cas.store import refs
-from cas.core.errors import NotFound, StoreError, TallyError, UsageError
 from cas.experiments.index import UNKNOWN, Index, Listed
+from cas.experiments.lookup import current_baseline
 from cas.experiments.table import Column
+from cas.store import refs
+
 
 UNREADABLE = "unreadable"  # the status shown for a ref whose record cannot be read
+
+
 BASE_FIELDS = ("name", "created", "status")
+
+
 HIDDEN_FIELDS = ("baseline", "record", "exit_code", "message", "deps")
-MIN_BASELINE_PREFIX = 4  # hex digits, as `git rev-parse` wants at least
 
 
 @dataclass(frozen=True, slots=True)
-class Experiment:
+class ExperimentRow:
     """One experiment as listed."""
 
     name: str
@@ -131,67 +124,7 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-# -- finding ----------------------------------------------------------------------------
-
-def current_baseline(project: Any) -> str | None:
-    """HEAD's commit: the baseline new experiments start from (None: no commit yet)."""
-    from cas.workspace.fullsnapshot import baseline_commit
-
-    try:
-        return baseline_commit(project.root)  # reads .git directly: no process start
-    except StoreError:
-        return git.head_commit(project.root)  # None with no commit; raises if not a repo
-
-
-def find(project: Any, spec: str) -> tuple[str, str, str]:
-    """The (baseline, name, record id) that `spec` (`NAME` or `BASELINE/NAME`) means.
-
-    Raises:
-        NotFound: no such experiment (with the closest names as a hint).
-        UsageError: a malformed spec, or a name found under several other baselines.
-    """
-    prefix, sep, name = spec.rpartition("/")
-    if refs.name_problem(name):
-        raise UsageError(f"invalid experiment name {name!r}: {refs.name_problem(name)}")
-    baselines = refs.list_baselines(project)
-    if sep:
-        if len(prefix) < MIN_BASELINE_PREFIX or prefix.strip("0123456789abcdef"):
-            raise UsageError(f"{prefix!r} is not a baseline commit prefix",
-                             hint="write BASELINE/NAME with at least 4 hex digits of the commit")
-        candidates = [b for b in baselines if b.startswith(prefix)]
-    else:
-        head = current_baseline(project)
-        if head is not None and refs.read(project, head, name) is not None:
-            return head, name, refs.read(project, head, name)  # type: ignore[return-value]
-        candidates = baselines
-    found = [(b, name, oid) for b in candidates if (oid := refs.read(project, b, name)) is not None]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        where = ", ".join(b[:7] for b, _, _ in found)
-        raise UsageError(f"experiment {name!r} exists under several baselines ({where})",
-                         hint=f"write it as BASELINE/NAME, e.g. {found[0][0][:7]}/{name}")
-    known = sorted({n for _, n, _ in refs.list_refs(project)}) if len(baselines) < 1000 else []
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
-            else "`tally show --all` lists the experiments")
-    raise NotFound(f"no experiment named {spec!r}", hint=hint)
-
-
-def load(project: Any, spec: str) -> tuple[str, str, record.Record]:
-    """(baseline, name, decoded record) of the experiment `spec` names.
-
-    Raises:
-        NotFound, UsageError: as find(). ObjectMissing / Corruption: the record is
-            missing from the store or damaged.
-    """
-    b, name, oid = find(project, spec)
-    return b, name, record.load(project.store, oid)
-
-
-# -- listing ----------------------------------------------------------------------------
-
-def list_experiments(project: Any, *, all_baselines: bool = False) -> list[Experiment]:
+def list_experiments(project: Any, *, all_baselines: bool = False) -> list[ExperimentRow]:
     """Experiments of the current baseline (or of every one), newest first.
 
     A ref whose record is missing or damaged is listed with status "unreadable" and
@@ -200,7 +133,7 @@ def list_experiments(project: Any, *, all_baselines: bool = False) -> list[Exper
     return _list(project, all_baselines)[0]
 
 
-def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | None]:
+def _list(project: Any, all_baselines: bool) -> tuple[list[ExperimentRow], str | None]:
     """(experiments newest first, the current baseline or None)."""
     head = current_baseline(project)
     with paused_gc():
@@ -225,7 +158,7 @@ def _list(project: Any, all_baselines: bool) -> tuple[list[Experiment], str | No
         return out, head
 
 
-def _in_queue(project: Any, baselines: set[str] | None) -> list[Experiment]:
+def _in_queue(project: Any, baselines: set[str] | None) -> list[ExperimentRow]:
     """Queued and running experiments, not yet recorded: running ones with their live
     values (the latest summary each live directory wrote) as metric columns, both with
     their `-S` overrides as param columns, so filter and sort work on them too."""
@@ -256,23 +189,23 @@ def _in_queue(project: Any, baselines: set[str] | None) -> list[Experiment]:
                 values["metrics:live:step"] = live["step"]
             if it.started:
                 created = int(it.started * 1e9)
-        out.append(Experiment(it.name, it.entry.baseline, "", created, status, None, values))
+        out.append(ExperimentRow(it.name, it.entry.baseline, "", created, status, None, values))
     return out
 
 
-def _experiment(item: Listed, base_deps: dict[str, str | None]) -> Experiment:
+def _experiment(item: Listed, base_deps: dict[str, str | None]) -> ExperimentRow:
     s = item.summary
     if s is None:
-        return Experiment(item.name, item.baseline, item.oid, 0, UNREADABLE, problem=item.problem)
+        return ExperimentRow(item.name, item.baseline, item.oid, 0, UNREADABLE, problem=item.problem)
     # A dep is changed when its id differs from the baseline's (absent there counts);
     # one whose baseline id is unknown (a directory Git tracks) is not claimed either way.
     changed = tuple(p for p, o in s.deps.items()
                     if (b := base_deps.get(p, UNKNOWN)) != UNKNOWN and b != o)
-    return Experiment(item.name, item.baseline, item.oid, s.created, s.status, s.exit_code,
+    return ExperimentRow(item.name, item.baseline, item.oid, s.created, s.status, s.exit_code,
                       s.values, changed, s.message, s.steps)
 
 
-def columns_of(exps: Sequence[Experiment], *, with_baseline: bool) -> tuple[list[Column], list[Column]]:
+def columns_of(exps: Sequence[ExperimentRow], *, with_baseline: bool) -> tuple[list[Column], list[Column]]:
     """(shown columns, extra columns a filter or sort may name) for these experiments.
 
     Shown: name, [baseline], created, status, every metric, every param, changed deps.
@@ -296,7 +229,7 @@ class Table:
     """What `show` displays: the columns chosen and the rows, in order."""
 
     columns: list[Column]
-    experiments: list[Experiment]
+    experiments: list[ExperimentRow]
     rows: list[dict[str, Any]]  # query rows, parallel to experiments
     total: int  # experiments listed before filtering and -n
     baseline: str | None  # the current baseline (None with --all or no commit)
@@ -334,124 +267,6 @@ def show(project: Any, *, all_baselines: bool = False, filter: str | None = None
         return Table(columns, [e for e, _ in pairs], rows, len(exps), None if all_baselines else head)
 
 
-# -- diff -------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class DiffRow:
-    group: str  # params | metrics
-    key: str  # "file:key"
-    a: Any  # query.MISSING when absent
-    b: Any
-    changed: bool
-    delta: float | int | None  # a - b when both are numbers
-
-    def to_json(self) -> dict[str, Any]:
-        def v(x: Any) -> Any:
-            return None if x is query.MISSING else x
-        return {"group": self.group, "key": self.key, "a": v(self.a), "b": v(self.b),
-                "changed": self.changed, "delta": self.delta}
-
-
-@dataclass
-class Diff:
-    a: str  # labels: `BASE/NAME` or `commit abc1234`
-    b: str
-    rows: list[DiffRow]
-    notes: list[str]  # files that could not be read on the B side, and why
-
-
-def diff(project: Any, a: str, b: str | None = None) -> Diff:
-    """Params and metrics of experiment `a` against `b`: another experiment, a Git
-    revision, or (None) the baseline commit of `a`, whose files are read from Git.
-
-    Raises:
-        NotFound: `a` is unknown, or `b` is neither an experiment nor a commit.
-    """
-    ab, aname, arec = load(project, a)
-    notes: list[str] = []
-    if b is None:
-        blabel, bparams, bmetrics = f"baseline {ab[:7]}", *_files_at(project, ab, arec, notes)
-    else:
-        try:
-            bb, bname, brec = load(project, b)
-            blabel, bparams, bmetrics = f"{bb[:7]}/{bname}", brec.flat_params(), brec.flat_metrics()
-        except (NotFound, UsageError) as exc:
-            try:  # not an experiment: a Git revision? (show_file raises NotFound if not)
-                gitobjects.show_file(project.root, b, "tally.lock")
-            except (NotFound, UsageError):
-                raise NotFound(f"{b!r} is neither an experiment nor a Git commit",
-                               hint=exc.hint) from None
-            blabel, bparams, bmetrics = f"commit {b}", *_files_at(project, b, arec, notes)
-    rows = _diff_rows("params", arec.flat_params(), bparams) + \
-        _diff_rows("metrics", arec.flat_metrics(), bmetrics)
-    return Diff(f"{ab[:7]}/{aname}", blabel, rows, notes)
-
-
-def _diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k, query.MISSING), b.get(k, query.MISSING)
-        changed = query.value_kind(va) != query.value_kind(vb) or va != vb
-        delta = None
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (va, vb)):
-            delta = va - vb
-        out.append(DiffRow(group, k, va, vb, changed, delta))
-    return out
-
-
-def _files_at(project: Any, commit: str, rec: record.Record,
-              notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The flattened params and metrics of `rec`'s files as committed at `commit`."""
-    from cas.pipeline import params as params_mod
-
-    loaded: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}}
-    for group, files in (("params", rec.params), ("metrics", rec.metrics)):
-        for path in files:
-            data = gitobjects.show_file(project.root, commit, path)
-            if data is None:
-                notes.append(f"{path} does not exist at {commit[:12]}")
-                continue
-            suffix = os.path.splitext(path)[1]
-            with tempfile.TemporaryDirectory(prefix="tally-diff-") as tmp:
-                p = os.path.join(tmp, "file" + suffix)
-                with open(p, "wb") as f:
-                    f.write(data)
-                try:
-                    loaded[group][path] = params_mod.load_params(p)
-                except TallyError as exc:
-                    notes.append(f"{path} at {commit[:12]} cannot be read: {exc.message}")
-    flat = record.Record(name="", baseline=commit, created=0, status="success",
-                         params=loaded["params"], metrics=loaded["metrics"])
-    return flat.flat_params(), flat.flat_metrics()
-
-
-# -- rename -----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Renamed:
-    baseline: str
-    old: str
-    new: str
-    oid: str
-
-
-def rename(project: Any, old: str, new: str) -> Renamed:
-    """Rename experiment `old` (a NAME or BASELINE/NAME) to `new`, under its baseline.
-
-    Raises:
-        NotFound: no experiment `old`. Conflict: `new` is taken under that baseline.
-        UsageError: `new` is not a valid name.
-    """
-    refs.check_name(new)
-    baseline, name, oid = find(project, old)
-    if name == new:
-        return Renamed(baseline, name, new, oid)
-    oid = refs.rename(project, baseline, name, new, oid=oid)
-    return Renamed(baseline, name, new, oid)
-
-
-# -- top N ------------------------------------------------------------------------------
-
 def check_best(n: int, sort_by: str | None, flag: str) -> None:
     """Raise UsageError unless `n` >= 0 and `sort_by` says which end is best (asc/desc)."""
     if n < 0:
@@ -464,7 +279,7 @@ def check_best(n: int, sort_by: str | None, flag: str) -> None:
 
 
 def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
-        all_baselines: bool = False) -> list[Experiment]:
+        all_baselines: bool = False) -> list[ExperimentRow]:
     """The first `n` experiments by `sort_by` (which must say asc or desc), filtered."""
     check_best(n, sort_by, "--top")
     scope = list_experiments(project, all_baselines=all_baselines)
@@ -481,3 +296,7 @@ def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
         pairs = [(e, r) for e, r in pairs if r.get(sort.column.id) is not None]
         by_id = {id(r): e for e, r in pairs}
         return [by_id[id(r)] for r in query.sort_rows([r for _, r in pairs], sort)[:n]]
+
+
+__all__ = ["ExperimentRow", "Table", "list_experiments", "show", "top", "check_best", "columns_of",
+           "iso_time", "paused_gc", "UNREADABLE", "BASE_FIELDS", "HIDDEN_FIELDS"]

@@ -1,4 +1,4 @@
-"""cas/experiments/books.py, expindex.py, removal.py, restore.py: list, show, diff, rename, remove, restore.
+"""cas/experiments/lookup.py, listing.py, compare.py, index.py, removal.py, restore.py: list, show, diff, rename, remove, restore.
 
 Experiments are made the way the runner makes them, through the record and refs
 API: a workspace tree snapshotted into the store, a record naming it, a ref naming
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from cas.experiments import books
+from cas.experiments import compare
+from cas.experiments import listing
+from cas.experiments import lookup
 from cas.experiments import index as expindex
 from cas.objects import pointer
 from cas.experiments import table as query
@@ -26,7 +28,7 @@ from cas.experiments import restore
 from cas.workspace import tracking
 from cas.workspace import snapshot as workspace
 from cas.core.errors import Conflict, NotFound, ObjectMissing, UsageError, WouldOverwrite
-from support.lab import T0, Exe, Lab, M, P, lookup, sh
+from support.lab import T0, Exe, Lab, M, P, sh, tree_lookup
 
 
 
@@ -40,7 +42,7 @@ from support.lab import T0, Exe, Lab, M, P, lookup, sh
 
 
 
-def names(exps: list[books.Experiment]) -> list[str]:
+def names(exps: list[listing.ExperimentRow]) -> list[str]:
     return [e.name for e in exps]
 
 
@@ -59,7 +61,7 @@ def three(lab: Lab) -> Lab:
 # -- listing and show ---------------------------------------------------------------------
 
 def test_list_newest_first_with_values(three: Lab) -> None:
-    exps = books.list_experiments(three.project)
+    exps = listing.list_experiments(three.project)
     assert names(exps) == ["gamma", "beta", "alpha"]
     a = exps[2]
     assert a.status == "success" and a.baseline == three.head()
@@ -69,47 +71,47 @@ def test_list_newest_first_with_values(three: Lab) -> None:
 
 
 def test_show_columns_filter_sort_limit(three: Lab) -> None:
-    tab = books.show(three.project)
+    tab = listing.show(three.project)
     assert [c.name for c in tab.columns] == [
         "name", "created", "status", "metrics.json:acc", "metrics.json:loss",
         "params.yaml:train.epochs", "params.yaml:train.lr", "deps"]
     assert tab.total == 3
-    tab = books.show(three.project, filter="metrics.acc > 0.5 and params.train.lr <= 0.01")
+    tab = listing.show(three.project, filter="metrics.acc > 0.5 and params.train.lr <= 0.01")
     assert names(tab.experiments) == ["beta"]
-    tab = books.show(three.project, sort_by="metrics.acc:desc")
+    tab = listing.show(three.project, sort_by="metrics.acc:desc")
     assert names(tab.experiments) == ["alpha", "beta", "gamma"]  # missing last
-    tab = books.show(three.project, sort_by="acc")
+    tab = listing.show(three.project, sort_by="acc")
     assert names(tab.experiments) == ["beta", "alpha", "gamma"]  # missing last either way
-    tab = books.show(three.project, sort_by="loss:desc", limit=2)
+    tab = listing.show(three.project, sort_by="loss:desc", limit=2)
     assert names(tab.experiments) == ["gamma", "beta"] and tab.total == 3
-    tab = books.show(three.project, filter='status == "failed" or name ~ "g*"')
+    tab = listing.show(three.project, filter='status == "failed" or name ~ "g*"')
     assert names(tab.experiments) == ["gamma", "beta"]
-    tab = books.show(three.project, filter='created > "2023-11-14T22:13:21Z"')
+    tab = listing.show(three.project, filter='created > "2023-11-14T22:13:21Z"')
     assert names(tab.experiments) == ["gamma", "beta"]
 
 
 def test_show_only_changed_keep_drop(three: Lab) -> None:
-    tab = books.show(three.project, filter="epochs == 10", only_changed=True)
+    tab = listing.show(three.project, filter="epochs == 10", only_changed=True)
     ids = [c.id for c in tab.columns]
     assert "params:params.yaml:train.epochs" not in ids  # 10 in both rows shown
     assert "params:params.yaml:train.lr" in ids
-    tab = books.show(three.project, drop=["params.yaml:*"], keep=["train.lr"])
+    tab = listing.show(three.project, drop=["params.yaml:*"], keep=["train.lr"])
     assert [c.name for c in tab.columns if c.group == "params"] == ["params.yaml:train.lr"]
 
 
 def test_show_bad_filter_and_sort_are_usage_errors(three: Lab) -> None:
     with pytest.raises(query.FilterError) as exc:
-        books.show(three.project, filter="metrics.acc >")
+        listing.show(three.project, filter="metrics.acc >")
     assert exc.value.exit_code == 2 and "^" in exc.value.message
     with pytest.raises(query.FilterError, match="unknown key") as exc:
-        books.show(three.project, sort_by="metrics.acu")
+        listing.show(three.project, sort_by="metrics.acu")
     assert "metrics.acc" in (exc.value.hint or "")
 
 
 def test_show_with_no_experiments_still_checks_syntax(lab: Lab) -> None:
-    assert books.show(lab.project, filter="anything > 1").experiments == []
+    assert listing.show(lab.project, filter="anything > 1").experiments == []
     with pytest.raises(query.FilterError):
-        books.show(lab.project, filter="anything >")
+        listing.show(lab.project, filter="anything >")
 
 
 def test_all_baselines_and_the_current_one(three: Lab) -> None:
@@ -117,11 +119,11 @@ def test_all_baselines_and_the_current_one(three: Lab) -> None:
     three.write({"train.py": "print('v2')\n"})
     second = three.commit("v2")
     three.exp("delta", params=P(0.5), metrics=M(0.7), workspace_tree=False)
-    assert names(books.list_experiments(three.project)) == ["delta"]
-    every = books.list_experiments(three.project, all_baselines=True)
+    assert names(listing.list_experiments(three.project)) == ["delta"]
+    every = listing.list_experiments(three.project, all_baselines=True)
     assert sorted(names(every)) == ["alpha", "beta", "delta", "gamma"]
     assert {e.baseline for e in every} == {first, second}
-    tab = books.show(three.project, all_baselines=True, filter=f'baseline ~ "{first[:8]}*"')
+    tab = listing.show(three.project, all_baselines=True, filter=f'baseline ~ "{first[:8]}*"')
     assert sorted(names(tab.experiments)) == ["alpha", "beta", "gamma"]
     assert [c.id for c in tab.columns][:2] == ["name", "baseline"]
 
@@ -129,9 +131,9 @@ def test_all_baselines_and_the_current_one(three: Lab) -> None:
 def test_unreadable_record_is_listed_not_fatal(three: Lab) -> None:
     p = three.project
     refs.update(p, three.head(), "broken", "ab" * 32, None)  # names no object
-    exps = books.list_experiments(p)
+    exps = listing.list_experiments(p)
     broken = next(e for e in exps if e.name == "broken")
-    assert broken.status == books.UNREADABLE and "missing" in (broken.problem or "")
+    assert broken.status == listing.UNREADABLE and "missing" in (broken.problem or "")
     assert len(exps) == 4
 
 
@@ -147,14 +149,14 @@ def test_changed_deps_against_the_baseline_lock(lab: Lab) -> None:
     lab.commit("lock")
     lab.exp("same", deps={"data.csv": "1a" * 32, "train.py": code}, workspace_tree=False)
     lab.exp("newdata", deps={"data.csv": "3c" * 32, "train.py": code}, workspace_tree=False)
-    by = {e.name: e for e in books.list_experiments(lab.project)}
+    by = {e.name: e for e in listing.list_experiments(lab.project)}
     assert by["same"].changed_deps == ()
     assert by["newdata"].changed_deps == ("data.csv",)
-    tab = books.show(lab.project, filter='deps ~ "*data.csv*"')
+    tab = listing.show(lab.project, filter='deps ~ "*data.csv*"')
     assert names(tab.experiments) == ["newdata"]
-    tab = books.show(lab.project, filter=f'deps.data.csv == "{"3c" * 32}"')
+    tab = listing.show(lab.project, filter=f'deps.data.csv == "{"3c" * 32}"')
     assert names(tab.experiments) == ["newdata"]
-    assert books.show(lab.project, filter="deps == null").experiments[0].name == "same"
+    assert listing.show(lab.project, filter="deps == null").experiments[0].name == "same"
 
 
 def test_changed_deps_from_the_baseline_files_without_a_lock(lab: Lab) -> None:
@@ -167,11 +169,11 @@ def test_changed_deps_from_the_baseline_files_without_a_lock(lab: Lab) -> None:
     lab.exp("same", deps={"data": data_id, "train.py": train_id, "src": "4d" * 32}, workspace_tree=False)
     lab.exp("code", deps={"data": data_id, "train.py": "5e" * 32, "gen/out": "6f" * 32},
             workspace_tree=False)
-    by = {e.name: e for e in books.list_experiments(lab.project)}
+    by = {e.name: e for e in listing.list_experiments(lab.project)}
     assert by["same"].changed_deps == ()  # src/ is a Git directory: not claimed either way
     assert by["code"].changed_deps == ("gen/out", "train.py")  # gen/out: not at the baseline
     time.sleep(0.05)
-    assert {e.name: e.changed_deps for e in books.list_experiments(lab.project)} == \
+    assert {e.name: e.changed_deps for e in listing.list_experiments(lab.project)} == \
         {"same": (), "code": ("gen/out", "train.py")}  # the same from the index
 
 
@@ -179,47 +181,47 @@ def test_changed_deps_from_the_baseline_files_without_a_lock(lab: Lab) -> None:
 
 def test_index_is_used_and_never_stale(three: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     p = three.project
-    first = books.list_experiments(p)
+    first = listing.list_experiments(p)
     assert (p.store_dir / "index" / "exps.msgpack").is_file()
     loads = []
     real = record.load
     monkeypatch.setattr(record, "load", lambda s, o: loads.append(o) or real(s, o))
     time.sleep(0.05)  # past the racy window of the first listing's clock
-    books.list_experiments(p)
-    again = books.list_experiments(p)
+    listing.list_experiments(p)
+    again = listing.list_experiments(p)
     assert loads == [] and again == first  # nothing decoded: all from the index
     # Every change to the refs shows at once.
     oid = three.exp("delta", params=P(0.2), metrics=M(0.95), workspace_tree=False)
-    assert "delta" in names(books.list_experiments(p)) and loads == [oid]
-    books.rename(p, "delta", "epsilon")
-    assert "epsilon" in names(books.list_experiments(p)) and "delta" not in names(books.list_experiments(p))
+    assert "delta" in names(listing.list_experiments(p)) and loads == [oid]
+    lookup.rename(p, "delta", "epsilon")
+    assert "epsilon" in names(listing.list_experiments(p)) and "delta" not in names(listing.list_experiments(p))
     removal.remove(p, names=["epsilon"])
-    assert names(books.list_experiments(p)) == names(first)
+    assert names(listing.list_experiments(p)) == names(first)
     # A ref rewritten in place (same inode, by hand) is seen too.
     alpha = refs.ref_path(p, three.head(), "alpha")
     beta_oid = refs.read(p, three.head(), "beta")
     time.sleep(0.05)
     with open(alpha, "r+b") as f:
         f.write((beta_oid + "\n").encode())
-    listed = {e.name: e.oid for e in books.list_experiments(p)}
+    listed = {e.name: e.oid for e in listing.list_experiments(p)}
     assert listed["alpha"] == beta_oid
 
 
 def test_damaged_or_foreign_index_is_rebuilt(three: Lab) -> None:
     p = three.project
-    want = books.list_experiments(p)
+    want = listing.list_experiments(p)
     path = p.store_dir / "index" / "exps.msgpack"
     for junk in (b"", b"\x00garbage", b"\x93\xa4TLYX\x04\x00", path.read_bytes()[:100]):
         path.write_bytes(junk)
-        assert books.list_experiments(p) == want
+        assert listing.list_experiments(p) == want
         assert expindex.Index(p).records  # rewritten, loadable again
 
 
 def test_index_drops_summaries_of_removed_records(three: Lab) -> None:
     p = three.project
-    books.list_experiments(p)
+    listing.list_experiments(p)
     removal.remove(p, everything=True)
-    assert books.list_experiments(p) == []
+    assert listing.list_experiments(p) == []
     assert expindex.Index(p).records == {}
 
 
@@ -239,15 +241,15 @@ def test_ten_thousand_experiments_list_correctly(lab: Lab, monkeypatch: pytest.M
     root = refs.refs_root(p) / base
     for i, oid in enumerate(ids):
         refs.update(p, base, f"e{i:05d}", oid, None)
-    exps = books.list_experiments(p)
+    exps = listing.list_experiments(p)
     assert len(exps) == n and exps[0].name == f"e{n - 1:05d}" and exps[-1].name == "e00000"
     e = next(x for x in exps if x.name == "e01234")
     assert e.metrics == {"metrics.json:acc": 1234 * 37 % 1000 / 1000}
     assert e.params == {"params.yaml:lr": 0.04, "params.yaml:seed": 1234}
     assert sum(x.status == "failed" for x in exps) == len(range(0, n, 7))
     time.sleep(0.05)
-    assert books.list_experiments(p) == exps  # from the index
-    tab = books.show(p, filter="metrics.acc >= 0.9 and status == 'success'", sort_by="seed:desc", limit=5)
+    assert listing.list_experiments(p) == exps  # from the index
+    tab = listing.show(p, filter="metrics.acc >= 0.9 and status == 'success'", sort_by="seed:desc", limit=5)
     want = [i for i in range(n - 1, -1, -1) if (i * 37 % 1000) / 1000 >= 0.9 and i % 7][:5]
     assert names(tab.experiments) == [f"e{i:05d}" for i in want]
     assert len(list(root.iterdir())) == n
@@ -307,28 +309,28 @@ def test_find_prefers_the_current_baseline_then_any(three: Lab) -> None:
     three.write({"train.py": "print('v2')\n"})
     second = three.commit("v2")
     p = three.project
-    assert books.find(p, "alpha")[0] == first  # only under the old baseline: found there
+    assert lookup.find(p, "alpha")[0] == first  # only under the old baseline: found there
     three.exp("alpha", params=P(0.3), workspace_tree=False)
-    assert books.find(p, "alpha")[0] == second  # the current baseline wins
-    assert books.find(p, f"{first[:7]}/alpha")[0] == first
+    assert lookup.find(p, "alpha")[0] == second  # the current baseline wins
+    assert lookup.find(p, f"{first[:7]}/alpha")[0] == first
     with pytest.raises(NotFound) as exc:
-        books.find(p, "alpah")
+        lookup.find(p, "alpah")
     assert exc.value.exit_code == 3 and "alpha" in (exc.value.hint or "")
     with pytest.raises(UsageError):
-        books.find(p, "zz/alpha")
+        lookup.find(p, "zz/alpha")
     sh(three.root, "checkout", "-q", "--detach", "HEAD~1")
     three.write({"x.txt": "x"})
     sh(three.root, "add", "x.txt")
     sh(three.root, "commit", "-qm", "third")
     with pytest.raises(UsageError, match="several baselines"):
-        books.find(p, "alpha")
+        lookup.find(p, "alpha")
 
 
 # -- diff ---------------------------------------------------------------------------------
 
 def test_diff_against_the_baseline_commit(lab: Lab) -> None:
     lab.exp("a1", params=P(0.01, 10), metrics=M(0.75, 0.5), workspace_tree=False)
-    d = books.diff(lab.project, "a1")
+    d = compare.diff(lab.project, "a1")
     by = {r.key: r for r in d.rows}
     assert by["params.yaml:train.lr"].a == 0.01 and by["params.yaml:train.lr"].b == 0.1
     assert by["params.yaml:train.lr"].changed and by["params.yaml:train.lr"].delta == pytest.approx(-0.09)
@@ -338,22 +340,22 @@ def test_diff_against_the_baseline_commit(lab: Lab) -> None:
 
 
 def test_diff_two_experiments_and_a_revision(three: Lab) -> None:
-    d = books.diff(three.project, "alpha", "gamma")
+    d = compare.diff(three.project, "alpha", "gamma")
     by = {r.key: r for r in d.rows}
     assert by["metrics.json:acc"].b is query.MISSING and by["metrics.json:acc"].changed
     assert by["params.yaml:train.epochs"].delta == -10
     json.dumps([r.to_json() for r in d.rows])  # serializable, missing as null
-    d = books.diff(three.project, "alpha", "HEAD")
+    d = compare.diff(three.project, "alpha", "HEAD")
     assert d.b == "commit HEAD"
     with pytest.raises(NotFound, match="neither an experiment nor a Git commit"):
-        books.diff(three.project, "alpha", "nosuch")
+        compare.diff(three.project, "alpha", "nosuch")
     with pytest.raises(NotFound):
-        books.diff(three.project, "nosuch")
+        compare.diff(three.project, "nosuch")
 
 
 def test_diff_notes_files_missing_at_the_baseline(lab: Lab) -> None:
     lab.exp("a1", params={"other.yaml": {"x": 1}}, workspace_tree=False)
-    d = books.diff(lab.project, "a1")
+    d = compare.diff(lab.project, "a1")
     assert any("other.yaml does not exist" in n for n in d.notes)
     assert [r.key for r in d.rows] == ["other.yaml:x"]
 
@@ -363,16 +365,16 @@ def test_diff_notes_files_missing_at_the_baseline(lab: Lab) -> None:
 def test_rename_and_its_conflicts(three: Lab) -> None:
     p = three.project
     oid = refs.read(p, three.head(), "alpha")
-    r = books.rename(p, "alpha", "best")
+    r = lookup.rename(p, "alpha", "best")
     assert (r.old, r.new, r.oid) == ("alpha", "best", oid)
-    assert "best" in names(books.list_experiments(p))
+    assert "best" in names(listing.list_experiments(p))
     with pytest.raises(Conflict) as exc:
-        books.rename(p, "best", "beta")
+        lookup.rename(p, "best", "beta")
     assert exc.value.exit_code == 4
     with pytest.raises(NotFound):
-        books.rename(p, "alpha", "x")
+        lookup.rename(p, "alpha", "x")
     with pytest.raises(UsageError):
-        books.rename(p, "best", "bad name")
+        lookup.rename(p, "best", "bad name")
     assert refs.read(p, three.head(), "best") == oid  # untouched by the failures
 
 
@@ -382,9 +384,9 @@ def test_remove_by_names_dry_run_first(three: Lab) -> None:
     p = three.project
     res = removal.remove(p, names=["alpha", "gamma"], dry_run=True)
     assert res.dry_run and sorted(names(res.removed)) == ["alpha", "gamma"] and res.kept == 1
-    assert len(books.list_experiments(p)) == 3
+    assert len(listing.list_experiments(p)) == 3
     res = removal.remove(p, names=["alpha", "gamma"])
-    assert names(books.list_experiments(p)) == ["beta"]
+    assert names(listing.list_experiments(p)) == ["beta"]
     with pytest.raises(NotFound):
         removal.remove(p, names=["alpha"])
 
@@ -404,11 +406,11 @@ def test_remove_selectors(three: Lab, selectors: dict[str, Any], removed: list[s
     now = T0 + 62_500_000_000
     dry = removal.remove(p, dry_run=True, now_ns=now, **selectors)
     assert sorted(names(dry.removed)) == removed
-    assert len(books.list_experiments(p)) == 3  # a dry run removes nothing
+    assert len(listing.list_experiments(p)) == 3  # a dry run removes nothing
     res = removal.remove(p, now_ns=now, **selectors)
     assert sorted(names(res.removed)) == removed and res.failed == []
     left = sorted(set(["alpha", "beta", "gamma"]) - set(removed))
-    assert sorted(names(books.list_experiments(p))) == left
+    assert sorted(names(listing.list_experiments(p))) == left
     assert res.kept == len(left)
 
 
@@ -424,7 +426,7 @@ def test_remove_selectors(three: Lab, selectors: dict[str, Any], removed: list[s
 def test_remove_refuses_unclear_selections(three: Lab, selectors: dict[str, Any], words: str) -> None:
     with pytest.raises(UsageError, match=words):
         removal.remove(three.project, **selectors)
-    assert len(books.list_experiments(three.project)) == 3
+    assert len(listing.list_experiments(three.project)) == 3
 
 
 def test_remove_reports_a_ref_that_moved(three: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -440,7 +442,7 @@ def test_remove_reports_a_ref_that_moved(three: Lab, monkeypatch: pytest.MonkeyP
     res = removal.remove(p, everything=True)
     assert sorted(names(res.removed)) == ["beta", "gamma"]
     assert [e.name for e, _ in res.failed] == ["alpha"] and res.failed[0][1].exit_code == 4
-    assert names(books.list_experiments(p)) == ["alpha"]
+    assert names(listing.list_experiments(p)) == ["alpha"]
 
 
 # -- restore ------------------------------------------------------------------------------
@@ -568,7 +570,7 @@ def test_restore_errors(data_lab: Lab) -> None:
 def _blob_of(lab: Lab, name: str, rel: str) -> str:
     p = lab.project
     rec = record.load(p.store, refs.read(p, lab.head(), name))
-    return lookup(p, rec.workspace, rel)[0]
+    return tree_lookup(p, rec.workspace, rel)[0]
 
 
 @pytest.mark.parametrize("link", ["hardlink", "symlink", "copy"])
