@@ -14,6 +14,7 @@ def run_options(a):
     cli/runcmd.py). Returns a RunOutcome to render for a workspace --resume run,
     else None (queue output is rendered here)."""
     from cas.experiments import checkpoints
+    from cas.experiments.request import RunRequest
     from cas.queue import directory as queue
     from cas.experiments import enqueue as sweep
     from cas.workers import supervisor as worker
@@ -27,16 +28,14 @@ def run_options(a):
     from cas.workspace.project import open_project
 
     project = open_project()
+    request = RunRequest(stages=tuple(a.targets), set_params=tuple(a.set_param), name=a.name,
+                         message=a.message, force=a.force, no_run_cache=a.no_run_cache,
+                         resume=a.resume)
     if a.resume and not (a.queue or a.dry_run):
-        return checkpoints.run_resumed(
-            project, a.resume, stages=a.targets, set_params=a.set_param, name=a.name,
-            message=a.message, force=a.force, no_run_cache=a.no_run_cache,
-            echo=not a.quiet and not a.json, wait=a.wait,
-            notify=None if a.json or a.quiet else err)
+        return checkpoints.run_resumed(project, request, echo=not a.quiet and not a.json,
+                                       wait=a.wait, notify=None if a.json or a.quiet else err)
     if a.queue or a.dry_run:
-        entries = sweep.plan(project, set_params=a.set_param, name=a.name, stages=a.targets,
-                             force=a.force, no_run_cache=a.no_run_cache, message=a.message,
-                             resume=a.resume, dry_run=a.dry_run)
+        entries = sweep.plan(project, request, dry_run=a.dry_run)
         if not a.dry_run:
             queue.enqueue(project, entries)
         if a.json:

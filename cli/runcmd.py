@@ -115,16 +115,15 @@ def main(args: list[str]) -> None:
                                        metrics=tuple(a.metrics), outs_no_cache=tuple(a.outs_no_cache))
         targets = []
     project = open_project()
+    request = experiments.RunRequest(
+        stages=tuple(targets), set_params=tuple(a.set_param), name=a.name, message=a.message,
+        force=a.force, no_run_cache=a.no_run_cache, quick_stage=quick, single=a.single_item,
+        downstream=a.downstream, keep_going=a.keep_going)
     if a.dry:
-        render_plan(experiments.plan(project, stages=targets, set_params=a.set_param, force=a.force,
-                                     no_run_cache=a.no_run_cache, quick_stage=quick,
-                                     single=a.single_item, downstream=a.downstream), a.json)
+        render_plan(experiments.plan(project, request), a.json)
         return
-    exp = experiments.run(project, stages=targets, set_params=a.set_param, name=a.name,
-                          message=a.message, force=a.force, no_run_cache=a.no_run_cache,
-                          quick_stage=quick, echo=not a.quiet and not a.json,
-                          wait=a.wait, notify=None if a.json or a.quiet else err,
-                          single=a.single_item, downstream=a.downstream, keep_going=a.keep_going)
+    exp = experiments.run(project, request, echo=not a.quiet and not a.json, wait=a.wait,
+                          notify=None if a.json or a.quiet else err)
     render(exp, a.json, "Ran")
 
 

@@ -18,6 +18,7 @@ from cas.workspace import checkout as co
 from cas.objects import record
 from cas.store import refs
 from cas.objects import tree
+from cas.experiments.request import RunRequest
 from cas.core.errors import NotFound, UsageError
 
 
@@ -133,25 +134,26 @@ def materialize(project, tree_oid: str, dest: Path, *, force: bool = False) -> l
     return written
 
 
-def run_resumed(project, source: str, *, force_restore: bool = False, **run_args: Any):
-    """`tally run --resume NAME`: restore experiment `source`'s last checkpoint into the
-    workspace, then run; the new record's parent is `source`'s record.
+def run_resumed(project, request: RunRequest, *, force_restore: bool = False, **context: Any):
+    """`tally run --resume NAME`: restore experiment `request.resume`'s last checkpoint
+    into the workspace, then run `request`; the new record's parent is its record.
 
-    `run_args` go to cas.experiments.runs.run (stages, set_params, name, message, ...).
+    `context` goes to cas.experiments.runs.run as it is (echo, wait, notify).
     """
-    oid, rec, step, t = last(project, source)
+    oid, rec, step, t = last(project, request.resume)
     materialize(project, t, project.root, force=force_restore)
-    return run_with_checkpoints(project, parent=oid, resume_step=step, **run_args)
+    return run_with_checkpoints(project, request._replace(parent=oid), resume_step=step, **context)
 
 
-def run_with_checkpoints(project, *, parent: str | None = None, resume_step: int | None = None,
-                         **run_args: Any):
-    """cas.experiments.runs.run, continuing `parent` from checkpoint step `resume_step`."""
+def run_with_checkpoints(project, request: RunRequest, *, resume_step: int | None = None,
+                         **context: Any):
+    """cas.experiments.runs.run of `request`, continuing its parent from checkpoint
+    step `resume_step` (the stage reads it from cas/live.py's environment)."""
     from cas.experiments import runs as experiments
     from cas.pipeline import livefiles as live
 
     env = {live.ENV_RESUME_STEP: str(resume_step)} if resume_step is not None else {}
-    return experiments.run(project, parent=parent, env=env, **run_args)
+    return experiments.run(project, request, env={**env, **context.pop("env", {})}, **context)
 
 
 __all__ = ["find_record", "pick", "last", "restore", "materialize", "run_resumed",

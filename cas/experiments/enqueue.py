@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from cas.core import hashing
+from cas.core.errors import UsageError
 from cas.queue.directory import names_in_queue
+from cas.experiments.request import RunRequest
 from cas.objects.queue_entry import QueueEntry
 
 
@@ -39,16 +41,16 @@ def unique_names(project, baseline: str, seeds: list[str], *, base: str | None =
     return out
 
 
-def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
-         stages: Iterable[str] = (), force: bool = False, no_run_cache: bool = False,
-         message: str = "", resume: str | None = None, dry_run: bool = False) -> list[QueueEntry]:
-    """The entries `tally run --queue` adds: one per point of the `-S` grid.
+def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False) -> list[QueueEntry]:
+    """The entries `tally run --queue` adds: one per point of `request`'s `-S` grid.
 
     Takes the queue-time snapshot of the workspace (every file Git sees, tally-tracked
     data, and the pipeline's deps and outputs present), stored, so later edits do not
     leak into the runs. With `dry_run`, nothing is stored (the ids are computed only)
-    and nothing is queued: callers list the grid. `resume` names an experiment whose
-    last checkpoint every entry starts from (its record becomes their parent).
+    and nothing is queued: callers list the grid. `request.resume` names an experiment
+    whose last checkpoint every entry starts from (its record becomes their parent).
+    A quick stage and the stage selection flags (single, downstream, keep_going)
+    cannot be queued (UsageError).
 
     Raises:
         ParamError: a malformed `-S` or an over-large grid. StoreError: no commit yet.
@@ -57,7 +59,14 @@ def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
     from cas.pipeline import params as params_mod
     from cas.workspace import fullsnapshot as worktree
 
-    specs = list(set_params)
+    if request.quick_stage is not None:
+        raise UsageError("quick stages (-o/-d/-M -- CMD) cannot be queued",
+                         hint="put the stage in tally.yaml, then queue it")
+    if request.single or request.downstream or request.keep_going:
+        raise UsageError("-s, --downstream and -k cannot be queued")
+    name, stages, message, resume = request.name, request.stages, request.message, request.resume
+    force, no_run_cache = request.force, request.no_run_cache
+    specs = list(request.set_params)
     grid = params_mod.expand_grid(specs)
     baseline = worktree.baseline_commit(project.root)
     parent = checkpoint = None

@@ -27,20 +27,10 @@ from cas.pipeline.metrics import collect_metrics
 from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import Record, put as put_record, record_id
 from cas.core.fsops import unlink_quiet
+from cas.experiments.request import QuickStage, RunRequest
 
 Notify = Callable[[str], None]
 WORKSPACE_LOCK = "workspace"
-
-
-# NamedTuples, not dataclasses: a dataclass costs ~1 ms of every `tally run`'s start-up.
-class QuickStage(NamedTuple):
-    """`tally run -o OUT -d DEP -M METRICS -- CMD...`: one stage from the command line."""
-
-    cmd: tuple[str, ...]
-    deps: tuple[str, ...] = ()
-    outs: tuple[str, ...] = ()
-    metrics: tuple[str, ...] = ()
-    outs_no_cache: tuple[str, ...] = ()
 
 
 class RunOutcome(NamedTuple):
@@ -55,25 +45,18 @@ class RunOutcome(NamedTuple):
         return {"name": self.name, "oid": self.oid, "reason": self.reason, **self.record.to_json()}
 
 
-def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
-        name: str | None = None, message: str = "", force: bool = False,
-        no_run_cache: bool = False, quick_stage: QuickStage | None = None,
-        echo: bool = False, wait: float = 0.0, notify: Notify | None = None,
-        parent: str | None = None, env: dict[str, str] | None = None,
-        checkpoints_file: Path | None = None, single: bool = False,
-        downstream: bool = False, keep_going: bool = False) -> RunOutcome:
+def run(project, request: RunRequest = RunRequest(), *, echo: bool = False, wait: float = 0.0,
+        notify: Notify | None = None, env: dict[str, str] | None = None,
+        checkpoints_file: Path | None = None) -> RunOutcome:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
 
     Args:
-        stages: stage names or foreach/matrix groups (with their upstream); none = all.
-        single: run only the named stages, not their upstream (`-s/--single-item`).
-        downstream: run the named stages and every stage downstream of them.
-        keep_going: after a failed stage, still run the stages that do not depend on
-            it (`-k`); those that do are `not-run`. The status is still failed.
-        set_params: `-S` overrides, applied to the params files (round-trip) first.
-        name: the experiment name; generated (adjective-noun) when None.
+        request: what to run (cas/experiments/request.py). Its `resume` must already
+            be resolved into `parent` (cas/experiments/checkpoints.py run_resumed).
+            After a failed stage with `keep_going`, the stages that depend on it are
+            `not-run` and the status is still failed.
+        echo: copy the stage commands' output to this process's stdout and stderr.
         wait: seconds to wait for another run in this workspace to finish.
-        parent: the record this run continues (`--resume`), kept in the new record.
         env: extra environment for the stage commands.
         checkpoints_file: where cas.live appends the run's checkpoints (default: a
             temp file); they become the record's `checkpoints`.
@@ -89,6 +72,11 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
             a quick stage.
         LockBusy: another run holds the workspace lock past `wait`.
     """
+    stages, set_params, name, message = request.stages, request.set_params, request.name, request.message
+    force, no_run_cache, quick_stage = request.force, request.no_run_cache, request.quick_stage
+    single, downstream, keep_going, parent = request.single, request.downstream, request.keep_going, request.parent
+    if request.resume is not None and parent is None:
+        raise UsageError("a run that resumes goes through checkpoints.run_resumed")
     notify = notify or (lambda msg: None)
     if quick_stage is not None and (single or downstream):
         raise UsageError("-s/--single-item and --downstream select stages of the pipeline, "
@@ -179,10 +167,8 @@ def run(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
     return exp._replace(reason=result.reason)
 
 
-def plan(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
-         force: bool = False, no_run_cache: bool = False, quick_stage: QuickStage | None = None,
-         single: bool = False, downstream: bool = False) -> list[dict[str, Any]]:
-    """What `run` with the same arguments would do to each selected stage, in run
+def plan(project, request: RunRequest = RunRequest()) -> list[dict[str, Any]]:
+    """What `run` with the same request would do to each selected stage, in run
     order, changing nothing (`tally run --dry`; see Runner.plan for the entries).
 
     No params file is edited, nothing is stored, tally.lock, the run-cache index,
@@ -190,11 +176,13 @@ def plan(project, *, stages: Sequence[str] = (), set_params: Sequence[str] = (),
     taken (a plan made while another run works may be out of date as it prints).
 
     Raises:
-        UsageError: `set_params` (a plan with overrides would need the edited
+        UsageError: `request.set_params` (a plan with overrides would need the edited
             params, and `-S` edits the files), or the selection errors of `run`.
         PipelineError, ParamError, NotFound: as `run` before anything runs: a
             malformed pipeline, an unknown stage, a missing dep, params file or key.
     """
+    stages, set_params, force, no_run_cache = request.stages, request.set_params, request.force, request.no_run_cache
+    quick_stage, single, downstream = request.quick_stage, request.single, request.downstream
     if set_params:
         raise UsageError("--dry cannot be combined with -S: the overrides are applied by editing "
                          "the params files, which a dry run never does",
@@ -538,5 +526,5 @@ def list_experiments(project, *, baseline: str | None = None) -> list[tuple[str,
     return refs.list_refs(project, b)
 
 
-__all__ = ["run", "plan", "save", "QuickStage", "RunOutcome", "list_experiments",
+__all__ = ["run", "plan", "save", "QuickStage", "RunRequest", "RunOutcome", "list_experiments",
            "NotFound"]

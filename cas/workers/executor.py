@@ -180,6 +180,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     After a success the run directory is moved into `trash` (deleted now if None).
     """
     from cas.experiments import runs as experiments
+    from cas.experiments.request import RunRequest
     from cas.pipeline import livefiles as live
     from cas.queue import rundirs
     from cas.workers import rundir
@@ -197,11 +198,10 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     if e.checkpoint is not None:
         env[live.ENV_RESUME_STEP] = str(e.options.get("resume_step", ""))
     _drop_failed_ref(project, e)
-    exp = experiments.run(rp, stages=e.targets, set_params=e.override_specs(), name=e.name,
-                          message=e.message, force=bool(e.options.get("force")),
-                          no_run_cache=bool(e.options.get("no_run_cache")), echo=True,
-                          notify=_log, parent=e.parent, env=env,
-                          checkpoints_file=ckpt)
+    request = RunRequest(stages=e.targets, set_params=tuple(e.override_specs()), name=e.name,
+                         message=e.message, force=bool(e.options.get("force")),
+                         no_run_cache=bool(e.options.get("no_run_cache")), parent=e.parent)
+    exp = experiments.run(rp, request, echo=True, notify=_log, env=env, checkpoints_file=ckpt)
     oid, rec = exp.oid, exp.record
     status = "success" if rec.status == "success" else "failed"
     if status == "success":

@@ -21,6 +21,7 @@ from cas.pipeline import tallylock as lockfile
 from cas.store import refs
 from cas.core.errors import Conflict
 from cas.workspace.project import init_project
+from cas.experiments.request import RunRequest
 
 PIPELINE = """\
 stages:
@@ -43,7 +44,7 @@ def proj(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
         subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
     project = init_project(root)[0]
-    experiments.run(project, name="base")  # the baseline's tally.lock
+    experiments.run(project, RunRequest(name="base"))  # the baseline's tally.lock
     return project
 
 
@@ -72,7 +73,7 @@ def test_the_ref_and_tally_lock_are_renamed_after_every_object_is_durable(
     monkeypatch.setattr(fsops, "fsync_dir", lambda p: (real_fsync_dir(p), log("fsyncdir", p))[0])
 
     before = (proj.root / lockfile.LOCK_FILE).read_text()
-    exp = experiments.run(proj, set_params=["lr=0.2"], name="second")
+    exp = experiments.run(proj, RunRequest(set_params=("lr=0.2",), name="second"))
     assert (proj.root / lockfile.LOCK_FILE).read_text() != before
     lock_path = os.fspath(proj.root / lockfile.LOCK_FILE)
     ref_path = os.fspath(refs.ref_path(proj, exp.record.baseline, "second"))
@@ -111,7 +112,7 @@ def test_a_taken_generated_name_is_retried_and_tally_lock_written_once(
     renames: list[str] = []
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda a, b, **kw: (real_replace(a, b, **kw), renames.append(os.fspath(b)))[0])
-    exp = experiments.run(proj, set_params=["lr=0.3"])
+    exp = experiments.run(proj, RunRequest(set_params=("lr=0.3",)))
     assert exp.name != taken[0] and refs.read(proj, exp.record.baseline, exp.name) == exp.oid
     assert renames.count(os.fspath(proj.root / lockfile.LOCK_FILE)) == 1
     assert "lr: 0.3" in (proj.root / "model.txt").read_text()
@@ -128,7 +129,7 @@ def test_a_name_taken_at_publish_renames_nothing(proj, monkeypatch: pytest.Monke
     monkeypatch.setattr(refs, "commit", racing_commit)
     before = (proj.root / lockfile.LOCK_FILE).read_text()
     with pytest.raises(Conflict):
-        experiments.run(proj, set_params=["lr=0.4"], name="late")
+        experiments.run(proj, RunRequest(set_params=("lr=0.4",), name="late"))
     assert (proj.root / lockfile.LOCK_FILE).read_text() == before  # no record, no lock change
     assert refs.read(proj, refs.list_refs(proj)[0][0], "late") == "0" * 64
     assert _temps(proj) == []

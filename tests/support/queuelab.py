@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 from cas.queue import directory as queue
+from cas.experiments.request import RunRequest
 from cas.objects import record
 from cas.store import refs
 from cas.experiments import enqueue as sweep
@@ -78,7 +79,7 @@ CKPT = """\
 
 
 def queue_runs(p, *specs: str, **kw):
-    return queue.enqueue(p, sweep.plan(p, set_params=list(specs), **kw))
+    return queue.enqueue(p, sweep.plan(p, RunRequest(set_params=specs, **kw)))
 
 
 def records(p) -> dict[str, record.Record]:

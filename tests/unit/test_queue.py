@@ -21,6 +21,7 @@ from cas.queue import workers as queue_workers
 from cas.experiments import enqueue as sweep
 from cas.core.errors import Conflict, FormatError, NotFound, ParamError, UsageError
 from cas.queue import entries
+from cas.experiments.request import RunRequest
 
 COMMIT = "a" * 40
 
@@ -131,17 +132,17 @@ def test_enqueue_is_fifo_and_names_are_unique(qproj):
 
 def test_plan_expands_the_grid_and_dry_run_stores_nothing(qproj):
     objects_before = set(qproj.store.iter_oids())
-    grid = sweep.plan(qproj, set_params=["lr=0.1,0.01,0.001", "epochs=range(1,4)"], dry_run=True)
+    grid = sweep.plan(qproj, RunRequest(set_params=("lr=0.1,0.01,0.001", "epochs=range(1,4)")), dry_run=True)
     assert len(grid) == 9
     assert [dict((k, v) for _, _, k, v in e.overrides) for e in grid[:4]] == [
         {"lr": 0.1, "epochs": 1}, {"lr": 0.1, "epochs": 2}, {"lr": 0.1, "epochs": 3},
         {"lr": 0.01, "epochs": 1}]
     assert len({e.name for e in grid}) == 9
     assert set(qproj.store.iter_oids()) == objects_before and entries.items(qproj) == []
-    named = sweep.plan(qproj, set_params=["lr=1,2"], name="sweep", dry_run=True)
+    named = sweep.plan(qproj, RunRequest(set_params=("lr=1,2",), name="sweep"), dry_run=True)
     assert [e.name for e in named] == ["sweep-1", "sweep-2"]
     with pytest.raises(ParamError):
-        sweep.plan(qproj, set_params=["lr=1", "lr=2"], dry_run=True)
+        sweep.plan(qproj, RunRequest(set_params=("lr=1", "lr=2")), dry_run=True)
 
 
 def test_plan_snapshot_is_stored_and_is_a_root(qproj):
@@ -149,7 +150,7 @@ def test_plan_snapshot_is_stored_and_is_a_root(qproj):
     from cas.objects import tree
 
     (qproj.root / "untracked.txt").write_text("seen by git\n")
-    (grid,) = [sweep.plan(qproj, set_params=["lr=0.5"])]
+    (grid,) = [sweep.plan(qproj, RunRequest(set_params=("lr=0.5",)))]
     queue.enqueue(qproj, grid)
     t = tree.decode(qproj.store.get(grid[0].workspace))
     names = {e.name for e in t.entries}

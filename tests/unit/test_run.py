@@ -19,6 +19,7 @@ from cas.pipeline import runcache
 from cas.core.errors import Conflict, NotFound, ParamError, PipelineError, StoreError, UsageError
 from cas.gc.fsck import fsck
 from cas.workspace.project import init_project
+from cas.experiments.request import RunRequest
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "get-started"
 
@@ -151,7 +152,7 @@ def test_four_stage_dvc_project(getstarted, env):
     assert second.record.exit_code is None and second.record.status == "success"
 
     # -S edits the nested param round-trip; only train and evaluate run
-    third = experiments.run(project, set_params=["train.n_est=100"], name="more-trees")
+    third = experiments.run(project, RunRequest(set_params=("train.n_est=100",), name="more-trees"))
     assert third.name == "more-trees"
     assert states(third) == {"prepare": "skipped", "featurize": "skipped", "train": "ran", "evaluate": "ran"}
     assert calls(env) == ["train.py", "evaluate.py"]
@@ -160,7 +161,7 @@ def test_four_stage_dvc_project(getstarted, env):
     assert third.record.metrics["eval/metrics.json"]["avg_prec"]["test"] == 0.1
 
     # back to 50: the run-cache restores train's and evaluate's outputs, nothing runs
-    fourth = experiments.run(project, set_params=["train.n_est=50"])
+    fourth = experiments.run(project, RunRequest(set_params=("train.n_est=50",)))
     assert states(fourth) == {"prepare": "skipped", "featurize": "skipped",
                               "train": "cache-hit", "evaluate": "cache-hit"}
     assert calls(env) == []
@@ -169,9 +170,9 @@ def test_four_stage_dvc_project(getstarted, env):
     assert fourth.record.outs == rec.outs
 
     # --no-run-cache and --force really run
-    fifth = experiments.run(project, set_params=["train.n_est=100"], no_run_cache=True)
+    fifth = experiments.run(project, RunRequest(set_params=("train.n_est=100",), no_run_cache=True))
     assert states(fifth)["train"] == "ran" and calls(env) == ["train.py", "evaluate.py"]
-    sixth = experiments.run(project, force=True, stages=["train"])
+    sixth = experiments.run(project, RunRequest(force=True, stages=("train",)))
     assert states(sixth) == {"prepare": "ran", "featurize": "ran", "train": "ran"}
     calls(env)
 
@@ -193,10 +194,10 @@ def test_removed_output_comes_back_from_the_run_cache(getstarted, env):
 
 
 def test_stage_selection_and_unknown_stage(getstarted, env):
-    exp = experiments.run(getstarted, stages=["featurize"])
+    exp = experiments.run(getstarted, RunRequest(stages=("featurize",)))
     assert states(exp) == {"prepare": "ran", "featurize": "ran"}
     with pytest.raises(NotFound, match="no stage named 'trian'"):
-        experiments.run(getstarted, stages=["trian"])
+        experiments.run(getstarted, RunRequest(stages=("trian",)))
 
 
 # ---------------------------------------------------------------- small projects
@@ -258,7 +259,7 @@ def test_malformed_pipelines(tmp_path, env, yaml_text, message):
     project = simple(tmp_path, yaml_text)
     before = (project.root / "params.yaml").read_text()
     with pytest.raises(PipelineError, match=message):
-        experiments.run(project, set_params=["lr=0.5"])
+        experiments.run(project, RunRequest(set_params=("lr=0.5",)))
     assert (project.root / "params.yaml").read_text() == before  # nothing edited
     assert refs.list_refs(project) == []
 
@@ -295,21 +296,21 @@ stages:
 def test_bad_overrides(tmp_path, env):
     project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n")
     with pytest.raises(ParamError, match="nope"):
-        experiments.run(project, set_params=["nope=1"])
+        experiments.run(project, RunRequest(set_params=("nope=1",)))
     with pytest.raises(ParamError, match="sweep"):
-        experiments.run(project, set_params=["lr=0.1,0.2"])
+        experiments.run(project, RunRequest(set_params=("lr=0.1,0.2",)))
     with pytest.raises(ParamError):
-        experiments.run(project, set_params=["lr"])
+        experiments.run(project, RunRequest(set_params=("lr",)))
     assert (project.root / "params.yaml").read_text() == "lr: 0.1\nnested:\n  a: 1\n"
 
 
 def test_names(tmp_path, env):
     project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n")
-    experiments.run(project, name="first")
+    experiments.run(project, RunRequest(name="first"))
     with pytest.raises(Conflict, match="already exists"):
-        experiments.run(project, name="first")
+        experiments.run(project, RunRequest(name="first"))
     with pytest.raises(UsageError, match="invalid experiment name"):
-        experiments.run(project, name="a/b")
+        experiments.run(project, RunRequest(name="a/b"))
     gen = experiments.run(project)
     assert refs.name_problem(gen.name) is None and "-" in gen.name
 
@@ -336,7 +337,7 @@ stages:
     - cfg.toml: [model.depth]
     outs: [o.txt]
 """, {"cfg.json": '{"opt": {"momentum": 0.9}}\n', "cfg.toml": "[model]\ndepth = 3\n"})
-    exp = experiments.run(project, set_params=["lr=0.25", "cfg.toml:model.depth=4"])
+    exp = experiments.run(project, RunRequest(set_params=("lr=0.25", "cfg.toml:model.depth=4")))
     assert (project.root / "o.txt").read_text().strip() == "0.25"
     assert exp.record.params["cfg.toml"] == {"model": {"depth": 4}}
     assert exp.record.params["cfg.json"] == {"opt": {"momentum": 0.9}}
@@ -354,10 +355,10 @@ def test_a_params_edit_keeps_a_plain_pipeline_parsed(tmp_path, env, monkeypatch)
                                "    outs: [o.txt]\n")
     parses = helpers.CallCounter(monkeypatch, pipeline, "load_pipeline")
     helpers.settle(project.statcache, [project.root / "tally.yaml", project.root / "params.yaml"])
-    experiments.run(project, set_params=["lr=0.2"])
+    experiments.run(project, RunRequest(set_params=("lr=0.2",)))
     assert len(parses) == 1
     helpers.settle(project.statcache, [project.root / "params.yaml"])
-    assert states(experiments.run(project, set_params=["lr=0.3"])) == {"a": "ran"}
+    assert states(experiments.run(project, RunRequest(set_params=("lr=0.3",)))) == {"a": "ran"}
     assert states(experiments.run(project)) == {"a": "skipped"}
     assert len(parses) == 1  # parsed once, although params.yaml changed twice
     (project.root / "params.yaml").write_text("lr: [\n")
@@ -366,7 +367,7 @@ def test_a_params_edit_keeps_a_plain_pipeline_parsed(tmp_path, env, monkeypatch)
     (project.root / "tally.yaml").write_text("stages:\n  a:\n    cmd: echo ${lr} > o.txt\n")
     (project.root / "params.yaml").write_text("lr: 0.4\n")
     helpers.settle(project.statcache, [project.root / "tally.yaml", project.root / "params.yaml"])
-    experiments.run(project, set_params=["lr=0.5"])
+    experiments.run(project, RunRequest(set_params=("lr=0.5",)))
     assert (project.root / "o.txt").read_text() == "0.5\n"  # templated: parsed again
     assert len(parses) == 3  # before and after the edit
 
@@ -377,23 +378,23 @@ def test_quick_stage_and_its_run_cache(tmp_path, env):
     q = experiments.QuickStage(cmd=("sh", "-c", "cat in.txt > out.txt; echo '{\"m\": 1.5}' > m.json; "
                                     "echo ran >> \"$CALLS_LOG\""),
                                deps=("in.txt",), outs=("out.txt",), metrics=("m.json",))
-    a = experiments.run(project, quick_stage=q)
+    a = experiments.run(project, RunRequest(quick_stage=q))
     assert a.record.status == "success" and a.record.metrics == {"m.json": {"m": 1.5}}
     assert "out.txt" in a.record.outs and "m.json" not in a.record.outs  # -M is not stored
     assert not (project.root / "tally.lock").exists()
     assert calls(env) == ["ran"]
     # m.json is an output that is not cached, so the stage cannot be replayed: it runs again
-    b = experiments.run(project, quick_stage=q)
+    b = experiments.run(project, RunRequest(quick_stage=q))
     assert calls(env) == ["ran"] and b.record.outs == a.record.outs
     q2 = experiments.QuickStage(cmd=("cp in.txt out2.txt && echo ran >> \"$CALLS_LOG\"",),
                                 deps=("in.txt",), outs=("out2.txt",))
-    experiments.run(project, quick_stage=q2)
+    experiments.run(project, RunRequest(quick_stage=q2))
     assert calls(env) == ["ran"]
     (project.root / "out2.txt").unlink()
-    c = experiments.run(project, quick_stage=q2)
+    c = experiments.run(project, RunRequest(quick_stage=q2))
     assert states(c) == {"run": "cache-hit"} and calls(env) == []
     with pytest.raises(UsageError):
-        experiments.run(project, quick_stage=experiments.QuickStage(cmd=("x",), outs=("/abs",)))
+        experiments.run(project, RunRequest(quick_stage=experiments.QuickStage(cmd=("x",), outs=("/abs",))))
 
 
 def test_save_records_the_workspace(tmp_path, env):
@@ -426,4 +427,4 @@ def test_frozen_stage_never_runs(tmp_path, env):
     project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n    frozen: true\n")
     exp = experiments.run(project)
     assert states(exp) == {"a": "skipped"} and not (project.root / "o.txt").exists()
-    assert states(experiments.run(project, force=True)) == {"a": "ran"}
+    assert states(experiments.run(project, RunRequest(force=True))) == {"a": "ran"}

@@ -23,6 +23,7 @@ from cas.pipeline import tallylock as lockfile
 from cas.store import refs
 from cas.core.errors import NotFound, UsageError
 from cas.pipeline.stages import Pipeline, Stage
+from cas.experiments.request import RunRequest
 
 READS = {"a": ["in.txt"], "b": ["a.txt"], "c": ["a.txt"], "d": ["b.txt", "c.txt"], "e": ["in.txt"]}
 
@@ -116,7 +117,7 @@ def test_single_item_runs_only_the_named_stage(diamond) -> None:
     experiments.run(diamond)
     assert calls() == ["a", "b", "c", "d", "e"]
     (diamond.root / "c.txt").write_text("by hand\n")  # d's dep changed; c's output too
-    exp = experiments.run(diamond, stages=["d"], single=True)
+    exp = experiments.run(diamond, RunRequest(stages=("d",), single=True))
     assert states(exp) == {"d": "ran"}
     assert calls() == ["d"]  # c is not restored or re-run
     assert (diamond.root / "d.txt").read_text() == "one\nby hand\n"
@@ -124,7 +125,7 @@ def test_single_item_runs_only_the_named_stage(diamond) -> None:
 
 def test_single_item_needs_the_upstream_outputs(diamond) -> None:
     with pytest.raises(NotFound, match="dependency b.txt does not exist"):
-        experiments.run(diamond, stages=["d"], single=True)
+        experiments.run(diamond, RunRequest(stages=("d",), single=True))
     assert calls() == []
     assert refs.list_refs(diamond, refs_baseline(diamond)) == []
 
@@ -137,10 +138,10 @@ def refs_baseline(project) -> str:
 def test_downstream_runs_the_stage_and_what_follows(diamond) -> None:
     experiments.run(diamond)
     calls()
-    exp = experiments.run(diamond, stages=["b"], downstream=True, force=True)
+    exp = experiments.run(diamond, RunRequest(stages=("b",), downstream=True, force=True))
     assert [s.name for s in exp.record.stages] == ["b", "d"]
     assert calls() == ["b", "d"]
-    exp = experiments.run(diamond, stages=["c"], downstream=True)  # unchanged: skipped
+    exp = experiments.run(diamond, RunRequest(stages=("c",), downstream=True))  # unchanged: skipped
     assert states(exp) == {"c": "skipped", "d": "skipped"} and calls() == []
 
 
@@ -154,7 +155,7 @@ def test_downstream_runs_the_stage_and_what_follows(diamond) -> None:
 ])
 def test_bad_selection_runs_nothing(diamond, kw, error) -> None:
     with pytest.raises(error):
-        experiments.run(diamond, **kw)
+        experiments.run(diamond, RunRequest(**kw))
     assert calls() == []
     assert not (diamond.root / "tally.lock").exists()
 
@@ -170,7 +171,7 @@ def test_a_failure_stops_the_run_without_keep_going(diamond, monkeypatch) -> Non
 
 def test_keep_going_runs_what_does_not_depend_on_the_failure(diamond, monkeypatch) -> None:
     monkeypatch.setenv("FAIL", "b")
-    exp = experiments.run(diamond, keep_going=True)
+    exp = experiments.run(diamond, RunRequest(keep_going=True))
     rec = exp.record
     assert states(exp) == {"a": "ran", "b": "failed", "c": "ran", "d": "not-run", "e": "ran"}
     assert calls() == ["a", "b", "c", "e"]
@@ -185,7 +186,7 @@ def test_keep_going_runs_what_does_not_depend_on_the_failure(diamond, monkeypatc
     assert [(s.name, s.state) for s in stored.stages] == [(s.name, s.state) for s in rec.stages]
 
     monkeypatch.setenv("FAIL", "")
-    exp = experiments.run(diamond, keep_going=True)  # the fix: the rest catches up
+    exp = experiments.run(diamond, RunRequest(keep_going=True))  # the fix: the rest catches up
     assert states(exp) == {"a": "skipped", "b": "ran", "c": "skipped", "d": "ran", "e": "skipped"}
     assert exp.record.status == "success"
 
@@ -195,12 +196,12 @@ def test_keep_going_with_two_failures(diamond, monkeypatch) -> None:
     calls()
     (diamond.root / "in.txt").write_text("two\n")
     monkeypatch.setenv("FAIL", "c")
-    exp = experiments.run(diamond, keep_going=True)
+    exp = experiments.run(diamond, RunRequest(keep_going=True))
     assert states(exp) == {"a": "ran", "b": "ran", "c": "failed", "d": "not-run", "e": "ran"}
     # A first failure upstream makes everything after it not-run, the independent e aside.
     (diamond.root / "in.txt").write_text("three\n")
     monkeypatch.setenv("FAIL", "a")
-    exp = experiments.run(diamond, keep_going=True)
+    exp = experiments.run(diamond, RunRequest(keep_going=True))
     assert states(exp) == {"a": "failed", "b": "not-run", "c": "not-run", "d": "not-run", "e": "ran"}
     assert exp.record.exit_code == 1 and exp.record.status == "failed"
 
@@ -208,7 +209,7 @@ def test_keep_going_with_two_failures(diamond, monkeypatch) -> None:
 # ---------------------------------------------------------------- --dry
 
 def plan(project, **kw) -> dict[str, tuple[str, str]]:
-    return {p["name"]: (p["action"], p["reason"]) for p in experiments.plan(project, **kw)}
+    return {p["name"]: (p["action"], p["reason"]) for p in experiments.plan(project, RunRequest(**kw))}
 
 
 def test_dry_on_a_fresh_workspace_changes_nothing(diamond) -> None:
@@ -259,18 +260,18 @@ def test_dry_reports_a_missing_output(diamond) -> None:
 
 def test_dry_refuses_what_a_run_refuses(diamond) -> None:
     with pytest.raises(NotFound, match="dependency b.txt does not exist"):
-        experiments.plan(diamond, stages=["d"], single=True)
+        experiments.plan(diamond, RunRequest(stages=("d",), single=True))
     with pytest.raises(NotFound, match="no stage named"):
-        experiments.plan(diamond, stages=["nope"], downstream=True)
+        experiments.plan(diamond, RunRequest(stages=("nope",), downstream=True))
     with pytest.raises(UsageError, match="--dry cannot be combined with -S"):
-        experiments.plan(diamond, set_params=["lr=1"])
+        experiments.plan(diamond, RunRequest(set_params=("lr=1",)))
     (diamond.root / "in.txt").unlink()
     with pytest.raises(NotFound, match="dependency in.txt does not exist"):
         experiments.plan(diamond)
 
 
 def test_dry_of_a_command_line_stage(diamond) -> None:
-    got = experiments.plan(diamond, quick_stage=experiments.QuickStage(cmd=("echo", "hi")))
+    got = experiments.plan(diamond, RunRequest(quick_stage=experiments.QuickStage(cmd=("echo", "hi"))))
     assert got == [{"name": "run", "cmd": ["echo hi"], "action": "run", "reason": "a command-line stage"}]
 
 

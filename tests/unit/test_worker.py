@@ -19,6 +19,7 @@ from cas.store import refs
 from cas.workers import supervisor as worker
 from cas.core.errors import WouldOverwrite
 from cas.queue import entries
+from cas.experiments.request import RunRequest
 from cli.worker import LAUNCHER
 from support.queuelab import PY, git as _git, make_project, TRAIN, CKPT, queue_runs, records, wait_for as _wait_for, spawn_worker as _spawn_worker
 
@@ -240,7 +241,7 @@ def test_resume_in_the_workspace(tmp_path):
     queue_runs(p, "epochs=1", name="base")
     worker.run_all(p, jobs=1)
     (p.root / "params.yaml").write_text("lr: 0.1\nepochs: 3\n")
-    exp = checkpoints.run_resumed(p, "base", name="cont")
+    exp = checkpoints.run_resumed(p, RunRequest(resume="base", name="cont"))
     assert exp.record.status == "success"
     assert exp.record.parent == refs.read(p, exp.record.baseline, "base")
     assert [s for s, _ in exp.record.checkpoints] == [1, 2]
