@@ -38,7 +38,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 # The inventory and reads (gcinventory) and the deletion (gcsweep): their functions are
 # called through the module, so a test's monkeypatch there reaches the calls here too.
@@ -177,6 +177,79 @@ def _lock_busy(project: Project, waited: float) -> LockBusy:
                     hint="rerun when it finishes, or wait longer with --wait SECONDS")
 
 
+class GcOptions(NamedTuple):
+    """What one gc does (see gc() for each field); a plan carries the resolved copy."""
+
+    grace_s: float = 0.0
+    dry_run: bool = False
+    all_branches: bool = False
+    all_tags: bool = False
+    all_commits: bool = False
+    drop_run_cache: bool = False
+    policy: Policy = Policy()
+    force: bool = False
+    lock_wait: float = LOCK_WAIT_S
+    now_ns: int = 0
+
+
+class Plan:
+    """Pass A's result: the report of what would go, and what pass B continues from.
+
+    `report` is a dry-run report (deleted = the plan, in deletion order); the other
+    fields are the walk pass B extends instead of redoing: the inventory, the marks,
+    the deletion levels, the experiments the policy drops.
+    """
+
+    def __init__(self, project: Project, options: GcOptions, started: float) -> None:
+        self.project = project
+        self.options = options
+        self.started = started
+        self.report = GcReport(dry_run=options.dry_run, grace_s=options.grace_s,
+                               forced=options.force,
+                               policy=options.policy if options.policy.active else None)
+        self.history = History(project)
+        self.problems: list[Problem] = []
+        self.commits: list[str] = []
+        self.rstore = gcinventory.ReadCache(project.store)
+        # Providers and retention read through the cache.
+        self.view = gcinventory.view(project, self.rstore)
+        self.skip = {"run-cache"} if options.drop_run_cache else set()
+        self.drops: list[Drop] = []
+        self.fs_now = 0
+        self.inv: dict[str, Obj] = {}
+        self.marker: _Marker | None = None
+        self.kinds: dict[str, str] = {}
+        self.levels: list[list[str]] = []
+        self.noted = 0
+
+    def roots(self, experiments: list[Candidate] | None, inflight: list[Root]) -> list[Root]:
+        """Every root. With `experiments`, those stand in for the experiments provider
+        (the plan: refs a policy drops are left out). `inflight`: the in-flight roots."""
+        o = self.options
+        skip = self.skip | ({"experiments"} if experiments is not None else set())
+        roots, kinds = provider_roots(self.view, self.problems, skip=skip)
+        if experiments is not None:
+            roots += [Root("experiments", f"experiment {e.label}", e.record, "record")
+                      for e in experiments]
+        self.report.scope = _scope(o.all_branches, o.all_tags, o.all_commits, kinds, o.drop_run_cache)
+        roots += workspace_lock_roots(self.project)
+        roots += self.history.roots(self.commits, self.problems)
+        roots += inflight
+        return roots
+
+    def rev_list(self) -> None:
+        o = self.options
+        self.commits = git.rev_list(self.project.root, all_branches=o.all_branches,
+                                    all_tags=o.all_tags, all_commits=o.all_commits)
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.problems) and not self.options.force
+
+    def close(self) -> None:
+        self.history.close()
+
+
 def gc(project: Project, *, grace_s: float | None = None, dry_run: bool = False,
        all_branches: bool = False, all_tags: bool = False, all_commits: bool = False,
        drop_run_cache: bool = False, policy: Policy | None = None, force: bool = False,
@@ -207,116 +280,113 @@ def gc(project: Project, *, grace_s: float | None = None, dry_run: bool = False,
         UsageError: a bad grace or policy setting.
     """
     started = time.monotonic()
-    store = project.store
     if grace_s is None:
         grace_s = parse_duration(str(project.config.get("gc.grace")))
     if grace_s < 0:
         raise UsageError("the grace period cannot be negative")
-    if policy is None:
-        policy = Policy.from_config(project.config)
-    report = GcReport(dry_run=dry_run, grace_s=grace_s, forced=force,
-                      policy=policy if policy.active else None)
-    history = History(project)
+    options = GcOptions(grace_s=grace_s, dry_run=dry_run, all_branches=all_branches,
+                        all_tags=all_tags, all_commits=all_commits, drop_run_cache=drop_run_cache,
+                        policy=policy if policy is not None else Policy.from_config(project.config),
+                        force=force, lock_wait=lock_wait,
+                        now_ns=now_ns if now_ns is not None else time.time_ns())
+    the_plan = plan(project, options, started=started, describe=dry_run or confirm is not None)
     try:
-        return _gc(project, store, report, history, policy=policy, all_branches=all_branches,
-                   all_tags=all_tags, all_commits=all_commits, drop_run_cache=drop_run_cache,
-                   confirm=confirm, lock_wait=lock_wait, started=started,
-                   now_ns=now_ns if now_ns is not None else time.time_ns())
+        report = the_plan.report
+        if the_plan.refused:
+            report.seconds = time.monotonic() - started
+            raise GcRefused(report)
+        if dry_run:
+            report.seconds = time.monotonic() - started
+            return report
+        if confirm is not None and not confirm(report):
+            report.cancelled = True
+            report.deleted = []
+            report.dropped = []
+            report.seconds = time.monotonic() - started
+            return report
+        return sweep(the_plan)
     finally:
-        history.close()
+        the_plan.close()
 
 
-def _gc(project: Project, store, report: GcReport, history: History, *, policy: Policy,
-        all_branches: bool, all_tags: bool, all_commits: bool, drop_run_cache: bool,
-        confirm, lock_wait: float, started: float, now_ns: int) -> GcReport:
-    dry_run, force = report.dry_run, report.forced
+def plan(project: Project, options: GcOptions, *, started: float | None = None,
+         describe: bool = True) -> Plan:
+    """Pass A, without any lock: the inventory, the roots, the walk, the deletion levels.
+
+    With `describe` (or a root problem that will refuse the sweep: `plan.refused`),
+    the plan's report lists what would go, with per-root statistics and the stale
+    temp files; without, only the levels are computed (a sweep follows and reports
+    what it did). The experiments the policy drops are listed either way. Nothing is
+    changed on disk.
+    """
+    p = Plan(project, options, started if started is not None else time.monotonic())
+    store = project.store
     store.ensure_dirs()
-
-    # ---- pass A: no lock ---------------------------------------------------------
-    fs_now = _fs_now_ns(project)
-    cutoff = fs_now - int(report.grace_s * 1e9)  # newer than this is young
-    rstore = gcinventory.ReadCache(store)
-    view = gcinventory.view(project, rstore)  # providers and retention read through the cache
-    problems: list[Problem] = []
-    skip = {"run-cache"} if drop_run_cache else set()
-    commits: list[str] = []
-
-    def collect(experiments: list[Candidate] | None, inflight: list[Root]) -> list[Root]:
-        """Every root. With `experiments`, those stand in for the experiments provider
-        (the plan: refs a policy drops are left out). `inflight`: the in-flight roots."""
-        roots, kinds = provider_roots(view, problems,
-                                      skip=skip | ({"experiments"} if experiments is not None else set()))
-        if experiments is not None:
-            roots += [Root("experiments", f"experiment {e.label}", e.record, "record")
-                      for e in experiments]
-        report.scope = _scope(all_branches, all_tags, all_commits, kinds, drop_run_cache)
-        roots += workspace_lock_roots(project)
-        roots += history.roots(commits, problems)
-        roots += inflight
-        return roots
-
+    p.fs_now = _fs_now_ns(project)
+    cutoff = p.fs_now - int(options.grace_s * 1e9)  # newer than this is young
     # The inventory (one lstat per object, half of it in the kernel) is taken on a
     # thread while the roots are listed (ref and record reads, git subprocesses):
     # neither needs the other, and the walk below waits for both.
     with ThreadPoolExecutor(max_workers=1) as one:
         taking = one.submit(gcinventory.inventory, store)
-        drops: list[Drop] = []
         kept_exps: list[Candidate] | None = None
-        if policy.active:
-            exps = list_experiments(view)
-            drops = select(exps, policy, now_ns=now_ns, promoted=_promoted(project, history))
-            dropped = {id(d.exp) for d in drops}
+        if options.policy.active:
+            exps = list_experiments(p.view)
+            p.drops = select(exps, options.policy, now_ns=options.now_ns,
+                             promoted=_promoted(project, p.history))
+            dropped = {id(d.exp) for d in p.drops}
             kept_exps = [e for e in exps if id(e) not in dropped]
-        commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
-                               all_commits=all_commits)
+        p.rev_list()
         # Live writers' in-flight files, read unlocked: a file may be mid-append (a
         # partial last line is skipped); pass B reads them again, complete, under the
         # lock. A dead owner's file is no root here and is deleted in pass B.
-        roots = collect(kept_exps, inflight_roots(project, remove_dead=False)[0])
-        inv = rstore.inv = taking.result()
-    marker = _Marker(rstore, inv, head=gcinventory.head_reader(store, rstore, inv), problems=problems)
-
+        roots = p.roots(kept_exps, inflight_roots(project, remove_dead=False)[0])
+        inv = p.inv = p.rstore.inv = taking.result()
+    marker = p.marker = _Marker(p.rstore, inv, head=gcinventory.head_reader(store, p.rstore, inv),
+                                problems=p.problems)
     # The plan leaves out the experiments a policy drops. Pass B does not: it drops
     # those refs first and then asks the providers for the refs that remain, so a ref
     # renamed or re-pointed meanwhile is a root again whatever it names.
     marker.walk(roots)
     marker.walk(_grace_roots(inv, marker.marks, cutoff))
     # Unmarked now means old too: every young object was just walked as a root.
-    marks = marker.marks
-    kinds, levels = _order([oid for oid in inv if oid not in marks], inv, marker.walker)
-    report.dropped = drops
-    report.problems = list(problems)
+    p.kinds, p.levels = _order([oid for oid in inv if oid not in marker.marks], inv, marker.walker)
+    report = p.report
+    report.dropped = p.drops
+    report.problems = list(p.problems)
     report.notes.extend(marker.notes)
-    noted = len(marker.notes)
-    refused = bool(problems) and not force
-    if dry_run or refused or confirm is not None:
-        _fill_plan(report, inv, marker, kinds, levels)
-    if refused:
-        report.seconds = time.monotonic() - started
-        raise GcRefused(report)
-    if dry_run:
-        report.temp_files, report.temp_bytes = gcsweep.stale_temp(store, fs_now, report.grace_s)
-        report.seconds = time.monotonic() - started
-        return report
-    if confirm is not None and not confirm(report):
-        report.cancelled = True
-        report.deleted = []
-        report.dropped = []
-        report.seconds = time.monotonic() - started
-        return report
-    planned_drops = drops
+    p.noted = len(marker.notes)
+    if describe or p.refused:
+        _fill_plan(report, inv, marker, p.kinds, p.levels)
+        report.temp_files, report.temp_bytes = gcsweep.stale_temp(store, p.fs_now, options.grace_s)
+    return p
 
-    # ---- pass B: exclusive store lock -----------------------------------------------
+
+def sweep(p: Plan) -> GcReport:
+    """Pass B, under the exclusive store lock: drop the planned refs, walk every root
+    again (only what pass A did not), delete the plan's levels in order, then stale
+    temp files. Deletes at most what `p` planned.
+
+    Raises:
+        GcRefused: a root problem found by the second walk, and not `force`.
+        LockBusy: writers held the store lock for more than `lock_wait` seconds.
+    """
+    project, options, report, marker = p.project, p.options, p.report, p.marker
+    assert marker is not None, "sweep() takes a plan() result"
+    store = project.store
+    report.dry_run = False
+    report.temp_files, report.temp_bytes = 0, 0
     try:
-        lock = project.lock("store", shared=False, timeout=lock_wait, purpose="tally gc").acquire()
+        lock = project.lock("store", shared=False, timeout=options.lock_wait,
+                            purpose="tally gc").acquire()
     except LockBusy:
-        raise _lock_busy(project, lock_wait) from None
+        raise _lock_busy(project, options.lock_wait) from None
     try:
         gcsweep.failpoint("gc:locked")
         # Drop what the policy chose: refs first (they name records), each only if it
         # still names the record judged (compare-and-swap), durably before any object.
-        report.dropped = _drop_refs(project, planned_drops, report)
-        if drop_run_cache:
+        report.dropped = _drop_refs(project, p.drops, report)
+        if options.drop_run_cache:
             report.run_cache_dropped = _drop_run_cache(project)
         if report.dropped or report.run_cache_dropped:
             gcsweep.barrier(store)
@@ -329,35 +399,34 @@ def _gc(project: Project, store, report: GcReport, history: History, *, policy: 
         report.inflight_live, report.inflight_removed = len(scan.live), scan.dead
 
         report.deleted = []
-        if levels:
+        if p.levels:
             # Every root again, walking only what pass A did not (a new or moved ref, a
             # new pointer): what is marked already, and its subgraph, is not re-read.
-            commits = git.rev_list(project.root, all_branches=all_branches, all_tags=all_tags,
-                                   all_commits=all_commits)
-            marker.walk(collect(None, live_inflight))
-            report.problems = list(problems)
-            if problems and not force:
+            p.rev_list()
+            marker.walk(p.roots(None, live_inflight))
+            report.problems = list(p.problems)
+            if p.refused:
                 raise GcRefused(report)
             fs_now = _fs_now_ns(project)
-            cutoff = fs_now - int(report.grace_s * 1e9)
+            cutoff = fs_now - int(options.grace_s * 1e9)
             # The stat cache forgets the doomed objects while the children unlink the
             # last level (one SQLite pass, ~0.25 s for 50,000 ids, in the disk's shadow).
-            doomed = {o for level in levels for o in level if o not in marker.marks}
+            doomed = {o for level in p.levels for o in level if o not in marker.marks}
 
             def keep(fresh: list[str]) -> None:  # freshened during the sweep: young, so a grace root
                 report.notes.extend(f"{oid} was freshened during gc; kept" for oid in fresh)
                 marker.walk(Root(GRACE, f"young object {oid[:12]}", oid, None, required=False)
                             for oid in fresh)
 
-            report.deleted = gcsweep.sweep(store, levels, kinds, inv, marker.marks, cutoff,
+            report.deleted = gcsweep.sweep(store, p.levels, p.kinds, p.inv, marker.marks, cutoff,
                                            keep=keep, idle=lambda: gcsweep.forget(project, doomed))
-        report.temp_files, report.temp_bytes = gcsweep.remove_stale_temp(store, fs_now, report.grace_s)
+        report.temp_files, report.temp_bytes = gcsweep.remove_stale_temp(store, fs_now, options.grace_s)
         gcsweep.failpoint("gc:swept")
     finally:
         lock.release()
-    report.notes.extend(marker.notes[noted:])
-    _fill_stats(report, inv, marker, {d.oid for d in report.deleted})
-    report.seconds = time.monotonic() - started
+    report.notes.extend(marker.notes[p.noted:])
+    _fill_stats(report, p.inv, marker, {d.oid for d in report.deleted})
+    report.seconds = time.monotonic() - p.started
     return report
 
 
@@ -462,5 +531,5 @@ def _drop_refs(project: Project, drops: list[Drop], report: GcReport) -> list[Dr
     return done
 
 
-__all__ = ["gc", "GcReport", "GcRefused", "Deleted", "RootStats", "Root", "Policy",
+__all__ = ["gc", "plan", "sweep", "Plan", "GcOptions", "GcReport", "GcRefused", "Deleted", "RootStats", "Root", "Policy",
            "LOCK_WAIT_S"]
