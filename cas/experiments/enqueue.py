@@ -41,7 +41,8 @@ def unique_names(project, baseline: str, seeds: list[str], *, base: str | None =
 
 def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
          stages: Iterable[str] = (), force: bool = False, no_run_cache: bool = False,
-         message: str = "", resume: str | None = None, dry_run: bool = False) -> list[Entry]:
+         message: str = "", resume: str | None = None, dry_run: bool = False,
+         start: tuple[str, str] | None = None) -> list[Entry]:
     """The entries `tally run --queue` adds: one per point of the `-S` grid.
 
     Takes the queue-time snapshot of the workspace (every file Git sees, tally-tracked
@@ -49,6 +50,9 @@ def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
     leak into the runs. With `dry_run`, nothing is stored (the ids are computed only)
     and nothing is queued: callers list the grid. `resume` names an experiment whose
     last checkpoint every entry starts from (its record becomes their parent).
+    `start` (baseline commit, workspace tree id) starts the entries from a stored
+    workspace instead, an experiment's (`tally ui`'s "queue a variation"): no
+    snapshot is taken.
 
     Raises:
         ParamError: a malformed `-S` or an over-large grid. StoreError: no commit yet.
@@ -59,13 +63,15 @@ def plan(project, *, set_params: Iterable[str] = (), name: str | None = None,
 
     specs = list(set_params)
     grid = params_mod.expand_grid(specs)
-    baseline = worktree.baseline_commit(project.root)
+    baseline = worktree.baseline_commit(project.root) if start is None else start[0]
     parent = checkpoint = None
     resume_step = None
     if resume is not None:
         from cas.experiments import checkpoints
         parent, _, resume_step, checkpoint = checkpoints.last(project, resume)
-    if dry_run:
+    if start is not None:
+        ws = start[1]
+    elif dry_run:
         ws = "0" * 64
     else:
         ws = snapshot_workspace(project)
