@@ -56,3 +56,19 @@ def test_images_are_listed_per_revision(ours: dict) -> None:
     [entry] = ours["data"]["sample.png"]
     assert entry["type"] == "image" and entry["revisions"] == ["workspace"]
     assert entry["url"].startswith("data:image/png;base64,")
+
+
+def test_the_worked_example_of_spec_plots(tmp_path: Path) -> None:
+    """spec/plots.md's files give exactly the JSON document the page shows."""
+    import re
+    page = (Path(__file__).resolve().parents[2] / "spec" / "plots.md").read_text()
+    files = re.findall(r"```\w+ spec:plots-file path=(\S+)\n(.*?)```", page, re.S)
+    [doc] = re.findall(r"```json spec:plots-json\n(.*?)```", page, re.S)
+    assert [p for p, _ in files] == ["roc.csv", "dvc.yaml"]
+    root = tmp_path / "proj"
+    root.mkdir()
+    for path, text in files:
+        (root / path).write_text(text)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    project, _ = init_project(root)
+    assert collect.collect(project, ["workspace"]).to_json() == json.loads(doc)
