@@ -23,7 +23,6 @@ that defines it.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field

@@ -21,7 +21,7 @@ from typing import Any
 
 from cas.core.errors import UsageError
 from cas.core.fsops import atomic_write
-from cas.plots.collect import Plot, Plots
+from cas.plots.collect import Plots
 
 VENDOR_SCRIPTS = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")  # load order
 VL_VERSION = "6.4"  # the Vega-Lite vl-convert renders with: the vendored one's major.minor
@@ -177,13 +177,6 @@ def write_images(plots: Plots, folder: Path, fmt: str) -> list[Path]:
             atomic_write(target, data)
             out.append(target)
     return out
-
-
-def plot_for(plots: Plots, plot_id: str) -> Plot:
-    for p in plots.plots:
-        if p.id == plot_id:
-            return p
-    raise KeyError(plot_id)
 
 
 __all__ = ["html", "to_json", "write_html", "write_images", "convert", "vendor_script",

@@ -11,6 +11,12 @@ queue.enqueue, exactly as the CLI commands call them.
 Experiments are named in requests as `tally show` names them (`BASELINE/NAME`, with
 the baseline's full commit): books.find validates the name before anything is read,
 so no request can name a path.
+
+Every row says where the experiment is (`origin`): "local" for now. Remote
+experiments (listed without their data, issue "remotes") will join the same listing
+as rows whose origin names the remote; the page already shows any other origin next
+to the name, and actions on such a row go through the same functions, which fetch
+on demand.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ def table(cache: ListingCache, *, filter: str | None = None, sort: str | None = 
     ids = [c.id for c in tab.columns]
     for e, r in zip(page, tab.rows[offset:offset + limit]):
         rows.append({"spec": spec_of(e), "name": e.name, "baseline": e.baseline, "record": e.oid,
+                     "origin": "local",
                      "status": e.status, "steps": len(e.steps), "problem": e.problem,
                      "cells": jsonable({i: r.get(i) for i in ids if r.get(i) is not None})})
     return {"columns": [_column(c) for c in tab.columns], "rows": rows, "offset": offset,

@@ -45,7 +45,7 @@ from cas.ui.listing import ListingCache
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024  # bytes of an action's JSON body; real ones are < 1 KiB
-VENDOR = {f"{n}": n for n in render.VENDOR_SCRIPTS}
+VENDOR = frozenset(render.VENDOR_SCRIPTS)
 STATUS = ((errors.UsageError, 400), (errors.NotFound, 404), (errors.Conflict, 409),
           (errors.LockBusy, 409), (errors.TallyError, 500))
 

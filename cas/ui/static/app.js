@@ -133,6 +133,7 @@
         let v = c.id in r.cells ? r.cells[c.id] : null;
         if (c.id === "baseline" && v) v = v.slice(0, 7);
         const td = el("td", {"data-col": c.id, class: typeof v === "number" ? "num" : ""}, fmt(v));
+        if (c.id === "name" && r.origin && r.origin !== "local") td.append(el("span", {class: "origin"}, " @" + r.origin));
         if (c.id === "status") {
           td.classList.add("status-" + r.status);
           const step = r.cells["metrics:live:step"];
