@@ -56,7 +56,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's driver runs threads, and while any thread
+# runs, cas.experiments.index stays serial rather than fork (tests/unit/test_books.py
+# checks the forked path, and runs after this folder).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
