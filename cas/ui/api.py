@@ -191,7 +191,7 @@ def live(project: Any, cache: ListingCache) -> dict[str, Any]:
             rows.append({"spec": f"{r['baseline']}/{r['name']}", "name": r["name"], "status": "running",
                          "step": r["live"].get("step"), "updated": r["live"].get("updated"),
                          "values": values})
-        for it in queue.items(project, states=("pending",), reap_dead=False):
+        for it in queue.items(project, states=("pending",)):
             rows.append({"spec": f"{it.entry.baseline}/{it.name}", "name": it.name, "status": "queued",
                          "step": None, "updated": None, "values": {}})
     return jsonable({"experiments": rows, "generation": cache.stamp_text()})

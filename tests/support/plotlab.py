@@ -1,7 +1,7 @@
 """A project whose experiments have plots: for the plots and UI tests.
 
 `make(root)` writes a Git repository with a dvc.yaml stage (`python train.py`) that
-logs a loss and an accuracy per step with cas.pipeline.live (dvclive's files), writes
+logs a loss and an accuracy per step with cas.live (dvclive's files), writes
 a confusion-matrix JSON and an ROC CSV declared as stage plots, and a top-level
 plot; then `run(root, name, lr)` records a real experiment with `tally run`.
 The commands get their environment explicitly, so module-scoped fixtures (outside
@@ -21,7 +21,7 @@ TALLY = [PY, "-m", "cli"]
 
 TRAIN = """\
 import json, os, sys, time
-from cas.pipeline.live import Live
+from cas.live import Live
 
 params = dict(line.split(": ") for line in open("params.yaml").read().splitlines())
 lr, epochs = float(params["lr"]), int(params["epochs"])
