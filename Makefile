@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test bench bench-quick clean
+.PHONY: demo test screenshots bench bench-quick clean
 
 # setuptools is needed only to build tally, which pip does in an isolated environment.
 # Left in the venv (Python 3.11's venv installs it), its distutils-precedence.pth
@@ -38,6 +38,10 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's pictures of `tally ui` and `tally plots diff`, made by the browser tests.
+screenshots: $(TEST_STAMP)
+	TALLY_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -q
 
 # Each run is appended to bench/RESULTS.md as a dated section: the file is the record.
 bench: $(STAMP)

@@ -41,7 +41,8 @@ def unique_names(project, baseline: str, seeds: list[str], *, base: str | None =
     return out
 
 
-def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False) -> list[QueueEntry]:
+def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False,
+         start: tuple[str, str] | None = None) -> list[QueueEntry]:
     """The entries `tally run --queue` adds: one per point of `request`'s `-S` grid.
 
     Takes the queue-time snapshot of the workspace (every file Git sees, tally-tracked
@@ -49,6 +50,9 @@ def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False) 
     leak into the runs. With `dry_run`, nothing is stored (the ids are computed only)
     and nothing is queued: callers list the grid. `request.resume` names an experiment
     whose last checkpoint every entry starts from (its record becomes their parent).
+    `start` (baseline commit, workspace tree id) starts the entries from a stored
+    workspace instead, an experiment's (`tally ui`'s "queue a variation"): no
+    snapshot is taken.
     A quick stage and the stage selection flags (single, downstream, keep_going)
     cannot be queued (UsageError).
 
@@ -68,13 +72,15 @@ def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False) 
     force, no_run_cache = request.force, request.no_run_cache
     specs = list(request.set_params)
     grid = params_mod.expand_grid(specs)
-    baseline = worktree.baseline_commit(project.root)
+    baseline = worktree.baseline_commit(project.root) if start is None else start[0]
     parent = checkpoint = None
     resume_step = None
     if resume is not None:
         from cas.experiments import checkpoints
         parent, _, resume_step, checkpoint = checkpoints.last(project, resume)
-    if dry_run:
+    if start is not None:
+        ws = start[1]
+    elif dry_run:
         ws = "0" * 64
     else:
         ws = snapshot_workspace(project)

@@ -246,6 +246,26 @@ def show(project: Any, *, all_baselines: bool = False, filter: str | None = None
     if limit is not None and limit < 0:
         raise UsageError("-n must be 0 or more")
     exps, head = _list(project, all_baselines)
+    return table(exps, head, all_baselines=all_baselines, filter=filter, sort_by=sort_by,
+                 keep=keep, drop=drop, only_changed=only_changed, limit=limit)
+
+
+def list_rows(project: Any, *, all_baselines: bool = False) -> tuple[list[ExperimentRow], str | None]:
+    """(experiments newest first, the current baseline or None): what show() lists,
+    for a caller that keeps it between tables (cas/ui) and passes it to table()."""
+    return _list(project, all_baselines)
+
+
+def table(exps: Sequence[ExperimentRow], head: str | None, *, all_baselines: bool = False,
+          filter: str | None = None, sort_by: str | None = None, keep: Sequence[str] = (),
+          drop: Sequence[str] = (), only_changed: bool = False, limit: int | None = None) -> Table:
+    """show()'s table of experiments already listed (list_rows()); `exps` is not changed.
+
+    Raises:
+        FilterError (UsageError): a bad filter or sort key, with its position.
+    """
+    if limit is not None and limit < 0:
+        raise UsageError("-n must be 0 or more")
     with paused_gc():
         shown, extra = columns_of(exps, with_baseline=all_baselines)
         known = shown + extra if exps else None
@@ -298,5 +318,5 @@ def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
         return [by_id[id(r)] for r in query.sort_rows([r for _, r in pairs], sort)[:n]]
 
 
-__all__ = ["ExperimentRow", "Table", "list_experiments", "show", "top", "check_best", "columns_of",
+__all__ = ["ExperimentRow", "Table", "list_experiments", "list_rows", "table", "show", "top", "check_best", "columns_of",
            "iso_time", "paused_gc", "UNREADABLE", "BASE_FIELDS", "HIDDEN_FIELDS"]

@@ -1,0 +1,1 @@
+"""Plots: DVC plot definitions and live step files of experiments, as Vega-Lite (spec/plots.md)."""

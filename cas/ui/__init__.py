@@ -1,0 +1,1 @@
+"""`tally ui`: a local web page over the experiments (cas/ui/app.py)."""
