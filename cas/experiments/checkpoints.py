@@ -96,7 +96,7 @@ def materialize(project, tree_oid: str, dest: Path, *, force: bool = False) -> l
     """Check out every file of `tree_oid` at its path under `dest`; nothing else changes."""
     from cas.core.errors import WouldOverwrite
 
-    load = lambda oid: tree.decode(project.store.get(oid))  # noqa: E731
+    load = tree.CachedLoader(tree.reader(project.store.get))
     files = list(tree.walk(tree_oid, load))
     if not force:
         # Judge every file before writing any, so a refusal leaves the workspace as it

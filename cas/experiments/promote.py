@@ -154,13 +154,7 @@ def _changes(project: Any, rec: record.Record, res: Promoted) -> tuple[dict[str,
         raise NotFound(f"experiment {rec.name!r} has no workspace snapshot (status {rec.status})",
                        hint="nothing to promote: it never ran far enough to record one")
     store = project.store
-    trees: dict[str, tree.Tree] = {}
-
-    def load(t: str) -> tree.Tree:
-        got = trees.get(t)
-        if got is None:
-            got = trees[t] = tree.decode(store.get(t))
-        return got
+    load = tree.CachedLoader(tree.reader(store.get))
 
     # Outputs Git ignores are data; an output Git would see (a metrics file with
     # cache: false) is committed like any other file.

@@ -92,14 +92,7 @@ def restore(project: Any, spec: str, *, force: bool = False, step: int | None = 
         root_oid = rec.workspace
         if step is not None:
             root_oid = _with_checkpoint(project, rec, step)
-        trees: dict[str, tree.Tree] = {}
-
-        def load(t: str) -> tree.Tree:
-            got = trees.get(t)
-            if got is None:
-                got = trees[t] = tree.decode(project.store.get(t))
-            return got
-
+        load = tree.CachedLoader(tree.reader(project.store.get))
         plan = plan_tree(root_oid, load, set(rec.outs))
         _apply(project, plan, rec, load, force=force, result=result)
     return result

@@ -199,6 +199,33 @@ def _is_count(v: object) -> bool:
 Loader = Callable[[str], Tree]
 
 
+def reader(get: Callable[..., bytes]) -> Loader:
+    """A Loader reading trees with a store's `get(oid, max_size=...)`, bounded in size."""
+    return lambda oid: decode(get(oid, max_size=envelope.MAX_STRUCT_SIZE))
+
+
+class CachedLoader:
+    """A Loader that asks `load` for each tree once and keeps it for this operation.
+
+    For the length of one operation (a restore, a promote, a checkout): trees are
+    immutable, so a decoded one never goes stale, but nothing here bounds the memo,
+    so it must not outlive the operation. `CachedLoader(reader(store.get))` reads
+    from a store.
+    """
+
+    __slots__ = ("_load", "_trees")
+
+    def __init__(self, load: Loader) -> None:
+        self._load = load
+        self._trees: dict[str, Tree] = {}
+
+    def __call__(self, oid: str) -> Tree:
+        t = self._trees.get(oid)
+        if t is None:
+            t = self._trees[oid] = self._load(oid)
+        return t
+
+
 def walk(oid: str, load: Loader, prefix: str = "") -> Iterator[tuple[str, Entry]]:
     """Yield (posix path, entry) for every non-directory entry below tree `oid`, in order.
 

@@ -66,13 +66,7 @@ class TreeSource(Source):
     def __init__(self, store: Any, root: str) -> None:
         self.store = store
         self.root = root
-        self._trees: dict[str, tree_mod.Tree] = {}
-
-    def _tree(self, oid: str) -> tree_mod.Tree:
-        t = self._trees.get(oid)
-        if t is None:
-            t = self._trees[oid] = tree_mod.decode(self.store.get(oid))
-        return t
+        self._tree = tree_mod.CachedLoader(tree_mod.reader(store.get))
 
     def entry(self, path: str) -> tree_mod.Entry | None:
         parts = safe_parts(path)

@@ -523,8 +523,14 @@ def _check_unchanged(src: str, st: os.stat_result) -> None:
 
 
 def _freshen(path: str) -> None:
+    """Move an existing object's mtime to now, so gc's grace period covers it again.
+
+    Never an object with more than one link (spec/store.md): its other name is the
+    user's hardlinked workspace file, whose mtime is theirs.
+    """
     try:
-        os.utime(path)
+        if os.stat(path).st_nlink == 1:
+            os.utime(path)
     except OSError:
         pass  # a shared store we do not own: presence is what matters
 

@@ -134,13 +134,7 @@ def _unprotect_loose(project: Project, root_oid: str, d: Path) -> None:
     linked. The copies are recorded in the stat cache, so they are not hashed again.
     """
 
-    trees: dict[str, tree.Tree] = {}
-
-    def load(oid: str) -> tree.Tree:
-        t = trees.get(oid)
-        if t is None:
-            t = trees[oid] = tree.decode(project.store.get(oid))
-        return t
+    load = tree.CachedLoader(tree.reader(project.store.get))
 
     plan = treeplan.plan_tree(root_oid, load, set())
     fixed: list[tuple[os.stat_result, str]] = []

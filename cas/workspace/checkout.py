@@ -20,7 +20,6 @@ import stat as stat_mod
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from cas.objects import envelope
 from cas.core import hashing
 from cas.objects import tree
 from cas.workspace import snapshot as workspace
@@ -72,7 +71,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         ObjectMissing / CorruptObject: the store lacks or has damaged content; nothing
             is written for a file whose object is damaged.
     """
-    load = load_tree or (lambda oid: tree.decode(store.get(oid, max_size=envelope.MAX_STRUCT_SIZE)))
+    load = load_tree or tree.reader(store.get)
     desired: dict[str, tree.Entry] = {}
     dirs: set[str] = set()  # every directory of the tree, empty ones included
     trees: dict[str, tuple[str, tree.Tree]] = {}  # dir -> its tree, for the directory memo
@@ -85,13 +84,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         clock0 = statcache.now_ns()
         if load_tree is None:
             stamp0 = statcache_mod.settled_stamp(store.objects, clock0)
-        loaded: dict[str, tree.Tree] = {}
-
-        def load_once(oid: str) -> tree.Tree:
-            t = loaded.get(oid)
-            if t is None:
-                t = loaded[oid] = load(oid)
-            return t
+        load_once = tree.CachedLoader(load)
         for rel, t_oid in tree.walk_trees(target.oid, load_once):
             if rel:
                 _check_rel(rel)

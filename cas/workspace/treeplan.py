@@ -64,7 +64,7 @@ def overlay(store, base: str, top: str, writer) -> str:
     """Store and return a tree holding every entry of `base` and of `top`, `top`
     winning on a clash (directories present in both are merged): a checkpoint's
     outputs laid over the workspace it was taken in."""
-    load = lambda oid: tree.decode(store.get(oid))  # noqa: E731
+    load = tree.CachedLoader(tree.reader(store.get))
 
     def merge(a: str, b: str) -> tuple[str, int, int]:
         ta, tb = load(a), load(b)

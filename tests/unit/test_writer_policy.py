@@ -150,3 +150,33 @@ def test_a_trivial_project_stores_its_trees_and_records_raw(tmp_path: Path, monk
     for _, _, rid in found:
         assert not project.store.info(rid).compressed
         assert not project.store.info(record.load(project.store, rid).workspace).compressed
+
+
+def test_publishing_over_a_hardlinked_object_leaves_its_mtime(tmp_path: Path) -> None:
+    """A publish that meets an existing object (EEXIST: another writer got there first)
+    freshens its mtime for gc's grace period, but never an object with a second link:
+    that name is a user's hardlinked workspace file, and its mtime is theirs
+    (spec/store.md, "Notes on the current implementation")."""
+    store = FileStore(tmp_path / "store", options=StoreOptions(compression="none"))
+    data = b"weights" * 1000
+    src = tmp_path / "data.bin"
+    src.write_bytes(data)
+    old = 1_000_000_000 * 10**9  # 2001: far from now
+    late = store.writer()
+    oid = late.put_bytes(data)  # staged, not yet published
+    with store.writer() as w:  # meanwhile another writer publishes it by hardlink
+        assert w.put_file(src, ingest="hardlink") == oid
+    assert os.stat(src).st_nlink == 2
+    os.utime(src, ns=(old, old))
+    late.flush()  # link(2): EEXIST
+    late.close()
+    assert os.stat(src).st_mtime_ns == old
+    # A single-link object met the same way is freshened.
+    late = store.writer()
+    other = late.put_bytes(b"other")
+    with store.writer() as w:
+        w.put_bytes(b"other")
+    os.utime(store.raw_path(other), ns=(old, old))
+    late.flush()
+    late.close()
+    assert os.stat(store.raw_path(other)).st_mtime_ns > old
