@@ -120,7 +120,7 @@ def stop(kill_runs: bool = typer.Option(False, "--kill",
     workers = queue_workers.request_stop(_project(), kill=kill_runs)
     if workers:
         out(f"asked {len(workers)} worker(s) to stop: pids "
-            + ", ".join(str(w.get("pid")) for w in workers))
+            + ", ".join(str(w.pid) for w in workers))
     else:
         out("no worker is running")
 

@@ -40,6 +40,8 @@ from cas.core import hashing
 from cas.core.errors import Conflict, FormatError, NotFound, UsageError
 from cas.core.fsops import atomic_write, fsync_dir
 from cas.objects.queue_entry import QueueEntry, decode, encode  # noqa: F401
+from cas.queue.outcome import Outcome
+from cas.queue.workerfile import WorkerInfo
 
 QUEUE_DIR = "queue"
 STATES = ("pending", "running", "done", "failed")
@@ -88,8 +90,8 @@ class Item:
     entry: QueueEntry
     path: Path
     wid: str | None = None  # the claiming worker (running)
-    worker: dict[str, Any] | None = None  # its worker file, when readable
-    outcome: dict[str, Any] | None = None  # how the last attempt ended
+    worker: WorkerInfo | None = None  # its worker file, when readable
+    outcome: Outcome | None = None  # how the last attempt ended
     error: str | None = None  # the entry file is damaged (it is listed, never run)
 
     @property
@@ -99,23 +101,24 @@ class Item:
     @property
     def started(self) -> float | None:
         if self.state == "running" and self.worker:
-            cur = self.worker.get("current", {}).get(self.id)
-            if isinstance(cur, dict):
-                return cur.get("started")
-        return (self.outcome or {}).get("started")
+            cur = self.worker.current.get(self.id)
+            if cur is not None:
+                return cur.started
+        return self.outcome.started if self.outcome is not None else None
 
     def to_json(self) -> dict[str, Any]:
-        w = self.worker or {}
-        o = self.outcome or {}
+        w = self.worker or WorkerInfo()
+        o = self.outcome or Outcome()
+        ended = self.state in ("done", "failed")
         return {"id": self.id, "seq": self.seq, "name": self.name, "state": self.state,
                 "queued": self.entry.queued / 1e9, "started": self.started,
-                "finished": o.get("finished") if self.state in ("done", "failed") else None,
-                "worker_pid": w.get("pid") if self.state == "running" else o.get("pid"),
-                "worker_host": w.get("host") if self.state == "running" else o.get("host"),
-                "reason": o.get("reason") if self.state == "failed" else None,
-                "note": o.get("note") if self.state in ("done", "failed") else None,
-                "exit_code": o.get("exit_code"), "record": o.get("record"),
-                "attempt": o.get("attempt", 0) + (1 if self.state == "running" else 0),
+                "finished": o.finished if ended else None,
+                "worker_pid": w.pid if self.state == "running" else o.pid,
+                "worker_host": w.host if self.state == "running" else o.host,
+                "reason": o.reason if self.state == "failed" else None,
+                "note": o.note if ended else None,
+                "exit_code": o.exit_code, "record": o.record,
+                "attempt": o.attempt + (1 if self.state == "running" else 0),
                 "entry": self.entry.to_json()}
 
 
@@ -167,17 +170,25 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def read_outcome(project, entry_id: str) -> dict[str, Any] | None:
-    return read_json(queue_dir(project) / "outcomes" / f"{entry_id}.json")
+def read_outcome(project, entry_id: str) -> Outcome | None:
+    """The entry's outcome; None if there is none or it is not a JSON object."""
+    try:
+        data = (queue_dir(project) / "outcomes" / f"{entry_id}.json").read_bytes()
+    except OSError:
+        return None
+    return Outcome.loads(data)
 
 
-def write_outcome(project, entry_id: str, outcome: dict[str, Any]) -> None:
-    atomic_write(queue_dir(project) / "outcomes" / f"{entry_id}.json",
-                 json.dumps(outcome, sort_keys=True).encode())
+def write_outcome(project, entry_id: str, outcome: Outcome) -> None:
+    atomic_write(queue_dir(project) / "outcomes" / f"{entry_id}.json", outcome.dumps())
 
 
-def read_worker(project, wid: str) -> dict[str, Any] | None:
-    return read_json(queue_dir(project) / "workers" / f"{wid}.json")
+def read_worker(project, wid: str) -> WorkerInfo | None:
+    """A worker's file; None if it is absent or not a JSON object."""
+    try:
+        return WorkerInfo.loads((queue_dir(project) / "workers" / f"{wid}.json").read_bytes())
+    except OSError:
+        return None
 
 
 def items(project, *, states: Iterable[str] = STATES) -> list[Item]:
@@ -187,7 +198,7 @@ def items(project, *, states: Iterable[str] = STATES) -> list[Item]:
     finished) are skipped.
     """
     out: list[Item] = []
-    workers: dict[str, dict[str, Any] | None] = {}
+    workers: dict[str, WorkerInfo | None] = {}
     rows = list(scan(project, states))
     # An entry that moved on while the state directories were listed one after the
     # other (running/ -> failed/ by a kill or a finish) was seen in both: a move only
@@ -339,25 +350,24 @@ def claim(project, wid: str) -> Item | None:
             # A damaged entry cannot run: fail it with the reason instead of looping on it.
             bad = QueueEntry(name=f"damaged-{eid[:12]}", baseline="0" * 40, workspace=eid)
             finish(project, Item(eid, seq, "running", bad, dest, wid=wid),
-                   {"status": "failed", "finished": time.time(), "reason": f"unreadable entry: {exc}"})
+                   Outcome(status="failed", finished=time.time(), reason=f"unreadable entry: {exc}"))
             continue
         return Item(eid, seq, "running", entry, dest, wid=wid)
     return None
 
 
-def complete_outcome(project, entry_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+def complete_outcome(project, entry_id: str, outcome: Outcome) -> Outcome:
     """Write `outcome` as the final word on the current attempt; return it as written.
 
     The attempt number continues from a retried entry's non-final outcome.
     """
-    prev = read_outcome(project, entry_id) or {}
-    attempt = int(prev.get("attempt", 0)) + (0 if prev.get("final") else 1)
-    outcome = {**outcome, "attempt": attempt, "final": True}
+    prev = read_outcome(project, entry_id) or Outcome()
+    outcome = outcome._replace(attempt=prev.attempt + (0 if prev.final else 1), final=True)
     write_outcome(project, entry_id, outcome)
     return outcome
 
 
-def finish(project, item: Item, outcome: dict[str, Any]) -> Item | None:
+def finish(project, item: Item, outcome: Outcome) -> Item | None:
     """End a running entry: write its outcome, then move it to done/ or failed/.
 
     The outcome is written first, so a crash between the two leaves a running entry
@@ -367,9 +377,9 @@ def finish(project, item: Item, outcome: dict[str, Any]) -> Item | None:
     return move_by_outcome(project, item, complete_outcome(project, item.id, outcome))
 
 
-def move_by_outcome(project, item: Item, outcome: dict[str, Any]) -> Item | None:
+def move_by_outcome(project, item: Item, outcome: Outcome) -> Item | None:
     """Move a running entry to where its (final) outcome says: done/ or failed/."""
-    state = "done" if outcome.get("status") == "success" else "failed"
+    state = "done" if outcome.ok else "failed"
     dest = subdirs(project)[state] / _file_name(item.seq, item.id)
     try:
         os.rename(item.path, dest)
@@ -446,9 +456,11 @@ def retry(project, *, keys: Iterable[str] = (), all_failed: bool = False) -> lis
             dest = dirs["pending"] / _file_name(seq, it.id)
             outcome = read_outcome(project, it.id)
             if outcome is not None:
-                # Keep the attempt count; the next attempt's end replaces the rest.
-                write_outcome(project, it.id, {"attempt": outcome.get("attempt", 1), "final": False,
-                                               "previous": outcome.get("reason")})
+                # Keep the attempt count; the next attempt's end replaces the rest
+                # (spec/queue.md: a retry leaves only these three keys).
+                atomic_write(queue_dir(project) / "outcomes" / f"{it.id}.json", json.dumps(
+                    {"attempt": outcome.attempt or 1, "final": False, "previous": outcome.reason},
+                    sort_keys=True).encode())
             try:
                 os.rename(it.path, dest)
             except FileNotFoundError:

@@ -12,7 +12,8 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+
+from cas.queue.workerfile import WorkerInfo
 
 HEARTBEAT = 1.0  # seconds between a worker's heartbeats
 STALE_AFTER = 30.0  # seconds without a heartbeat before a worker on another host is dead
@@ -53,7 +54,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def worker_alive(info: dict[str, Any] | None, *, now: float | None = None) -> bool:
+def worker_alive(info: WorkerInfo | None, *, now: float | None = None) -> bool:
     """Is the worker described by `info` (its worker file) still running?
 
     Same host and boot: its pid exists and started when the worker file says (so a
@@ -63,16 +64,13 @@ def worker_alive(info: dict[str, Any] | None, *, now: float | None = None) -> bo
     if not info:
         return False
     now = time.time() if now is None else now
-    if info.get("host") == socket.gethostname() and boot_id() and info.get("boot_id"):
-        if info["boot_id"] != boot_id():
+    if info.host == socket.gethostname() and boot_id() and info.boot_id:
+        if info.boot_id != boot_id():
             return False  # the machine rebooted since
-        pid = info.get("pid")
-        if type(pid) is not int or not pid_alive(pid):
+        if info.pid is None or not pid_alive(info.pid):
             return False
-        want = info.get("pstart")
-        return not want or process_start(pid) in ("", want)
-    hb = info.get("heartbeat")
-    return isinstance(hb, (int, float)) and now - hb < STALE_AFTER
+        return not info.pstart or process_start(info.pid) in ("", info.pstart)
+    return info.heartbeat is not None and now - info.heartbeat < STALE_AFTER
 
 
 

@@ -35,10 +35,11 @@ def running_live(project) -> list[dict[str, Any]]:
     """
     out = []
     for it in queue_entries.items(project, states=("running",)):
-        w = it.worker or {}
+        w = it.worker
         out.append({"name": it.name, "id": it.id, "baseline": it.entry.baseline,
-                    "run_dir": os.fspath(queue.run_dir(project, it.id)), "worker_pid": w.get("pid"),
-                    "worker_host": w.get("host"), "started": it.started,
+                    "run_dir": os.fspath(queue.run_dir(project, it.id)),
+                    "worker_pid": w.pid if w else None, "worker_host": w.host if w else None,
+                    "started": it.started,
                     "live": live_values(project, it)})
     return out
 
@@ -55,10 +56,9 @@ def status(project) -> dict[str, Any]:
             row["error"] = it.error
         entries.append(row)
     queue_workers.prune_worker_files(project)
-    workers = [{"pid": w.get("pid"), "host": w.get("host"), "wid": w.get("wid"),
-                "started": w.get("started"), "heartbeat": w.get("heartbeat"),
-                "running": sorted(v.get("name", "") for v in (w.get("current") or {}).values()),
-                "stopping": bool(w.get("stopping"))} for w in queue_workers.live_workers(project)]
+    workers = [{"pid": w.pid, "host": w.host, "wid": w.wid, "started": w.started,
+                "heartbeat": w.heartbeat, "running": sorted(r.name for r in w.current.values()),
+                "stopping": w.stopping} for w in queue_workers.live_workers(project)]
     return {"entries": entries, "workers": workers}
 
 

@@ -29,6 +29,8 @@ import time
 from typing import Any
 
 from cas.queue import directory as queue
+from cas.queue.outcome import Outcome
+from cas.queue.workerfile import WorkerInfo
 from cas.core.errors import Conflict, FormatError
 from cas.core.fsops import atomic_write
 from cas.queue.liveness import boot_id, worker_alive
@@ -38,7 +40,7 @@ WORKER_LOG_KEEP = 7 * 24 * 3600  # seconds: detached workers' own logs are kept 
 
 # ---------------------------------------------------------------- reaping
 
-def published(project, entry: queue.QueueEntry, *, since: float) -> dict[str, Any] | None:
+def published(project, entry: queue.QueueEntry, *, since: float) -> Outcome | None:
     """The experiment an attempt of `entry` recorded, as outcome fields; None if none.
 
     For an attempt that ended without a final outcome (its executor was killed, or
@@ -50,9 +52,9 @@ def published(project, entry: queue.QueueEntry, *, since: float) -> dict[str, An
     with Conflict before recording anything, so such a record is the attempt's own
     (unless someone ran `tally run -n <name>` by hand during the attempt).
 
-    Returns {"status", "reason", "exit_code", "record", "name"}: status "success" if
-    the record's is, else "failed" with reason "run <record status>". Never raises:
-    a ref or record that cannot be read counts as not published.
+    Returns an Outcome with status, reason, exit_code, record and name: "success" if
+    the record's status is, else "failed" with reason "run <record status>". Never
+    raises: a ref or record that cannot be read counts as not published.
     """
     from cas.objects import record
     from cas.store import refs
@@ -68,8 +70,8 @@ def published(project, entry: queue.QueueEntry, *, since: float) -> dict[str, An
     if rec.created < int(since * 1e9):
         return None
     ok = rec.status == "success"
-    return {"status": "success" if ok else "failed", "reason": "" if ok else f"run {rec.status}",
-            "exit_code": rec.exit_code, "record": oid, "name": entry.name}
+    return Outcome(status="success" if ok else "failed", reason="" if ok else f"run {rec.status}",
+                   exit_code=rec.exit_code, record=oid, name=entry.name)
 
 
 
@@ -84,7 +86,7 @@ def reap(project) -> list[queue.Item]:
     Safe to call from any number of processes at once: each move is one rename.
     """
     reaped = []
-    cache: dict[str, dict[str, Any] | None] = {}
+    cache: dict[str, WorkerInfo | None] = {}
     for _, seq, eid, wid, path in queue.scan(project, ("running",)):
         assert wid is not None
         if wid not in cache:
@@ -111,40 +113,39 @@ def reap(project) -> list[queue.Item]:
             damaged = True
         item = queue.Item(eid, seq, "running", entry, path, wid=wid, worker=info)
         outcome = queue.read_outcome(project, eid)
-        if outcome and outcome.get("final"):
+        if outcome is not None and outcome.final:
             moved = queue.move_by_outcome(project, item, outcome)
         else:
-            cur = ((info or {}).get("current") or {}).get(eid) or {}
-            started = cur.get("started")
-            fields: dict[str, Any] = {"status": "failed", "reason": "worker died",
-                                      "exit_code": None, "record": None}
+            cur = info.current.get(eid) if info is not None else None
+            started = cur.started if cur is not None else None
+            verdict = Outcome(status="failed", reason="worker died")
             # Worker and executor gone without a final outcome: if the experiment was
             # recorded (the ref is published before the outcome is written), the entry
             # is done. Without the attempt's start (a worker that died before listing
             # it), any success recorded under the name since the entry was queued counts.
-            since = started if isinstance(started, (int, float)) else entry.queued / 1e9
+            since = started if started is not None else entry.queued / 1e9
             pub = None if damaged else published(project, entry, since=since)
-            if pub and pub["status"] == "success":
-                fields = {**pub, "note": "the worker died after the experiment was recorded"}
-            moved = queue.finish(project, item, {
-                **fields, "pid": (info or {}).get("pid"), "host": (info or {}).get("host"),
-                "wid": wid, "started": started, "finished": time.time()})
+            if pub is not None and pub.ok:
+                verdict = pub._replace(note="the worker died after the experiment was recorded")
+            moved = queue.finish(project, item, verdict._replace(
+                pid=info.pid if info else None, host=info.host if info else None,
+                wid=wid, started=started, finished=time.time()))
         if moved is not None:
             reaped.append(moved)
     return reaped
 
 
-def _executor_alive(info: dict[str, Any] | None, eid: str) -> bool:
+def _executor_alive(info: WorkerInfo | None, eid: str) -> bool:
     """Does the process that ran `eid` for this (dead) worker still exist on this host?"""
     from cas.queue.liveness import pid_alive, process_start
 
-    if not info or info.get("host") != socket.gethostname() or info.get("boot_id") != boot_id():
+    if not info or info.host != socket.gethostname() or info.boot_id != boot_id():
         return False
-    cur = (info.get("current") or {}).get(eid) or {}
-    pid = cur.get("pgid")
-    if type(pid) is not int or pid <= 1 or not pid_alive(pid):
+    cur = info.current.get(eid)
+    pid = cur.pgid if cur is not None else None
+    if pid is None or pid <= 1 or not pid_alive(pid):
         return False
-    want = cur.get("pstart")
+    want = cur.pstart
     return not want or process_start(pid) in ("", want)
 
 
@@ -177,7 +178,7 @@ def clear_kill(project, entry_id: str) -> None:
         pass
 
 
-def request_stop(project, *, kill: bool = False) -> list[dict[str, Any]]:
+def request_stop(project, *, kill: bool = False) -> list[WorkerInfo]:
     """Ask every worker started before now to stop claiming (and, with kill, to kill
     what it runs). Workers started later are not affected. Returns the live workers."""
     queue.ensure_dirs(project)
@@ -190,7 +191,7 @@ def stop_request(project) -> dict[str, Any] | None:
     return queue.read_json(queue.queue_dir(project) / "stop")
 
 
-def live_workers(project) -> list[dict[str, Any]]:
+def live_workers(project) -> list[WorkerInfo]:
     """Worker files of workers that are alive, oldest first."""
     d = queue.subdirs(project)["workers"]
     out = []
@@ -200,10 +201,13 @@ def live_workers(project) -> list[dict[str, Any]]:
         return []
     for n in names:
         if n.endswith(".json") and not n.startswith("."):
-            info = queue.read_json(d / n)
+            try:
+                info = WorkerInfo.loads((d / n).read_bytes())
+            except OSError:
+                continue
             if info and worker_alive(info):
                 out.append(info)
-    return sorted(out, key=lambda i: i.get("started", 0))
+    return sorted(out, key=lambda i: i.started or 0)
 
 
 
@@ -228,7 +232,7 @@ def prune_worker_files(project) -> int:
             continue
         if not n.endswith(".json") or n.startswith(".") or n[:-5] in named:
             continue
-        if not worker_alive(queue.read_json(d / n)):
+        if not worker_alive(queue.read_worker(project, n[:-len(".json")])):
             try:
                 os.unlink(d / n)
                 removed += 1

@@ -30,10 +30,10 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from cas.queue import directory as queue
 from cas.queue import workers as queue_workers
+from cas.queue.outcome import Outcome
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 EXIT_EXECUTOR_ERROR = 70  # an executor that crashed before writing an outcome
@@ -97,12 +97,11 @@ def execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path |
 
     parent = os.getppid()
     started = time.time()
-    base = {"pid": parent, "executor_pid": os.getpid(), "host": socket.gethostname(), "wid": wid,
-            "started": started, "record": None, "exit_code": None}
+    where = {"pid": parent, "executor_pid": os.getpid(), "host": socket.gethostname(),
+             "wid": wid, "started": started}
     _failpoint("started")
     try:
-        result = run_entry(project, item, common_dir=common_dir, trash=trash)
-        outcome = {**base, **result}
+        outcome = run_entry(project, item, common_dir=common_dir, trash=trash)._replace(**where)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an outcome
         if isinstance(exc, TallyError):
             _log(f"tally: error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
@@ -112,18 +111,18 @@ def execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path |
         else:
             _log(traceback.format_exc().rstrip("\n"))
             reason = f"internal error: {type(exc).__name__}: {exc}"
-        outcome = {**base, "status": "failed", "reason": reason}
+        outcome = Outcome(status="failed", reason=reason, **where)
         # Raised after the experiment was recorded (releasing experiments.run's locks,
         # say): the record and ref stand, so the entry is done. Not on Conflict: then
         # another run holds the name, and the record under it is not ours.
         if not isinstance(exc, Conflict):
             pub = queue_workers.published(project, item.entry, since=started)
-            if pub and pub["status"] == "success":
-                _log(f"recorded {pub['name']} as {pub['record'][:12]} before the error above")
-                outcome = {**base, **pub, "note": f"after the experiment was recorded: {reason}"}
-    if os.getppid() != parent and outcome.get("status") != "success":
-        outcome["reason"] = "worker died"
-    outcome["finished"] = time.time()
+            if pub is not None and pub.ok:
+                _log(f"recorded {pub.name} as {(pub.record or '')[:12]} before the error above")
+                outcome = pub._replace(note=f"after the experiment was recorded: {reason}", **where)
+    if os.getppid() != parent and not outcome.ok:
+        outcome = outcome._replace(reason="worker died")
+    outcome = outcome._replace(finished=time.time())
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
@@ -139,7 +138,7 @@ def execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path |
             # The supervisor, finding no final outcome, decides from the published ref.
             _log(f"tally: cannot write the outcome: {exc}")
     _failpoint("outcome")
-    return 0 if outcome.get("status") == "success" else 8
+    return 0 if outcome.ok else 8
 
 
 def _failpoint(point: str) -> None:
@@ -171,8 +170,9 @@ def _log(line: str) -> None:
 
 
 def run_entry(project, item: queue.Item, *, common_dir: Path,
-              trash: Path | None = None) -> dict[str, Any]:
-    """Materialize, run and record one queued experiment; return its outcome fields.
+              trash: Path | None = None) -> Outcome:
+    """Materialize, run and record one queued experiment; return its outcome (without
+    the where and when, which execute() adds).
 
     Raises whatever the run raises before a record exists (bad pipeline, bad
     override, missing object); a run that fails *after* starting returns an outcome
@@ -219,8 +219,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     reason = exp.reason or ("" if status == "success" else f"run {rec.status}")
     _log(f"{'recorded' if status == 'success' else 'failed'} {exp.name} as {oid[:12]}"
           f" in {time.monotonic() - t0:.3f} s{': ' + reason if reason else ''}")
-    return {"status": status, "reason": reason, "exit_code": rec.exit_code, "record": oid,
-            "name": exp.name}
+    return Outcome(status=status, reason=reason, exit_code=rec.exit_code, record=oid, name=exp.name)
 
 
 def _drop_failed_ref(project, e: queue.QueueEntry) -> None:

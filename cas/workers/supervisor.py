@@ -31,7 +31,6 @@ never stop them: DVC's stale-shutdown-message bug).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -47,6 +46,8 @@ from cas.workers import executor
 from cas.queue import liveness
 from cas.queue import directory as queue
 from cas.queue import workers as queue_workers
+from cas.queue.outcome import Outcome
+from cas.queue.workerfile import CurrentRun, WorkerInfo
 from cas.core.fsops import atomic_write
 
 POLL = 0.05  # seconds between supervisor checks while runs are going (an executor's
@@ -274,7 +275,7 @@ class Worker:
         item = run.item
         queue_workers.clear_kill(self.project, item.id)
         outcome = queue.read_outcome(self.project, item.id)
-        if not (outcome and outcome.get("final")):
+        if outcome is None or not outcome.final:
             if os.WIFSIGNALED(status):
                 why = f"killed by signal {os.WTERMSIG(status)}"
             else:
@@ -284,32 +285,32 @@ class Worker:
             # one killed or failing in between leaves a recorded experiment and no
             # outcome. The verdict follows what was published, not how the process ended.
             pub = queue_workers.published(self.project, item.entry, since=run.started)
-            if pub and pub["status"] == "success":
-                fields = {**pub, "note": f"{why} after the experiment was recorded"}
+            if pub is not None and pub.ok:
+                verdict = pub._replace(note=f"{why} after the experiment was recorded")
             else:
-                fields = {"status": "failed", "reason": why, "exit_code": None,
-                          **({"record": pub["record"], "name": pub["name"]} if pub else {})}
-            outcome = self._outcome(run, {**fields, "executor_pid": run.pid})
+                verdict = Outcome(status="failed", reason=why,
+                                  record=pub.record if pub else None, name=pub.name if pub else None)
+            outcome = self._outcome(run, verdict._replace(executor_pid=run.pid))
             moved = self._finish(item, outcome)
         else:
-            if run.reason and outcome.get("status") != "success":
-                outcome["reason"] = run.reason
+            if run.reason and not outcome.ok:
+                outcome = outcome._replace(reason=run.reason)
                 try:
                     queue.write_outcome(self.project, item.id, outcome)
                 except OSError as exc:
                     self.notify(f"{item.name}: cannot record the kill's reason ({exc.strerror})")
             moved = queue.move_by_outcome(self.project, item, outcome)
-        ok = outcome.get("status") == "success"
+        ok = outcome.ok
         (self.stats.done if ok else self.stats.failed).append(item.name)
         if moved is None:
             self.notify(f"{item.name}: already moved by another process")
         elif ok:
             self.notify(f"done {item.name}")
         else:
-            self.notify(f"failed {item.name}: {outcome.get('reason') or 'see the log'}")
+            self.notify(f"failed {item.name}: {outcome.reason or 'see the log'}")
         self._beat(force=True)
 
-    def _finish(self, item: queue.Item, outcome: dict[str, Any]) -> queue.Item | None:
+    def _finish(self, item: queue.Item, outcome: Outcome) -> queue.Item | None:
         """queue.finish; if the outcome cannot be written (a full disk), move the entry
         by its verdict all the same: a supervisor that raised here would stop every run."""
         try:
@@ -318,9 +319,9 @@ class Worker:
             self.notify(f"{item.name}: cannot write its outcome ({exc.strerror}); moved without it")
             return queue.move_by_outcome(self.project, item, outcome)
 
-    def _outcome(self, run: _Run, fields: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "host": socket.gethostname(), "wid": self.wid,
-                "started": run.started, "finished": time.time(), "record": None, **fields}
+    def _outcome(self, run: _Run, verdict: Outcome) -> Outcome:
+        return verdict._replace(pid=os.getpid(), host=socket.gethostname(), wid=self.wid,
+                                started=run.started, finished=time.time())
 
     def _handle_kills(self) -> None:
         for run in self.runs.values():
@@ -345,14 +346,14 @@ class Worker:
         if not force and now - self._last_beat < liveness.HEARTBEAT:
             return
         self._last_beat = now
-        info = {"wid": self.wid, "pid": os.getpid(), "host": socket.gethostname(),
-                "boot_id": liveness.boot_id(), "pstart": liveness.process_start(os.getpid()),
-                "started": self.started_ns / 1e9, "started_ns": self.started_ns,
-                "heartbeat": now, "slots": self.slots, "keep_alive": self.keep_alive,
-                "stopping": self._stopping,
-                "current": {r.item.id: {"name": r.item.name, "pgid": r.pid, "pstart": r.pstart,
-                                        "started": r.started} for r in self.runs.values()}}
-        atomic_write(self._info_path, json.dumps(info, sort_keys=True).encode(), durable=False)
+        info = WorkerInfo(
+            wid=self.wid, pid=os.getpid(), host=socket.gethostname(), boot_id=liveness.boot_id(),
+            pstart=liveness.process_start(os.getpid()), started=self.started_ns / 1e9,
+            started_ns=self.started_ns, heartbeat=now, slots=self.slots,
+            keep_alive=self.keep_alive, stopping=self._stopping,
+            current={r.item.id: CurrentRun(name=r.item.name, pgid=r.pid, pstart=r.pstart,
+                                           started=r.started) for r in self.runs.values()})
+        atomic_write(self._info_path, info.dumps(), durable=False)
 
     def _shutdown(self) -> None:
         """Stop what still runs (an exception or signal got us here), then unregister."""
@@ -416,7 +417,7 @@ def start(project, *, jobs: int, launcher: Sequence[str],
         raise UsageError("-j must be at least 1")
     queue_workers.reap(project)
     queue_workers.prune_worker_files(project)
-    alive = [w.get("pid") for w in queue_workers.live_workers(project) if not w.get("stopping")]
+    alive = [w.pid for w in queue_workers.live_workers(project) if not w.stopping]
     pending = len(queue.items(project, states=("pending",)))
     want = max(0, jobs - len(alive))
     if not keep_alive:

@@ -24,6 +24,7 @@ from cas.queue import workers as queue_workers
 from cas.objects import record
 from cas.store import refs
 from cas.queue import rundirs
+from cas.queue.outcome import Outcome
 from cas.workers import supervisor as worker
 from cas.queue import entries
 from support.queuelab import spawn_worker as _spawn_worker, wait_for as _wait_for, make_project, queue_runs, records
@@ -44,17 +45,17 @@ def _in_executor(test_pid: int) -> bool:
     return os.getpid() != test_pid
 
 
-def _assert_done_as_published(p, it, *, note: str | None = None) -> dict:
+def _assert_done_as_published(p, it, *, note: str | None = None) -> Outcome:
     item = entries.find(p, it.name)
     assert item.state == "done", (item.state, item.outcome)
     o = item.outcome
-    assert o["status"] == "success" and o["final"] is True and o["name"] == it.name
-    assert o["record"] == refs.read(p, it.entry.baseline, it.name)
+    assert o.status == "success" and o.final is True and o.name == it.name
+    assert o.record == refs.read(p, it.entry.baseline, it.name)
     assert records(p)[it.name].status == "success"
     if note is None:
-        assert "note" not in o
+        assert o.note is None
     else:
-        assert note in o["note"]
+        assert note in o.note
     return o
 
 
@@ -149,7 +150,7 @@ def test_an_error_raised_after_the_ref_is_reconciled(proj, monkeypatch):
     stats = worker.run_all(proj, jobs=1)
     assert stats.done == [it.name]
     o = _assert_done_as_published(proj, it, note="cannot release the store lock")
-    assert o["reason"] == ""
+    assert o.reason == ""
 
 
 def test_a_name_taken_by_another_run_meanwhile_is_not_ours(proj, monkeypatch):
@@ -168,7 +169,7 @@ def test_a_name_taken_by_another_run_meanwhile_is_not_ours(proj, monkeypatch):
     stats = worker.run_all(proj, jobs=1)
     assert stats.failed == [it.name]
     item = entries.find(proj, it.name)
-    assert item.state == "failed" and "already exists" in item.outcome["reason"]
+    assert item.state == "failed" and "already exists" in item.outcome.reason
 
 
 # ---------------------------------------------------------------- killed before the outcome
@@ -189,7 +190,7 @@ def test_executor_killed_between_ref_and_outcome(proj, monkeypatch):
     stats = worker.run_all(proj, jobs=1)
     assert stats.done == [it.name] and not stats.failed
     o = _assert_done_as_published(proj, it, note="killed by signal 9")
-    assert o["executor_pid"] != me and o["pid"] == me
+    assert o.executor_pid != me and o.pid == me
 
 
 @pytest.mark.parametrize("point, state", [("started", "failed"), ("published", "done"),
@@ -206,7 +207,7 @@ def test_executor_sigkilled_at_each_failpoint(proj, monkeypatch, point, state):
         if state == "done":
             _assert_done_as_published(proj, it, note="killed by signal 9" if point == "published" else None)
         else:
-            assert item.outcome["reason"] == "killed by signal 9"
+            assert item.outcome.reason == "killed by signal 9"
             assert refs.read(proj, it.entry.baseline, it.name) is None  # nothing recorded
     assert sorted(stats.done if state == "done" else stats.failed) == sorted([a.name, b.name])
     if state == "failed":  # and a retry runs it normally
@@ -224,7 +225,7 @@ def test_worker_and_executor_sigkilled_between_ref_and_outcome(proj, monkeypatch
     monkeypatch.delenv("TALLY_FAILPOINT")
     item = _wait_for(lambda: (lambda i: i if i.state != "running" else None)(entries.find(proj, it.name)),
                      what="the entry to be reaped")
-    assert item.outcome["note"] == "the worker died after the experiment was recorded"
+    assert item.outcome.note == "the worker died after the experiment was recorded"
     _assert_done_as_published(proj, it, note="the worker died")
     assert queue_workers.live_workers(proj) == []
 
@@ -237,7 +238,7 @@ def test_worker_and_executor_sigkilled_before_recording(proj, monkeypatch):
     monkeypatch.delenv("TALLY_FAILPOINT")
     item = _wait_for(lambda: (lambda i: i if i.state != "running" else None)(entries.find(proj, it.name)),
                      what="the entry to be reaped")
-    assert item.state == "failed" and item.outcome["reason"] == "worker died"
+    assert item.state == "failed" and item.outcome.reason == "worker died"
     assert refs.read(proj, it.entry.baseline, it.name) is None
 
 
@@ -310,11 +311,11 @@ def test_reaper_reconciles_with_the_published_record(proj):
     _record(proj, failed, created=time.time_ns(), status="failed")
     got = {i.name: i for i in entries.items(proj)}
     assert got[recorded.name].state == "done"
-    assert got[recorded.name].outcome["record"] == oid
-    assert got[recorded.name].outcome["note"] == "the worker died after the experiment was recorded"
+    assert got[recorded.name].outcome.record == oid
+    assert got[recorded.name].outcome.note == "the worker died after the experiment was recorded"
     for it in (stale, failed, nothing):
         assert got[it.name].state == "failed"
-        assert got[it.name].outcome["reason"] == "worker died" and got[it.name].outcome["record"] is None
+        assert got[it.name].outcome.reason == "worker died" and got[it.name].outcome.record is None
 
 
 def test_reaper_without_the_attempt_start_counts_since_queued(proj):
@@ -333,9 +334,8 @@ def test_published(proj):
     t = time.time_ns()
     oid = _record(proj, it, created=t, status="interrupted")
     assert queue_workers.published(proj, it.entry, since=t / 1e9 + 1) is None
-    assert queue_workers.published(proj, it.entry, since=t / 1e9 - 1) == {
-        "status": "failed", "reason": "run interrupted", "exit_code": None, "record": oid,
-        "name": it.name}
+    assert queue_workers.published(proj, it.entry, since=t / 1e9 - 1) == Outcome(
+        status="failed", reason="run interrupted", exit_code=None, record=oid, name=it.name)
     # An unreadable record counts as not published.
     path = proj.store.raw_path(oid) if os.path.exists(proj.store.raw_path(oid)) else proj.store.zst_path(oid)
     os.chmod(path, 0o644)

@@ -21,6 +21,7 @@ from cas.queue import workers as queue_workers
 from cas.experiments import enqueue as sweep
 from cas.core.errors import Conflict, FormatError, NotFound, ParamError, UsageError
 from cas.queue import entries
+from cas.queue.outcome import Outcome
 from cas.experiments.request import RunRequest
 
 COMMIT = "a" * 40
@@ -236,8 +237,8 @@ def test_running_entry_of_a_dead_worker_is_failed_by_whoever_looks(qproj):
         assert queue.claim(qproj, wid) is not None
     # "finished": its worker wrote a final outcome, then died before the move.
     fin = [it for it in queue.items(qproj) if it.name == "finished"][0]
-    queue.complete_outcome(qproj, fin.id, {"status": "success", "record": None})
-    states = {it.name: (it.state, (it.outcome or {}).get("reason")) for it in entries.items(qproj)}
+    queue.complete_outcome(qproj, fin.id, Outcome(status="success"))
+    states = {it.name: (it.state, it.outcome.reason if it.outcome else None) for it in entries.items(qproj)}
     assert states == {
         "dead": ("failed", "worker died"), "alive": ("running", None),
         "reused": ("failed", "worker died"), "remote-ok": ("running", None),
@@ -262,7 +263,7 @@ def test_retry_and_remove(qproj):
     assert it.name == "a"
     queue_workers.reap(qproj)
     a = entries.find(qproj, "a")
-    assert a.state == "failed" and a.outcome["attempt"] == 2
+    assert a.state == "failed" and a.outcome.attempt == 2
     entries.retry(qproj, all_failed=True)
     assert sorted(it.name for it in entries.items(qproj, states=("pending",))) == ["a", "b", "c"]
     removed = entries.remove(qproj, states=["pending"])
@@ -290,12 +291,12 @@ def test_an_entry_moved_while_listed_is_listed_once_in_its_new_state(qproj, monk
         names = real(path)
         # done/ is listed after running/ (whose entries are read by then), before failed/.
         if os.path.basename(path) == "done" and claimed.path.exists():
-            queue.finish(qproj, claimed, {"status": "failed", "reason": "killed"})
+            queue.finish(qproj, claimed, Outcome(status="failed", reason="killed"))
         return names
 
     monkeypatch.setattr(queue.os, "listdir", listdir)
     (found,) = [it for it in queue.items(qproj) if it.name == "moving"]
-    assert found.state == "failed" and found.outcome["reason"] == "killed"
+    assert found.state == "failed" and found.outcome.reason == "killed"
     monkeypatch.setattr(queue.os, "listdir", real)
     assert [(it.name, it.state) for it in entries.items(qproj)] == [("staying", "pending"), ("moving", "failed")]
 
@@ -308,7 +309,7 @@ def test_damaged_entry_is_listed_and_never_run(qproj):
     assert listed.error and listed.name.startswith("damaged-")
     assert queue.claim(qproj, "1-w") is None  # failed with the reason instead
     (failed,) = entries.items(qproj)
-    assert failed.state == "failed" and "unreadable entry" in failed.outcome["reason"]
+    assert failed.state == "failed" and "unreadable entry" in failed.outcome.reason
     assert list(queue.roots(qproj)) == []
 
 
@@ -329,4 +330,30 @@ def test_entry_waits_for_its_executor_to_exit(qproj):
     reused = {it.id: {"pgid": os.getpid(), "pstart": "1"}}  # that pid is someone else now
     _worker_file(qproj, "1-dead", pid=_dead_pid(), current=reused, **me)
     item = entries.find(qproj, "slow-exit")
-    assert item.state == "failed" and item.outcome["reason"] == "worker died"
+    assert item.state == "failed" and item.outcome.reason == "worker died"
+
+
+@pytest.mark.parametrize("text", [b"", b"[]", b"null", b'"x"', b"{", b'{"status": 1}',
+                                  b'{"attempt": true, "final": "yes", "record": 5}'])
+def test_an_outcome_file_is_a_report_never_trusted(text: bytes) -> None:
+    """Damaged or hostile outcome and worker files read as absent or with fields missing,
+    never raising: a field of the wrong type (bool for int included) is dropped."""
+    from cas.queue.workerfile import WorkerInfo
+
+    o = Outcome.loads(text)
+    assert o is None or (isinstance(o.status, str) and type(o.attempt) is int
+                         and o.final is False and o.record is None)
+    w = WorkerInfo.loads(text)
+    assert w is None or (w.pid is None and w.current == {})
+
+
+def test_outcome_and_worker_files_round_trip() -> None:
+    from cas.queue.workerfile import CurrentRun, WorkerInfo
+
+    o = Outcome(status="success", reason="", exit_code=0, record="ab" * 32, name="n", pid=7,
+                executor_pid=8, host="h", wid="w", started=1.5, finished=2.5, attempt=1, final=True)
+    assert Outcome.loads(o.dumps()) == o and "note" not in o.to_json()
+    w = WorkerInfo(wid="w", pid=3, host="h", boot_id="b", pstart="9", started=1.0, started_ns=10**9,
+                   heartbeat=2.0, slots=2, keep_alive=True, stopping=False,
+                   current={"e" * 64: CurrentRun("n", 11, "12", 3.0)})
+    assert WorkerInfo.loads(w.dumps()) == w

@@ -83,15 +83,15 @@ def test_failed_run_keeps_logs_and_retry_runs_it_again(proj):
     stats = worker.run_all(proj, jobs=2)
     assert stats.done == [ok.name] and stats.failed == [bad.name]
     item = entries.find(proj, bad.name)
-    assert item.state == "failed" and item.outcome["exit_code"] == 3
-    assert "exit code 3" in item.outcome["reason"]
+    assert item.state == "failed" and item.outcome.exit_code == 3
+    assert "exit code 3" in item.outcome.reason
     log = queue.log_path(proj, bad.id).read_text()
     assert "diverged" in log and "trained with" in log
     assert records(proj)[bad.name].status == "failed"  # recorded, with partial outputs
     entries.retry(proj, keys=[bad.name])
     worker.run_all(proj, jobs=1)
     again = entries.find(proj, bad.name)
-    assert again.state == "failed" and again.outcome["attempt"] == 2
+    assert again.state == "failed" and again.outcome.attempt == 2
     assert queue.log_path(proj, bad.id).read_text().count(f"=== {bad.name}") == 2
 
 
@@ -154,7 +154,7 @@ def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
     w.wait(10)
     item = _wait_for(lambda: (lambda i: i if i.state == "failed" else None)(entries.find(p, it.name)),
                      what="the entry to be failed")
-    assert item.outcome["reason"] == "worker died"
+    assert item.outcome.reason == "worker died"
     # The run's processes went with their worker (PDEATHSIG -> SIGTERM -> the stage).
     _wait_for(lambda: "waiting" in queue.log_path(p, it.id).read_text(), what="the log")
     assert queue_workers.live_workers(p) == []
@@ -163,7 +163,7 @@ def test_sigkilled_worker_entry_fails_with_reason_and_retry_runs_it(sleepy):
     stats = worker.run_all(p, jobs=1)
     assert stats.done == [it.name]
     done = entries.find(p, it.name)
-    assert done.state == "done" and done.outcome["attempt"] == 2
+    assert done.state == "done" and done.outcome.attempt == 2
     assert records(p)[it.name].status == "success"
 
 
@@ -176,7 +176,7 @@ def test_kill_a_running_entry(sleepy):
                   what="the first run's stage")
         queue_workers.request_kill(p, first.name)
         _wait_for(lambda: entries.find(p, first.name).state == "failed", what="the kill")
-        assert entries.find(p, first.name).outcome["reason"] == "killed by `tally queue kill`"
+        assert entries.find(p, first.name).outcome.reason == "killed by `tally queue kill`"
         go.touch()  # the worker moves on to the next entry
         assert w.wait(30) == 0
     finally:
@@ -193,7 +193,7 @@ def test_stop_lets_the_current_run_finish(sleepy):
     try:
         _wait_for(lambda: queue_status.running_live(p), what="the first run")
         (info,) = queue_workers.request_stop(p)
-        assert info["pid"] == w.pid
+        assert info.pid == w.pid
         go.touch()
         assert w.wait(30) == 0
     finally:
@@ -289,7 +289,7 @@ def test_ctrl_c_of_a_foreground_run_all(sleepy):
             fg.kill()
     assert fg.returncode == 130, err
     item = entries.find(p, it.name)
-    assert item.state == "failed" and item.outcome["reason"] == "worker interrupted by signal 2"
+    assert item.state == "failed" and item.outcome.reason == "worker interrupted by signal 2"
     assert records(p)[it.name].status == "interrupted"
 
 
@@ -345,7 +345,7 @@ def test_stop_kill_kills_the_current_run(sleepy):
         if w.poll() is None:
             w.kill()
     first = entries.find(p, a.name)
-    assert first.state == "failed" and first.outcome["reason"] == "killed by `tally queue stop --kill`"
+    assert first.state == "failed" and first.outcome.reason == "killed by `tally queue stop --kill`"
     assert entries.find(p, b.name).state == "pending"
     assert queue_workers.live_workers(p) == []
 
