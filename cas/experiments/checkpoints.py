@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cas.workspace import checkout as co
 from cas.objects import record
@@ -21,8 +21,11 @@ from cas.objects import tree
 from cas.experiments.request import RunRequest
 from cas.core.errors import NotFound, UsageError
 
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
-def find_record(project, name: str) -> tuple[str, str, record.Record]:
+
+def find_record(project: Project, name: str) -> tuple[str, str, record.Record]:
     """(baseline, record id, record) of experiment `name`: under HEAD's baseline if it
     has one there, else under the only baseline that has it.
 
@@ -69,14 +72,14 @@ def pick(rec: record.Record, step: int | None) -> tuple[int, str]:
                    else f"steps with a checkpoint: {steps}")
 
 
-def last(project, name: str) -> tuple[str, record.Record, int, str]:
+def last(project: Project, name: str) -> tuple[str, record.Record, int, str]:
     """(record id, record, step, tree) of the last checkpoint of experiment `name`."""
     _, oid, rec = find_record(project, name)
     step, t = pick(rec, None)
     return oid, rec, step, t
 
 
-def restore(project, name: str, *, step: int | None = None, force: bool = False,
+def restore(project: Project, name: str, *, step: int | None = None, force: bool = False,
             dest: Path | None = None) -> dict[str, Any]:
     """Write the files of checkpoint `step` (default: the last) of `name` into the
     workspace (or `dest`), leaving every other file alone.
@@ -92,7 +95,7 @@ def restore(project, name: str, *, step: int | None = None, force: bool = False,
     return {"name": rec.name, "record": oid, "step": s, "tree": t, "written": written}
 
 
-def materialize(project, tree_oid: str, dest: Path, *, force: bool = False) -> list[str]:
+def materialize(project: Project, tree_oid: str, dest: Path, *, force: bool = False) -> list[str]:
     """Check out every file of `tree_oid` at its path under `dest`; nothing else changes."""
     from cas.core.errors import WouldOverwrite
 
@@ -134,7 +137,7 @@ def materialize(project, tree_oid: str, dest: Path, *, force: bool = False) -> l
     return written
 
 
-def run_resumed(project, request: RunRequest, *, force_restore: bool = False, **context: Any):
+def run_resumed(project: Project, request: RunRequest, *, force_restore: bool = False, **context: Any):
     """`tally run --resume NAME`: restore experiment `request.resume`'s last checkpoint
     into the workspace, then run `request`; the new record's parent is its record.
 
@@ -145,7 +148,7 @@ def run_resumed(project, request: RunRequest, *, force_restore: bool = False, **
     return run_with_checkpoints(project, request._replace(parent=oid), resume_step=step, **context)
 
 
-def run_with_checkpoints(project, request: RunRequest, *, resume_step: int | None = None,
+def run_with_checkpoints(project: Project, request: RunRequest, *, resume_step: int | None = None,
                          **context: Any):
     """cas.experiments.runs.run of `request`, continuing its parent from checkpoint
     step `resume_step` (the stage reads it from cas/live.py's environment)."""

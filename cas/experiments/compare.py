@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cas.core.errors import NotFound, TallyError, UsageError
 from cas.experiments import table as query
 from cas.experiments.lookup import load
 from cas.objects import record
 from cas.workspace import gitobjects
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class Diff:
     notes: list[str]  # files that could not be read on the B side, and why
 
 
-def diff(project: Any, a: str, b: str | None = None) -> Diff:
+def diff(project: Project, a: str, b: str | None = None) -> Diff:
     """Params and metrics of experiment `a` against `b`: another experiment, a Git
     revision, or (None) the baseline commit of `a`, whose files are read from Git.
 
@@ -81,7 +84,7 @@ def _diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow
     return out
 
 
-def _files_at(project: Any, commit: str, rec: record.Record,
+def _files_at(project: Project, commit: str, rec: record.Record,
               notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The flattened params and metrics of `rec`'s files as committed at `commit`."""
     from cas.pipeline import params as params_mod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cas.core import hashing
 from cas.core.errors import UsageError
@@ -18,8 +18,11 @@ from cas.queue.directory import names_in_queue
 from cas.experiments.request import RunRequest
 from cas.objects.queue_entry import QueueEntry
 
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
-def unique_names(project, baseline: str, seeds: list[str], *, base: str | None = None) -> list[str]:
+
+def unique_names(project: Project, baseline: str, seeds: list[str], *, base: str | None = None) -> list[str]:
     """Names for len(seeds) new entries: `base`, `base-2`, ... or generated ones."""
     from cas.store import refs
 
@@ -41,7 +44,7 @@ def unique_names(project, baseline: str, seeds: list[str], *, base: str | None =
     return out
 
 
-def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False,
+def plan(project: Project, request: RunRequest = RunRequest(), *, dry_run: bool = False,
          start: tuple[str, str] | None = None) -> list[QueueEntry]:
     """The entries `tally run --queue` adds: one per point of `request`'s `-S` grid.
 
@@ -103,7 +106,7 @@ def plan(project, request: RunRequest = RunRequest(), *, dry_run: bool = False,
             for i, (n, point) in enumerate(zip(names, grid))]
 
 
-def snapshot_workspace(project) -> str:
+def snapshot_workspace(project: Project) -> str:
     """Store the workspace as a queued run will see it; return the tree id."""
     from cas.workspace import snapshot as workspace
     from cas.workspace import fullsnapshot as worktree

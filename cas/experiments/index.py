@@ -39,7 +39,7 @@ import stat as stat_mod
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -50,6 +50,9 @@ from cas.objects import record
 from cas.store import refs
 from cas.core.errors import FormatError, ObjectMissing, TallyError
 from cas.core.fsops import unlink_quiet
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 MAGIC = b"TLYX"
 VERSION = 6
@@ -115,7 +118,7 @@ class Listed:
 class Index:
     """The loaded cache plus the bookkeeping to save it when it changed."""
 
-    def __init__(self, project: Any) -> None:
+    def __init__(self, project: Project) -> None:
         self.project = project
         self.path = Path(project.store_dir) / INDEX_DIR / INDEX_FILE
         self.clock: int | None = None  # the saved index's clock

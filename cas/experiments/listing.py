@@ -14,7 +14,7 @@ import gc
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterator, Sequence
 
 from cas.core.errors import UsageError
 from cas.experiments import filterexpr
@@ -23,6 +23,9 @@ from cas.experiments.index import UNKNOWN, Index, Listed
 from cas.experiments.lookup import current_baseline
 from cas.experiments.table import Column
 from cas.store import refs
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 
 UNREADABLE = "unreadable"  # the status shown for a ref whose record cannot be read
@@ -124,7 +127,7 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def list_experiments(project: Any, *, all_baselines: bool = False) -> list[ExperimentRow]:
+def list_experiments(project: Project, *, all_baselines: bool = False) -> list[ExperimentRow]:
     """Experiments of the current baseline (or of every one), newest first.
 
     A ref whose record is missing or damaged is listed with status "unreadable" and
@@ -133,7 +136,7 @@ def list_experiments(project: Any, *, all_baselines: bool = False) -> list[Exper
     return _list(project, all_baselines)[0]
 
 
-def _list(project: Any, all_baselines: bool) -> tuple[list[ExperimentRow], str | None]:
+def _list(project: Project, all_baselines: bool) -> tuple[list[ExperimentRow], str | None]:
     """(experiments newest first, the current baseline or None)."""
     head = current_baseline(project)
     with paused_gc():
@@ -158,7 +161,7 @@ def _list(project: Any, all_baselines: bool) -> tuple[list[ExperimentRow], str |
         return out, head
 
 
-def _in_queue(project: Any, baselines: set[str] | None) -> list[ExperimentRow]:
+def _in_queue(project: Project, baselines: set[str] | None) -> list[ExperimentRow]:
     """Queued and running experiments, not yet recorded: running ones with their live
     values (the latest summary each live directory wrote) as metric columns, both with
     their `-S` overrides as param columns, so filter and sort work on them too."""
@@ -235,7 +238,7 @@ class Table:
     baseline: str | None  # the current baseline (None with --all or no commit)
 
 
-def show(project: Any, *, all_baselines: bool = False, filter: str | None = None,
+def show(project: Project, *, all_baselines: bool = False, filter: str | None = None,
          sort_by: str | None = None, keep: Sequence[str] = (), drop: Sequence[str] = (),
          only_changed: bool = False, limit: int | None = None) -> Table:
     """The experiment table: listed, filtered, sorted, cut to `limit`, columns chosen.
@@ -250,7 +253,7 @@ def show(project: Any, *, all_baselines: bool = False, filter: str | None = None
                  keep=keep, drop=drop, only_changed=only_changed, limit=limit)
 
 
-def list_rows(project: Any, *, all_baselines: bool = False) -> tuple[list[ExperimentRow], str | None]:
+def list_rows(project: Project, *, all_baselines: bool = False) -> tuple[list[ExperimentRow], str | None]:
     """(experiments newest first, the current baseline or None): what show() lists,
     for a caller that keeps it between tables (cas/ui) and passes it to table()."""
     return _list(project, all_baselines)
@@ -298,7 +301,7 @@ def check_best(n: int, sort_by: str | None, flag: str) -> None:
                          hint=f"write {sort_by}:desc (highest first) or {sort_by}:asc (lowest first)")
 
 
-def top(project: Any, n: int, sort_by: str, *, filter: str | None = None,
+def top(project: Project, n: int, sort_by: str, *, filter: str | None = None,
         all_baselines: bool = False) -> list[ExperimentRow]:
     """The first `n` experiments by `sort_by` (which must say asc or desc), filtered."""
     check_best(n, sort_by, "--top")

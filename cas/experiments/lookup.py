@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cas.core.errors import NotFound, StoreError, UsageError
 from cas.objects import record
 from cas.store import refs
 from cas.workspace import git
 
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
+
 
 MIN_BASELINE_PREFIX = 4  # hex digits, as `git rev-parse` wants at least
 
 
-def current_baseline(project: Any) -> str | None:
+def current_baseline(project: Project) -> str | None:
     """HEAD's commit: the baseline new experiments start from (None: no commit yet)."""
     from cas.workspace.fullsnapshot import baseline_commit
 
@@ -31,7 +34,7 @@ def current_baseline(project: Any) -> str | None:
         return git.head_commit(project.root)  # None with no commit; raises if not a repo
 
 
-def find(project: Any, spec: str) -> tuple[str, str, str]:
+def find(project: Project, spec: str) -> tuple[str, str, str]:
     """The (baseline, name, record id) that `spec` (`NAME` or `BASELINE/NAME`) means.
 
     Raises:
@@ -66,7 +69,7 @@ def find(project: Any, spec: str) -> tuple[str, str, str]:
     raise NotFound(f"no experiment named {spec!r}", hint=hint)
 
 
-def load(project: Any, spec: str) -> tuple[str, str, record.Record]:
+def load(project: Project, spec: str) -> tuple[str, str, record.Record]:
     """(baseline, name, decoded record) of the experiment `spec` names.
 
     Raises:
@@ -85,7 +88,7 @@ class Renamed:
     oid: str
 
 
-def rename(project: Any, old: str, new: str) -> Renamed:
+def rename(project: Project, old: str, new: str) -> Renamed:
     """Rename experiment `old` (a NAME or BASELINE/NAME) to `new`, under its baseline.
 
     Raises:

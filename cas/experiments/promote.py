@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cas.experiments import listing
 from cas.experiments import lookup
@@ -29,6 +29,9 @@ from cas.objects import record
 from cas.objects import tree
 from cas.core.errors import Conflict, NotFound, TallyError, UsageError
 from cas.workspace.treeplan import NEVER_TOUCHED, plan_tree
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 DEFAULT_PREFIX = "exp/"
 CREATED, EXISTS, FAILED, WOULD_CREATE = "created", "exists", "failed", "would-create"
@@ -77,7 +80,7 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def select(project: Any, *, names: Sequence[str] = (), filter: str | None = None,
+def select(project: Project, *, names: Sequence[str] = (), filter: str | None = None,
            top: int | None = None, sort_by: str | None = None,
            all_baselines: bool = False) -> list[tuple[str, str, str]]:
     """The (baseline, name, record id) of the experiments to promote.
@@ -106,7 +109,7 @@ def select(project: Any, *, names: Sequence[str] = (), filter: str | None = None
     return [(e.baseline, e.name, e.oid) for e in exps]
 
 
-def promote(project: Any, *, branch_prefix: str = DEFAULT_PREFIX, dry_run: bool = False,
+def promote(project: Project, *, branch_prefix: str = DEFAULT_PREFIX, dry_run: bool = False,
             **selectors: Any) -> PromoteReport:
     """Create one branch per selected experiment (see select() for the selectors).
 
@@ -123,7 +126,7 @@ def promote(project: Any, *, branch_prefix: str = DEFAULT_PREFIX, dry_run: bool 
     return PromoteReport(results)
 
 
-def _one(project: Any, baseline: str, name: str, oid: str, branch: str, dry_run: bool) -> Promoted:
+def _one(project: Project, baseline: str, name: str, oid: str, branch: str, dry_run: bool) -> Promoted:
     res = Promoted(name, baseline, oid, branch, FAILED)
     ref = f"refs/heads/{branch}"
     try:
@@ -147,7 +150,7 @@ def _one(project: Any, baseline: str, name: str, oid: str, branch: str, dry_run:
     return res
 
 
-def _changes(project: Any, rec: record.Record, res: Promoted) -> tuple[dict[str, bytes | None], list[str]]:
+def _changes(project: Project, rec: record.Record, res: Promoted) -> tuple[dict[str, bytes | None], list[str]]:
     """The files to write (content) or delete (None) on top of the baseline, and which
     of the written ones are executable."""
     if rec.workspace is None:

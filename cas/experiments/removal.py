@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cas.experiments import listing
 from cas.experiments import lookup
@@ -23,6 +23,9 @@ from cas.store import refs
 from cas.core.errors import Conflict, NotFound, TallyError, UsageError
 from cas.core.fsops import fsync_dir
 from cas.core.fsops import unlink_quiet
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 # Unlinks of at least this many refs go to threads: each frees a block, and where the
 # filesystem discards synchronously (ext4 with `discard`) an unlink waits on the disk.
@@ -40,7 +43,7 @@ class Removal:
     dry_run: bool
 
 
-def select(project: Any, *, names: Sequence[str] = (), everything: bool = False,
+def select(project: Project, *, names: Sequence[str] = (), everything: bool = False,
            failed: bool = False, filter: str | None = None, older_than: str | None = None,
            keep_best: int | None = None, sort_by: str | None = None,
            all_baselines: bool = False, now_ns: int | None = None) -> tuple[list[listing.ExperimentRow], int]:
@@ -113,7 +116,7 @@ def _pick(scope: list[listing.ExperimentRow], *, failed: bool, filter: str | Non
         return [e for e, _ in rows]
 
 
-def remove(project: Any, *, dry_run: bool = False, **selectors: Any) -> Removal:
+def remove(project: Project, *, dry_run: bool = False, **selectors: Any) -> Removal:
     """Delete the refs of the selected experiments (see select()); objects stay until gc.
 
     Each ref is deleted by compare-and-swap, so one that moved since it was listed is
@@ -131,7 +134,7 @@ def remove(project: Any, *, dry_run: bool = False, **selectors: Any) -> Removal:
     return Removal(removed, failed, kept, False)
 
 
-def delete_refs(project: Any, items: Sequence[tuple[str, str, str]], *,
+def delete_refs(project: Project, items: Sequence[tuple[str, str, str]], *,
                 sync: bool = True) -> list[TallyError | None]:
     """Delete many refs, each only if it still names the record given: refs.delete's
     compare-and-swap, in one batch.

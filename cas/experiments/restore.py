@@ -32,7 +32,7 @@ import shutil
 import stat as stat_mod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from cas.experiments import lookup
 from cas.workspace import git
@@ -45,6 +45,9 @@ from cas.workspace import checkout as co
 from cas.workspace import treeplan
 from cas.workspace.treeplan import NEVER_TOUCHED, TreePlan, plan_tree
 from cas.core.errors import NotFound, ObjectMissing, WouldOverwrite, from_os_error
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 # Loose files up to this size are written from memory (verified by store.get);
 # larger ones stream through cas/workspace/checkout.py.
@@ -71,7 +74,7 @@ class Restored:
                 "unchanged": self.unchanged, "modes": self.modes}
 
 
-def restore(project: Any, spec: str, *, force: bool = False, step: int | None = None) -> Restored:
+def restore(project: Project, spec: str, *, force: bool = False, step: int | None = None) -> Restored:
     """Bring experiment `spec` (NAME or BASELINE/NAME) back into the workspace.
 
     Raises:
@@ -98,7 +101,7 @@ def restore(project: Any, spec: str, *, force: bool = False, step: int | None = 
     return result
 
 
-def _with_checkpoint(project: Any, rec: record.Record, step: int) -> str:
+def _with_checkpoint(project: Project, rec: record.Record, step: int) -> str:
     steps = dict(rec.checkpoints)
     if step not in steps:
         known = ", ".join(str(s) for s, _ in rec.checkpoints) or "none"
@@ -108,7 +111,7 @@ def _with_checkpoint(project: Any, rec: record.Record, step: int) -> str:
         return treeplan.overlay(project.store, rec.workspace, steps[step], w)
 
 
-def _current_oid(project: Any, path: str, st: os.stat_result) -> str | None:
+def _current_oid(project: Project, path: str, st: os.stat_result) -> str | None:
     if stat_mod.S_ISLNK(st.st_mode):
         return hashing.hash_bytes(os.readlink(path).encode("utf-8", "surrogateescape"))
     if not stat_mod.S_ISREG(st.st_mode):
@@ -122,7 +125,7 @@ def _current_oid(project: Any, path: str, st: os.stat_result) -> str | None:
     return oid
 
 
-def _same(project: Any, path: str, st: os.stat_result, e: tree.Entry) -> bool:
+def _same(project: Project, path: str, st: os.stat_result, e: tree.Entry) -> bool:
     if stat_mod.S_ISLNK(st.st_mode) != (e.kind == tree.SYMLINK):
         return False
     if e.kind == tree.FILE:
@@ -155,7 +158,7 @@ def _committed(root: Path, commits: list[str], paths: set[str]) -> tuple[set[str
     return tracked, versions
 
 
-def _apply(project: Any, plan: TreePlan, rec: record.Record, load: Callable[[str], tree.Tree], *,
+def _apply(project: Project, plan: TreePlan, rec: record.Record, load: Callable[[str], tree.Tree], *,
            force: bool, result: Restored) -> None:
     root = project.root
     base = os.fspath(root)
@@ -272,7 +275,7 @@ def _apply(project: Any, plan: TreePlan, rec: record.Record, load: Callable[[str
         _prune_parents(root, rel)
 
 
-def _dir_state(project: Any, rel: str, oid: str, load: Callable[[str], tree.Tree]) -> tuple[bool, list[str]]:
+def _dir_state(project: Project, rel: str, oid: str, load: Callable[[str], tree.Tree]) -> tuple[bool, list[str]]:
     """(does data dir `rel` differ from tree `oid`, its changed files not in the store)."""
     p = project.root / rel
     try:
@@ -295,7 +298,7 @@ def _dir_state(project: Any, rel: str, oid: str, load: Callable[[str], tree.Tree
     return True, lost
 
 
-def _file_checkout(project: Any, rel: str, e: tree.Entry, links: tuple[str, ...], force: bool,
+def _file_checkout(project: Project, rel: str, e: tree.Entry, links: tuple[str, ...], force: bool,
                    result: Restored) -> None:
     dest = project.root / rel
     _clear_parents(project.root, rel)
@@ -329,7 +332,7 @@ def _clear_parents(root: Path, rel: str) -> None:
         os.unlink(root / blocker)
 
 
-def _write_small(project: Any, items: list[tuple[str, tree.Entry]], result: Restored) -> None:
+def _write_small(project: Project, items: list[tuple[str, tree.Entry]], result: Restored) -> None:
     """Write files (and symlinks) from memory: temp file, then rename over; stat-cached."""
     base = os.fspath(project.root)
     stats: list[tuple[os.stat_result, str]] = []

@@ -15,7 +15,7 @@ After `run`, the workspace holds the results (as after `dvc exp run`): outputs,
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from cas.workspace import git
 from cas.store import refs
@@ -28,6 +28,9 @@ from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import Record, put as put_record, record_id
 from cas.core.fsops import unlink_quiet
 from cas.experiments.request import QuickStage, RunRequest
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 Notify = Callable[[str], None]
 WORKSPACE_LOCK = "workspace"
@@ -45,7 +48,7 @@ class RunOutcome(NamedTuple):
         return {"name": self.name, "oid": self.oid, "reason": self.reason, **self.record.to_json()}
 
 
-def run(project, request: RunRequest = RunRequest(), *, echo: bool = False, wait: float = 0.0,
+def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = False, wait: float = 0.0,
         notify: Notify | None = None, env: dict[str, str] | None = None,
         checkpoints_file: Path | None = None) -> RunOutcome:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
@@ -167,7 +170,7 @@ def run(project, request: RunRequest = RunRequest(), *, echo: bool = False, wait
     return exp._replace(reason=result.reason)
 
 
-def plan(project, request: RunRequest = RunRequest()) -> list[dict[str, Any]]:
+def plan(project: "Project", request: RunRequest = RunRequest()) -> list[dict[str, Any]]:
     """What `run` with the same request would do to each selected stage, in run
     order, changing nothing (`tally run --dry`; see Runner.plan for the entries).
 
@@ -206,7 +209,7 @@ def plan(project, request: RunRequest = RunRequest()) -> list[dict[str, Any]]:
         r.close()
 
 
-def save(project, *, name: str | None = None, message: str = "",
+def save(project: "Project", *, name: str | None = None, message: str = "",
          notify: Notify | None = None) -> RunOutcome:
     """Record the workspace as it is, as an experiment, without running anything.
 
@@ -247,7 +250,7 @@ def save(project, *, name: str | None = None, message: str = "",
 
 # ---------------------------------------------------------------- pieces
 
-def _check_free(project, baseline: str, name: str | None) -> None:
+def _check_free(project: "Project", baseline: str, name: str | None) -> None:
     if name is None:
         return
     refs.check_name(name)
@@ -256,7 +259,7 @@ def _check_free(project, baseline: str, name: str | None) -> None:
                        hint="choose another name, or `tally remove` / `tally rename` the old one")
 
 
-def _pipeline_text(project) -> str:
+def _pipeline_text(project: "Project") -> str:
     from cas.pipeline.stages import PIPELINE_FILES
 
     for f in PIPELINE_FILES:
@@ -267,12 +270,12 @@ def _pipeline_text(project) -> str:
     return ""
 
 
-def _templated(project) -> bool:
+def _templated(project: "Project") -> bool:
     """Does the pipeline file use `${...}` (so its stages depend on params values)?"""
     return "${" in _pipeline_text(project)
 
 
-def _load_pipeline(project, parsed, *, edited: set[str] = frozenset()):
+def _load_pipeline(project: "Project", parsed, *, edited: set[str] = frozenset()):
     """The pipeline, parsed or from the parsed cache.
 
     The loader always reads params.yaml (DVC's default vars), but what it returns
@@ -303,7 +306,7 @@ def _load_pipeline(project, parsed, *, edited: set[str] = frozenset()):
 
 
 class _WorkspaceLock:
-    def __init__(self, project, wait: float, notify: Notify) -> None:
+    def __init__(self, project: "Project", wait: float, notify: Notify) -> None:
         self.lock = project.lock(WORKSPACE_LOCK, timeout=0.0, purpose="tally run")
         self.wait, self.notify = wait, notify
 
@@ -324,7 +327,7 @@ class _WorkspaceLock:
         self.lock.release()
 
 
-def _workspace_lock(project, wait: float, notify: Notify) -> _WorkspaceLock:
+def _workspace_lock(project: "Project", wait: float, notify: Notify) -> _WorkspaceLock:
     return _WorkspaceLock(project, wait, notify)
 
 
@@ -368,7 +371,7 @@ def _quick_pipeline(q: QuickStage):
                     metrics=tuple(norm(m) for m in q.metrics))
 
 
-def _try_pipeline(project):
+def _try_pipeline(project: "Project"):
     from cas.pipeline.pipelinefile import PIPELINE_FILES, load_pipeline
 
     if not any((project.root / f).is_file() for f in PIPELINE_FILES):
@@ -376,7 +379,7 @@ def _try_pipeline(project):
     return load_pipeline(project.root)
 
 
-def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileState], *,
+def _snapshot(project: "Project", writer, deps: dict[str, FileState], outs: dict[str, FileState], *,
               ignore_outs: bool = False, notify: Notify | None = None,
               lock_bytes: bytes | None = None, listing: git.WorkspaceListing | None = None) -> str:
     """The workspace tree: `listing` (a started `git ls-files`) or a new listing, plus
@@ -401,7 +404,7 @@ def _snapshot(project, writer, deps: dict[str, FileState], outs: dict[str, FileS
     return oid
 
 
-def _gitignore_outs(project, files: list[str], outs: set[str], notify: Notify | None) -> bool:
+def _gitignore_outs(project: "Project", files: list[str], outs: set[str], notify: Notify | None) -> bool:
     """Add stored outputs that Git still sees to .gitignore (as DVC does). True if any was."""
     visible = set()
     for f in files:
@@ -431,7 +434,7 @@ def _mode(p: Path) -> int:
         return 0o644
 
 
-def _all_params(project, pipeline, r) -> dict[str, Any]:
+def _all_params(project: "Project", pipeline, r) -> dict[str, Any]:
     """Every params file of the pipeline (and params.yaml if present), whole."""
     files = list(pipeline.params) if pipeline is not None else []
     if (project.root / "params.yaml").is_file() and "params.yaml" not in files:
@@ -468,7 +471,7 @@ def _user() -> str:
         return ""
 
 
-def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) -> RunOutcome:
+def _publish(project: "Project", writer, rec: Record, *, run: runner.Runner | None = None) -> RunOutcome:
     """Publish the record and what names it, in the write order of spec/experiments.md.
 
     The objects and the record are one Writer batch. The new `tally.lock` (when `run`
@@ -520,7 +523,7 @@ def _publish(project, writer, rec: Record, *, run: runner.Runner | None = None) 
         discard_staged(companions)  # no ref was written: nor is tally.lock
 
 
-def list_experiments(project, *, baseline: str | None = None) -> list[tuple[str, str, str]]:
+def list_experiments(project: "Project", *, baseline: str | None = None) -> list[tuple[str, str, str]]:
     """(baseline, name, record id) of the experiments of `baseline` (default: HEAD)."""
     b = baseline or worktree.baseline_commit(project.root)
     return refs.list_refs(project, b)

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from cas.core.durations import parse_duration
 from cas.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 FAILED = frozenset({"failed", "interrupted"})
 PROTECTED_STATUSES = frozenset({"running", "queued", "unreadable"})
@@ -205,7 +208,7 @@ def from_record(baseline: str, name: str, oid: str, rec: Any) -> Candidate:
                       status=rec.status, metrics=rec.flat_metrics(), names=frozenset(names))
 
 
-def list_experiments(project: Any) -> list[Candidate]:
+def list_experiments(project: Project) -> list[Candidate]:
     """Every experiment ref with what its record says; unreadable records are kept
     (status "unreadable": a policy never drops what it cannot judge)."""
     from cas.objects import record

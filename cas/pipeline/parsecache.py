@@ -10,7 +10,10 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 
 class ParsedCache:
@@ -26,7 +29,7 @@ class ParsedCache:
     FILE = ("runcache", "parsed.cache")  # under .tally/
     VERSION = 4  # 2: NamedTuples; 3: moved to cas.pipeline.stages; 4: marshal, not pickle
 
-    def __init__(self, project) -> None:
+    def __init__(self, project: Project) -> None:
         self.project = project
         self.path = project.store_dir.joinpath(*self.FILE)
         self.dirty = False

@@ -29,7 +29,7 @@ out, every out cached (`cache: true`) and not `persist`, not `always_changed`.
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 import msgpack
 
@@ -39,6 +39,9 @@ from cas.objects import record
 from cas.objects.envelope import check
 from cas.core.errors import TallyError, UsageError
 from cas.core.fsops import atomic_write
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 VERSION = 1
 KEY_TAG = "tally-runcache/1"
@@ -100,11 +103,11 @@ def decode(data: bytes) -> CacheEntry:
     return CacheEntry(tuple(cmd), wdir, d, p, o, created)
 
 
-def _index_path(project, k: str) -> Path:
+def _index_path(project: "Project", k: str) -> Path:
     return project.store_dir / INDEX_DIR / k[:2] / k
 
 
-def lookup(project, k: str) -> tuple[str, CacheEntry] | None:
+def lookup(project: "Project", k: str) -> tuple[str, CacheEntry] | None:
     """The entry stored under key `k` as (entry id, entry), or None.
 
     A damaged index file or entry, or one whose outputs are no longer all in the
@@ -134,7 +137,7 @@ def put(writer, e: CacheEntry) -> tuple[str, str]:
     return writer.put_bytes(encode(e), compress=True), entry_key(e)
 
 
-def write_index(project, k: str, entry_oid: str) -> None:
+def write_index(project: "Project", k: str, entry_oid: str) -> None:
     """Point key `k`'s index file at `entry_oid` (atomic replace; newest wins)."""
     p = _index_path(project, k)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +145,7 @@ def write_index(project, k: str, entry_oid: str) -> None:
     atomic_write(p, (entry_oid + "\n").encode("ascii"), durable=False)
 
 
-def save(project, e: CacheEntry) -> tuple[str, str]:
+def save(project: "Project", e: CacheEntry) -> tuple[str, str]:
     """Store `e` and index it, in order. Returns (key, entry id)."""
     with project.store.writer() as w:
         oid, k = put(w, e)
@@ -155,7 +158,7 @@ def make_entry(cmd, wdir, deps, params, outs) -> CacheEntry:
                  dict(outs), time.time_ns())
 
 
-def iter_index(project) -> Iterable[tuple[str, str]]:
+def iter_index(project: "Project") -> Iterable[tuple[str, str]]:
     """Every (key, entry id) in the index."""
     base = project.store_dir / INDEX_DIR
     try:
@@ -176,7 +179,7 @@ def iter_index(project) -> Iterable[tuple[str, str]]:
                 yield ent.name, text
 
 
-def roots(project) -> Iterable[tuple[str, str, bool]]:
+def roots(project: "Project") -> Iterable[tuple[str, str, bool]]:
     """fsck/gc roots: every indexed entry and the outputs it names."""
     for k, oid in iter_index(project):
         label = f"run-cache {k[:12]}"

@@ -39,6 +39,7 @@ from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import StageResult
 
 if TYPE_CHECKING:
+    from cas.workspace.project import Project
     from cas.pipeline import runcache
 
 # After a stage, the run waits this long for the store lock again (a gc's pass B holds
@@ -79,7 +80,7 @@ class RunResult:
 class Runner:
     """Runs stages of one pipeline in one workspace; see the module docstring."""
 
-    def __init__(self, project, *, writer, log_path: Path, options: RunOptions,
+    def __init__(self, project: "Project", *, writer, log_path: Path, options: RunOptions,
                  baseline: str, notify: Notify | None = None,
                  parsed: "ParsedCache | None" = None, store_lock=None,
                  commands_done: Callable[[], None] | None = None) -> None:

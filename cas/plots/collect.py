@@ -27,7 +27,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cas.core.errors import NotFound, TallyError, UsageError
 from cas.pipeline import livefiles
@@ -35,6 +35,9 @@ from cas.plots import data as plotdata
 from cas.plots import templates
 from cas.plots import vega
 from cas.plots.sources import DirSource, Source, TreeSource, tree_source
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 WORKSPACE = "workspace"
 MAX_PIPELINE_FILE = 4 * 1024 * 1024  # bytes: a pipeline or params file read from a tree
@@ -89,7 +92,7 @@ class Plots:
 
 # -- revisions ---------------------------------------------------------------------------
 
-def resolve(project: Any, specs: Sequence[str]) -> list[Revision]:
+def resolve(project: Project, specs: Sequence[str]) -> list[Revision]:
     """The revisions `specs` name (`workspace`, experiment names, running entries).
 
     Raises:
@@ -123,7 +126,7 @@ def resolve(project: Any, specs: Sequence[str]) -> list[Revision]:
             Revision(f"{r.baseline[:7]}/{r.label}", r.source, r.kind, r.baseline, r.record) for r in out]
 
 
-def _running(project: Any, name: str) -> Revision | None:
+def _running(project: Project, name: str) -> Revision | None:
     if not (project.store_dir / "queue").is_dir():
         return None
     from cas.queue import directory as queue
@@ -250,7 +253,7 @@ def sources_of(pid: str, props: Mapping[str, Any]) -> list[str]:
 
 # -- assembling --------------------------------------------------------------------------
 
-def collect(project: Any, revisions: Sequence[str] = (WORKSPACE,), *, targets: Sequence[str] = (),
+def collect(project: Project, revisions: Sequence[str] = (WORKSPACE,), *, targets: Sequence[str] = (),
             props: Mapping[str, Any] | None = None) -> Plots:
     """The plots of `revisions` (see the module docstring), each a filled spec.
 
@@ -356,7 +359,7 @@ def _error(exc: Exception, **where: str) -> dict[str, Any]:
     return {**where, "type": type(exc).__name__, "msg": str(exc)}
 
 
-def default_output(project: Any) -> Path:
+def default_output(project: Project) -> Path:
     """Where `plots show/diff` write their page unless told: inside `.tally/`, which
     Git ignores (cas/workspace/project.py writes its .gitignore)."""
     return project.store_dir / "plots" / "index.html"

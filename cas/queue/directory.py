@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from cas.core import hashing
 from cas.core.errors import Conflict, FormatError, NotFound, UsageError
@@ -42,6 +42,9 @@ from cas.core.fsops import atomic_write, fsync_dir
 from cas.objects.queue_entry import QueueEntry, decode, encode  # noqa: F401
 from cas.queue.outcome import Outcome
 from cas.queue.workerfile import WorkerInfo
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 QUEUE_DIR = "queue"
 STATES = ("pending", "running", "done", "failed")
@@ -52,30 +55,30 @@ LOCK_TIMEOUT = 30.0  # seconds: the lock is held for a counter bump and a few re
 
 # ---------------------------------------------------------------- paths and items
 
-def queue_dir(project) -> Path:
+def queue_dir(project: Project) -> Path:
     return project.store_dir / QUEUE_DIR
 
 
-def subdirs(project) -> dict[str, Path]:
+def subdirs(project: Project) -> dict[str, Path]:
     q = queue_dir(project)
     return {s: q / s for s in (*STATES, "outcomes", "workers", "kill", "logs")}
 
 
-def ensure_dirs(project) -> None:
+def ensure_dirs(project: Project) -> None:
     for d in subdirs(project).values():
         d.mkdir(parents=True, exist_ok=True)
 
 
-def log_path(project, entry_id: str) -> Path:
+def log_path(project: Project, entry_id: str) -> Path:
     return queue_dir(project) / "logs" / f"{entry_id}.log"
 
 
-def run_dir(project, entry_id: str) -> Path:
+def run_dir(project: Project, entry_id: str) -> Path:
     """Where the entry runs: `.tally/tmp/run-<id>/` (same filesystem as the objects)."""
     return project.store_dir / "tmp" / f"run-{entry_id[:16]}"
 
 
-def checkpoints_path(project, entry_id: str) -> Path:
+def checkpoints_path(project: Project, entry_id: str) -> Path:
     """The file the run's checkpoints are appended to (outside the run's workspace)."""
     return project.store_dir / "tmp" / f"run-{entry_id[:16]}.checkpoints"
 
@@ -141,7 +144,7 @@ def _file_name(seq: int, entry_id: str) -> str:
     return f"{seq:0{SEQ_DIGITS}d}-{entry_id}"
 
 
-def scan(project, states: Iterable[str] = STATES) -> Iterator[tuple[str, int, str, str | None, Path]]:
+def scan(project: Project, states: Iterable[str] = STATES) -> Iterator[tuple[str, int, str, str | None, Path]]:
     dirs = subdirs(project)
     for state in states:
         try:
@@ -170,7 +173,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def read_outcome(project, entry_id: str) -> Outcome | None:
+def read_outcome(project: Project, entry_id: str) -> Outcome | None:
     """The entry's outcome; None if there is none or it is not a JSON object."""
     try:
         data = (queue_dir(project) / "outcomes" / f"{entry_id}.json").read_bytes()
@@ -179,11 +182,11 @@ def read_outcome(project, entry_id: str) -> Outcome | None:
     return Outcome.loads(data)
 
 
-def write_outcome(project, entry_id: str, outcome: Outcome) -> None:
+def write_outcome(project: Project, entry_id: str, outcome: Outcome) -> None:
     atomic_write(queue_dir(project) / "outcomes" / f"{entry_id}.json", outcome.dumps())
 
 
-def read_worker(project, wid: str) -> WorkerInfo | None:
+def read_worker(project: Project, wid: str) -> WorkerInfo | None:
     """A worker's file; None if it is absent or not a JSON object."""
     try:
         return WorkerInfo.loads((queue_dir(project) / "workers" / f"{wid}.json").read_bytes())
@@ -191,7 +194,7 @@ def read_worker(project, wid: str) -> WorkerInfo | None:
         return None
 
 
-def items(project, *, states: Iterable[str] = STATES) -> list[Item]:
+def items(project: Project, *, states: Iterable[str] = STATES) -> list[Item]:
     """Every entry, in queue order within each state (pending, running, done, failed),
     as the files say: a running entry whose worker died is still listed running
     (cas/queue/entries.py reaps first). Entries that vanish while listed (claimed,
@@ -227,7 +230,7 @@ def items(project, *, states: Iterable[str] = STATES) -> list[Item]:
     return out
 
 
-def find(project, key: str, *, states: Iterable[str] = STATES) -> Item:
+def find(project: Project, key: str, *, states: Iterable[str] = STATES) -> Item:
     """The entry named `key`, or whose id starts with `key` (at least 6 hex digits).
 
     Raises:
@@ -246,11 +249,11 @@ def find(project, key: str, *, states: Iterable[str] = STATES) -> Item:
 
 # ---------------------------------------------------------------- queueing
 
-def _lock(project):
+def _lock(project: Project):
     return project.lock(LOCK_NAME, timeout=LOCK_TIMEOUT, purpose="updating the experiment queue")
 
 
-def _next_seq(project, count: int = 1) -> int:
+def _next_seq(project: Project, count: int = 1) -> int:
     """Allocate `count` consecutive sequence numbers; return the first. Call with the
     queue lock held."""
     p = queue_dir(project) / "seq"
@@ -265,11 +268,11 @@ def _next_seq(project, count: int = 1) -> int:
     return seq
 
 
-def names_in_queue(project) -> set[str]:
+def names_in_queue(project: Project) -> set[str]:
     return {it.name for it in items(project)}
 
 
-def enqueue(project, entries: list[QueueEntry]) -> list[Item]:
+def enqueue(project: Project, entries: list[QueueEntry]) -> list[Item]:
     """Add `entries` to the end of the queue, in order.
 
     Names must be unique among queue entries and free as experiment refs of their
@@ -331,7 +334,7 @@ def enqueue(project, entries: list[QueueEntry]) -> list[Item]:
 
 # ---------------------------------------------------------------- claiming and finishing
 
-def claim(project, wid: str) -> Item | None:
+def claim(project: Project, wid: str) -> Item | None:
     """Claim the oldest pending entry for worker `wid`; None when there is none.
 
     The rename pending/<seq>-<id> -> running/<seq>-<id>.<wid> succeeds for exactly one
@@ -356,7 +359,7 @@ def claim(project, wid: str) -> Item | None:
     return None
 
 
-def complete_outcome(project, entry_id: str, outcome: Outcome) -> Outcome:
+def complete_outcome(project: Project, entry_id: str, outcome: Outcome) -> Outcome:
     """Write `outcome` as the final word on the current attempt; return it as written.
 
     The attempt number continues from a retried entry's non-final outcome.
@@ -367,7 +370,7 @@ def complete_outcome(project, entry_id: str, outcome: Outcome) -> Outcome:
     return outcome
 
 
-def finish(project, item: Item, outcome: Outcome) -> Item | None:
+def finish(project: Project, item: Item, outcome: Outcome) -> Item | None:
     """End a running entry: write its outcome, then move it to done/ or failed/.
 
     The outcome is written first, so a crash between the two leaves a running entry
@@ -377,7 +380,7 @@ def finish(project, item: Item, outcome: Outcome) -> Item | None:
     return move_by_outcome(project, item, complete_outcome(project, item.id, outcome))
 
 
-def move_by_outcome(project, item: Item, outcome: Outcome) -> Item | None:
+def move_by_outcome(project: Project, item: Item, outcome: Outcome) -> Item | None:
     """Move a running entry to where its (final) outcome says: done/ or failed/."""
     state = "done" if outcome.ok else "failed"
     dest = subdirs(project)[state] / _file_name(item.seq, item.id)
@@ -392,7 +395,7 @@ def move_by_outcome(project, item: Item, outcome: Outcome) -> Item | None:
 
 # ---------------------------------------------------------------- remove and retry
 
-def remove(project, *, keys: Iterable[str] = (), states: Iterable[str] = ()) -> list[Item]:
+def remove(project: Project, *, keys: Iterable[str] = (), states: Iterable[str] = ()) -> list[Item]:
     """Drop entries by name/id, or every entry in `states` (pending, done, failed).
 
     Running entries are refused (kill them first). The entry file, its outcome and
@@ -434,7 +437,7 @@ def remove(project, *, keys: Iterable[str] = (), states: Iterable[str] = ()) -> 
     return removed
 
 
-def retry(project, *, keys: Iterable[str] = (), all_failed: bool = False) -> list[Item]:
+def retry(project: Project, *, keys: Iterable[str] = (), all_failed: bool = False) -> list[Item]:
     """Queue failed entries again, at the end of the queue; their logs grow, not reset.
 
     Raises:
@@ -471,7 +474,7 @@ def retry(project, *, keys: Iterable[str] = (), all_failed: bool = False) -> lis
 
 # ---------------------------------------------------------------- gc and fsck roots
 
-def roots(project) -> Iterator[tuple[str, str, bool]]:
+def roots(project: Project) -> Iterator[tuple[str, str, bool]]:
     """What queued, running and failed (retryable) entries need kept: their workspace
     snapshots, the checkpoints they resume from, and running entries' checkpoints."""
     from cas.pipeline.livefiles import read_checkpoints

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from cas.queue import directory as queue
 from cas.queue import entries as queue_entries
 from cas.queue import workers as queue_workers
 
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
-def live_values(project, item: queue.Item) -> dict[str, Any]:
+
+def live_values(project: Project, item: queue.Item) -> dict[str, Any]:
     """Live metrics of a running entry, read from its run directory (cas.live)."""
     from cas.pipeline.livefiles import read_live
     return read_live(queue.run_dir(project, item.id), checkpoints=queue.checkpoints_path(project, item.id))
 
 
-def running_live(project) -> list[dict[str, Any]]:
+def running_live(project: Project) -> list[dict[str, Any]]:
     """One row per running queued experiment with its live values, for `tally show`.
 
     Each row: {"name", "id", "baseline", "run_dir", "worker_pid", "worker_host",
@@ -44,7 +47,7 @@ def running_live(project) -> list[dict[str, Any]]:
     return out
 
 
-def status(project) -> dict[str, Any]:
+def status(project: Project) -> dict[str, Any]:
     """Everything `tally queue status` shows: entries (dead workers' runs reaped
     first), live values of running ones, and the live workers."""
     entries = []
@@ -62,7 +65,7 @@ def status(project) -> dict[str, Any]:
     return {"entries": entries, "workers": workers}
 
 
-def follow_log(project, item: queue.Item, *, follow: bool = False, poll: float = 0.2) -> Iterator[bytes]:
+def follow_log(project: Project, item: queue.Item, *, follow: bool = False, poll: float = 0.2) -> Iterator[bytes]:
     """The log of `item` in chunks; with `follow`, keep reading until it has finished
     (waiting for a pending entry to start)."""
     path = queue.log_path(project, item.id)
@@ -92,7 +95,7 @@ def follow_log(project, item: queue.Item, *, follow: bool = False, poll: float =
             f.close()
 
 
-def _state_of(project, item: queue.Item) -> str | None:
+def _state_of(project: Project, item: queue.Item) -> str | None:
     """Where the entry is now (None once removed)."""
     queue_workers.reap(project)
     found = None

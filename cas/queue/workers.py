@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cas.queue import directory as queue
 from cas.queue.outcome import Outcome
@@ -35,12 +35,15 @@ from cas.core.errors import Conflict, FormatError
 from cas.core.fsops import atomic_write
 from cas.queue.liveness import boot_id, worker_alive
 
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
+
 WORKER_LOG_KEEP = 7 * 24 * 3600  # seconds: detached workers' own logs are kept a week
 
 
 # ---------------------------------------------------------------- reaping
 
-def published(project, entry: queue.QueueEntry, *, since: float) -> Outcome | None:
+def published(project: Project, entry: queue.QueueEntry, *, since: float) -> Outcome | None:
     """The experiment an attempt of `entry` recorded, as outcome fields; None if none.
 
     For an attempt that ended without a final outcome (its executor was killed, or
@@ -75,7 +78,7 @@ def published(project, entry: queue.QueueEntry, *, since: float) -> Outcome | No
 
 
 
-def reap(project) -> list[queue.Item]:
+def reap(project: Project) -> list[queue.Item]:
     """Move every running entry whose worker is gone to failed/ ("worker died").
 
     An entry whose executor still runs on this host (it outlived its worker and is
@@ -151,7 +154,7 @@ def _executor_alive(info: WorkerInfo | None, eid: str) -> bool:
 
 # ---------------------------------------------------------------- requests and worker files
 
-def request_kill(project, key: str) -> queue.Item:
+def request_kill(project: Project, key: str) -> queue.Item:
     """Ask the worker running entry `key` to kill it (its whole process group).
 
     Raises:
@@ -167,18 +170,18 @@ def request_kill(project, key: str) -> queue.Item:
     return it
 
 
-def kill_requested(project, entry_id: str) -> bool:
+def kill_requested(project: Project, entry_id: str) -> bool:
     return (queue.subdirs(project)["kill"] / entry_id).exists()
 
 
-def clear_kill(project, entry_id: str) -> None:
+def clear_kill(project: Project, entry_id: str) -> None:
     try:
         os.unlink(queue.subdirs(project)["kill"] / entry_id)
     except FileNotFoundError:
         pass
 
 
-def request_stop(project, *, kill: bool = False) -> list[WorkerInfo]:
+def request_stop(project: Project, *, kill: bool = False) -> list[WorkerInfo]:
     """Ask every worker started before now to stop claiming (and, with kill, to kill
     what it runs). Workers started later are not affected. Returns the live workers."""
     queue.ensure_dirs(project)
@@ -187,11 +190,11 @@ def request_stop(project, *, kill: bool = False) -> list[WorkerInfo]:
     return live_workers(project)
 
 
-def stop_request(project) -> dict[str, Any] | None:
+def stop_request(project: Project) -> dict[str, Any] | None:
     return queue.read_json(queue.queue_dir(project) / "stop")
 
 
-def live_workers(project) -> list[WorkerInfo]:
+def live_workers(project: Project) -> list[WorkerInfo]:
     """Worker files of workers that are alive, oldest first."""
     d = queue.subdirs(project)["workers"]
     out = []
@@ -211,7 +214,7 @@ def live_workers(project) -> list[WorkerInfo]:
 
 
 
-def prune_worker_files(project) -> int:
+def prune_worker_files(project: Project) -> int:
     """Remove the worker files of dead workers that no running entry names, and
     detached workers' logs older than WORKER_LOG_KEEP."""
     d = queue.subdirs(project)["workers"]

@@ -22,7 +22,7 @@ on demand.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cas.core.errors import NotFound, UsageError
 from cas.experiments import compare
@@ -31,6 +31,9 @@ from cas.experiments import lookup
 from cas.experiments import table as query
 from cas.objects import record
 from cas.ui.listing import ListingCache
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 PAGE_SIZE = 100  # rows per page of the table (the page asks for more as it scrolls)
 MAX_PAGE = 1000
@@ -86,7 +89,7 @@ def table(cache: ListingCache, *, filter: str | None = None, sort: str | None = 
             "generation": cache.stamp_text()}
 
 
-def experiment(project: Any, spec: str) -> dict[str, Any]:
+def experiment(project: Project, spec: str) -> dict[str, Any]:
     """An experiment's record: command, status, timings, outputs with sizes, log tail.
 
     Raises:
@@ -110,7 +113,7 @@ def experiment(project: Any, spec: str) -> dict[str, Any]:
     return jsonable(body)
 
 
-def _log_tail(project: Any, oid: str | None) -> dict[str, Any] | None:
+def _log_tail(project: Project, oid: str | None) -> dict[str, Any] | None:
     if oid is None:
         return None
     try:
@@ -122,7 +125,7 @@ def _log_tail(project: Any, oid: str | None) -> dict[str, Any] | None:
             "bytes": len(data)}
 
 
-def diff(project: Any, specs: Sequence[str]) -> dict[str, Any]:
+def diff(project: Project, specs: Sequence[str]) -> dict[str, Any]:
     """Params, metrics and deps of 2..N experiments side by side.
 
     Each experiment after the first is diffed against the first with compare.diff, as
@@ -162,7 +165,7 @@ def diff(project: Any, specs: Sequence[str]) -> dict[str, Any]:
     return jsonable({"labels": labels, "specs": specs, "rows": ordered, "deps": deps})
 
 
-def plots(project: Any, specs: Sequence[str]) -> dict[str, Any]:
+def plots(project: Project, specs: Sequence[str]) -> dict[str, Any]:
     """The plots of these experiments overlaid: `tally plots diff`'s --json document.
 
     Running experiments are read from their run directories, so their curves grow.
@@ -174,7 +177,7 @@ def plots(project: Any, specs: Sequence[str]) -> dict[str, Any]:
     return jsonable(collect.collect(project, list(dict.fromkeys(specs))).to_json())
 
 
-def live(project: Any, cache: ListingCache) -> dict[str, Any]:
+def live(project: Project, cache: ListingCache) -> dict[str, Any]:
     """Queued and running experiments with their current step and metrics, and the
     generation stamp (the page reloads its table when the stamp moves)."""
     from cas.pipeline.params import flatten
@@ -201,19 +204,19 @@ def live(project: Any, cache: ListingCache) -> dict[str, Any]:
 
 # -- actions -----------------------------------------------------------------------------
 
-def restore(project: Any, spec: str, *, force: bool = False) -> dict[str, Any]:
+def restore(project: Project, spec: str, *, force: bool = False) -> dict[str, Any]:
     from cas.experiments import restore as restore_mod
     return restore_mod.restore(project, spec, force=force).to_json()
 
 
-def promote(project: Any, spec: str, *, branch_prefix: str | None = None) -> dict[str, Any]:
+def promote(project: Project, spec: str, *, branch_prefix: str | None = None) -> dict[str, Any]:
     from cas.experiments import promote as promote_mod
     kw = {} if not branch_prefix else {"branch_prefix": branch_prefix}
     report = promote_mod.promote(project, names=[spec], **kw)
     return {"results": [r.to_json() for r in report.results], "exit_code": report.exit_code}
 
 
-def remove(project: Any, specs: Sequence[str]) -> dict[str, Any]:
+def remove(project: Project, specs: Sequence[str]) -> dict[str, Any]:
     from cas.experiments import removal
     if not specs:
         raise UsageError("name the experiments to remove")
@@ -222,7 +225,7 @@ def remove(project: Any, specs: Sequence[str]) -> dict[str, Any]:
             "failed": [{"spec": spec_of(e), "error": str(exc)} for e, exc in res.failed]}
 
 
-def queue_variation(project: Any, spec: str, *, set_params: Sequence[str],
+def queue_variation(project: Project, spec: str, *, set_params: Sequence[str],
                     name: str | None = None) -> dict[str, Any]:
     """Queue experiment `spec` again with `-S` edits: the entries start from its
     stored workspace and baseline (enqueue.plan's `start`), one per grid point."""

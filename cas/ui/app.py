@@ -28,7 +28,7 @@ import time
 import webbrowser
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,6 +42,9 @@ from cas.plots import render
 from cas.ui import api
 from cas.ui import security
 from cas.ui.listing import ListingCache
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024  # bytes of an action's JSON body; real ones are < 1 KiB
@@ -87,7 +90,7 @@ def _error(exc: errors.TallyError) -> JSONResponse:
                         status_code=status)
 
 
-def create_app(project: Any, guard: security.Guard) -> Starlette:
+def create_app(project: Project, guard: security.Guard) -> Starlette:
     """The application serving `project`, behind `guard`."""
     cache = ListingCache(project)
     action_lock = threading.Lock()  # one action at a time: they write the workspace and refs
@@ -241,7 +244,7 @@ def url_of(host: str, port: int, token: str) -> str:
     return f"http://{shown}:{port}/?{security.QUERY}={token}"
 
 
-def serve(project: Any, *, host: str = DEFAULT_HOST, port: int = 0, open_browser: bool = True,
+def serve(project: Project, *, host: str = DEFAULT_HOST, port: int = 0, open_browser: bool = True,
           notify: Callable[[str], None] | None = None, token: str | None = None) -> None:
     """Run the UI for `project` until interrupted (Ctrl-C).
 

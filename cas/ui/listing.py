@@ -24,15 +24,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cas.experiments import listing
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 MTIME_SLACK_NS = 50_000_000  # 50 ms: well above any filesystem's timestamp granularity here
 QUEUE_STATES = ("pending", "running", "done", "failed")
 
 
-def generation(project: Any) -> tuple[tuple[str, int], ...]:
+def generation(project: Project) -> tuple[tuple[str, int], ...]:
     """(directory, mtime_ns) of every directory whose change means relisting."""
     out: list[tuple[str, int]] = []
     exps = os.fspath(project.store_dir / "refs" / "exps")
@@ -63,7 +66,7 @@ class Listed:
 class ListingCache:
     """listing.list_rows(project, all_baselines=True), reused while nothing changed."""
 
-    def __init__(self, project: Any) -> None:
+    def __init__(self, project: Project) -> None:
         self.project = project
         self._last: Listed | None = None
         # One listing at a time: two requests arriving together share the work.

@@ -35,6 +35,11 @@ from cas.queue import directory as queue
 from cas.queue import workers as queue_workers
 from cas.queue.outcome import Outcome
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 EXIT_EXECUTOR_ERROR = 70  # an executor that crashed before writing an outcome
 
@@ -85,7 +90,7 @@ def _set_pdeathsig(sig: int) -> None:
         pass  # not Linux: the reaper's process-group kill is the fallback
 
 
-def execute(project, item: queue.Item, wid: str, common_dir: Path, trash: Path | None) -> int:
+def execute(project: Project, item: queue.Item, wid: str, common_dir: Path, trash: Path | None) -> int:
     """Run one entry (in the executor process); write its outcome; return an exit code.
 
     Order (spec/queue.md, "Write ordering"): the experiment's record, then its ref,
@@ -169,7 +174,7 @@ def _log(line: str) -> None:
         pass
 
 
-def run_entry(project, item: queue.Item, *, common_dir: Path,
+def run_entry(project: Project, item: queue.Item, *, common_dir: Path,
               trash: Path | None = None) -> Outcome:
     """Materialize, run and record one queued experiment; return its outcome (without
     the where and when, which execute() adds).
@@ -222,7 +227,7 @@ def run_entry(project, item: queue.Item, *, common_dir: Path,
     return Outcome(status=status, reason=reason, exit_code=rec.exit_code, record=oid, name=exp.name)
 
 
-def _drop_failed_ref(project, e: queue.QueueEntry) -> None:
+def _drop_failed_ref(project: Project, e: queue.QueueEntry) -> None:
     """A retry reuses its name: drop the ref an earlier failed attempt of it left."""
     from cas.objects import record
     from cas.store import refs

@@ -40,7 +40,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cas.workers import executor
 from cas.queue import liveness
@@ -49,6 +49,9 @@ from cas.queue import workers as queue_workers
 from cas.queue.outcome import Outcome
 from cas.queue.workerfile import CurrentRun, WorkerInfo
 from cas.core.fsops import atomic_write
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 POLL = 0.05  # seconds between supervisor checks while runs are going (an executor's
 # exit wakes it at once through SIGCHLD; the poll only paces kill/stop requests)
@@ -80,7 +83,7 @@ class Stats:
 class Worker:
     """One supervisor; see the module docstring. Use run() once."""
 
-    def __init__(self, project, *, slots: int = 1, keep_alive: bool = False,
+    def __init__(self, project: Project, *, slots: int = 1, keep_alive: bool = False,
                  notify: Notify | None = None) -> None:
         if slots < 1:
             raise ValueError("a worker needs at least one slot")
@@ -380,7 +383,7 @@ class Worker:
 
 # ---------------------------------------------------------------- detached workers
 
-def spawn(project, *, count: int, launcher: Sequence[str], keep_alive: bool = False) -> list[int]:
+def spawn(project: Project, *, count: int, launcher: Sequence[str], keep_alive: bool = False) -> list[int]:
     """Start `count` detached workers (new sessions, stdio to log files); their pids.
 
     `launcher` is the command that runs one Worker given `--root ROOT [--keep-alive]`
@@ -405,7 +408,7 @@ def spawn(project, *, count: int, launcher: Sequence[str], keep_alive: bool = Fa
     return pids
 
 
-def start(project, *, jobs: int, launcher: Sequence[str],
+def start(project: Project, *, jobs: int, launcher: Sequence[str],
           keep_alive: bool = False) -> dict[str, Any]:
     """`tally queue start -j N`: make sure N workers run (never fewer than already do).
 
@@ -426,7 +429,7 @@ def start(project, *, jobs: int, launcher: Sequence[str],
     return {"started": pids, "running": alive, "pending": pending}
 
 
-def run_all(project, *, jobs: int = 1, notify: Notify | None = None) -> Stats:
+def run_all(project: Project, *, jobs: int = 1, notify: Notify | None = None) -> Stats:
     """`tally run --run-all -j N`: run the queue in this process until it is empty."""
     queue_workers.reap(project)
     return Worker(project, slots=jobs, notify=notify).run()

@@ -20,7 +20,7 @@ then packed-refs), because a `git rev-parse` costs a process start on every run.
 import os
 import stat as stat_mod
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cas.workspace import git
 from cas.workspace import hashpool
@@ -28,6 +28,9 @@ from cas.objects import pointer
 from cas.objects import tree
 from cas.workspace import snapshot as workspace
 from cas.core.errors import StoreError, TallyError, UsageError
+
+if TYPE_CHECKING:
+    from cas.workspace.project import Project
 
 SKIP_TOP = (".tally/", ".git/")
 HASH_POOL_MIN = 64  # files to hash before a thread pool pays for itself
@@ -61,7 +64,7 @@ class _Dir:
         self.known: dict[str, Known] = {}  # subtree replaced by a known snapshot
 
 
-def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
+def snapshot(project: "Project", *, writer, extra: dict[str, Known] | None = None,
              files: list[str] | None = None, ingest: str | None = "copy") -> WorkspaceTree:
     """Store the workspace and return its tree id.
 
@@ -148,12 +151,12 @@ def snapshot(project, *, writer, extra: dict[str, Known] | None = None,
     return WorkspaceTree(oid, size, nfiles, len(todo))
 
 
-def _clone_or_copy(project) -> str:
+def _clone_or_copy(project: "Project") -> str:
     """"reflink" if the store's filesystem can clone files, else "copy"."""
     return "reflink" if project.ingest_mode() == "reflink" else "copy"
 
 
-def _snapshot_data(project, rel: str, ptr, writer, ingest: str) -> Known:
+def _snapshot_data(project: "Project", rel: str, ptr, writer, ingest: str) -> Known:
     abs_p = project.root / rel
     snap = workspace.snapshot(abs_p, statcache=project.statcache)
     if snap.oid == ptr.oid and project.store.has(ptr.oid):
