@@ -57,6 +57,11 @@ class UsageError(TallyError):
     exit_code = 2
 
 
+class UnsafePath(UsageError):
+    """Content names a path tally never touches: outside the work tree, inside `.git` or
+    `.tally`, or reached through a symlink (cas/core/paths.py). Nothing was changed."""
+
+
 class PipelineError(UsageError):
     """tally.yaml / dvc.yaml is malformed: bad schema, a cycle, two stages writing one output."""
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from cas.core import paths as path_safety
 from cas.experiments import lookup
 from cas.workspace import git
 from cas.workspace import gitobjects
@@ -67,11 +68,13 @@ class Restored:
     deleted: list[str] = field(default_factory=list)
     unchanged: int = 0
     modes: dict[str, int] = field(default_factory=dict)  # link mode -> files
+    # Symlinks of the workspace that point outside it (cas/core/paths.py): never written.
+    skipped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "baseline": self.baseline, "record": self.oid,
                 "step": self.step, "head": self.head, "written": sorted(self.written), "deleted": sorted(self.deleted),
-                "unchanged": self.unchanged, "modes": self.modes}
+                "unchanged": self.unchanged, "modes": self.modes, "skipped": sorted(self.skipped)}
 
 
 def restore(project: Project, spec: str, *, force: bool = False, step: int | None = None) -> Restored:
@@ -96,6 +99,8 @@ def restore(project: Project, spec: str, *, force: bool = False, step: int | Non
         if step is not None:
             root_oid = _with_checkpoint(project, rec, step)
         load = tree.CachedLoader(tree.reader(project.store.get))
+        for out in rec.outs:  # a pulled record is content like any other
+            path_safety.check_path(out, source=f"the record of experiment {name!r}")
         plan = plan_tree(root_oid, load, set(rec.outs))
         _apply(project, plan, rec, load, force=force, result=result)
     return result
@@ -176,7 +181,16 @@ def _apply(project: Project, plan: TreePlan, rec: record.Record, load: Callable[
     # 1. What differs, and what is in the way (nothing written yet).
     writes: list[tuple[str, tree.Entry]] = []
     risky: dict[str, str | None] = {}  # path -> its current id (None: not a file)
+    source = f"experiment {rec.name!r}"
+    loose_links = frozenset(p for p, e in plan.loose.items() if e.kind == tree.SYMLINK)
+    for rel in sorted(set(plan.loose) | data_roots):
+        path_safety.check_parents(root, rel, source=source)  # never written through a link
     for rel, e in plan.loose.items():
+        if e.kind == tree.SYMLINK:
+            target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
+            if path_safety.symlink_problem(rel, target, loose_links) is not None:
+                result.skipped.append(rel)  # a link Git may hold, tally never writes
+                continue
         p = f"{base}/{rel}"
         try:
             st = os.lstat(p)

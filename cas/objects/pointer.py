@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from cas.core import hashing
+from cas.core import hashing, paths
 from cas.core.errors import NotFound, UsageError
 from cas.core.fsops import atomic_write
 
@@ -136,8 +136,10 @@ def read(root: Path, rel: str) -> Pointer:
     """Read the pointer for data path `rel` (relative to `root`).
 
     Raises:
-        NotFound: no pointer file. UsageError: malformed.
+        NotFound: no pointer file. UsageError: malformed. UnsafePath: its data path
+            names `.git`, `.tally` or leaves the work tree (cas/core/paths.py).
     """
+    paths.check_path(rel, source=f"{rel}{SUFFIX}")
     p = root / pointer_path(rel)
     try:
         text = p.read_bytes()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cas.pipeline import params as params_mod
+from cas.core.paths import RESERVED
 from cas.core.errors import NotFound, ParamError, PipelineError
 # The value types live in cas.pipeline.stages (light to import); re-exported as this module's API.
 from cas.pipeline.stages import PIPELINE_FILES, Out, ParamRef, Pipeline, Plot, Stage
@@ -356,6 +357,11 @@ class _Loader:
         rel = posixpath.normpath(posixpath.join(wdir, path))
         if rel == ".." or rel.startswith("../"):
             raise self.fail(line, where, f"{path!r} escapes the project root")
+        if "\0" in rel:
+            raise self.fail(line, where, f"{path!r} contains a NUL byte")
+        for part in rel.split("/"):
+            if part.lower() in RESERVED:  # cas/core/paths.py: never read, written or deleted
+                raise self.fail(line, where, f"{path!r} names {part!r}, a directory tally never touches")
         return rel
 
     # ------------------------------------------------------------ top level and graph

@@ -34,6 +34,7 @@ from cas.pipeline import stageproc
 from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ParamError, TallyError, from_os_error
 from cas.core.fsops import remove_tree
+from cas.core.paths import check_parents
 from cas.pipeline.tallylock import FileState, StageLock
 from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import StageResult
@@ -481,6 +482,8 @@ class Runner:
         """
         for o in st.outs:
             p = self.root / o.path
+            # Never through a symlinked parent: the output would land outside the tree.
+            check_parents(self.root, o.path, source=f"stage {st.name!r}'s output")
             if o.persist:
                 continue
             if os.path.lexists(p):
@@ -490,6 +493,7 @@ class Runner:
 
     def _restore(self, st, entry: "runcache.CacheEntry") -> dict[str, FileState]:
         for o in st.outs:
+            check_parents(self.root, o.path, source=f"stage {st.name!r}'s output")
             if os.path.lexists(self.root / o.path):
                 self._snap(o.path, store=True)  # recoverable before it is replaced
         self.writer.flush()  # ... and published before it is

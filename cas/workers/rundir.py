@@ -93,8 +93,10 @@ def prepare(project: Project, *, run_id: str, workspace: str, baseline: str,
                 target = treeplan.overlay(project.store, workspace, overlay, w)
                 w.flush()
         links = project.config.link_order
+        # A workspace may hold any symlink Git would commit; one pointing outside the
+        # run directory is never written (cas/core/paths.py).
         co.checkout(project.store, co.Target(oid=target, is_dir=True), d,
-                    links=links, statcache=project.statcache, force=True)
+                    links=links, statcache=project.statcache, force=True, unsafe_links="skip")
         if any(m in ("hardlink", "symlink") for m in links):
             _unprotect_loose(project, target, d)
     gitdir.mkdir()

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 from cas.core import hashing
 from cas.objects import tree
 from cas.workspace import snapshot as workspace
-from cas.core.errors import UsageError, WouldOverwrite, from_os_error
+from cas.core.errors import UnsafePath, UsageError, WouldOverwrite, from_os_error
 from cas.core.fsops import copy_file, reflink, remove_tree
 from cas.workspace.materialize import TMP_PREFIX
 from cas.workspace.materialize import Materializer as _Materializer, link_target as _link_target
@@ -39,13 +39,14 @@ Progress = Callable[[int, int], None]
 class CheckoutReport:
     """What a checkout did."""
 
-    __slots__ = ("written", "deleted", "unchanged", "modes")
+    __slots__ = ("written", "deleted", "unchanged", "modes", "skipped")
 
     def __init__(self) -> None:
         self.written: list[str] = []  # paths relative to the target
         self.deleted: list[str] = []
         self.unchanged = 0
         self.modes: dict[str, int] = {}  # link mode -> files
+        self.skipped: list[str] = []  # unsafe symlinks not written (unsafe_links="skip")
 
     def __repr__(self) -> str:
         return (f"CheckoutReport(written={self.written!r}, deleted={self.deleted!r}, "
@@ -63,8 +64,14 @@ class Target(NamedTuple):
 
 def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, ...],
              statcache: StatCache, force: bool = False, progress: Progress | None = None,
-             load_tree: Callable[[str], tree.Tree] | None = None) -> CheckoutReport:
+             load_tree: Callable[[str], tree.Tree] | None = None,
+             unsafe_links: str = "refuse") -> CheckoutReport:
     """Make `dest` hold exactly `target`.
+
+    A symlink of the tree that points outside it (cas/core/paths.py) is never written:
+    with `unsafe_links="refuse"` (tracked data) the whole checkout is refused before
+    anything is written; with "skip" (an experiment's workspace, which may hold any
+    link Git would commit) it is left out and listed in the report's `skipped`.
 
     Raises:
         WouldOverwrite: unrecoverable user changes are in the way and not `force`.
@@ -75,6 +82,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     desired: dict[str, tree.Entry] = {}
     dirs: set[str] = set()  # every directory of the tree, empty ones included
     trees: dict[str, tuple[str, tree.Tree]] = {}  # dir -> its tree, for the directory memo
+    skipped: list[str] = []
     clock0 = stamp0 = None
     if target.is_dir:
         # For the directory memo (spec/statcache.md, "What checkout records"): a clock
@@ -97,8 +105,14 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
         # Symlink targets are judged before anything is written, so a hostile tree is
         # refused whole instead of half-materialized.
         tree_links = frozenset(r for r, e in desired.items() if e.kind == tree.SYMLINK)
-        for rel in tree_links:
-            _link_target(store, desired[rel], rel, tree_links)
+        for rel in sorted(tree_links):
+            try:
+                _link_target(store, desired[rel], rel, tree_links)
+            except UnsafePath:
+                if unsafe_links != "skip":
+                    raise
+                del desired[rel]
+                skipped.append(rel)
     else:
         # Size -1: unknown (a caller without a pointer), so neither compared nor checked.
         desired[""] = tree.Entry(dest.name, tree.FILE, target.oid,
@@ -106,7 +120,10 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
 
     seen_dirs: set[str] = set()
     current = _scan(dest, target.is_dir, seen_dirs)
+    for rel in skipped:  # not ours to write, nor to delete: whatever stands there stays
+        current.pop(rel, None)
     report = CheckoutReport()
+    report.skipped = skipped
     todo: list[tuple[str, tree.Entry]] = []
     risky: list[tuple[str, os.stat_result, str]] = []  # (rel, stat, abs) to classify
     # Unchanged files by directory: (stat before verifying, id), for the directory memo.

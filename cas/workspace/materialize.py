@@ -25,7 +25,8 @@ from pathlib import Path
 
 from cas.core import hashing
 from cas.objects import tree
-from cas.core.errors import CorruptObject, UsageError
+from cas.core.errors import CorruptObject
+from cas.core import paths
 from cas.core.fsops import copy_file, reflink, remove_tree
 from cas.store.objectstore import FileStore
 
@@ -155,35 +156,9 @@ def link_target(store: FileStore, e: tree.Entry, rel: str,
     """The target of a stored symlink, refused if absolute or escaping its tree
     (`links`: every symlink of the tree, which a target may not pass through)."""
     target = store.get(e.oid, max_size=e.size or None).decode("utf-8", "surrogateescape")
-    # Judge the target from the link's place in the tree, not in its directory:
+    # Judged from the link's place in the tree, not in its directory:
     # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
-    if os.path.isabs(target) or "\0" in target or _escapes(rel or "link", target, links):
-        raise UsageError(f"refusing symlink {rel} -> {target}: it points outside its tree",
-                         hint="the stored tree is hostile or damaged; nothing was written")
-    return target
-
-
-def _escapes(link_rel: str, target: str, links: frozenset[str] = frozenset()) -> bool:
-    """Would a relative symlink at `link_rel` (inside its tree) resolve outside it?
-
-    The target is walked component by component from the link's directory. It
-    escapes when `..` climbs above the tree's root, or when it passes *through*
-    another symlink of the tree (`links`, tree-relative paths): whatever that link
-    points at, a lexical check cannot vouch for the path beyond it, so a chain of
-    individually harmless links (`a -> .`, `b -> a/..`) is refused as a whole.
-    """
-    parts = list(Path(link_rel).parent.parts)
-    comps = [c for c in target.split("/") if c not in ("", ".")]
-    for i, part in enumerate(comps):
-        if part == "..":
-            if not parts:
-                return True
-            parts.pop()
-            continue
-        parts.append(part)
-        if i < len(comps) - 1 and "/".join(parts) in links:
-            return True
-    return False
+    return paths.check_symlink(rel or "link", target, links, source="a stored tree")
 
 
 def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:

@@ -31,7 +31,7 @@ from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from cas.core import hashing
+from cas.core import hashing, paths
 from cas.workspace import hashpool
 from cas.workspace.hashpool import FileToHash, Progress
 from cas.objects import tree
@@ -94,7 +94,7 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
              ingest: str = "copy", progress: Progress | None = None,
              trees: dict[str, tree.Tree] | None = None, objects: str | None = None,
              memo: bool | None = None, memo_hits: dict[str, object] | None = None,
-             publish: bool = False) -> Snapshot:
+             publish: bool = False, refuse_unsafe_links: bool = False) -> Snapshot:
     """Hash the file or directory at `path`; with a writer, store it too.
 
     Args:
@@ -120,9 +120,14 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
             snapshot of the same data need not check its blobs. Without it, a writer's
             batches stay as the caller made them, and rows are recorded as not known
             to be stored.
+        refuse_unsafe_links: refuse a directory holding a symlink that a checkout
+            would refuse (absolute, leaving the directory, through another link of it,
+            into .git/.tally: cas/core/paths.py), before anything is stored: what
+            `tally add` stores must check out again.
     Raises:
         NotFound: `path` does not exist.
         UsageError: a special file (socket, fifo, device) or a name that is not UTF-8.
+        UnsafePath: with `refuse_unsafe_links`, such a symlink (named in the message).
     """
     clock = statcache.now_ns()  # before any stat: see statcache's racy rule
     try:
@@ -141,7 +146,7 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     top, hashed = _snapshot_dir(os.fspath(path), st, clock, statcache=statcache, writer=writer,
                                 ingest=ingest, progress=progress, trees=trees,
                                 objects_dir=objects_dir, memo=memo, memo_hits=memo_hits,
-                                publish=publish)
+                                publish=publish, refuse_unsafe_links=refuse_unsafe_links)
     return Snapshot(top.oid, True, top.nbytes, top.nfiles, 0, hashed)  # type: ignore[arg-type]
 
 
@@ -167,9 +172,12 @@ def rebuild(handle: object, oid: str, *, statcache: StatCache,
 def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: StatCache,
                   writer: Writer | None, ingest: str, progress: Progress | None,
                   trees: dict[str, tree.Tree] | None, objects_dir: str | None, memo: bool,
-                  memo_hits: dict[str, object] | None, publish: bool) -> tuple[_Dir, int]:
+                  memo_hits: dict[str, object] | None, publish: bool,
+                  refuse_unsafe_links: bool = False) -> tuple[_Dir, int]:
     prefix = None if objects_dir is None else objects_dir.rstrip("/") + "/"
     dirs = _walk(root, root_st)
+    if refuse_unsafe_links and any(d.links for d in dirs):
+        _check_links(root, dirs, prefix)
     rows = statcache.dir_rows([(d.dev, d.ino) for d in dirs]) if memo else {}
     stamp_then: bytes | None = None
     if rows:
@@ -192,6 +200,30 @@ def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: 
 
     _record(dirs, todo, statcache, writer if publish else None, prefix, clock, stamp_then)
     return dirs[0], hashed
+
+
+def _check_links(root: str, dirs: list[_Dir], prefix: str | None) -> None:
+    """Refuse the first symlink under `root` that a checkout of it would refuse.
+
+    A link into the store's objects directory (symlink link mode) stands for the
+    file it links to and is not judged here.
+    """
+    found: dict[str, str] = {}  # tree-relative path -> target
+    base = root.rstrip("/") + "/"
+    for d in dirs:
+        if not d.links:
+            continue
+        rel_dir = d.path[len(base):] if d.path.startswith(base) else ""
+        for i, name in enumerate(d.names):
+            if stat_mod.S_ISLNK(d.vals[len(STAT_FIELDS) * i]):
+                path = f"{d.path}/{name}"
+                target = os.readlink(path)
+                if prefix is not None and os.path.join(d.path, target).startswith(prefix):
+                    continue
+                found[f"{rel_dir}/{name}" if rel_dir else name] = target
+    links = frozenset(found)
+    for rel, target in sorted(found.items()):
+        paths.check_symlink(rel, target, links, source=f"{os.path.basename(root)}/{rel}")
 
 
 def _build(d: _Dir, writer: Writer | None, trees: dict[str, tree.Tree] | None) -> tree.Tree:

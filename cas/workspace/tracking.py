@@ -19,6 +19,8 @@ from cas.objects import tree
 from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ObjectMissing, UsageError
 from cas.objects.pointer import Pointer
+from cas.core import paths as path_safety
+from cas.core.errors import UnsafePath
 from cas.workspace.project import Project
 from cas.workspace.hashpool import Progress
 
@@ -56,7 +58,8 @@ def add(project: Project, paths: list[str], *, progress: Progress | None = None,
             abs_path = project.root / rel
             with project.store.writer() as writer:
                 snap = workspace.snapshot(abs_path, statcache=project.statcache, writer=writer,
-                                          ingest=mode, progress=progress, publish=True)
+                                          ingest=mode, progress=progress, publish=True,
+                                          refuse_unsafe_links=True)
             ptr = Pointer(path=rel, oid=snap.oid, is_dir=snap.is_dir, size=snap.size,
                           files=snap.files, mode=snap.mode if not snap.is_dir else 0)
             if not _holds(project.root / pointer.pointer_path(rel), ptr.encode()):
@@ -88,9 +91,16 @@ def _check_add_path(project: Project, path: str, cwd: Path | None) -> str:
     if rel.endswith(pointer.SUFFIX):
         raise UsageError(f"{rel} is a pointer file", path=path,
                          hint=f"add the data itself: `tally add {rel[:-len(pointer.SUFFIX)]}`")
+    path_safety.check_path(rel, source=f"tally add {path}")
+    path_safety.check_parents(project.root, rel, source=f"tally add {path}")
     abs_path = project.root / rel
     if not os.path.lexists(abs_path):
         raise NotFound(f"{rel} does not exist", path=path)
+    if abs_path.is_symlink():
+        raise UnsafePath(f"{rel} is a symlink (to {os.readlink(abs_path)}): tally does not follow "
+                         "a link to data it would then make read-only or link into its store",
+                         path=path, hint="add the directory or file it points to, from inside "
+                                         "the work tree, or copy the data in")
     parts = rel.split("/")
     for i in range(1, len(parts)):
         parent = "/".join(parts[:i])
@@ -167,6 +177,7 @@ def status(project: Project, paths: list[str] | None = None, *,
     out = []
     for rel in _select(project, paths, cwd):
         ptr = pointer.read(project.root, rel)
+        path_safety.check_parents(project.root, rel, source=f"{rel}{pointer.SUFFIX}")
         abs_path = project.root / rel
         st = Status(rel, "unchanged")
         if not project.store.has(ptr.oid):
@@ -237,6 +248,7 @@ def checkout(project: Project, paths: list[str] | None = None, *, force: bool = 
     rels = _select(project, paths, cwd)
     ptrs = [pointer.read(project.root, rel) for rel in rels]
     for ptr in ptrs:
+        path_safety.check_parents(project.root, ptr.path, source=f"{ptr.path}{pointer.SUFFIX}")
         if not project.store.has(ptr.oid):
             raise ObjectMissing(ptr.oid, path=pointer.pointer_path(ptr.path),
                                 hint="the data was never stored here or was gc'd; "

@@ -432,7 +432,7 @@ def test_escaping_symlinks_are_refused(env: Env, where: str, target: str) -> Non
         oid = hostile(env, [[part, tree.DIR, bytes.fromhex(oid), 0, 0]], total_files=0)
     dest = env.base / "ws" / "data"
     before = helpers.listing(env.base)
-    with pytest.raises(UsageError, match="points outside its tree"):
+    with pytest.raises(UsageError, match="points outside its tree|absolute path"):
         env.checkout(oid, dest, ("copy",))
     assert not os.path.lexists(dest / where)
     assert_nothing_outside(env, before, dest)
