@@ -40,6 +40,14 @@ class TallyError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def named_by(self, source: str) -> "TallyError":
+        """This error, its message saying which file led to it (a pointer, a ref); for
+        a failure found deep below the file that asked for the object."""
+        if source not in self.message:
+            self.message = f"{source}: {self.message}"
+            self.args = (self.message,)
+        return self
+
     def to_json(self) -> dict[str, object]:
         """A stable mapping for `--json` error output."""
         return {

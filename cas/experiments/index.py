@@ -115,6 +115,11 @@ class Listed:
     problem: str | None = None  # why summary is None
 
 
+# Stands for the record id of a ref file that cannot be read (list_refs -> listed):
+# never an id (ids are hex), so it can never meet a record.
+BAD_REF = "damaged-ref:"
+
+
 class Index:
     """The loaded cache plus the bookkeeping to save it when it changed."""
 
@@ -126,6 +131,7 @@ class Index:
         self.records: dict[str, Summary] = {}
         self.baselines: dict[str, dict[str, str | None]] = {}
         self.dirty = False
+        self.bad_refs: dict[str, str] = {}  # BAD_REF + "baseline/name" -> the problem
         self._new_clock: int | None = None
         self._tmp: str | None = None
         self._load()
@@ -213,7 +219,14 @@ class Index:
             clock = self._clock_now()
             # The stat was taken before this read (the safe order, as for the stat
             # cache): a ref replaced in between shows a new stat next time.
-            oid = _read_ref(f"{d}/{name}")
+            try:
+                oid = _read_ref(f"{d}/{name}")
+            except FormatError as exc:
+                # One damaged ref must not hide the others: it is listed, unreadable,
+                # with the problem naming its file (never cached: it is re-read).
+                self.bad_refs[BAD_REF + f"{b}/{name}"] = exc.message
+                out.append((b, name, BAD_REF + f"{b}/{name}"))
+                continue
             if oid is None:
                 continue  # removed while we listed
             if clock is not None:
@@ -228,7 +241,8 @@ class Index:
     # -- records ---------------------------------------------------------------------
     def listed(self, ref_list: list[tuple[str, str, str]]) -> list[Listed]:
         """Attach each ref's record summary, decoding only records not seen before."""
-        new = list(dict.fromkeys(oid for _, _, oid in ref_list if oid not in self.records))
+        new = list(dict.fromkeys(oid for _, _, oid in ref_list
+                                 if oid not in self.records and not oid.startswith(BAD_REF)))
         problems: dict[str, str] = {}
         if new:
             found, problems = summarize_many(self.project.store, new)
@@ -238,6 +252,9 @@ class Index:
         out = []
         for b, name, oid in ref_list:
             s = self.records.get(oid)
+            if oid.startswith(BAD_REF):
+                out.append(Listed(b, name, "", None, self.bad_refs.get(oid, "damaged ref")))
+                continue
             out.append(Listed(b, name, oid, s) if s is not None else
                        Listed(b, name, oid, None, problems.get(oid, "record unreadable")))
         return out

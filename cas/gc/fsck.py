@@ -101,6 +101,14 @@ def fsck(project: Project, *, repair: bool = False,
             if p is not None:
                 report.problems.append(p)
                 damaged.setdefault(item[0], []).append((item[1], item[2]))
+    if damaged and (project.store_dir / "statcache.db").exists():
+        # A workspace file hardlinked to a damaged raw object *is* that damage, and the
+        # stat cache (its file rows, and the directory memo of every directory above)
+        # still says it holds the object's id. Damage is rare and its reach unknown:
+        # forget everything, so the next status or add hashes each file once and sees
+        # what it really holds.
+        project.statcache.clear()
+        report.notes.append("the stat cache was cleared: the next status re-reads every file once")
     # Unreadable for the walker: the form a read takes (raw first) is damaged.
     bad.update(oid for oid, hurt in damaged.items()
                if forms[oid] == 1 or any(not compressed for _, compressed in hurt))

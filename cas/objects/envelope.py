@@ -36,6 +36,16 @@ KINDS = {KIND_TREE: "tree", KIND_RECORD: "record", KIND_RUNCACHE: "run-cache ent
 # A structured object larger than this is refused before decoding: a tree for a
 # directory of 4 million files is ~300 MiB, far beyond any real directory.
 MAX_STRUCT_SIZE = 512 * 1024 * 1024  # bytes
+# Bytes of body per array or map a decoder accepts, by kind. An empty array is one
+# byte of msgpack but ~64 bytes of Python (a list and its slot), so a body of nothing
+# but empty arrays would take 64 times its size in memory; allowing one container per
+# this many bytes bounds that at ~64/N times (plus the body's own slots and scalars).
+# A tree entry is an array of at least 40 bytes (a name, a kind, a 32-byte id, a size
+# and a mode), so trees get 32; records, run-cache entries and queue entries carry
+# users' nested params and metrics, so they get 4.
+CONTAINER_BYTES = {KIND_TREE: 32, KIND_RECORD: 4, KIND_RUNCACHE: 4, KIND_QUEUE: 4}
+# msgpack's C decoder refuses nesting deeper than this (StackError), before any hook.
+MAX_DEPTH = 1024
 
 
 def encode(kind: bytes, version: int, body: Any) -> bytes:
@@ -67,13 +77,25 @@ def decode(data: bytes, *, kind: bytes, versions: tuple[int, ...]) -> tuple[int,
         raise FormatError(f"{what} format version {version} is not supported (known: "
                           f"{', '.join(map(str, versions))}); upgrade tally")
     body_len = len(data) - HEADER_SIZE
+    budget = body_len // CONTAINER_BYTES[kind] + 64  # + 64: nothing a small body can cost
+    count = 0
+
+    def counted(container: Any) -> Any:
+        # Called for each array and map as it is built: the decode stops once the body
+        # holds more of them than its size allows (CONTAINER_BYTES).
+        nonlocal count
+        count += 1
+        if count > budget:
+            raise ValueError(f"more than {budget} arrays and maps in {body_len} bytes")
+        return container
+
     try:
         body = msgpack.unpackb(
             memoryview(data)[HEADER_SIZE:], raw=False, use_list=True, strict_map_key=True,
             # Every container or string inside is bounded by the body itself, so a
             # hostile length prefix cannot make the decoder allocate more than that.
             max_bin_len=body_len, max_str_len=body_len, max_array_len=body_len,
-            max_map_len=body_len, max_ext_len=0)
+            max_map_len=body_len, max_ext_len=0, list_hook=counted, object_hook=counted)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise FormatError(f"{what} body is not valid msgpack: {exc}") from None
     return version, body

@@ -476,12 +476,21 @@ def retry(project: Project, *, keys: Iterable[str] = (), all_failed: bool = Fals
 
 def roots(project: Project) -> Iterator[tuple[str, str, bool]]:
     """What queued, running and failed (retryable) entries need kept: their workspace
-    snapshots, the checkpoints they resume from, and running entries' checkpoints."""
+    snapshots, the checkpoints they resume from, and running entries' checkpoints.
+
+    Raises:
+        FormatError: an entry file that cannot be read. Its snapshot (which may hold
+            uncommitted work that exists nowhere else) cannot be named, so gc must not
+            sweep (spec/gc.md: a root that cannot be read stops gc) and fsck reports it.
+    """
     from cas.pipeline.livefiles import read_checkpoints
 
     for it in items(project, states=("pending", "running", "failed")):
         if it.error:
-            continue
+            raise FormatError(f"queue entry {it.path.name} ({it.state}) is damaged: {it.error}",
+                              path=it.path,
+                              hint=f"`tally queue remove {it.name}` if it is not needed; "
+                                   "until then gc keeps everything")
         label = f"queue {it.state} {it.name}"
         yield label, it.entry.workspace, True
         if it.entry.checkpoint:

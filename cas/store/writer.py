@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 from cas.store import zstdframe as codec
 from cas.core import hashing
 from cas.core.errors import CorruptObject, StoreError, TallyError, from_os_error
-from cas.core.fsops import _write_all, copy_fd, fsync_all, fsync_file, reflink, syncfs
+from cas.core.fsops import write_all, copy_fd, fsync_all, fsync_file, reflink, syncfs
 from cas.core.fsops import unlink_quiet
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ class Writer:
                         raise CorruptObject(oid, "compressed output failed verification")
                 else:
                     payload = data
-                _write_all(fd, payload)
+                write_all(fd, payload)
                 self._seal(fd, tmp)
             finally:
                 os.close(fd)

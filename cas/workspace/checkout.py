@@ -25,7 +25,7 @@ from cas.objects import tree
 from cas.workspace import snapshot as workspace
 from cas.core.errors import UnsafePath, UsageError, WouldOverwrite, from_os_error
 from cas.core.fsops import copy_file, reflink, remove_tree
-from cas.workspace.materialize import TMP_PREFIX
+from cas.workspace.materialize import TMP_PREFIX, remove_leftover
 from cas.workspace.materialize import Materializer as _Materializer, link_target as _link_target
 from cas.workspace import statcache as statcache_mod
 from cas.workspace.statcache import StatCache
@@ -65,13 +65,17 @@ class Target(NamedTuple):
 def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, ...],
              statcache: StatCache, force: bool = False, progress: Progress | None = None,
              load_tree: Callable[[str], tree.Tree] | None = None,
-             unsafe_links: str = "refuse") -> CheckoutReport:
+             unsafe_links: str = "refuse", verify: bool = False) -> CheckoutReport:
     """Make `dest` hold exactly `target`.
 
     A symlink of the tree that points outside it (cas/core/paths.py) is never written:
     with `unsafe_links="refuse"` (tracked data) the whole checkout is refused before
     anything is written; with "skip" (an experiment's workspace, which may hold any
     link Git would commit) it is left out and listed in the report's `skipped`.
+
+    Every copied or decompressed file is checked against its id before it takes its
+    name; with `verify`, hardlinked, symlinked and reflinked ones too (their object is
+    hashed), which a link mode otherwise cannot do without reading the object.
 
     Raises:
         WouldOverwrite: unrecoverable user changes are in the way and not `force`.
@@ -157,7 +161,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             raise WouldOverwrite(shown)
 
     replace = {rel: st for rel, st, _ in risky}
-    writer = _Materializer(store, links)
+    writer = _Materializer(store, links, verify=verify)
     writer.tree_links = frozenset(r for r, e in desired.items() if e.kind == tree.SYMLINK)
     base = os.fspath(dest)
     made: set[str] = {base}
@@ -188,7 +192,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
             for d in sorted(dirs):
                 if d:
                     os.makedirs(_join(dest, d), exist_ok=True)
-        _write_all(writer, todo, replace, base, made, report, stats, link_stats, gone,
+        write_all(writer, todo, replace, base, made, report, stats, link_stats, gone,
                    progress=progress, memo=target.is_dir)
     finally:
         newest = max((max(st.st_mtime_ns, st.st_ctime_ns) for st, _ in stats + link_stats), default=0)
@@ -221,7 +225,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     return report
 
 
-def _write_all(writer: _Materializer, todo: list[tuple[str, tree.Entry]],
+def write_all(writer: _Materializer, todo: list[tuple[str, tree.Entry]],
                replace: dict[str, os.stat_result], base: str, made: set[str], report: CheckoutReport,
                stats: list[tuple[os.stat_result, str]],
                link_stats: list[tuple[os.stat_result, str]], gone: list[tuple[int, int]], *,
@@ -332,7 +336,10 @@ def _scan(dest: Path, is_dir: bool, seen_dirs: set[str]) -> dict[str, os.stat_re
         d = base if not rel_dir else f"{base}/{rel_dir}"
         with os.scandir(d) as it:
             for ent in it:
-                if ent.name in (".git", ".tally") or ent.name.startswith(TMP_PREFIX):
+                if ent.name in (".git", ".tally"):
+                    continue
+                if ent.name.startswith(TMP_PREFIX):
+                    remove_leftover(f"{d}/{ent.name}", ent.name)  # a killed checkout's
                     continue
                 rel = ent.name if not rel_dir else f"{rel_dir}/{ent.name}"
                 if ent.is_dir(follow_symlinks=False):

@@ -27,7 +27,7 @@ from cas.core import hashing
 from cas.objects import tree
 from cas.core.errors import CorruptObject
 from cas.core import paths
-from cas.core.fsops import copy_file, reflink, remove_tree
+from cas.core.fsops import copy_file, reflink, remove_tree, write_all
 from cas.store.objectstore import FileStore
 
 TMP_PREFIX = ".tally-tmp-"
@@ -39,9 +39,13 @@ os.umask(_UMASK)
 class Materializer:
     """Writes entries into the workspace by the first link mode that applies."""
 
-    def __init__(self, store: FileStore, links: tuple[str, ...]) -> None:
+    def __init__(self, store: FileStore, links: tuple[str, ...], *, verify: bool = False) -> None:
         self.store = store
         self.links = links
+        # Copies (and decompressions) are always checked against their id: the bytes
+        # pass through this process anyway. With `verify`, linked files are too, by
+        # hashing the object before it is linked (spec/checkout.md, "Verification").
+        self.verify = verify
         self.no_reflink = False  # set after the first refusal: do not ask per file
         self.tree_links: frozenset[str] = frozenset()  # the tree's symlinks (see _escapes)
         self._n = 0
@@ -79,6 +83,8 @@ class Materializer:
             for mode in self.links:
                 if e.mode & 0o111 and mode in ("hardlink", "symlink"):
                     continue  # would share the object's 0444 and lose the x bits
+                if mode in ("hardlink", "symlink") and self.verify and os.path.exists(raw):
+                    _check_id(raw, e.oid, raw)
                 if mode == "hardlink":
                     tmp = self._tmp(path) if replace else None
                     try:
@@ -107,6 +113,8 @@ class Materializer:
                         tmp = None
                         continue
                     os.chmod(tmp, e.mode & ~_UMASK)
+                    if self.verify:
+                        _check_id(tmp, e.oid, raw)
                 elif mode == "copy":
                     tmp = self._tmp(path)
                     self._copy(e, raw, tmp)
@@ -130,7 +138,23 @@ class Materializer:
 
     def _copy(self, e: tree.Entry, raw: str, tmp: str) -> None:
         try:
-            copy_file(raw, tmp, mode=e.mode)
+            if e.size >= 0 and e.size < hashing.MMAP_THRESHOLD:
+                # Small: read, hash, write; the bytes are in hand, so checking them
+                # costs a hash and no second read.
+                with open(raw, "rb", buffering=0) as f:
+                    data = f.read()
+                if hashing.hash_bytes(data) != e.oid:
+                    raise CorruptObject(e.oid, "its bytes do not hash to its id", path=raw)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, e.mode)
+                try:
+                    write_all(fd, data)
+                finally:
+                    os.close(fd)
+            else:
+                # Large: the kernel copies, then the copy (in the page cache) is hashed
+                # on BLAKE3's threads before it may take the final name.
+                copy_file(raw, tmp, mode=e.mode)
+                _check_id(tmp, e.oid, raw)
         except FileNotFoundError:
             info = self.store.info(e.oid)  # ObjectMissing when neither form exists
             if not info.compressed:
@@ -159,6 +183,38 @@ def link_target(store: FileStore, e: tree.Entry, rel: str,
     # Judged from the link's place in the tree, not in its directory:
     # `sub/link -> ../a.txt` stays inside, `link -> ../x` does not.
     return paths.check_symlink(rel or "link", target, links, source="a stored tree")
+
+
+def remove_leftover(path: str, name: str) -> bool:
+    """Remove the temp file `path` (named `name`, `.tally-tmp-<pid>-...`) if the process
+    that made it is gone; True if removed.
+
+    A checkout or restore killed between creating a temp file and renaming it over its
+    final name leaves it behind. One whose writer still runs (on this host: workspaces
+    are local) is left alone: it is about to be renamed.
+    """
+    pid_text = name[len(TMP_PREFIX):].partition("-")[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+        return False  # its writer lives
+    except ProcessLookupError:
+        pass
+    except (PermissionError, OverflowError):
+        return False  # alive under another user, or not a pid at all: not ours to judge
+    try:
+        os.unlink(path)
+        return True
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+
+
+def _check_id(path: str, oid: str, source: str) -> None:
+    """Raise CorruptObject unless the file at `path` hashes to `oid` (`source`: the
+    object file to name in the error)."""
+    if hashing.hash_file(path) != oid:
+        raise CorruptObject(oid, "its bytes do not hash to its id", path=source)
 
 
 def _decompress_to(oid: str, src: Path, tmp: str, mode: int, size: int) -> None:

@@ -61,6 +61,9 @@ class Snapshot(NamedTuple):
     files: int  # regular files (1 for a file)
     mode: int  # 0o644/0o755 for a file, 0 for a directory
     hashed: int  # files read this time (the rest came from the stat cache)
+    # Temp files a killed checkout left (`.tally-tmp-*`): never part of the tree, and
+    # reported so that they are seen (the next checkout removes them).
+    leftovers: tuple[str, ...] = ()
 
 
 class _Dir:
@@ -143,11 +146,14 @@ def snapshot(path: Path, *, statcache: StatCache, writer: Writer | None = None,
     if memo is None:
         memo = trees is None or memo_hits is not None
     objects_dir = os.path.abspath(writer.store.objects) if writer is not None else objects
+    leftovers: list[str] = []
     top, hashed = _snapshot_dir(os.fspath(path), st, clock, statcache=statcache, writer=writer,
                                 ingest=ingest, progress=progress, trees=trees,
                                 objects_dir=objects_dir, memo=memo, memo_hits=memo_hits,
-                                publish=publish, refuse_unsafe_links=refuse_unsafe_links)
-    return Snapshot(top.oid, True, top.nbytes, top.nfiles, 0, hashed)  # type: ignore[arg-type]
+                                publish=publish, refuse_unsafe_links=refuse_unsafe_links,
+                                leftovers=leftovers)
+    return Snapshot(top.oid, True, top.nbytes, top.nfiles, 0, hashed,  # type: ignore[arg-type]
+                    tuple(sorted(leftovers)))
 
 
 def rebuild(handle: object, oid: str, *, statcache: StatCache,
@@ -173,9 +179,10 @@ def _snapshot_dir(root: str, root_st: os.stat_result, clock: int, *, statcache: 
                   writer: Writer | None, ingest: str, progress: Progress | None,
                   trees: dict[str, tree.Tree] | None, objects_dir: str | None, memo: bool,
                   memo_hits: dict[str, object] | None, publish: bool,
-                  refuse_unsafe_links: bool = False) -> tuple[_Dir, int]:
+                  refuse_unsafe_links: bool = False,
+                  leftovers: list[str] | None = None) -> tuple[_Dir, int]:
     prefix = None if objects_dir is None else objects_dir.rstrip("/") + "/"
-    dirs = _walk(root, root_st)
+    dirs = _walk(root, root_st, leftovers)
     if refuse_unsafe_links and any(d.links for d in dirs):
         _check_links(root, dirs, prefix)
     rows = statcache.dir_rows([(d.dev, d.ino) for d in dirs]) if memo else {}
@@ -244,8 +251,11 @@ def _build(d: _Dir, writer: Writer | None, trees: dict[str, tree.Tree] | None) -
     return t
 
 
-def _walk(root: str, root_st: os.stat_result) -> list[_Dir]:
+def _walk(root: str, root_st: os.stat_result, leftovers: list[str] | None = None) -> list[_Dir]:
     """Every directory below `root` (pre-order: parents before children), listed.
+
+    Temp files of a killed checkout are left out of the listing; with `leftovers`, their
+    paths are collected there.
 
     The hot loop of every status: per entry one d_type test, one lstat and two appends;
     names are checked, and special files refused, only for directories the memo misses
@@ -272,6 +282,8 @@ def _walk(root: str, root_st: os.stat_result) -> list[_Dir]:
                     name = ent.name
                     # (Every skipped name starts with a dot: one cheap test for the rest.)
                     if name[0] == "." and (name in SKIP_NAMES or name.startswith(TMP_PREFIX)):
+                        if leftovers is not None and name.startswith(TMP_PREFIX):
+                            leftovers.append(f"{path}/{name}")
                         continue  # nested repos/stores, and a crashed checkout's temp files
                     try:
                         if ent.is_dir(follow_symlinks=False):

@@ -20,7 +20,7 @@ from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ObjectMissing, UsageError
 from cas.objects.pointer import Pointer
 from cas.core import paths as path_safety
-from cas.core.errors import UnsafePath
+from cas.core.errors import Corruption, UnsafePath
 from cas.workspace.project import Project
 from cas.workspace.hashpool import Progress
 
@@ -136,7 +136,7 @@ class Status:
     A plain class: a dataclass costs ~1 ms of every command's start-up to create.
     """
 
-    __slots__ = ("path", "state", "added", "modified", "deleted")
+    __slots__ = ("path", "state", "added", "modified", "deleted", "leftovers")
 
     def __init__(self, path: str, state: str) -> None:
         self.path = path
@@ -144,6 +144,9 @@ class Status:
         self.added: list[str] = []  # files new in the workspace
         self.modified: list[str] = []
         self.deleted: list[str] = []  # files the workspace lacks
+        # Temp files (`.tally-tmp-*`) a killed checkout left under the path, relative to
+        # the project: not data; the next checkout removes them.
+        self.leftovers: list[str] = []
 
     def __repr__(self) -> str:
         return f"Status({self.to_json()!r})"
@@ -153,7 +156,7 @@ class Status:
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "state": self.state, "added": self.added,
-                "modified": self.modified, "deleted": self.deleted}
+                "modified": self.modified, "deleted": self.deleted, "leftovers": self.leftovers}
 
 
 def _select(project: Project, paths: list[str] | None, cwd: Path | None) -> list[str]:
@@ -186,7 +189,10 @@ def status(project: Project, paths: list[str] | None = None, *,
             st.state = "missing"
             out.append(st)
             continue
-        _compare(project, ptr, abs_path, st)
+        try:
+            _compare(project, ptr, abs_path, st)
+        except Corruption as exc:
+            raise exc.named_by(f"{rel}{pointer.SUFFIX}") from None
         out.append(st)
     return out
 
@@ -199,6 +205,8 @@ def _compare(project: Project, ptr: Pointer, abs_path: Path, st: Status, *,
     snap = workspace.snapshot(abs_path, statcache=project.statcache, trees=mem,
                               objects=os.path.abspath(project.store.objects),
                               memo=memo, memo_hits=hits if memo else None)
+    root = os.fspath(project.root) + "/"
+    st.leftovers = [p[len(root):] if p.startswith(root) else p for p in snap.leftovers]
     if snap.oid == ptr.oid and snap.is_dir == ptr.is_dir:
         return
     if not (snap.is_dir and ptr.is_dir and project.store.has(ptr.oid)):
@@ -237,7 +245,8 @@ class _Changed(Exception):
 
 
 def checkout(project: Project, paths: list[str] | None = None, *, force: bool = False,
-             progress: Progress | None = None, cwd: Path | None = None) -> dict[str, co.CheckoutReport]:
+             progress: Progress | None = None, cwd: Path | None = None,
+             verify: bool = False) -> dict[str, co.CheckoutReport]:
     """Materialize each tracked path from its pointer, touching only what differs.
 
     All pointers are read and every object checked present before the first file is
@@ -256,10 +265,13 @@ def checkout(project: Project, paths: list[str] | None = None, *, force: bool = 
     reports = {}
     with project.lock("store", shared=True, timeout=60, purpose="tally checkout"):
         for ptr in ptrs:
-            reports[ptr.path] = co.checkout(
-                project.store, _target(ptr), project.root / ptr.path,
-                links=project.config.link_order, statcache=project.statcache, force=force,
-                progress=progress)
+            try:
+                reports[ptr.path] = co.checkout(
+                    project.store, _target(ptr), project.root / ptr.path,
+                    links=project.config.link_order, statcache=project.statcache, force=force,
+                    progress=progress, verify=verify)
+            except Corruption as exc:  # found below the pointer: say which pointer led there
+                raise exc.named_by(f"{ptr.path}{pointer.SUFFIX}") from None
     return reports
 
 

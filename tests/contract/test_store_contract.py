@@ -517,7 +517,7 @@ def test_full_store_while_writing_temp(tmp_path: Path, monkeypatch: pytest.Monke
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(writer_mod, "_write_all", full)
+    monkeypatch.setattr(writer_mod, "write_all", full)
     with pytest.raises(StoreError, match="no space left") as ei:
         s.put_bytes(RANDOM)
     assert ei.value.hint and "gc" in ei.value.hint

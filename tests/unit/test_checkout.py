@@ -354,16 +354,16 @@ def test_an_interrupted_checkout_leaves_no_temp_file(env: Env,
     _, oid = env.put_dir({f"f{i}.txt": f"file {i}\n" for i in range(20)})
     dest = env.base / "ws"
     calls = []
-    real = materialize.copy_file
+    real = materialize.write_all  # how a small file's checked bytes are written
 
-    def dies(src, dst, **kw):
-        calls.append(dst)
+    def dies(fd, data):
+        calls.append(fd)
         if len(calls) == 7:
-            real(src, dst, **kw)  # the temp file exists: now the process is "interrupted"
+            real(fd, data)  # the temp file exists: now the process is "interrupted"
             raise KeyboardInterrupt
-        return real(src, dst, **kw)
+        return real(fd, data)
 
-    monkeypatch.setattr(materialize, "copy_file", dies)
+    monkeypatch.setattr(materialize, "write_all", dies)
     with pytest.raises(KeyboardInterrupt):
         env.checkout(oid, dest)
     assert leftovers(env.base) == []

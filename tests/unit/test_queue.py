@@ -310,7 +310,8 @@ def test_damaged_entry_is_listed_and_never_run(qproj):
     assert queue.claim(qproj, "1-w") is None  # failed with the reason instead
     (failed,) = entries.items(qproj)
     assert failed.state == "failed" and "unreadable entry" in failed.outcome.reason
-    assert list(queue.roots(qproj)) == []
+    with pytest.raises(FormatError, match="is damaged"):  # its snapshot cannot be named: gc stops
+        list(queue.roots(qproj))
 
 
 def test_stop_request_only_for_older_workers(qproj):
@@ -357,3 +358,24 @@ def test_outcome_and_worker_files_round_trip() -> None:
                    heartbeat=2.0, slots=2, keep_alive=True, stopping=False,
                    current={"e" * 64: CurrentRun("n", 11, "12", 3.0)})
     assert WorkerInfo.loads(w.dumps()) == w
+
+
+def test_a_damaged_entry_stops_gc_and_fsck_names_it(qproj) -> None:
+    """Issue 13, item 5: gc --grace 0 used to delete a damaged entry's snapshot (maybe
+    uncommitted work that exists only there), and fsck reported nothing."""
+    from cas.experiments import enqueue
+    from cas.gc import fsck
+    from cas.gc.collect import GcRefused, gc
+
+    (it,) = queue.enqueue(qproj, enqueue.plan(qproj))
+    snapshot = it.entry.workspace
+    os.chmod(it.path, 0o644)
+    it.path.write_bytes(it.path.read_bytes()[:-3] + b"zzz")
+    with pytest.raises(GcRefused) as exc:
+        gc(qproj, grace_s=0)
+    assert it.path.name in exc.value.report.problems[0].where
+    assert qproj.store.has(snapshot)
+    report = fsck.fsck(qproj)
+    assert not report.ok and any(it.path.name in p.where for p in report.problems)
+    entries.remove(qproj, keys=[queue.items(qproj)[0].name])  # once removed, gc goes on
+    gc(qproj, grace_s=0)

@@ -150,7 +150,7 @@ def test_status_states(project) -> None:
     assert s["gone"].state == "missing"
     assert s["lost"].state == "not-in-store"
     assert s["data"].to_json() == {"path": "data", "state": "modified", "added": ["new"],
-                                   "modified": ["a"], "deleted": ["sub/c"]}
+                                   "modified": ["a"], "deleted": ["sub/c"], "leftovers": []}
 
 
 def test_status_of_selected_paths(project) -> None:
