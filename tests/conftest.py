@@ -50,9 +50,11 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
         elif var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
                      "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
             monkeypatch.delenv(var)
-    # Per-process memos that would carry one test's filesystem verdicts into the next.
-    from cas.core import fsops
-    monkeypatch.setattr(fsops, "_no_reflink_devs", set())
+    # Per-process state that would carry one test's verdicts into the next: devices
+    # that refused a clone, a failpoint armed from the caller's environment at import.
+    from cas.core import failpoints, fsops
+    fsops.forget_reflink_failures()
+    failpoints.arm(None)
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +114,16 @@ def reflink_repo(reflink_dir: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def failpoint():
+    """Arm a failpoint in this process (cas/core/failpoints.py) for code run in-process
+    whose forked children are to die there: `failpoint("forked:before-report")`.
+    Disarmed again when the test ends."""
+    from cas.core import failpoints
+    yield failpoints.arm
+    failpoints.arm(None)
+
+
 # -- shared fixtures (a lab of experiments; gc's clock) ----------------------------------
 
 @pytest.fixture
@@ -135,7 +147,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    real_now, real_inv, real_restat = gc_mod._fs_now_ns, gcinventory.inventory, gcinventory.restat
+    real_now, real_inv, real_restat = gc_mod.fs_now_ns, gcinventory.inventory, gcinventory.restat
 
     def shift(oid, o):
         if o is not None and oid in c.extra:
@@ -148,7 +160,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
             shift(oid, o)
         return inv
 
-    monkeypatch.setattr(gc_mod, "_fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
+    monkeypatch.setattr(gc_mod, "fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
     monkeypatch.setattr(gcinventory, "inventory", inventory)
     monkeypatch.setattr(gcinventory, "restat", lambda store, oid, o: shift(oid, real_restat(store, oid, o)))
     return c

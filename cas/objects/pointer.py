@@ -150,9 +150,10 @@ def read(root: Path, rel: str) -> Pointer:
 
 
 def write(root: Path, ptr: Pointer) -> Path:
-    """Atomically write the pointer file; returns its path."""
+    """Atomically write the pointer file; returns its path. A crash at any instant
+    leaves the old pointer or the new one, whole (failpoints `pointer:*`)."""
     p = root / pointer_path(ptr.path)
-    atomic_write(p, ptr.encode())
+    atomic_write(p, ptr.encode(), failpoints="pointer")
     return p
 
 

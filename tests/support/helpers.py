@@ -11,6 +11,7 @@ import random
 import sqlite3
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -193,6 +194,46 @@ def settle(statcache, paths: list[Path]) -> None:
             st = os.lstat(f)
             newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
     statcache.wait_past(newest)
+
+
+_open_logs: list[list[str]] = []  # every active FileOpens' log
+_audit_hook_added = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _open_logs and isinstance(args[0], (str, bytes)):
+        path = os.fsdecode(args[0])
+        for log in _open_logs:
+            log.append(path)
+
+
+class FileOpens:
+    """The paths this process opens while it is active (open(), os.open(), io.open...),
+    seen through a Python audit hook (sys.addaudithook, the `open` event): a test
+    observes the code's reads without patching any of its names.
+
+        with FileOpens() as opens: ...   # opens.paths: what was opened, in order
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def __enter__(self) -> "FileOpens":
+        global _audit_hook_added
+        if not _audit_hook_added:  # one hook per process: audit hooks cannot be removed
+            sys.addaudithook(_audit)
+            _audit_hook_added = True
+        _open_logs.append(self.paths)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _open_logs.remove(self.paths)
+
+    def objects(self, store) -> list[str]:
+        """The ids of the object files among the paths opened, in order."""
+        prefix = os.fspath(store.objects) + os.sep
+        return [p[len(prefix):].replace(os.sep, "").removesuffix(".zst")
+                for p in self.paths if p.startswith(prefix)]
 
 
 class CallCounter:

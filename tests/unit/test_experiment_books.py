@@ -257,7 +257,7 @@ def test_ten_thousand_experiments_list_correctly(lab: Lab, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("child", ["works", "dies", "torn report"])
 def test_many_new_records_are_summarized_the_same_in_forked_shards(
-        lab: Lab, monkeypatch: pytest.MonkeyPatch, child: str) -> None:
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, failpoint, child: str) -> None:
     """summarize_many splits many new records over forked children: the summaries and
     the problems (a missing record, a damaged one) are exactly the serial ones, and a
     child that dies or reports garbage only makes its shard be decoded by the parent."""
@@ -274,12 +274,18 @@ def test_many_new_records_are_summarized_the_same_in_forked_shards(
     forks = []
     real_fork = os.fork
     monkeypatch.setattr(expindex.os, "fork", lambda: forks.append(1) or real_fork())
-    if child == "dies":
-        monkeypatch.setattr(expindex, "_summarize_report", lambda store, oids: os._exit(3))
-    elif child == "torn report":  # an array of 3 with one item, then nothing
-        monkeypatch.setattr(expindex, "_summarize_report", lambda store, oids: b"\x93\x90")
+    me, loaded_here = os.getpid(), []
+    real_load = record.load
+    monkeypatch.setattr(record, "load", lambda s, o: (os.getpid() == me and loaded_here.append(o),
+                                                      real_load(s, o))[1])
+    if child == "dies":  # SIGKILLed with its work done, nothing reported
+        failpoint("forked:before-report")
+    elif child == "torn report":  # SIGKILLed halfway through writing its report
+        failpoint("forked:half-reported")
     assert expindex.summarize_many(p.store, ids) == serial
     assert len(forks) == 2  # three shards: two children and the parent
+    # The parent decoded its own shard, and the children's too when they failed.
+    assert len(loaded_here) == (len(ids) // 3 if child == "works" else len(ids))
 
 
 def test_many_new_records_are_summarized_serially_while_another_thread_runs(
