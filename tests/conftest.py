@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from support import helpers
 from support.gclab import NS, Clock
@@ -26,6 +27,23 @@ from cas.workspace.project import init_project
 
 # Read before any fixture scrubs the environment: these decide what is collected.
 REFLINK_DIR = os.environ.get("TALLY_REFLINK_DIR") or None
+
+# Hypothesis profiles, chosen by TALLY_HYPOTHESIS_PROFILE (.ci/run sets `ci`): `dev`
+# draws new examples every run and remembers failures in .hypothesis/; `ci` draws the
+# same examples on every run (derandomized, no example database), so a red CI run is
+# reproducible and a green one is not luck. Neither has a deadline: the machine is
+# shared, and no property here is about time. A test's own @settings (max_examples)
+# still applies on top.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+HYPOTHESIS_PROFILE = os.environ.get("TALLY_HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"hypothesis profile: {HYPOTHESIS_PROFILE}"
+            f"{' (derandomized)' if settings().derandomize else ''}; "
+            f"slow tier: {'on' if helpers.SLOW else 'off (TALLY_SLOW=1 runs it)'}")
 
 
 @pytest.fixture(autouse=True)

@@ -111,7 +111,7 @@ def copy_fd(src_fd: int, dst_fd: int, size: int) -> int:
     os.lseek(src_fd, 0, os.SEEK_SET)
     offset = 0
     while chunk := os.read(src_fd, hashing.STREAM_CHUNK):
-        _write_all(dst_fd, chunk)
+        write_all(dst_fd, chunk)
         offset += len(chunk)
     return offset
 
@@ -215,7 +215,7 @@ def stage_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) 
     tmp = os.path.join(head, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
@@ -312,7 +312,7 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     shutil.rmtree(path, onerror=writable)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)

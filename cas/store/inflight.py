@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from cas.core.fsops import _write_all
+from cas.core.fsops import write_all
 from cas.core.fsops import unlink_quiet
 
 DIR_NAME = "inflight"  # under .tally/
@@ -82,7 +82,7 @@ class InFlight:
         """Append `oids`, one a line, in one write(2) where it fits (O_APPEND: lines of
         several processes never interleave within a write)."""
         if oids and self._fd is not None:
-            _write_all(self._fd, "".join(o + "\n" for o in oids).encode("ascii"))
+            write_all(self._fd, "".join(o + "\n" for o in oids).encode("ascii"))
 
     def close(self) -> None:
         """Let go: remove the file when it is ours (before its lock drops with the

@@ -29,8 +29,8 @@ from cas.store import zstdframe as codec
 from cas.core import hashing
 from cas.core.errors import CorruptObject, StoreError, TallyError, from_os_error
 from cas.core.failpoints import failpoint
-from cas.core.fsops import _write_all, copy_fd, fsync_all, fsync_file, reflink, syncfs
-from cas.core.fsops import unlink_quiet
+from cas.core.fsops import copy_fd, fsync_all, fsync_file, reflink, syncfs
+from cas.core.fsops import unlink_quiet, write_all
 
 if TYPE_CHECKING:
     from cas.store.inflight import InFlight
@@ -243,7 +243,7 @@ class Writer:
                         raise CorruptObject(oid, "compressed output failed verification")
                 else:
                     payload = data
-                _write_all(fd, payload)
+                write_all(fd, payload)
                 self._seal(fd, tmp)
             finally:
                 os.close(fd)

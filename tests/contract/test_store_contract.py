@@ -510,18 +510,7 @@ def test_full_or_read_only_store_when_publishing(tmp_path: Path, monkeypatch: py
     assert tmp_files(s) == [] and list(s.iter_oids()) == []
 
 
-def test_full_store_while_writing_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = file_store(tmp_path, compression="none")
-    s.ensure_dirs()
-
-    def full(fd, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(writer_mod, "_write_all", full)
-    with pytest.raises(StoreError, match="no space left") as ei:
-        s.put_bytes(RANDOM)
-    assert ei.value.hint and "gc" in ei.value.hint
-    assert tmp_files(s) == []
+# A full disk while a temp file is written: tests/contract/test_disk_errors.py (pyfakefs).
 
 
 def test_writers_in_threads_share_one_batch(tmp_path: Path) -> None:

@@ -42,6 +42,13 @@ def slow(fn: Callable) -> Callable:
     return pytest.mark.skipif(not SLOW, reason="heavy variant: set TALLY_SLOW=1")(fn)
 
 
+def slow_param(*values: object, id: str | None = None) -> object:
+    """A parametrize case of the slow tier: collected always, run only with TALLY_SLOW=1
+    (the full-size twin of a case the default run keeps small)."""
+    return pytest.param(*values, id=id, marks=(
+        pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="heavy variant: set TALLY_SLOW=1")))
+
+
 def git(root: Path, *args: str, input: bytes | None = None) -> str:
     return subprocess.run(["git", *args], cwd=root, input=input, capture_output=True,
                           check=True).stdout.decode()
