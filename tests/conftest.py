@@ -77,7 +77,9 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(autouse=True)
 def tiny_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small data takes the big-data paths: mmap + threads, streaming, pools, batches."""
+    """Small data takes the big-data paths: mmap + threads, streaming, pools, batches.
+    A knob renamed in cas/ makes every test error here (setattr raises), never pass
+    silently with the real threshold."""
     import importlib
     for module, name, value in helpers.TINY:
         monkeypatch.setattr(importlib.import_module(f"cas.{module}"), name, value)

@@ -432,13 +432,6 @@ def test_batch_barrier_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert synced == {p for k, p in events[first_link:]}  # exactly the temps published
 
 
-def test_tiny_threshold_knobs_exist() -> None:
-    """conftest patches these with raising=False: a renamed knob must fail here, loudly."""
-    import importlib
-    for module, name, _ in helpers.TINY:
-        assert hasattr(importlib.import_module(f"cas.{module}"), name), f"cas.{module}.{name}"
-
-
 def test_batch_limit_flushes_automatically(tmp_path: Path) -> None:
     s = file_store(tmp_path, compression="none")
     n = 3 * writer_mod.BATCH_LIMIT + 1

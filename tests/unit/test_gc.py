@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -359,8 +360,12 @@ def test_stat_cache_entries_of_deleted_objects_are_forgotten(project, clock) -> 
     tracking.add(project, [str(project.root / "data")])  # records both files
     (project.root / "data" / "gone.txt").unlink()
     tracking.add(project, [str(project.root / "data")])
-    db = project.statcache
-    rows = lambda: {o for (o,) in db._connect().execute("SELECT oid FROM entries")}  # noqa: E731
+    def rows() -> set[str]:  # read through a connection of our own, as helpers.memo_rows
+        db = sqlite3.connect(project.statcache.db_path)
+        try:
+            return {o for (o,) in db.execute("SELECT oid FROM entries")}
+        finally:
+            db.close()
     before = rows()
     report = gc(project, grace_s=0)
     gone = {d.oid for d in report.deleted}
