@@ -51,23 +51,7 @@ def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
               monkeypatch: pytest.MonkeyPatch) -> None:
     """Isolate the user's home, Git config and TALLY_* settings (borg's clean_env)."""
     home = tmp_path_factory.mktemp("home")  # outside tmp_path: tests own all of that
-    empty = home / ".gitconfig-empty"
-    empty.write_bytes(b"")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for who in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{who}_NAME", "Tally Test")
-        monkeypatch.setenv(f"GIT_{who}_EMAIL", "tally@example.com")
-    for var in list(os.environ):
-        if var.startswith("TALLY_") and var != "TALLY_REFLINK_DIR":
-            monkeypatch.delenv(var)
-        elif var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
-                     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
-            monkeypatch.delenv(var)
+    helpers.isolate_env(monkeypatch, home=home, ceiling=tmp_path)
     # Per-process state that would carry one test's verdicts into the next: devices
     # that refused a clone, a failpoint armed from the caller's environment at import.
     from cas.core import failpoints, fsops

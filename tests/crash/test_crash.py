@@ -154,7 +154,11 @@ def crash_at(tmp_path: Path, t: Template, point: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Template:
-    return Template(tmp_path_factory.mktemp("crash") / "template")
+    """Built once per module, before the per-test clean_env: isolated the same way."""
+    base = tmp_path_factory.mktemp("crash")
+    with pytest.MonkeyPatch.context() as mp:
+        helpers.isolate_env(mp, home=tmp_path_factory.mktemp("home"), ceiling=base)
+        return Template(base / "template")
 
 
 @pytest.mark.parametrize("point", DEFAULT_POINTS)

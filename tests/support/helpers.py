@@ -42,6 +42,29 @@ def slow(fn: Callable) -> Callable:
     return pytest.mark.skipif(not SLOW, reason="heavy variant: set TALLY_SLOW=1")(fn)
 
 
+def isolate_env(monkeypatch: pytest.MonkeyPatch, *, home: Path, ceiling: Path) -> None:
+    """Point HOME, Git's config and identity at throwaway values and drop every
+    TALLY_* variable but TALLY_REFLINK_DIR (conftest's clean_env, for every test; a
+    module-scoped fixture that runs before it uses this too)."""
+    empty = home / ".gitconfig-empty"
+    empty.write_bytes(b"")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(ceiling))
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Tally Test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "tally@example.com")
+    for var in list(os.environ):
+        if var.startswith("TALLY_") and var != "TALLY_REFLINK_DIR":
+            monkeypatch.delenv(var)
+        elif var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
+            monkeypatch.delenv(var)
+
+
 def slow_param(*values: object, id: str | None = None) -> object:
     """A parametrize case of the slow tier: collected always, run only with TALLY_SLOW=1
     (the full-size twin of a case the default run keeps small)."""
