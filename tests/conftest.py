@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from support import helpers
 from support.gclab import NS, Clock
@@ -27,37 +28,42 @@ from cas.workspace.project import init_project
 # Read before any fixture scrubs the environment: these decide what is collected.
 REFLINK_DIR = os.environ.get("TALLY_REFLINK_DIR") or None
 
+# Hypothesis profiles, chosen by TALLY_HYPOTHESIS_PROFILE (.ci/run sets `ci`): `dev`
+# draws new examples every run and remembers failures in .hypothesis/; `ci` draws the
+# same examples on every run (derandomized, no example database), so a red CI run is
+# reproducible and a green one is not luck. Neither has a deadline: the machine is
+# shared, and no property here is about time. A test's own @settings (max_examples)
+# still applies on top.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True)
+HYPOTHESIS_PROFILE = os.environ.get("TALLY_HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"hypothesis profile: {HYPOTHESIS_PROFILE}"
+            f"{' (derandomized)' if settings().derandomize else ''}; "
+            f"slow tier: {'on' if helpers.SLOW else 'off (TALLY_SLOW=1 runs it)'}")
+
 
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
               monkeypatch: pytest.MonkeyPatch) -> None:
     """Isolate the user's home, Git config and TALLY_* settings (borg's clean_env)."""
     home = tmp_path_factory.mktemp("home")  # outside tmp_path: tests own all of that
-    empty = home / ".gitconfig-empty"
-    empty.write_bytes(b"")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(empty))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for who in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{who}_NAME", "Tally Test")
-        monkeypatch.setenv(f"GIT_{who}_EMAIL", "tally@example.com")
-    for var in list(os.environ):
-        if var.startswith("TALLY_") and var != "TALLY_REFLINK_DIR":
-            monkeypatch.delenv(var)
-        elif var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
-                     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
-            monkeypatch.delenv(var)
-    # Per-process memos that would carry one test's filesystem verdicts into the next.
-    from cas.core import fsops
-    monkeypatch.setattr(fsops, "_no_reflink_devs", set())
+    helpers.isolate_env(monkeypatch, home=home, ceiling=tmp_path)
+    # Per-process state that would carry one test's verdicts into the next: devices
+    # that refused a clone, a failpoint armed from the caller's environment at import.
+    from cas.core import failpoints, fsops
+    fsops.forget_reflink_failures()
+    failpoints.arm(None)
 
 
 @pytest.fixture(autouse=True)
 def tiny_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small data takes the big-data paths: mmap + threads, streaming, pools, batches."""
+    """Small data takes the big-data paths: mmap + threads, streaming, pools, batches.
+    A knob renamed in cas/ makes every test error here (setattr raises), never pass
+    silently with the real threshold."""
     import importlib
     for module, name, value in helpers.TINY:
         monkeypatch.setattr(importlib.import_module(f"cas.{module}"), name, value)
@@ -112,6 +118,16 @@ def reflink_repo(reflink_dir: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def failpoint():
+    """Arm a failpoint in this process (cas/core/failpoints.py) for code run in-process
+    whose forked children are to die there: `failpoint("forked:before-report")`.
+    Disarmed again when the test ends."""
+    from cas.core import failpoints
+    yield failpoints.arm
+    failpoints.arm(None)
+
+
 # -- shared fixtures (a lab of experiments; gc's clock) ----------------------------------
 
 @pytest.fixture
@@ -135,7 +151,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    real_now, real_inv, real_restat = gc_mod._fs_now_ns, gcinventory.inventory, gcinventory.restat
+    real_now, real_inv, real_restat = gc_mod.fs_now_ns, gcinventory.inventory, gcinventory.restat
 
     def shift(oid, o):
         if o is not None and oid in c.extra:
@@ -148,7 +164,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
             shift(oid, o)
         return inv
 
-    monkeypatch.setattr(gc_mod, "_fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
+    monkeypatch.setattr(gc_mod, "fs_now_ns", lambda p: real_now(p) + int(c.offset_s * NS))
     monkeypatch.setattr(gcinventory, "inventory", inventory)
     monkeypatch.setattr(gcinventory, "restat", lambda store, oid, o: shift(oid, real_restat(store, oid, o)))
     return c

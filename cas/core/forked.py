@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
+from cas.core.failpoints import failpoint
+
 
 class Child:
     """A started child: its pid and the read end of its report pipe."""
@@ -50,15 +52,23 @@ def start(work: Callable[[], bytes]) -> Child:
             os.close(r)
             payload = work()
             code = 0
+            failpoint("forked:before-report")
             view = memoryview(payload)
-            while view:
-                view = view[os.write(w, view):]
+            half = len(view) // 2
+            _write(w, view[:half])
+            failpoint("forked:half-reported")  # a torn report: what a kill here leaves
+            _write(w, view[half:])
         except BaseException:  # noqa: BLE001 - an empty report says it
             code = 1
         finally:
             os._exit(code)
     os.close(w)
     return Child(pid, r)
+
+
+def _write(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def stop_all(children: Iterable[Child]) -> None:

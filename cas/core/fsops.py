@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cas.core import hashing
+from cas.core.failpoints import failpoint
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int): clone a whole file (Btrfs, XFS reflink=1, bcachefs)
 # Errors meaning "this filesystem or pair of files cannot be cloned": fall back, do not fail.
@@ -51,6 +52,12 @@ def reflink(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> bool:
         return True
     finally:
         os.close(sfd)
+
+
+def forget_reflink_failures() -> None:
+    """Forget the devices on which a clone failed in this process, so the next
+    `reflink` asks the filesystem again (after a remount; tests start each from none)."""
+    _no_reflink_devs.clear()
 
 
 def can_reflink(directory: str | os.PathLike[str]) -> bool:
@@ -217,24 +224,33 @@ def stage_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) 
     return Staged(tmp, path)
 
 
-def commit_staged(staged: list[Staged], *, synced: bool = False, durable: bool = True) -> None:
+def commit_staged(staged: list[Staged], *, synced: bool = False, durable: bool = True,
+                  failpoints: str = "") -> None:
     """Finish atomic replaces: make the temp files durable (all at once, unless `synced`
     says the caller already did), rename each over its path in order, then fsync their
     directories together. A failed rename removes the temp files not yet renamed.
 
     Several files committed together share their barriers (two rounds of concurrent
     fsyncs for any number of files, instead of two sequential fsyncs per file).
+    `failpoints`: a name (`pointer`) whose failpoints (cas/core/failpoints.py) mark
+    the steps: NAME:temp-synced, NAME:renamed (per file), NAME:dir-synced.
     """
     if durable and not synced:
         fsync_all([s.tmp for s in staged])
+    if failpoints:
+        failpoint(f"{failpoints}:temp-synced", group=True)
     for i, s in enumerate(staged):
         try:
             os.replace(s.tmp, s.path)
         except BaseException:
             discard_staged(staged[i:])
             raise
+        if failpoints:
+            failpoint(f"{failpoints}:renamed", group=True)
     if durable:
         fsync_all(sorted({os.path.dirname(s.path) or "." for s in staged}), directories=True)
+    if failpoints:
+        failpoint(f"{failpoints}:dir-synced", group=True)
 
 
 def discard_staged(staged: list[Staged]) -> None:
@@ -247,10 +263,14 @@ def discard_staged(staged: list[Staged]) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644,
-                 durable: bool = True) -> None:
+                 durable: bool = True, failpoints: str = "") -> None:
     """Replace `path` with `data` atomically: temp file in the same directory, then rename
-    (with `durable`: the temp file fsynced before, the directory after)."""
-    commit_staged([stage_file(path, data, mode=mode)], durable=durable)
+    (with `durable`: the temp file fsynced before, the directory after). `failpoints`
+    names the steps' failpoints: NAME:temp-written, then commit_staged's."""
+    staged = stage_file(path, data, mode=mode)
+    if failpoints:
+        failpoint(f"{failpoints}:temp-written", group=True)
+    commit_staged([staged], durable=durable, failpoints=failpoints)
 
 
 def unlink_quiet(path: str | os.PathLike[str]) -> bool:

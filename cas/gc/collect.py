@@ -61,8 +61,13 @@ LOCK_WAIT_S = 60.0  # seconds gc waits for writers to finish before giving up (e
 
 # ------------------------------------------------------------------------- gc
 
-class _Marker:
-    """Walker + root bookkeeping: one bit per root kind, problems routed by phase."""
+class Marker:
+    """Walker + root bookkeeping: one bit per root kind, problems routed by phase.
+
+    gc makes one per run, through this module's name: the seam a test subclasses to
+    see which kinds of root kept each object (`bits`, `marks`; spec/gc.md's worked
+    examples) and how much the walker read (`walker.structured_read`).
+    """
 
     def __init__(self, store, inv: dict[str, Obj], *, head: Callable[[str], bytes] | None = None,
                  problems: list[Problem] | None = None) -> None:
@@ -110,8 +115,12 @@ class _Marker:
         return self.walker.marks
 
 
-def _fs_now_ns(project: Project) -> int:
-    """Now, by the store filesystem's clock: ages compare like with like (NFS skew)."""
+def fs_now_ns(project: Project) -> int:
+    """Now, by the store filesystem's clock: ages compare like with like (NFS skew).
+
+    gc's clock, read through this module's name: the seam tests move (with the
+    inventory's ages) to age objects without waiting (tests/conftest.py `clock`).
+    """
     return project.statcache.now_ns()
 
 
@@ -217,7 +226,7 @@ class Plan:
         self.drops: list[Drop] = []
         self.fs_now = 0
         self.inv: dict[str, Obj] = {}
-        self.marker: _Marker | None = None
+        self.marker: Marker | None = None
         self.kinds: dict[str, str] = {}
         self.levels: list[list[str]] = []
         self.noted = 0
@@ -322,7 +331,7 @@ def plan(project: Project, options: GcOptions, *, started: float | None = None,
     p = Plan(project, options, started if started is not None else time.monotonic())
     store = project.store
     store.ensure_dirs()
-    p.fs_now = _fs_now_ns(project)
+    p.fs_now = fs_now_ns(project)
     cutoff = p.fs_now - int(options.grace_s * 1e9)  # newer than this is young
     # The inventory (one lstat per object, half of it in the kernel) is taken on a
     # thread while the roots are listed (ref and record reads, git subprocesses):
@@ -342,7 +351,7 @@ def plan(project: Project, options: GcOptions, *, started: float | None = None,
         # lock. A dead owner's file is no root here and is deleted in pass B.
         roots = p.roots(kept_exps, inflight_roots(project, remove_dead=False)[0])
         inv = p.inv = p.rstore.inv = taking.result()
-    marker = p.marker = _Marker(p.rstore, inv, head=gcinventory.head_reader(store, p.rstore, inv),
+    marker = p.marker = Marker(p.rstore, inv, head=gcinventory.head_reader(store, p.rstore, inv),
                                 problems=p.problems)
     # The plan leaves out the experiments a policy drops. Pass B does not: it drops
     # those refs first and then asks the providers for the refs that remain, so a ref
@@ -394,7 +403,7 @@ def sweep(p: Plan) -> GcReport:
         # In-flight files: under the lock no writer is inside a burst, so each live
         # one is complete and names everything its writer relies on; a dead owner's
         # (its flock is free) goes now, and what only it named is garbage.
-        fs_now = _fs_now_ns(project)
+        fs_now = fs_now_ns(project)
         live_inflight, scan = inflight_roots(project, remove_dead=True, now_s=fs_now / 1e9)
         report.inflight_live, report.inflight_removed = len(scan.live), scan.dead
 
@@ -407,7 +416,7 @@ def sweep(p: Plan) -> GcReport:
             report.problems = list(p.problems)
             if p.refused:
                 raise GcRefused(report)
-            fs_now = _fs_now_ns(project)
+            fs_now = fs_now_ns(project)
             cutoff = fs_now - int(options.grace_s * 1e9)
             # The stat cache forgets the doomed objects while the children unlink the
             # last level (one SQLite pass, ~0.25 s for 50,000 ids, in the disk's shadow).
@@ -450,7 +459,7 @@ def _order(garbage: list[str], inv: dict[str, Obj], walker: Walker
     return deletion_order(garbage, walker, first=rank)
 
 
-def _fill_plan(report: GcReport, inv: dict[str, Obj], marker: _Marker,
+def _fill_plan(report: GcReport, inv: dict[str, Obj], marker: Marker,
                kinds: dict[str, str], levels: list[list[str]]) -> None:
     deleted = []
     for level in levels:  # in deletion order, as the sweep reports what it deleted
@@ -461,7 +470,7 @@ def _fill_plan(report: GcReport, inv: dict[str, Obj], marker: _Marker,
     _fill_stats(report, inv, marker, {d.oid for d in deleted})
 
 
-def _fill_stats(report: GcReport, inv: dict[str, Obj], marker: _Marker, gone: set[str]) -> None:
+def _fill_stats(report: GcReport, inv: dict[str, Obj], marker: Marker, gone: set[str]) -> None:
     marks = marker.marks
     # Objects grouped by their mark (the set of root kinds reaching them): a handful of
     # distinct values, so the per-kind sums below cost nothing per object.

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from cas.gc import inventory as gcinventory
+from cas.core.failpoints import failpoint  # noqa: F401 - also gc's (collect.py calls gcsweep.failpoint)
 from cas.core.fsops import syncfs
 from cas.gc.inventory import Obj, RAW, ZST
 from cas.gc.report import Deleted
@@ -49,42 +49,19 @@ TMP_PATTERNS = (re.compile(r"\A[a-z]+-\d+-[0-9a-f]{8}-\d+\Z"),
                 re.compile(r"\A\.reflink-probe-\d+-[ab]\Z"))
 
 
-# ------------------------------------------------------------------------- failpoints
-
-_FAILPOINT = os.environ.get("TALLY_FAILPOINT", "")
-_fail_hits: dict[str, int] = {}
-
-
-def failpoint(name: str, *, whole_group: bool = False) -> None:
-    """Crash-injection hook for tests: TALLY_FAILPOINT=`name` or `name:N` SIGKILLs this
-    process at the N-th time (default 1st) execution reaches `name`. In a sweep's
-    child (`whole_group`), its parent goes too, and N counts that child's deletions.
-
-    Here rather than in cas/gc/collect.py, which also calls it, because the sweep's children
-    need it and this module must not import gc's (one count per process either way).
-    """
-    if not _FAILPOINT:
-        return
-    want, _, nth = _FAILPOINT.rpartition(":")
-    if not nth.isdigit():
-        want, nth = _FAILPOINT, "1"
-    if want != name:
-        return
-    _fail_hits[name] = _fail_hits.get(name, 0) + 1
-    if _fail_hits[name] == int(nth or 1):
-        if whole_group:
-            os.kill(os.getppid(), signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 # ------------------------------------------------------------------------- objects
 
 def _paths(store, oid: str, forms: int) -> list[str]:
     return [p for bit, p in ((RAW, store.raw_path(oid)), (ZST, store.zst_path(oid))) if forms & bit]
 
 
-def _unlink(store, oid: str, forms: int) -> None:
-    """Delete the object's files (the forms given); one already gone is not an error."""
+def unlink_object(store, oid: str, forms: int) -> None:
+    """Delete the object's files (the forms given); one already gone is not an error.
+
+    Every deletion of a sweep goes through here, called through the module in this
+    process and in its forked children: the seam a test wraps to see the deletion
+    order or to make one deletion fail (tests/unit/test_gc.py).
+    """
     for path in _paths(store, oid, forms):
         try:
             os.unlink(path)
@@ -190,8 +167,8 @@ def _delete_child(store, part: list[str], inv: dict[str, Obj], cutoff: int) -> b
             elif now.newest_ns > cutoff:
                 lines.append(f"Y {oid}")
             else:
-                failpoint("gc:delete", whole_group=True)
-                _unlink(store, oid, now.forms)
+                failpoint("gc:delete", parent=True)
+                unlink_object(store, oid, now.forms)
                 if now.size != o.size or now.nlink != o.nlink:
                     lines.append(f"S {oid} {now.size} {now.nlink}")
             done += 1
@@ -214,7 +191,7 @@ def _delete_some(store, oids: list[str], kinds: dict[str, str], inv: dict[str, O
             fresh.append(oid)
             continue
         failpoint("gc:delete")
-        _unlink(store, oid, o.forms)
+        unlink_object(store, oid, o.forms)
         gone.append(Deleted(oid, kinds[oid], o.size, o.nlink > 1))
     return gone, fresh
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cas.core import hashing, paths
-from cas.core.errors import NotFound, UsageError
+from cas.core.errors import NotFound, UsageError, from_os_error
 from cas.core.fsops import atomic_write
 
 SUFFIX = ".tally"
@@ -138,6 +138,7 @@ def read(root: Path, rel: str) -> Pointer:
     Raises:
         NotFound: no pointer file. UsageError: malformed. UnsafePath: its data path
             names `.git`, `.tally` or leaves the work tree (cas/core/paths.py).
+        StoreError, TallyError: the file cannot be read (permissions, I/O error).
     """
     paths.check_path(rel, source=f"{rel}{SUFFIX}")
     p = root / pointer_path(rel)
@@ -146,13 +147,24 @@ def read(root: Path, rel: str) -> Pointer:
     except FileNotFoundError:
         raise NotFound(f"{p.relative_to(root)} does not exist", path=p,
                        hint=f"`tally add {rel}` to start tracking it") from None
+    except OSError as exc:
+        raise from_os_error(exc, path=p, doing="reading a pointer file") from None
     return decode(text, path=rel)
 
 
 def write(root: Path, ptr: Pointer) -> Path:
-    """Atomically write the pointer file; returns its path."""
+    """Atomically write the pointer file; returns its path. A crash at any instant
+    leaves the old pointer or the new one, whole (failpoints `pointer:*`).
+
+    Raises:
+        StoreError, TallyError: the file cannot be written (full disk, permissions,
+            I/O error); the old pointer, if any, is left as it was.
+    """
     p = root / pointer_path(ptr.path)
-    atomic_write(p, ptr.encode())
+    try:
+        atomic_write(p, ptr.encode(), failpoints="pointer")
+    except OSError as exc:
+        raise from_os_error(exc, path=p, doing="writing a pointer file") from None
     return p
 
 

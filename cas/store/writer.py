@@ -6,7 +6,9 @@ ingest, checked unchanged), made read-only, made durable, and only then linked i
 place with link(2), which never overwrites. EEXIST is success and freshens the mtime so
 gc's grace period covers the object. A Writer batches this: it writes many temp files,
 makes them durable with one barrier, then publishes them in insertion order, which is
-what keeps "blobs before the trees that name them" true at every instant.
+what keeps "blobs before the trees that name them" true at every instant. Each step
+has a failpoint (cas/core/failpoints.py: store:temp-written, store:temp-synced,
+store:linked, store:dirs-synced) where the crash tests kill a writer.
 
 The barrier for `cache.fsync = batch` is chosen by batch size: up to SMALL_BATCH
 objects are fsynced each, concurrently (a handful of fsyncs is cheaper and more
@@ -26,8 +28,9 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 from cas.store import zstdframe as codec
 from cas.core import hashing
 from cas.core.errors import CorruptObject, StoreError, TallyError, from_os_error
-from cas.core.fsops import write_all, copy_fd, fsync_all, fsync_file, reflink, syncfs
-from cas.core.fsops import unlink_quiet
+from cas.core.failpoints import failpoint
+from cas.core.fsops import copy_fd, fsync_all, fsync_file, reflink, syncfs
+from cas.core.fsops import unlink_quiet, write_all
 
 if TYPE_CHECKING:
     from cas.store.inflight import InFlight
@@ -332,6 +335,7 @@ class Writer:
             if self.opts.fsync == "batch":
                 syncfs(self.store.tmp)
             fsync_all(list(also_sync))  # another filesystem, perhaps; and fsync=each/off
+        failpoint("store:temp-synced", group=True)
         touched_dirs: set[str] = set()
         for tmp, final in pending:
             final_dir = os.path.dirname(final)
@@ -357,8 +361,10 @@ class Writer:
                     unlink_quiet(t)
                 raise from_os_error(exc, path=final, doing="publishing an object") from None
             unlink_quiet(tmp)
+            failpoint("store:linked", group=True)
         if self.opts.fsync != "off":
             fsync_all(sorted(touched_dirs), directories=True)
+        failpoint("store:dirs-synced", group=True)
 
     def abort(self) -> None:
         """Drop every unpublished temp file (on error or interrupt)."""
@@ -391,6 +397,7 @@ class Writer:
         return False
 
     def _stage(self, oid: str, tmp: str, compressed: bool) -> None:
+        failpoint("store:temp-written", group=True)
         final = self.store.zst_path(oid) if compressed else self.store.raw_path(oid)
         with self._lock:
             if oid in self._pending_oids:

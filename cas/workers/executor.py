@@ -31,6 +31,7 @@ import time
 import traceback
 from pathlib import Path
 
+from cas.core.failpoints import failpoint
 from cas.queue import directory as queue
 from cas.queue import workers as queue_workers
 from cas.queue.outcome import Outcome
@@ -147,20 +148,13 @@ def execute(project: Project, item: queue.Item, wid: str, common_dir: Path, tras
 
 
 def _failpoint(point: str) -> None:
-    """Crash injection for tests, read at each call (executors are forks):
-    TALLY_FAILPOINT=executor:<point> SIGKILLs the executor when it reaches <point>;
-    worker:<point> SIGKILLs its supervisor first (both die, as in a machine crash).
-    Points: started (nothing run yet), published (record, ref and run directory
-    done; outcome not written), outcome (outcome written; not exited)."""
-    want = os.environ.get("TALLY_FAILPOINT")
-    if not want:
-        return
-    who, _, name = want.partition(":")
-    if name != point or who not in ("executor", "worker"):
-        return
-    if who == "worker":
-        os.kill(os.getppid(), signal.SIGKILL)
-    os.kill(os.getpid(), signal.SIGKILL)
+    """Crash injection for tests (cas/core/failpoints.py): TALLY_FAILPOINT=executor:<point>
+    SIGKILLs the executor when it reaches <point>; worker:<point> SIGKILLs its
+    supervisor first (both die, as in a machine crash). Points: started (nothing run
+    yet), published (record, ref and run directory done; outcome not written), outcome
+    (outcome written; not exited)."""
+    failpoint(f"executor:{point}")
+    failpoint(f"worker:{point}", parent=True)
 
 
 def _log(line: str) -> None:

@@ -26,7 +26,7 @@ from cas.workspace import snapshot as workspace
 from cas.core.errors import UnsafePath, UsageError, WouldOverwrite, from_os_error
 from cas.core.fsops import copy_file, reflink, remove_tree
 from cas.workspace.materialize import TMP_PREFIX, remove_leftover
-from cas.workspace.materialize import Materializer as _Materializer, link_target as _link_target
+from cas.workspace.materialize import Materializer as _Materializer, case_twins, link_target as _link_target
 from cas.workspace import statcache as statcache_mod
 from cas.workspace.statcache import StatCache
 from cas.store.objectstore import FileStore
@@ -163,6 +163,7 @@ def checkout(store: FileStore, target: Target, dest: Path, *, links: tuple[str, 
     replace = {rel: st for rel, st, _ in risky}
     writer = _Materializer(store, links, verify=verify)
     writer.tree_links = frozenset(r for r, e in desired.items() if e.kind == tree.SYMLINK)
+    writer.case_twins = case_twins(desired)
     base = os.fspath(dest)
     made: set[str] = {base}
     stats: list[tuple[os.stat_result, str]] = []

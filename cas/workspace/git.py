@@ -33,8 +33,10 @@ _REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY
 _SAFE_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0",
              "GIT_NO_LAZY_FETCH": "1"}
 _OID_LENGTHS = (40, 64)  # SHA-1 or SHA-256 repositories, lowercase hex
-_GITIGNORE_LOCK_TIMEOUT_S = 5.0  # another `tally add` writing the same .gitignore
-_GITIGNORE_LOCK_POLL_S = 0.02
+# Seconds `ensure_ignored` waits for another `tally add` writing the same .gitignore
+# before LockBusy (tests shorten it to see a stuck lock fail fast), and its poll interval.
+GITIGNORE_LOCK_TIMEOUT_S = 5.0
+GITIGNORE_LOCK_POLL_S = 0.02
 
 
 def popen(cwd: Path, args: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -304,7 +306,7 @@ def _append_rule(file: Path, rule: bytes) -> bool:
     # its holder dies: a SIGKILLed `tally add` can leave a `.gitignore.lock` behind, but
     # never a lock that blocks the next add. `.gitignore.lock` is only the temp file,
     # written (truncating any leftover) by the flock holder alone.
-    lock, deadline = file.with_name(file.name + ".lock"), time.monotonic() + _GITIGNORE_LOCK_TIMEOUT_S
+    lock, deadline = file.with_name(file.name + ".lock"), time.monotonic() + GITIGNORE_LOCK_TIMEOUT_S
     try:
         dirfd = os.open(file.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
@@ -318,7 +320,7 @@ def _append_rule(file: Path, rule: bytes) -> bool:
                 if time.monotonic() >= deadline:
                     raise LockBusy("another process is writing this .gitignore", path=file,
                                    hint="wait for the other tally process to finish") from None
-                time.sleep(_GITIGNORE_LOCK_POLL_S)
+                time.sleep(GITIGNORE_LOCK_POLL_S)
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         except OSError as exc:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from collections.abc import Collection
 
 from cas.core import hashing
 from cas.objects import tree
-from cas.core.errors import CorruptObject
+from cas.core.errors import Conflict, CorruptObject
 from cas.core import paths
 from cas.core.fsops import copy_file, reflink, remove_tree, write_all
 from cas.store.objectstore import FileStore
@@ -48,6 +49,9 @@ class Materializer:
         self.verify = verify
         self.no_reflink = False  # set after the first refusal: do not ask per file
         self.tree_links: frozenset[str] = frozenset()  # the tree's symlinks (see _escapes)
+        # Paths (rel) of the tree whose name another one's differs from only in case
+        # (case_twins): one file on a case-insensitive filesystem.
+        self.case_twins: frozenset[str] = frozenset()
         self._n = 0
         self._tag = f"{os.getpid()}-{os.urandom(4).hex()}"
 
@@ -64,6 +68,14 @@ class Materializer:
         name and renamed over, so no reader ever sees a torn file. A regular file whose
         size is not the tree's is damage: it is removed and CorruptObject raised.
         """
+        if not replace and rel in self.case_twins and os.path.lexists(path):
+            # Nothing was here when the checkout looked, and a twin was just written:
+            # this filesystem does not tell the two names apart. A rename would replace
+            # the twin silently (copy, reflink); refuse instead.
+            raise Conflict(f"{rel} and another path of the tree differ only in case: this "
+                           "filesystem holds them as one file", path=path,
+                           hint="check the data out on a case-sensitive filesystem, "
+                                "or rename one of them and add it again")
         if e.kind == tree.SYMLINK:
             return self._symlink_entry(e, path, rel), None
         mode = self._write_file(e, path, replace)
@@ -173,6 +185,18 @@ class Materializer:
         os.symlink(target, tmp)
         self._replace(tmp, path)
         return "symlink"
+
+
+def case_twins(rels: "Collection[str]") -> frozenset[str]:
+    """The paths of `rels` that another differs from only in case (`A.txt`, `a.txt`):
+    the same file on a case-insensitive filesystem (macOS, Windows). One set
+    comprehension when there are none, which is almost always."""
+    if len({r.lower() for r in rels}) == len(rels):
+        return frozenset()
+    seen: dict[str, list[str]] = {}
+    for r in rels:
+        seen.setdefault(r.lower(), []).append(r)
+    return frozenset(r for group in seen.values() if len(group) > 1 for r in group)
 
 
 def link_target(store: FileStore, e: tree.Entry, rel: str,

@@ -403,7 +403,7 @@ class StatCache:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             try:
-                self._db = self._open()
+                self._db = self.open_db()
             except (sqlite3.OperationalError, OSError):
                 # A read-only store (or one with no space), or a newer format: work
                 # without memory.
@@ -414,7 +414,15 @@ class StatCache:
                 self._db = db
         return self._db
 
-    def _open(self) -> sqlite3.Connection:
+    def open_db(self) -> sqlite3.Connection:
+        """Open the SQLite file (created and prepared if needed); called once, on first
+        use. A subclass may open it otherwise (read-only, as a cache the user may read
+        but not write is opened: tests/unit/test_statcache_bound.py).
+
+        Raises:
+            sqlite3.OperationalError, OSError: the cache cannot be opened or prepared
+                (then the cache works from memory, recording nothing on disk).
+        """
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
                              isolation_level="DEFERRED", check_same_thread=False)

@@ -21,7 +21,6 @@ from support import helpers
 from cas.store import zstdframe as codec
 from cas.objects import envelope
 from cas.gc import fsck
-from cas.gc import deletion as gcsweep
 from cas.objects import pointer
 from cas.objects import record
 from cas.store import refs
@@ -29,7 +28,7 @@ from cas.workspace import tracking
 from cas.objects import tree
 from cas.gc.collect import gc
 from cas.gc.reachability import BLOB, LAYER, RECORD, TREE
-from support.gclab import add, baseline, closure, make_experiment, oids
+from support.gclab import add, baseline, closure, deletion_log, make_experiment, oids
 from support.oldforms import to_old_form
 
 # spec/store.md's worked example as tally 0.1 stored it: blobs raw, trees zstd (level 1).
@@ -58,14 +57,6 @@ POINTER = (f"# tally: demo is stored in .tally/; `tally checkout` restores it\nf
 
 def structured(project) -> set[str]:
     return {o for o in oids(project) if project.store.read_head(o, 3) == envelope.MAGIC}
-
-
-def deletion_log(monkeypatch) -> list[str]:
-    order: list[str] = []
-    real = gcsweep._unlink
-    monkeypatch.setattr(gcsweep, "_unlink",
-                        lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
-    return order
 
 
 def test_the_0_1_demo_store_reads_checks_out_and_collects(project, clock, monkeypatch) -> None:

@@ -432,13 +432,6 @@ def test_batch_barrier_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert synced == {p for k, p in events[first_link:]}  # exactly the temps published
 
 
-def test_tiny_threshold_knobs_exist() -> None:
-    """conftest patches these with raising=False: a renamed knob must fail here, loudly."""
-    import importlib
-    for module, name, _ in helpers.TINY:
-        assert hasattr(importlib.import_module(f"cas.{module}"), name), f"cas.{module}.{name}"
-
-
 def test_batch_limit_flushes_automatically(tmp_path: Path) -> None:
     s = file_store(tmp_path, compression="none")
     n = 3 * writer_mod.BATCH_LIMIT + 1
@@ -510,18 +503,7 @@ def test_full_or_read_only_store_when_publishing(tmp_path: Path, monkeypatch: py
     assert tmp_files(s) == [] and list(s.iter_oids()) == []
 
 
-def test_full_store_while_writing_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = file_store(tmp_path, compression="none")
-    s.ensure_dirs()
-
-    def full(fd, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(writer_mod, "write_all", full)
-    with pytest.raises(StoreError, match="no space left") as ei:
-        s.put_bytes(RANDOM)
-    assert ei.value.hint and "gc" in ei.value.hint
-    assert tmp_files(s) == []
+# A full disk while a temp file is written: tests/contract/test_disk_errors.py (pyfakefs).
 
 
 def test_writers_in_threads_share_one_batch(tmp_path: Path) -> None:

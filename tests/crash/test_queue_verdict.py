@@ -5,7 +5,7 @@ An entry's experiment is recorded (record, then ref) before its outcome is writt
 error, the executor killed, a full disk, its worker dying too), an entry whose
 experiment was recorded as a success ends in done/, never in failed/. Each
 interleaving is injected deterministically: monkeypatches inherited by the forked
-executors, or TALLY_FAILPOINT in real processes killed with SIGKILL.
+executors, or failpoints (cas/core/failpoints.py) in real processes killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -195,12 +195,13 @@ def test_executor_killed_between_ref_and_outcome(proj, monkeypatch):
 
 @pytest.mark.parametrize("point, state", [("started", "failed"), ("published", "done"),
                                           ("outcome", "done")])
-def test_executor_sigkilled_at_each_failpoint(proj, monkeypatch, point, state):
-    """Real SIGKILLs at each step of the executor (TALLY_FAILPOINT), supervisor alive."""
+def test_executor_sigkilled_at_each_failpoint(proj, failpoint, point, state):
+    """Real SIGKILLs at each step of the executor (its failpoints, armed here and so
+    in every executor this process forks), supervisor alive."""
     a, b = queue_runs(proj, "lr=0.5,0.25")
-    monkeypatch.setenv("TALLY_FAILPOINT", f"executor:{point}")
+    failpoint(f"executor:{point}")
     stats = worker.run_all(proj, jobs=2)
-    monkeypatch.delenv("TALLY_FAILPOINT")
+    failpoint(None)
     for it in (a, b):
         item = entries.find(proj, it.name)
         assert item.state == state, (item.state, item.outcome)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from support import gclab
 from cas.gc import collect as gc_mod
 from cas.core.durations import parse_duration
 from cas.workspace.project import open_project
@@ -86,13 +87,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _fate(workdir: Path, args: dict[str, str], text: str, monkeypatch) -> None:
-    captured = []
-
-    class Marker(gc_mod._Marker):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            captured.append(self)
-    monkeypatch.setattr(gc_mod, "_Marker", Marker)
+    captured = gclab.markers(monkeypatch)
     flags = {f.lstrip("-").replace("-", "_"): True for f in args.get("flags", "").split(",") if f}
     project = open_project(workdir)
     report = gc_mod.gc(project, grace_s=parse_duration(args["grace"]), dry_run=True, **flags)

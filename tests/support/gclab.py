@@ -30,6 +30,32 @@ class Clock:
         self.offset_s += seconds
 
 
+def markers(monkeypatch) -> list:
+    """Every gc Marker made from now on (one per gc run: cas/gc/collect.py's seam)."""
+    from cas.gc import collect
+
+    made: list = []
+
+    class Capturing(collect.Marker):
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            made.append(self)
+    monkeypatch.setattr(collect, "Marker", Capturing)
+    return made
+
+
+def deletion_log(monkeypatch) -> list[str]:
+    """Every object gc deletes from now on, in the order it unlinks them (through
+    cas/gc/deletion.py's seam `unlink_object`, in this process: small levels)."""
+    from cas.gc import deletion as gcsweep
+
+    order: list[str] = []
+    real = gcsweep.unlink_object
+    monkeypatch.setattr(gcsweep, "unlink_object",
+                        lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
+    return order
+
+
 def add(project, rel: str, spec: helpers.Spec) -> pointer.Pointer:
     """Make `rel` hold exactly `spec` and `tally add` it."""
     if (project.root / rel).exists():

@@ -11,6 +11,7 @@ import random
 import sqlite3
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -39,6 +40,36 @@ def slow(fn: Callable) -> Callable:
     """Mark a heavy variant: collected always, run only with TALLY_SLOW=1."""
     fn = pytest.mark.slow(fn)
     return pytest.mark.skipif(not SLOW, reason="heavy variant: set TALLY_SLOW=1")(fn)
+
+
+def isolate_env(monkeypatch: pytest.MonkeyPatch, *, home: Path, ceiling: Path) -> None:
+    """Point HOME, Git's config and identity at throwaway values and drop every
+    TALLY_* variable but TALLY_REFLINK_DIR (conftest's clean_env, for every test; a
+    module-scoped fixture that runs before it uses this too)."""
+    empty = home / ".gitconfig-empty"
+    empty.write_bytes(b"")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_SYSTEM", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(ceiling))
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Tally Test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "tally@example.com")
+    for var in list(os.environ):
+        if var.startswith("TALLY_") and var != "TALLY_REFLINK_DIR":
+            monkeypatch.delenv(var)
+        elif var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE"):
+            monkeypatch.delenv(var)
+
+
+def slow_param(*values: object, id: str | None = None) -> object:
+    """A parametrize case of the slow tier: collected always, run only with TALLY_SLOW=1
+    (the full-size twin of a case the default run keeps small)."""
+    return pytest.param(*values, id=id, marks=(
+        pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="heavy variant: set TALLY_SLOW=1")))
 
 
 def git(root: Path, *args: str, input: bytes | None = None) -> str:
@@ -193,6 +224,46 @@ def settle(statcache, paths: list[Path]) -> None:
             st = os.lstat(f)
             newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
     statcache.wait_past(newest)
+
+
+_open_logs: list[list[str]] = []  # every active FileOpens' log
+_audit_hook_added = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _open_logs and isinstance(args[0], (str, bytes)):
+        path = os.fsdecode(args[0])
+        for log in _open_logs:
+            log.append(path)
+
+
+class FileOpens:
+    """The paths this process opens while it is active (open(), os.open(), io.open...),
+    seen through a Python audit hook (sys.addaudithook, the `open` event): a test
+    observes the code's reads without patching any of its names.
+
+        with FileOpens() as opens: ...   # opens.paths: what was opened, in order
+    """
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def __enter__(self) -> "FileOpens":
+        global _audit_hook_added
+        if not _audit_hook_added:  # one hook per process: audit hooks cannot be removed
+            sys.addaudithook(_audit)
+            _audit_hook_added = True
+        _open_logs.append(self.paths)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _open_logs.remove(self.paths)
+
+    def objects(self, store) -> list[str]:
+        """The ids of the object files among the paths opened, in order."""
+        prefix = os.fspath(store.objects) + os.sep
+        return [p[len(prefix):].replace(os.sep, "").removesuffix(".zst")
+                for p in self.paths if p.startswith(prefix)]
 
 
 class CallCounter:

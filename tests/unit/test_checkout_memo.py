@@ -15,6 +15,7 @@ import pytest
 
 from support import helpers
 from cas.workspace import checkout as co
+from cas.workspace import materialize
 from cas.store import config as config_mod
 from cas.core import hashing
 from cas.workspace import tracking
@@ -134,13 +135,13 @@ def test_an_object_deleted_during_the_checkout_leaves_every_row_unstored(
     helpers.write_tree(proj.root / "other", {"o.txt": "other data\n"})
     tracking.add(proj, ["other"], cwd=proj.root)
     victim = hashing.hash_bytes(b"other data\n")
-    real = co._Materializer.write
+    real = materialize.Materializer.write  # every file a checkout writes goes through it
 
     def write(self, e, path, **kw):
         if proj.store.has(victim):
             os.unlink(proj.store.info(victim).path)
         return real(self, e, path, **kw)
-    monkeypatch.setattr(co._Materializer, "write", write)
+    monkeypatch.setattr(materialize.Materializer, "write", write)
     d = restored(proj)
     monkeypatch.undo()
     memo = helpers.memo_rows(proj.statcache)

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cas.objects import envelope
 from cas.gc import fsck
 from cas.gc import collect as gc_mod
 from cas.gc import deletion as gcsweep
+from cas.gc import reachability
 from cas.objects import pointer
 from cas.objects import record
 from cas.store import refs
@@ -32,7 +34,7 @@ from cas.gc.collect import GcRefused, gc
 from cas.gc.reachability import BLOB, LAYER, RECORD, TREE
 from cas.gc.retention import Candidate, Drop, Policy, metric_value, select
 from cli.main import run
-from support.gclab import DAY, NS, add, replace_file, closure, oids, commit, baseline, make_experiment
+from support.gclab import DAY, NS, add, replace_file, closure, oids, commit, baseline, deletion_log, make_experiment
 
 
 
@@ -139,12 +141,9 @@ def test_deletion_order_is_records_then_trees_then_blobs(project, clock, monkeyp
     rid, out = make_experiment(project, "e1")
     refs.delete(project, baseline(project), "e1", rid)
     add(project, "data", {"other.txt": "o\n"})
-    walker = gc_mod.Walker(project.store, lambda *a: None)
-    kinds = {o: gc_mod._kind(walker, o) for o in oids(project)}
-    order: list[str] = []
-    real = gcsweep._unlink
-    monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
-    gc(project, grace_s=0)
+    order = deletion_log(monkeypatch)
+    kinds = {d.oid: d.kind for d in gc(project, grace_s=0).deleted}
+    assert sorted(order) == sorted(kinds)
     layers = [LAYER[kinds[o]] for o in order]
     assert layers == sorted(layers) and kinds[order[0]] == RECORD
     assert {kinds[o] for o in order} == {RECORD, TREE, BLOB}
@@ -156,9 +155,7 @@ def test_trees_are_deleted_parents_first(project, clock, monkeypatch) -> None:
     load = lambda o: tree.decode(project.store.get(o))  # noqa: E731
     chain = [t for _, t in tree.walk_trees(v1.oid, load)]  # data, x, x/y: parents first
     add(project, "data", {"q.txt": "q\n"})
-    order: list[str] = []
-    real = gcsweep._unlink
-    monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
+    order = deletion_log(monkeypatch)
     gc(project, grace_s=0)
     assert [o for o in order if o in chain] == chain
 
@@ -191,17 +188,18 @@ def test_a_user_file_that_looks_structured_is_a_blob_deleted_after_its_tree(
     add(project, "data", {"new.txt": "new\n"})
     blobs = {e.name: e.oid for e in tree.decode(project.store.get(v1.oid)).entries}
     assert not any(project.store.info(o).compressed for o in blobs.values())
+    ordered: list[int] = []
     if lookalikes_first:
-        def order_fn(garbage, inv, walker):  # the worst order: every lookalike's header first
-            return gc_mod.deletion_order(garbage, walker, first=lambda o: o == v1.oid)
-        monkeypatch.setattr(gc_mod, "_order", order_fn)
-    order: list[str] = []
-    real = gcsweep._unlink
-    monkeypatch.setattr(gcsweep, "_unlink", lambda store, oid, forms: (order.append(oid), real(store, oid, forms))[1])
+        # The worst order: the tree classified last, every lookalike's header read first.
+        real_order = reachability.deletion_order
+        monkeypatch.setattr(gc_mod, "deletion_order", lambda garbage, walker, first: (
+            ordered.append(1), real_order(garbage, walker, first=lambda o: o == v1.oid))[1])
+    order = deletion_log(monkeypatch)
     report = gc(project, grace_s=0)
     kinds = {d.oid: d.kind for d in report.deleted}
     assert kinds[v1.oid] == TREE and {kinds[o] for o in blobs.values()} == {BLOB}
     assert all(order.index(v1.oid) < order.index(o) for o in blobs.values())
+    assert len(ordered) == lookalikes_first  # the worst order was gc's plan
     assert not set(blobs.values()) & oids(project) and fsck.fsck(project).ok
 
 
@@ -362,8 +360,12 @@ def test_stat_cache_entries_of_deleted_objects_are_forgotten(project, clock) -> 
     tracking.add(project, [str(project.root / "data")])  # records both files
     (project.root / "data" / "gone.txt").unlink()
     tracking.add(project, [str(project.root / "data")])
-    db = project.statcache
-    rows = lambda: {o for (o,) in db._connect().execute("SELECT oid FROM entries")}  # noqa: E731
+    def rows() -> set[str]:  # read through a connection of our own, as helpers.memo_rows
+        db = sqlite3.connect(project.statcache.db_path)
+        try:
+            return {o for (o,) in db.execute("SELECT oid FROM entries")}
+        finally:
+            db.close()
     before = rows()
     report = gc(project, grace_s=0)
     gone = {d.oid for d in report.deleted}

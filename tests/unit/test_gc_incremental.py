@@ -15,7 +15,6 @@ import os
 import pytest
 
 from cas.gc import fsck
-from cas.gc import collect as gc_mod
 from cas.gc import inventory as gcinventory
 from cas.gc import deletion as gcsweep
 from cas.objects import record
@@ -24,33 +23,9 @@ from cas.store import writer
 from cas.gc.collect import gc
 from cas.gc.reachability import BLOB, RECORD, TREE
 from cas.gc.retention import Policy
-from support.gclab import DAY, NS, add, baseline, closure, make_experiment, oids, replace_file
+from support import helpers
+from support.gclab import DAY, NS, add, baseline, closure, make_experiment, markers, oids, replace_file
 from support.oldforms import to_old_form
-
-
-def _marker(monkeypatch) -> list:
-    """Capture gc's _Marker (its walker counts the structured objects it read)."""
-    captured: list = []
-
-    class Marker(gc_mod._Marker):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            captured.append(self)
-    monkeypatch.setattr(gc_mod, "_Marker", Marker)
-    return captured
-
-
-def _reads(monkeypatch) -> list[str]:
-    """Every object file gc's read cache opens (ids, in order)."""
-    opened: list[str] = []
-    real = gcinventory.ReadCache._read
-
-    def read(self, oid, o, max_size):
-        if self.stash is None or self.stash[0] != oid:
-            opened.append(oid)
-        return real(self, oid, o, max_size)
-    monkeypatch.setattr(gcinventory.ReadCache, "_read", read)
-    return opened
 
 
 # -- changes between the passes ---------------------------------------------------------------------
@@ -140,20 +115,22 @@ def test_the_second_pass_reads_nothing_the_first_one_read(project, clock, monkey
         make_experiment(project, f"e{i}", created=(i + 1) * NS)
     add(project, "data", {"a.txt": "a\n", "d/b.txt": "b\n"})
     replace_file(project, "data", "a.txt", "A\n")
-    captured = _marker(monkeypatch)
-    opened = _reads(monkeypatch)
+    captured = markers(monkeypatch)
     after_a: list = []
-
-    def confirm(plan):
-        after_a.append((captured[-1].walker.structured_read, len(opened)))
-        return True
-    report = gc(project, grace_s=0, confirm=confirm)
+    with helpers.FileOpens() as opens:
+        def confirm(plan):
+            after_a.append((captured[-1].walker.structured_read, len(opens.objects(project.store))))
+            return True
+        report = gc(project, grace_s=0, confirm=confirm)
     assert len(report.deleted) == 2
     walker = captured[-1].walker
-    assert (walker.structured_read, len(opened)) == after_a[0]
-    # Pass A itself read each structured object once: records through the refs
-    # provider, then shared with the walker through the read cache.
-    assert len(opened) == len(set(opened))
+    opened = opens.objects(project.store)
+    assert (walker.structured_read, len(opened)) == after_a[0]  # pass B opened no object
+    # Pass A itself opened each object file at most once: a record read by the refs
+    # provider is shared with the walker through the read cache, a header read whole
+    # is not read again.
+    assert opened and len(opened) == len(set(opened))
+    assert set(opened) >= {oid for oid, _ in walker.kinds.items() if _ == RECORD}
 
 
 # -- the plan's order ----------------------------------------------------------------------------
@@ -223,14 +200,10 @@ def test_a_garbage_record_chain_is_one_level(project, clock, monkeypatch) -> Non
         parent = rid
     rid, out = make_experiment(project, "e")
     refs.delete(project, base, "e", rid)
-    levels: list[list[str]] = []
-    real = gc_mod._order
-
-    def order(*a, **kw):
-        kinds, lv = real(*a, **kw)
-        levels.extend(lv)
-        return kinds, lv
-    monkeypatch.setattr(gc_mod, "_order", order)
+    levels: list[list[str]] = []  # as the plan hands them to the sweep
+    real = gcsweep.sweep
+    monkeypatch.setattr(gcsweep, "sweep", lambda store, lv, *a, **kw: (levels.extend(lv),
+                                                                        real(store, lv, *a, **kw))[1])
     report = gc(project, grace_s=0)
     kinds = {d.oid: d.kind for d in report.deleted}
     records = [lv for lv in levels if all(kinds[o] == RECORD for o in lv)]
@@ -326,13 +299,13 @@ def test_the_forked_sweep_keeps_what_got_young_and_skips_what_went(project, cloc
 def test_a_forked_childs_error_stops_gc_after_reaping_every_child(project, clock, monkeypatch) -> None:
     top, blobs = _many_garbage_blobs(project)
     bad = sorted(blobs)[40]
-    real = gcsweep._unlink
+    real = gcsweep.unlink_object
 
     def unlink(store, oid, forms):
         if oid == bad:
             raise PermissionError(13, "Permission denied", store.raw_path(oid))
         real(store, oid, forms)
-    monkeypatch.setattr(gcsweep, "_unlink", unlink)  # inherited by the children
+    monkeypatch.setattr(gcsweep, "unlink_object", unlink)  # inherited by the children
     monkeypatch.setattr(gcsweep, "PER_CHILD", 16)
     with pytest.raises(PermissionError) as exc:
         gc(project, grace_s=0)
@@ -344,7 +317,7 @@ def test_a_forked_childs_error_stops_gc_after_reaping_every_child(project, clock
     # The other children finished their parts; the failing one stopped at `bad`.
     left = blobs & oids(project)
     assert bad in left and len(left) < len(blobs) // 2
-    monkeypatch.setattr(gcsweep, "_unlink", real)
+    monkeypatch.setattr(gcsweep, "unlink_object", real)
     assert {d.oid for d in gc(project, grace_s=0).deleted} == left
     assert set(oids(project)).isdisjoint(blobs) and fsck.fsck(project).ok
 
@@ -382,19 +355,19 @@ def test_a_crash_in_a_forked_child_kills_gc_and_leaves_a_consistent_store(repo) 
 def test_a_forked_child_that_dies_stops_gc(project, clock, monkeypatch) -> None:
     top, blobs = _many_garbage_blobs(project)
     bad = sorted(blobs)[40]
-    real = gcsweep._unlink
+    real = gcsweep.unlink_object
 
     def unlink(store, oid, forms):
         if oid == bad:
             os.kill(os.getpid(), 9)  # the child dies mid-part, its report unwritten
         real(store, oid, forms)
-    monkeypatch.setattr(gcsweep, "_unlink", unlink)
+    monkeypatch.setattr(gcsweep, "unlink_object", unlink)
     monkeypatch.setattr(gcsweep, "PER_CHILD", 16)
     with pytest.raises(RuntimeError, match="died of signal 9"):
         gc(project, grace_s=0)
     assert bad in oids(project) and fsck.fsck(project).ok
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
-    monkeypatch.setattr(gcsweep, "_unlink", real)
+    monkeypatch.setattr(gcsweep, "unlink_object", real)
     gc(project, grace_s=0)
     assert set(oids(project)).isdisjoint(blobs | {top}) and fsck.fsck(project).ok

@@ -249,7 +249,7 @@ def test_ensure_ignored_lock_busy(committed: Path, monkeypatch: pytest.MonkeyPat
     """A live writer (holding the directory's flock) makes another wait, then LockBusy."""
     import fcntl
 
-    monkeypatch.setattr(git, "_GITIGNORE_LOCK_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(git, "GITIGNORE_LOCK_TIMEOUT_S", 0.1)
     (committed / "d.bin").write_text("d")
     held = os.open(committed, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -266,7 +266,7 @@ def test_ensure_ignored_lock_busy(committed: Path, monkeypatch: pytest.MonkeyPat
 def test_a_stale_gitignore_lock_file_does_not_block(committed: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A `.gitignore.lock` left by a SIGKILLed writer is only a temp file: overwritten."""
-    monkeypatch.setattr(git, "_GITIGNORE_LOCK_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(git, "GITIGNORE_LOCK_TIMEOUT_S", 0.1)
     (committed / ".gitignore.lock").write_text("half a rule fr")
     (committed / "d.bin").write_text("d")
     assert git.ensure_ignored(committed, "d.bin")

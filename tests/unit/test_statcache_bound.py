@@ -281,8 +281,11 @@ def test_a_read_only_cache_neither_records_nor_prunes(sc: StatCache, tmp_path: P
     dev = os.stat(sc.clock_dir).st_dev
     sc.record(fake_stats(dev, 0, 90, 1), clock_ns=now)
     sc.close()
-    ro = StatCache(sc.db_path, clock_dir=sc.clock_dir)
-    ro._db = sqlite3.connect(f"file:{sc.db_path}?mode=ro", uri=True, check_same_thread=False)
+    class ReadOnly(StatCache):  # as SQLite opens a file the user may read, not write
+        def open_db(self) -> sqlite3.Connection:
+            return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
+
+    ro = ReadOnly(sc.db_path, clock_dir=sc.clock_dir)
     ro.now_ns()
     assert ro.record(fake_stats(dev, 1000, 30, 1), clock_ns=now + 1) == 0
     ro.forget([(dev, 0)])
