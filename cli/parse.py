@@ -21,7 +21,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Sequence
 
-from .spec import ANY, FLAG, HELP, MANY, OPTIONAL, REQUIRED, SOME, Command, Opt, fail, finish, options
+from .spec import ANY, FLAG, HELP, MANY, REQUIRED, SOME, Command, Opt, fail, finish, options
 
 
 class HelpRequested(Exception):
@@ -112,16 +112,13 @@ def _assign(command: Command, positional: list[str], raw: dict[str, Any]) -> lis
         UsageError: a required argument without a token (Click: "Missing argument").
     """
     for arg in command.args:
-        if arg.nargs in (SOME, ANY):
-            if arg.nargs == SOME and not positional:
-                raise fail(command, f"Missing argument '{arg.metavar}...'.")
+        if not positional:
+            if arg.nargs in (REQUIRED, SOME):
+                raise fail(command, f"Missing argument '{arg.metavar}'.")
+        elif arg.nargs in (SOME, ANY):
             raw[arg.dest], positional = positional, []
-        elif positional:
-            raw[arg.dest] = positional.pop(0)
-        elif arg.nargs == REQUIRED:
-            raise fail(command, f"Missing argument '{arg.metavar}'.")
         else:
-            assert arg.nargs == OPTIONAL
+            raw[arg.dest] = positional.pop(0)
     return positional
 
 
