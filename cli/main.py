@@ -90,7 +90,10 @@ def _callback(command: Command, call: Call) -> Callable[..., Any]:
 
     def callback(ctx: typer.Context, **values: Any) -> Any:
         rest = (ctx.obj or {}).get("rest") if command.rest is not None else None
-        return call(command, finish(command, values, rest))
+        try:
+            return call(command, finish(command, values, rest))
+        except KeyboardInterrupt:  # Typer would end silently with 130: the funnel says so
+            raise typer.Abort() from None
 
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
     annotations: dict[str, Any] = {"ctx": typer.Context, "return": Any}
