@@ -63,10 +63,11 @@ def _typer(args: list[str]) -> int:
     """The Typer app on `args`; Click's own outcomes become exit codes here."""
     import typer
 
-    from .main import build, invoke
+    from .main import build, command_name, invoke
 
     try:
-        rc = invoke(build(), args)
+        name = command_name(args)
+        rc = invoke(build(only=name) if name else build(listing=True), args)
         return rc if isinstance(rc, int) else 0
     except SystemExit:
         # Click turns EPIPE into sys.exit(1) even outside standalone mode, after

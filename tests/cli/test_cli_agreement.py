@@ -45,7 +45,7 @@ def via_typer(app_and_calls: tuple[Any, list], command: spec.Command, argv: list
     own handling of Typer's outcomes."""
     app, calls = app_and_calls
     calls.clear()
-    monkeypatch.setattr(main, "build", lambda call=None: app)
+    monkeypatch.setattr(main, "build", lambda call=None, only=None, listing=False: app)
     capsys.readouterr()
     try:
         code = entry._typer(command.name.split() + argv)
