@@ -13,7 +13,7 @@ Typer's public API:
   by the declaration's own types afterwards (one conversion, one set of messages);
 - each command declares its own eager `-h/--help` flag. Typer's implicit help
   option has no default, and an absent option without a default is coerced through
-  pydantic (~80 ms of imports); a flag defaulting to False is not.
+  pydantic (tens of ms of imports); a flag defaulting to False is not.
 
 The executable's funnel (errors to exit codes, and the fast path) is cli/entry.py.
 """
@@ -28,7 +28,7 @@ import typer
 
 from . import commands
 from .entry import VERSION
-from .spec import ANY, FLAG, HELP, MANY, OPTIONAL, SOME, Command, Group, epilog, finish, options
+from .spec import ANY, FLAG, HELP, MANY, OPTIONAL, SOME, Arg, Command, Group, epilog, finish, options
 
 ROOT_HELP = ("Keep the books on data-science experiments: data, runs and results in a "
              "content-addressed store linked to Git.\n\n"
@@ -61,7 +61,7 @@ def _help_option() -> Any:
 
 def _parameter(spec: Any) -> tuple[Any, Any]:
     """(annotation, Typer default) of one Arg or Opt."""
-    if hasattr(spec, "nargs"):  # an Arg
+    if isinstance(spec, Arg):
         required = spec.nargs not in (OPTIONAL, ANY)
         many = spec.nargs in (SOME, ANY)
         annotation = List[str] if many and required else Optional[List[str]] if many \

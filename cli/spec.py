@@ -21,8 +21,9 @@ its start-up is part of every experiment's overhead.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from types import SimpleNamespace
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 # Option kinds.
 FLAG = "flag"  # no value: True when given (with `off` names: True/False, None when absent)
@@ -95,26 +96,28 @@ def sort_key(value: str) -> str:
 
 
 # -- the declaration vocabulary ------------------------------------------------------
+# Plain namedtuples (immutable, comparable, `_replace`-able): typing.NamedTuple costs
+# ~0.7 ms a class to define, which every `tally run` would pay; collections' ~0.05 ms.
 
-class Opt(NamedTuple):
+class Opt(namedtuple("Opt", "names dest kind help metavar type default off",
+                     defaults=(ONE, "", "", text, None, ()))):
     """One option of a command.
 
-    `names` are what users type: short ones (`-n`) and long ones (`--name`); the
-    first long name is the canonical one, the others are kept aliases. `dest` is the
-    attribute the body reads. A FLAG's `off` names set it to False (then it is None
-    when neither is given). `type` converts each value (ONE, MANY) and raises
-    ValueError naming the problem. `default` is the value when the option is absent
-    (ONE only; a FLAG is False or None, a MANY an empty list).
+    names: tuple[str, ...]    what users type: short ones (`-n`) and long ones
+                              (`--name`); the first long one is canonical, others
+                              are kept aliases
+    dest: str                 the attribute the body reads
+    kind: str                 FLAG, ONE or MANY
+    help: str                 one or two sentences for `--help`
+    metavar: str              the value's name in help (`N`, `PATH`)
+    type: str -> value        converts each value (ONE, MANY); raises ValueError
+                              saying why not
+    default: Any              the value when absent (ONE only: a FLAG is False, or
+                              None with `off` names; a MANY an empty list)
+    off: tuple[str, ...]      a FLAG's names that set it False (`--keep-failed`)
     """
 
-    names: tuple[str, ...]
-    dest: str
-    kind: str = ONE
-    help: str = ""
-    metavar: str = ""
-    type: Callable[[str], Any] = text
-    default: Any = None
-    off: tuple[str, ...] = ()
+    __slots__ = ()
 
     @property
     def label(self) -> str:
@@ -122,45 +125,43 @@ class Opt(NamedTuple):
         return " / ".join(repr(n) for n in self.names + self.off)
 
 
-class Arg(NamedTuple):
-    """One positional argument: `nargs` is REQUIRED, OPTIONAL, SOME or ANY; only the
-    last argument may take several values."""
+class Arg(namedtuple("Arg", "dest metavar nargs help", defaults=(REQUIRED, ""))):
+    """One positional argument.
 
-    dest: str
-    metavar: str
-    nargs: str = REQUIRED
-    help: str = ""
-
-
-class Command(NamedTuple):
-    """One command: its table, its help, its exit codes and its body.
-
-    `help` is the text of `tally NAME --help` (its first line is the summary in
-    `tally --help`). `exits` are the exit codes this command ends with beyond
-    COMMON_EXITS, each with what it means here; they are printed in its help.
-    `body(args)` receives a namespace with one attribute per `dest` and returns an
-    exit code (None: 0); it raises TallyError for every failure. `rest`, when set,
-    is the attribute receiving what follows the first `--` (None without one).
-    `fast`: cli/entry.py parses it with cli/parse.py and runs it without Typer.
+    dest: str, metavar: str, nargs: REQUIRED, OPTIONAL, SOME or ANY (only the last
+    argument may take several values), help: str.
     """
 
-    name: str
-    help: str
-    body: Callable[[SimpleNamespace], int | None]
-    args: tuple[Arg, ...] = ()
-    opts: tuple[Opt, ...] = ()
-    exits: tuple[tuple[int, str], ...] = ()
-    rest: str | None = None
-    fast: bool = False
+    __slots__ = ()
 
 
-class Group(NamedTuple):
-    """Commands under one name (`tally queue status`); each Command.name is the
-    group's name, a space, and its own."""
+class Command(namedtuple("Command", "name help body args opts exits rest fast",
+                         defaults=((), (), (), None, False))):
+    """One command: its table, its help, its exit codes and its body.
 
-    name: str
-    help: str
-    commands: tuple[Command, ...]
+    name: str                 as typed: `show`, `queue logs`
+    help: str                 the text of `tally NAME --help`; its first line is the
+                              summary in `tally --help`
+    body(args) -> int|None    runs the command: `args` has one attribute per dest;
+                              returns an exit code (None: 0) and raises TallyError
+                              for every failure
+    args: tuple[Arg, ...], opts: tuple[Opt, ...]
+    exits: ((code, meaning), ...)   exit codes beyond COMMON_EXITS (or saying more
+                              about one), printed in its help
+    rest: str | None          the attribute receiving what follows the first `--`
+                              (None without one)
+    fast: bool                cli/entry.py parses it with cli/parse.py and runs it
+                              without Typer
+    """
+
+    __slots__ = ()
+
+
+class Group(namedtuple("Group", "name help commands")):
+    """Commands under one name (`tally queue status`): name: str, help: str,
+    commands: tuple[Command, ...], each named the group's name, a space, its own."""
+
+    __slots__ = ()
 
 
 # Every command ends with these; Command.exits adds its own (or says more about one).
