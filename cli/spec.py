@@ -79,19 +79,10 @@ def seconds(value: str) -> float:
         raise ValueError(f"{value!r} is not a number of seconds") from None
 
 
-SORT_DIRECTIONS = ("asc", "desc", "min", "max")  # min = asc, max = desc (cas/experiments/table.py)
-
-
 def sort_key(value: str) -> str:
-    """`KEY[:asc|:desc]` (`:min`/`:max` are aliases): a column and the end that comes
-    first. Passed on as written; cas.experiments.table.split_sort is the one reader."""
-    key = value.strip()
-    for d in SORT_DIRECTIONS:
-        if key.lower().endswith(":" + d):
-            key = key[: -len(d) - 1]
-            break
-    if not key:
-        raise ValueError(f"{value!r} names no key (write KEY, KEY:asc or KEY:desc)")
+    """`KEY[:asc|:desc]` (`:max`/`:min` are aliases): a column and the end that comes
+    first. Passed on as written: cas.experiments.table.split_sort is the one reader
+    (show, promote, remove and gc's retention all go through it)."""
     return value
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli import commands, entry
-from support.lab import Lab
+from support.lab import M, Lab
 
 COMMANDS = sorted(c.name for c in commands.commands())
 
@@ -71,7 +71,7 @@ BAD_INPUT = [
     (["gc"], 2, "stdin is not a terminal"),
     (["gc", "--grace", "soon", "--yes"], 2, "soon"),
     (["gc", "--keep-best", "2", "--sort-by", "acc", "--yes"], 2, "must end in :desc or :asc"),
-    (["gc", "--sort-by", ":max"], 2, "Invalid value for '--sort-by': ':max' names no key"),
+    (["gc", "--sort-by", ":max", "--dry-run"], 2, "empty sort key"),
     (["fsck", "--repair=yes"], 2, "Option '--repair' does not take a value."),
     (["config", "no.such.key"], 2, "unknown config key 'no.such.key'"),
     (["config", "cache.compression", "maybe"], 2, "must be one of"),
@@ -102,6 +102,26 @@ def test_every_command_has_bad_input_of_its_own() -> None:
     for argv, _, _ in BAD_INPUT:
         covered.add(" ".join(argv[:2]) if argv[0] == "queue" else argv[0])
     assert set(COMMANDS) <= covered
+
+
+@pytest.mark.parametrize("best, worst", [("acc:desc", "acc:asc"), ("acc:max", "acc:min"),
+                                         ("metrics.json:acc:MAX", "metrics.acc:Min")])
+def test_sort_keys_read_alike_in_show_promote_remove_and_gc(lab: Lab, capsys, best, worst) -> None:
+    import json
+
+    for name, acc in (("low", 0.1), ("high", 0.9), ("mid", 0.5)):
+        lab.exp(name, metrics=M(acc))
+    code, out, _ = tally(capsys, "show", "--json", "--sort-by", best)
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["high", "mid", "low"]
+    code, out, _ = tally(capsys, "show", "--json", "--sort-by", worst)
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["low", "mid", "high"]
+    code, out, _ = tally(capsys, "promote", "--top", "1", "--sort-by", best, "--dry-run", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["high"]
+    code, out, _ = tally(capsys, "remove", "--all", "--keep-best", "1", "--sort-by", worst, "--dry-run",
+                         "--json")
+    assert code == 0 and sorted(r["name"] for r in json.loads(out)["removed"]) == ["high", "mid"]
+    code, out, _ = tally(capsys, "gc", "--keep-best", "1", "--sort-by", best, "--dry-run", "--json")
+    assert code == 0 and sorted(d["name"] for d in json.loads(out)["dropped_experiments"]) == ["low", "mid"]
 
 
 def test_no_store_is_exit_6(tmp_path: Path, monkeypatch, capsys) -> None:
