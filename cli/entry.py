@@ -63,7 +63,7 @@ def _typer(args: list[str]) -> int:
     """The Typer app on `args`; Click's own outcomes become exit codes here."""
     import typer
 
-    from .main import build, command_name, invoke
+    from .main import build, command_name, command_path, invoke
 
     try:
         name = command_name(args)
@@ -88,23 +88,8 @@ def _typer(args: list[str]) -> int:
             sys.stderr.write(exc.format_message() + "\n")
             return 2
         ctx = getattr(exc, "ctx", None)
-        where = ctx.command_path if ctx is not None else _command_path(args)
+        where = ctx.command_path if ctx is not None else command_path(args)
         raise UsageError(f"{where}: {exc.format_message()}", hint=f"see `{where} --help`") from None
-
-
-def _command_path(args: list[str]) -> str:
-    """`tally NAME` (`tally GROUP NAME`) of the command `args` call, for messages."""
-    from .commands import load
-    from .spec import Group
-
-    names = [a for a in args if not a.startswith("-")]  # the root and groups take flags only
-    decl = load(names[0]) if names else None
-    if decl is None:
-        return "tally"
-    if isinstance(decl, Group) and len(names) > 1 and \
-            any(c.name == f"{decl.name} {names[1]}" for c in decl.commands):
-        return f"tally {decl.name} {names[1]}"
-    return f"tally {decl.name}"
 
 
 def _failed(exc: Exception, debug: bool) -> int:

@@ -190,5 +190,18 @@ def command_name(args: list[str]) -> str | None:
     return None
 
 
+def command_path(args: list[str]) -> str:
+    """`tally NAME` (`tally GROUP NAME`) of the command `args` call, for messages."""
+    name = command_name(args)
+    decl = commands.load(name) if name else None
+    if decl is None:
+        return "tally"
+    if isinstance(decl, Group):  # a group, like the root, takes flags only before its command
+        rest = [a for a in args[args.index(name) + 1:] if not a.startswith("-")]
+        if rest and any(c.name == f"{name} {rest[0]}" for c in decl.commands):
+            return f"tally {name} {rest[0]}"
+    return f"tally {name}"
+
+
 # The funnel lives in cli/entry.py (Typer-free); these names stay importable from here.
 from .entry import entry, run  # noqa: E402,F401
