@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from cas.core.durations import parse_duration
 from cas.core.errors import UsageError
-from cas.experiments.table import split_sort
 
 if TYPE_CHECKING:
     from cas.workspace.project import Project
@@ -99,6 +98,10 @@ class Policy:
             UsageError: no direction (`:desc`, `:asc`, `:max`, `:min`). It is required because
                 guessing it wrong would keep the worst experiments.
         """
+        # Here, not at the top: only a policy with a sort key needs the table module
+        # (and the difflib it imports), not every `tally gc`.
+        from cas.experiments.table import split_sort
+
         key, descending, explicit = split_sort(self.sort_by)
         if not explicit:
             raise UsageError(f"--sort-by {self.sort_by!r} must end in :desc or :asc (:max or :min)",
