@@ -1,91 +1,73 @@
-"""The `tally` executable: one funnel from every failure to a message and an exit code.
+"""The `tally` executable: every command line in, every failure out through one funnel.
 
-Typer-free on purpose. The commands whose start-up users pay on every call parse
-their own arguments (`run`: each experiment's overhead; `show`: the listing loop;
-`restore`: a result back from the cache; `gc`: cron's every night; `add`, `status`, `checkout`: the data loop)
-and are dispatched here without importing Typer, which costs ~60 ms. Everything
-else, and every `--help`, goes through the Typer app in cli/main.py.
+`run(argv)` picks the front end: a command declared `fast` (cli/commands/, e.g. run,
+show, status) is parsed by cli/parse.py and its body called without importing Typer
+(~60 ms; run's start-up is part of every experiment's overhead); everything else, and
+every `--help`, goes through the Typer app built from the same declarations
+(cli/main.py). Whatever happens then leaves through `_failed`:
+
+    TallyError            its message (and path, hint) on stderr, its exit code
+    a command-line error  the same, exit 2 (Typer's are reworded to match the fast path)
+    KeyboardInterrupt     "tally: interrupted", 130
+    closed stdout (EPIPE) silence, 0 (`tally show | head` is not a failure)
+    OSError               as the TallyError cas.core.errors.from_os_error makes of it
+    anything else         one line naming it, exit 1
+
+A traceback is printed only with `--debug` (or TALLY_DEBUG=1).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
 
 VERSION = "0.1.0"
 
 
-def _fast(command: str) -> Callable[[list[str]], None] | None:
-    if command in ("add", "status", "checkout"):
-        from . import datacmd
-        return getattr(datacmd, f"main_{command}")
-    if command == "run":
-        from .runcmd import main
-        return main
-    if command == "show":
-        from .showcmd import main
-        return main
-    if command == "restore":
-        from .restorecmd import main
-        return main
-    if command == "gc":
-        from .gcrun import main
-        return main
-    return None
-
-
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; map every failure to a message on stderr and a specific exit code."""
+    """Run the CLI on `argv` (default: sys.argv[1:]); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--version"]:  # scripts probing us pay for nothing
         sys.stdout.write(f"tally {VERSION}\n")
         return 0
-    debug = os.environ.get("TALLY_DEBUG") == "1"
+    before_rest = args[: args.index("--")] if "--" in args else args
+    debug = os.environ.get("TALLY_DEBUG") == "1" or "--debug" in before_rest
     if args[:1] == ["--debug"]:
-        debug = True
         args = args[1:]
-        os.environ["TALLY_DEBUG"] = "1"
-    debug = debug or "--debug" in args
-    fast = None
-    if args and not ({"-h", "--help"} & set(args[: args.index("--") if "--" in args else None])):
-        fast = _fast(args[0])
-
-    from cas.core.errors import TallyError
-
     try:
-        if fast is not None:
-            fast(args[1:])
-            return 0
-        return _typer_app(args)
-    except TallyError as exc:
-        _report(exc, debug)
-        return exc.exit_code
+        return _dispatch(args)
+    except Exception as exc:  # noqa: BLE001 - the funnel: every failure gets a message and a code
+        return _failed(exc, debug)
     except KeyboardInterrupt:
         sys.stderr.write("tally: interrupted\n")
         return 130
-    except BrokenPipeError:
-        return _pipe_closed()
-    except OSError as exc:
-        from cas.core.errors import from_os_error
-        te = from_os_error(exc, doing="running")
-        _report(te, debug, cause=exc)
-        return te.exit_code
 
 
-def _typer_app(args: list[str]) -> int:
-    """Every other command, through Typer; its own exceptions become exit codes here."""
+def _dispatch(args: list[str]) -> int:
+    from .commands import load
+    from .spec import Command
+
+    decl = load(args[0]) if args else None
+    if isinstance(decl, Command) and decl.fast:
+        from .parse import HelpRequested, parse
+
+        try:
+            parsed = parse(decl, args[1:])
+        except HelpRequested:
+            return _typer(args)
+        return decl.body(parsed) or 0
+    return _typer(args)
+
+
+def _typer(args: list[str]) -> int:
+    """The Typer app on `args`; Click's own outcomes become exit codes here."""
     import typer
 
-    try:  # Typer >= 0.26 vendors click as typer._click
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover - older Typer with click installed
-        from click import ClickException
+    from .main import build, command_name, command_path, invoke
 
-    from .main import app, register
-    register()
     try:
-        rc = app(args=args, prog_name="tally", standalone_mode=False)
+        name = command_name(args)
+        rc = invoke(build(only=name) if name else build(listing=True), args)
         return rc if isinstance(rc, int) else 0
     except SystemExit:
         # Click turns EPIPE into sys.exit(1) even outside standalone mode, after
@@ -95,12 +77,45 @@ def _typer_app(args: list[str]) -> int:
         raise
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        sys.stderr.write("tally: interrupted\n")
-        return 130
-    except ClickException as exc:
-        exc.show(file=sys.stderr)
-        return 2
+    except typer.Abort:  # Click's word for Ctrl-C
+        raise KeyboardInterrupt from None
+    except typer.TyperException as exc:  # a Click usage error: the fast path's message
+        from cas.core.errors import UsageError
+
+        if exc.exit_code != 2:
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `tally`, `tally queue`: the help, exit 2
+            sys.stderr.write(exc.format_message() + "\n")
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else command_path(args)
+        raise UsageError(f"{where}: {exc.format_message()}", hint=f"see `{where} --help`") from None
+
+
+def _failed(exc: Exception, debug: bool) -> int:
+    """Report `exc` on stderr; return its exit code (see the module docstring)."""
+    from cas.core.errors import TallyError, from_os_error
+
+    if isinstance(exc, BrokenPipeError):
+        return _pipe_closed()
+    if isinstance(exc, TallyError):
+        error = exc
+    elif isinstance(exc, OSError):
+        error = from_os_error(exc, doing="running")
+    else:
+        detail = str(exc).strip().splitlines()
+        error = TallyError(f"unexpected {type(exc).__name__}" + (f": {detail[0]}" if detail else ""),
+                           hint=None if debug else "this is a bug in tally; rerun with --debug "
+                                                   "for a traceback to report")
+    if debug:
+        import traceback
+        traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.write(f"tally: error: {error.message}\n")
+    if error.path and error.path not in error.message:
+        sys.stderr.write(f"  path: {error.path}\n")
+    if error.hint:
+        sys.stderr.write(f"  hint: {error.hint}\n")
+    return error.exit_code
 
 
 def _pipe_closed() -> int:
@@ -115,20 +130,6 @@ def _pipe_closed() -> int:
     except (OSError, ValueError):
         pass
     return 0
-
-
-def _report(exc: BaseException, debug: bool, cause: BaseException | None = None) -> None:
-    from cas.core.errors import TallyError
-
-    if debug:
-        import traceback
-        traceback.print_exception(cause or exc, file=sys.stderr)
-    if isinstance(exc, TallyError):
-        sys.stderr.write(f"tally: error: {exc.message}\n")
-        if exc.path and exc.path not in exc.message:
-            sys.stderr.write(f"  path: {exc.path}\n")
-        if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
 
 
 def entry() -> None:

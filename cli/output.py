@@ -10,12 +10,6 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-EXIT_CODES = """\
-Exit codes: 0 ok; 1 unexpected failure; 2 bad usage or malformed input file;
-3 not found; 4 conflict (would overwrite work, name taken: see --force);
-5 corruption found; 6 store unusable (no store, newer format, not a Git repo,
-disk full, read-only); 7 lock busy; 8 a stage command failed; 130 interrupted."""
-
 
 def emit_json(data: Any) -> None:
     """Write `data` as JSON to stdout."""

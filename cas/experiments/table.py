@@ -216,11 +216,14 @@ def parse_sort(spec: str, columns: Iterable[Column]) -> Sort:
 def split_sort(spec: str) -> tuple[str, bool, bool]:
     """`KEY[:asc|:desc]` -> (key, descending, whether a direction was written).
 
+    `:max` and `:min` are aliases of `:desc` and `:asc` (the highest or the lowest
+    first), so one syntax serves show, promote, remove and gc's retention.
+
     Raises:
         FilterError: an empty key.
     """
     key, descending, explicit = spec.strip(), False, False
-    for suffix, desc in ((":asc", False), (":desc", True)):
+    for suffix, desc in ((":asc", False), (":desc", True), (":min", False), (":max", True)):
         if key.lower().endswith(suffix):
             key, descending, explicit = key[: -len(suffix)], desc, True
             break

@@ -10,7 +10,8 @@ Rules (spec/gc.md, "Retention"):
   queued and running ones, and any whose record cannot be read;
 - `drop_failed`: failed and interrupted experiments are dropped, and are not counted
   by keep_last / keep_best;
-- `keep_last N` / `keep_best N` (by `sort_by KEY:max|min`): when either is set,
+- `keep_last N` / `keep_best N` (by `sort_by KEY:desc|asc`, or its aliases
+  `KEY:max|min`): when either is set,
   experiments outside the union of the N most recent and the N best are dropped;
 - `older_than T`: alone, drops experiments created more than T ago; together with a
   keep rule it narrows it: only experiments that are both outside the kept sets and
@@ -71,7 +72,7 @@ class Policy:
 
     keep_last: int = 0
     keep_best: int = 0
-    sort_by: str = ""  # "KEY:max" (higher is better) or "KEY:min"
+    sort_by: str = ""  # "KEY:desc" (higher is better) or "KEY:asc"; :max, :min are aliases
     drop_failed: bool = False
     older_than: str = ""  # a duration: 30d, 2w
 
@@ -79,8 +80,8 @@ class Policy:
         if self.keep_last < 0 or self.keep_best < 0:
             raise UsageError("--keep-last and --keep-best must be >= 0")
         if self.keep_best and not self.sort_by:
-            raise UsageError("--keep-best needs --sort-by KEY:max or KEY:min",
-                             hint="e.g. --keep-best 5 --sort-by acc:max")
+            raise UsageError("--keep-best needs --sort-by KEY:desc or KEY:asc",
+                             hint="e.g. --keep-best 5 --sort-by acc:desc")
         if self.sort_by:
             self.sort_key()  # validate early
         if self.older_than:
@@ -94,15 +95,19 @@ class Policy:
         """(metric key, higher_is_better) from `sort_by`.
 
         Raises:
-            UsageError: no `:max` / `:min` suffix. The direction is required because
+            UsageError: no direction (`:desc`, `:asc`, `:max`, `:min`). It is required because
                 guessing it wrong would keep the worst experiments.
         """
-        key, sep, direction = self.sort_by.rpartition(":")
-        if not sep or direction not in ("max", "min") or not key:
-            raise UsageError(f"--sort-by {self.sort_by!r} must end in :max or :min",
-                             hint="say which way is better, e.g. acc:max or loss:min "
-                                  "(a key may name its file: metrics.json:acc:max)")
-        return key, direction == "max"
+        # Here, not at the top: only a policy with a sort key needs the table module
+        # (and the difflib it imports), not every `tally gc`.
+        from cas.experiments.table import split_sort
+
+        key, descending, explicit = split_sort(self.sort_by)
+        if not explicit:
+            raise UsageError(f"--sort-by {self.sort_by!r} must end in :desc or :asc (:max or :min)",
+                             hint="say which way is better, e.g. acc:desc or loss:asc "
+                                  "(a key may name its file: metrics.json:acc:desc)")
+        return key, descending
 
     @classmethod
     def from_config(cls, config: Any) -> "Policy":

@@ -35,7 +35,7 @@ def test_show_table(three: Lab, capsys: pytest.CaptureFixture[str]) -> None:
                                 "params.yaml:train.epochs", "params.yaml:train.lr", "changed", "deps"]
     assert [ln.split()[0] for ln in lines[1:]] == ["gamma", "beta", "alpha"]
     assert "0.91235" in lines[3]  # 5 significant digits by default
-    code, out, _ = tally(capsys, "show", "--precision", "2", "--sort-by", "acc:desc", "-n", "1",
+    code, out, _ = tally(capsys, "show", "--precision", "2", "--sort-by", "acc:desc", "--num", "1",
                          "--drop", "params.*", "--drop", "created")
     assert out.splitlines()[0].split() == ["name", "status", "metrics.json:acc", "metrics.json:loss",
                                            "changed", "deps"]

@@ -94,7 +94,7 @@ def test_start_detached_workers_and_follow_logs(cli_proj, capsys):
     res = json.loads(out)
     assert code == 0 and len(res["started"]) == 2 and res["pending"] == 3
     name = entries.items(cli_proj)[-1].name
-    code, out, err = tally(capsys, "queue", "logs", "-f", name)  # returns once it has finished
+    code, out, err = tally(capsys, "queue", "logs", "--follow", name)  # returns once it has finished
     assert code == 0 and "trained with" in out and f"recorded {name}" in out
     _wait_for(lambda: all(e["state"] == "done" for e in queue_status.status(cli_proj)["entries"]),
               what="all runs")

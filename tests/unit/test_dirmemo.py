@@ -551,36 +551,6 @@ def test_status_and_add_see_exactly_the_changes(tmp_path: Path, seed: int,
         shutil.rmtree(proj.root)
 
 
-# -- the data commands' own parser (no argparse on the status/add path) ------------------
-
-@pytest.mark.parametrize("argv, flags, paths", [
-    (["status"], set(), []),
-    (["status", "--json", "a", "b"], {"json"}, ["a", "b"]),
-    (["checkout", "-f", "x", "--json"], {"force", "json"}, ["x"]),
-    (["checkout", "--force", "--", "-f"], {"force"}, ["-f"]),
-    (["add", "-", "x"], set(), ["-", "x"]),
-])
-def test_data_command_arguments(argv: list[str], flags: set[str], paths: list[str]) -> None:
-    from cli import datacmd
-    known = {"--json": "json", "-f": "force", "--force": "force"}
-    assert datacmd._parse(argv[0], argv[1:], known, need_paths=False) == (flags, paths)
-
-
-@pytest.mark.parametrize("argv, needle", [
-    (["status", "--bogus"], "tally status: unrecognized arguments: --bogus"),
-    (["add", "--force", "x"], "tally add: unrecognized arguments: --force"),
-    (["add"], "tally add: the following arguments are required: paths"),
-    (["add", "--json"], "tally add: the following arguments are required: paths"),
-])
-def test_data_command_bad_arguments_exit_2(project: Project, argv: list[str], needle: str,
-                                           capsys: pytest.CaptureFixture[str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli import entry
-    monkeypatch.chdir(project.root)
-    assert entry.run(argv) == 2
-    assert needle in capsys.readouterr().err
-
-
 def test_without_publish_a_writer_is_not_flushed_and_rows_are_unstored(
         proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run snapshots several outputs through one writer: its batching is left alone."""

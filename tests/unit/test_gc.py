@@ -577,7 +577,7 @@ def test_cli_json_and_verbose(project, cli, clock) -> None:
     code, out, _ = cli("gc", "--grace", "0", "--dry-run", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["dry_run"] and doc["deleted"]["objects"] == 2
-    code, out, _ = cli("gc", "--grace", "0", "-n", "-v")
+    code, out, _ = cli("gc", "--grace", "0", "--dry-run", "-v")
     assert all(d["oid"] in out for d in doc["deleted"]["list"])
 
 
@@ -615,11 +615,11 @@ def test_a_promote_commit_citing_the_record_protects_it(project, clock) -> None:
     assert r1 in oids(project) and r2 not in oids(project)
 
 
-# -- the Typer-free front end (cli/gc_cmd.py main) ------------------------------------------------
+# -- the Typer-free front end (cli/parse.py, gc being declared `fast`) -----------------------------
 
 @pytest.mark.parametrize("args", [
     ("--grace", "0", "--dry-run", "--verbose"),
-    ("--grace", "0", "-n", "--json"),
+    ("--grace", "0", "--dry-run", "--json"),
     ("--grace", "0"),  # not a terminal and no --yes: exit 2
     ("--grace", "soon", "--yes"),
     ("--keep-best", "2", "--sort-by", "acc", "--yes"),
@@ -628,10 +628,10 @@ def test_a_promote_commit_citing_the_record_protects_it(project, clock) -> None:
     ("--grace", "0", "--yes", "--keep-last", "1", "--keep-failed", "--wait", "5"),
 ])
 def test_the_typer_free_front_end_matches_the_typer_one(project, cli, clock, monkeypatch, args) -> None:
-    """gc_cmd.main, dispatched as cli/entry.py dispatches its fast commands, says and
-    does what the Typer command says and does, in two copies of one store."""
-    import cli.entry as entry
-    from cli import gc_cmd
+    """gc through the fast parser, as cli/entry.py dispatches it, says and does what the
+    Typer command built from the same declaration says and does, in two copies of one
+    store."""
+    from cli.commands import gc as gc_command
 
     add(project, "data", {"a.txt": "a\n"})
     replace_file(project, "data", "a.txt", "b\n")
@@ -646,17 +646,13 @@ def test_the_typer_free_front_end_matches_the_typer_one(project, cli, clock, mon
         if "--json" in args and code == 0:
             out = json.dumps({k: v for k, v in json.loads(out).items() if k != "seconds"})
         return code, out, err
-    real = entry._fast
-    monkeypatch.setattr(entry, "_fast", lambda c: None if c == "gc" else real(c))  # Typer
+    shipped = gc_command.COMMAND
+    assert shipped.fast
+    monkeypatch.setattr(gc_command, "COMMAND", shipped._replace(fast=False))  # through Typer
     slow = call(project.root)
-    monkeypatch.setattr(entry, "_fast", real)  # as shipped: gc dispatched to cli/gcrun.py
-    assert real("gc") is gc_cmd.main
+    monkeypatch.setattr(gc_command, "COMMAND", shipped)  # as shipped: the fast parser
     fast = call(twin)
-    assert fast[0] == slow[0]
-    if slow[0] == 0:
-        assert fast[1:] == slow[1:]
-    else:
-        assert "tally: error:" in fast[2] or "Usage" in fast[2]
+    assert fast == slow
     assert sorted(p.name for p in (twin / ".tally/objects").rglob("*")) == \
         sorted(p.name for p in (project.root / ".tally/objects").rglob("*"))
 

@@ -41,7 +41,10 @@ NOT_FOR_A_RUN = ("typer", "click", "rich", "ruamel", "cas.pipeline.pipelinefile"
                  "difflib", "ctypes", "cas.workspace.checkout", "cas.workspace.tracking", "cas.gc.fsck", "cas.gc.collect",
                  "cas.gc.inventory", "cas.gc.deletion", "dataclasses", "inspect", "pickle",
                  "getpass", "shutil", "zstandard", "platform", "cas.live",
-                 "cas.workspace.gitobjects", "cas.pipeline.sweepspec")
+                 "cas.workspace.gitobjects", "cas.pipeline.sweepspec",
+                 # The CLI's Typer app and its dependencies: a run is parsed by cli/parse.py
+                 # from the same declaration (tests/cli/test_cli_agreement.py).
+                 "cli.main", "argparse", "pydantic")
 # A command-line stage without deps or outputs also skips the parsed-pipeline cache and
 # the run-cache.
 NOT_FOR_A_QUICK_RUN = NOT_FOR_A_RUN + ("cas.pipeline.runcache",)
