@@ -63,6 +63,22 @@ class Signals:
             self._timer.daemon = True
             self._timer.start()
 
+    def attach(self, pgid: int) -> None:
+        """The stage's process group exists: from now on signals go to it.
+
+        A signal that arrived while the stage was being started (after the runner last
+        looked, before the group existed) found no group to forward to: it is
+        forwarded now, as the handler would have (a second one as SIGKILL).
+        """
+        self.pgid = pgid
+        if self.count >= 2:
+            self._kill(signal.SIGKILL)
+        elif self.count == 1 and self._timer is None:
+            self._kill(self.received or signal.SIGINT)
+            self._timer = threading.Timer(KILL_GRACE, self._kill, (signal.SIGKILL,))
+            self._timer.daemon = True
+            self._timer.start()
+
     def _kill(self, sig: int) -> None:
         if self.pgid is not None:
             try:
@@ -85,7 +101,7 @@ def run(name: str, cmd: str, *, cwd: Path, env: dict[str, str], log, echo: bool,
                                 stderr=subprocess.STDOUT, process_group=0)
     except OSError as exc:
         raise from_os_error(exc, path=cwd, doing=f"starting stage {name!r}") from None
-    sigs.pgid = proc.pid
+    sigs.attach(proc.pid)
     try:
         if echo:
             assert proc.stdout is not None

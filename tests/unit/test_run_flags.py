@@ -352,3 +352,25 @@ def test_cli_refuses(diamond, args, code, message) -> None:
     proc = tally(diamond.root, *args, code=code)
     assert message in proc.stderr
     assert calls() == [] and not (diamond.root / "tally.lock").exists()
+
+
+def test_a_signal_while_a_stage_starts_is_forwarded_once_it_exists() -> None:
+    """A Ctrl-C between the runner's last look and the stage's process group used to
+    reach nobody: the stage then ran to its end (a flaky test under load showed it)."""
+    import signal
+    import subprocess
+
+    from cas.pipeline import stageproc
+
+    sigs = stageproc.Signals()
+    sigs.count, sigs.received = 1, signal.SIGINT  # as if _handle ran with no group yet
+    proc = subprocess.Popen(["sleep", "30"], process_group=0)
+    try:
+        sigs.attach(proc.pid)
+        assert proc.wait(10) == -signal.SIGINT
+    finally:
+        if sigs._timer is not None:
+            sigs._timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
