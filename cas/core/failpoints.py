@@ -21,6 +21,10 @@ The failpoints (NAME: where; the process is killed *after* the step named):
     pointer:temp-synced   the temp file is durable; the old pointer is still in place
     pointer:renamed       the new pointer replaced the old one (directory not yet durable)
     pointer:dir-synced    the rename is durable: the pointer write is done
+    checkout:temp-written cas/workspace/materialize.py: a file is whole under its temp name
+    checkout:renamed      one more file took its final name
+    restore:temp-written  cas/experiments/restore.py: a loose file is whole under its temp name
+    restore:renamed       one more loose file took its final name
     forked:before-report  cas/core/forked.py: a child did its work, reported nothing
     forked:half-reported  a child wrote the first half of its report (a torn report)
     gc:locked, gc:refs-dropped, gc:delete, gc:level, gc:swept   cas/gc/ (spec/gc.md)

@@ -44,6 +44,8 @@ from cas.objects import tree
 from cas.workspace import snapshot as workspace
 from cas.workspace import checkout as co
 from cas.workspace import treeplan
+from cas.workspace.materialize import remove_leftover
+from cas.core.failpoints import failpoint
 from cas.workspace.treeplan import NEVER_TOUCHED, TreePlan, plan_tree
 from cas.core.errors import NotFound, ObjectMissing, WouldOverwrite, from_os_error
 
@@ -351,6 +353,7 @@ def _write_small(project: Project, items: list[tuple[str, tree.Entry]], result: 
     base = os.fspath(project.root)
     stats: list[tuple[os.stat_result, str]] = []
     newest = 0
+    swept: set[str] = set()  # directories cleared of a killed restore's temp files
     try:
         for rel, e in items:
             p = f"{base}/{rel}"
@@ -358,6 +361,9 @@ def _write_small(project: Project, items: list[tuple[str, tree.Entry]], result: 
             if not os.path.isdir(parent):
                 _clear_parents(project.root, rel)
                 os.makedirs(parent, exist_ok=True)
+            elif parent not in swept:
+                swept.add(parent)
+                _remove_leftovers(parent)
             tmp = f"{parent}/{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
             data = project.store.get(e.oid, max_size=e.size or None)  # verified against its id
             try:
@@ -372,9 +378,11 @@ def _write_small(project: Project, items: list[tuple[str, tree.Entry]], result: 
                         os.fchmod(fd, e.mode)  # the umask may have masked bits off
                     finally:
                         os.close(fd)
+                failpoint("restore:temp-written", group=True)
                 if os.path.isdir(p) and not os.path.islink(p):
                     shutil.rmtree(p)
                 os.replace(tmp, p)
+                failpoint("restore:renamed", group=True)
             except BaseException:
                 try:
                     os.unlink(tmp)
@@ -395,6 +403,17 @@ def _write_small(project: Project, items: list[tuple[str, tree.Entry]], result: 
             # then record them, so nothing just restored is hashed again.
             sc = project.statcache
             sc.record(stats, clock_ns=sc.wait_past(newest))
+
+
+def _remove_leftovers(directory: str) -> None:
+    """Remove the temp files a killed restore or checkout left in `directory`."""
+    try:
+        with os.scandir(directory) as it:
+            names = [ent.name for ent in it if ent.name.startswith(TMP_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        remove_leftover(f"{directory}/{name}", name)
 
 
 def _prune_parents(root: Path, rel: str) -> None:

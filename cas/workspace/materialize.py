@@ -28,6 +28,7 @@ from cas.core import hashing
 from cas.objects import tree
 from cas.core.errors import Conflict, CorruptObject
 from cas.core import paths
+from cas.core.failpoints import failpoint
 from cas.core.fsops import copy_file, reflink, remove_tree, write_all
 from cas.store.objectstore import FileStore
 
@@ -175,9 +176,11 @@ class Materializer:
 
     @staticmethod
     def _replace(tmp: str, path: str) -> None:
+        failpoint("checkout:temp-written", group=True)
         if os.path.isdir(path) and not os.path.islink(path):
             remove_tree(path)
         os.replace(tmp, path)
+        failpoint("checkout:renamed", group=True)
 
     def _symlink_entry(self, e: tree.Entry, path: str, rel: str) -> str:
         target = link_target(self.store, e, rel, self.tree_links)
