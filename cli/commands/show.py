@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from ..flags import ALL, ALL_COMMITS, FILTER, JSON, PRECISION, SORT_BY
-from ..output import err
+from ..output import err, table
 from ..spec import FLAG, MANY, ONE, Command, Opt, count
 
 DEFAULT_PRECISION = 5  # significant digits of floats in tables, as DVC shows them
@@ -51,7 +51,7 @@ def body(a) -> None:
         lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
         sys.stdout.write("\n".join(lines) + "\n")
         return
-    sys.stdout.write(_table(headers, rows) + "\n")
+    sys.stdout.write(table(headers, rows) + "\n")
 
 
 def _cells(tab: Any, precision: int | None, *, human: bool) -> tuple[list[str], list[list[str]]]:
@@ -90,15 +90,6 @@ def _local_time(ns: int) -> str:
         import time
         got = _minute_cache[minute] = time.strftime("%Y-%m-%d %H:%M", time.localtime(minute * 60))
     return got
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """An aligned plain-text table, like cli.output.table but built a column at a time
-    (10,000 rows: ~20 ms instead of ~250 ms)."""
-    cols = list(zip(*rows)) if rows else [()] * len(headers)
-    widths = [max(len(h), max(map(len, c), default=0)) for h, c in zip(headers, cols)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*r).rstrip() for r in [headers] + rows)
 
 
 def _csv(tab: Any, precision: int | None) -> None:
