@@ -16,6 +16,7 @@ Exit codes (documented in every command's --help, stable for scripts):
     6   StoreError: no store, a store of a newer format, not a Git repo, disk full, read-only
     7   LockBusy: another tally process holds the lock
     8   RunFailed: a stage command exited non-zero
+    9   RemoteError: a remote is unreachable, refuses us, is missing, full or read-only
     130 Interrupted (Ctrl-C)
 """
 
@@ -183,3 +184,26 @@ def from_os_error(exc: OSError, *, path: str | os.PathLike[str] | Path | None = 
         return UsageError(f"a path is longer than the filesystem allows while {doing}: {shown}",
                           hint="the tree nests deeper or names longer than this filesystem takes")
     return TallyError(f"{exc.strerror or exc} while {doing}", path=where)
+
+
+class RemoteError(TallyError):
+    """A remote cannot be used: no such bucket or path, not a tally remote, full, or
+    a newer remote format; nothing was published half-written on either side."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None,
+                 hint: str | None = None, transient: bool = False) -> None:
+        super().__init__(message, path=path, hint=hint)
+        # A failure worth retrying (a dropped connection, a 5xx, a throttle): the
+        # remote layer retries these with backoff before it lets one through.
+        self.transient = transient
+
+
+class RemoteUnreachable(RemoteError):
+    """The remote did not answer: a wrong endpoint, no network, or it stayed down
+    through every retry."""
+
+
+class RemoteDenied(RemoteError):
+    """The remote refused: wrong or missing credentials, no permission, or read-only."""

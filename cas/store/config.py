@@ -79,6 +79,11 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "gc.drop_failed": (_choice("true", "false"), "false"),
     "gc.older_than": (str, ""),
     "queue.workers": (_int_range(1, 256), 2),
+    # Remotes (spec/remote.md): which one push/pull use without -r, transfers in
+    # flight, and whether `tally run` pushes each new experiment to it.
+    "remote.default": (str, ""),
+    "remote.jobs": (_int_range(1, 256), 8),
+    "remote.auto_push": (_choice("true", "false"), "false"),
 }
 
 

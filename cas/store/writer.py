@@ -256,6 +256,66 @@ class Writer:
         self._stage(oid, tmp, compress)
         return oid
 
+    def put_stored(self, oid: str, payload: bytes, *, compressed: bool, size: int) -> bool:
+        """Store an object received in its stored form (a remote's pack): `payload` is
+        the raw content, or one zstd frame of it when `compressed`; `size` is the
+        content's size. It is verified against `oid` before anything is written.
+
+        Returns False when the object was already present (nothing written).
+        Raises:
+            CorruptObject: the payload does not hold exactly `size` bytes hashing to `oid`.
+            StoreError: full or read-only store.
+        """
+        if self._exists(oid):
+            return False
+        content = codec.decompress(oid, payload, max_size=size) if compressed else payload
+        if len(content) != size or hashing.hash_bytes(content) != oid:
+            raise CorruptObject(oid, f"received bytes do not hash to its id ({len(content)} of "
+                                     f"{size} bytes)")
+        tmp = self.store.tmp_path()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OBJECT_MODE)
+            try:
+                _write_all(fd, payload)
+                self._seal(fd, tmp)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quiet(tmp)
+            raise from_os_error(exc, path=tmp, doing="writing an object") from None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        self._stage(oid, tmp, compressed)
+        return True
+
+    def adopt(self, oid: str, tmp: str, *, compressed: bool) -> bool:
+        """Publish the file `tmp` (created by the caller with store.tmp_path(), mode
+        OBJECT_MODE) as object `oid` in the given form, after checking that its content
+        hashes to `oid`. The file is consumed either way.
+
+        Returns False when the object was already present.
+        Raises:
+            CorruptObject: its content does not hash to `oid`.
+        """
+        if self._exists(oid):
+            _unlink_quiet(tmp)
+            return False
+        try:
+            got = codec.hash_file(oid, tmp) if compressed else hashing.hash_file(tmp)
+        except CorruptObject:
+            got = None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        if got != oid:
+            _unlink_quiet(tmp)
+            raise CorruptObject(oid, "received bytes do not hash to its id")
+        if self.opts.fsync == "each":
+            fsync_file(tmp)
+        self._stage(oid, tmp, compressed)
+        return True
+
     def put_file(self, path: str | os.PathLike[str], *, ingest: str = "copy",
                  compress: bool | None = None, known_oid: str | None = None) -> str:
         """Store the regular file at `path`; return its id.
