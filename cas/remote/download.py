@@ -159,8 +159,20 @@ def fetch_objects(store, remote: Remote, oids: Iterable[str], writer, *,
     return fetch_closure(store, remote, [(o, BLOB) for o in oids], writer, meter=meter)
 
 
+def read_structured(remote: Remote, oids: list[tuple[str, str]], tmp_store
+                    ) -> tuple[dict[str, bytes], dict[str, TallyError]]:
+    """Download structured objects ((oid, kind), kind not blob) into memory, verified,
+    publishing nothing (`show --remote` reads records this way). `tmp_store` gives
+    temp files for the rare one stored alone. Returns (oid -> content, failures)."""
+    failed: dict[str, TallyError] = {}
+    got = _download(remote, remote.catalog(), oids, None, Meter("read"), failed,
+                    tmp_store=tmp_store)
+    return {oid: content for oid, _, _, _, _, content in got}, failed
+
+
 def _download(remote: Remote, cat, want: list[tuple[str, str]], writer, meter: Meter,
-              failed: dict[str, TallyError]) -> list[tuple[str, str, bytes, bool, int, bytes]]:
+              failed: dict[str, TallyError], *, tmp_store=None
+              ) -> list[tuple[str, str, bytes, bool, int, bytes]]:
     """Download `want`; blobs are staged on `writer` at once, structured objects are
     returned verified (oid, kind, payload, zstd?, size, content). Failures go to `failed`."""
     by_pack: dict[str, list[tuple[str, str, packfile.Small]]] = {}
@@ -181,7 +193,7 @@ def _download(remote: Remote, cat, want: list[tuple[str, str]], writer, meter: M
     meter.plan(len(want) - len(failed.keys() & {o for o, _ in want}), total)
     out: list[tuple[str, str, bytes, bool, int, bytes]] = []
     lock = threading.Lock()
-    store = writer.store
+    store = tmp_store if tmp_store is not None else writer.store
 
     def accept(oid: str, kind: str, payload: bytes, compressed: bool, size: int) -> None:
         try:
@@ -288,4 +300,4 @@ def _unlink_quiet(path: str) -> None:
         pass
 
 
-__all__ = ["fetch_closure", "fetch_objects", "Fetched", "TREE", "BLOB", "RECORD"]
+__all__ = ["fetch_closure", "fetch_objects", "read_structured", "Fetched", "TREE", "BLOB", "RECORD"]
