@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from cas.core.errors import Conflict, NotFound, ObjectMissing, TallyError, UsageError
-from cas.experiments import books, filterexpr
+from cas.experiments import compare, filterexpr, listing, lookup
 from cas.experiments import table as query
 from cas.experiments.index import summarize
 from cas.objects import record as record_mod
@@ -85,7 +85,7 @@ def select_local(project, *, names: Sequence[str] = (), everything: bool = False
     if everything:
         if names or filter is not None or top is not None:
             raise UsageError("--all selects every experiment: give no names, --filter or --top")
-        return [(e.baseline, e.name, e.oid) for e in books.list_experiments(project, all_baselines=True)
+        return [(e.baseline, e.name, e.oid) for e in listing.list_experiments(project, all_baselines=True)
                 if e.oid]
     from cas.experiments import promote
     return promote.select(project, names=names, filter=filter, top=top, sort_by=sort_by,
@@ -203,7 +203,7 @@ def _queued_entries(project) -> list[tuple[str, bytes, list[tuple[str, str]]]]:
 # ---------------------------------------------------------------- reading the remote
 
 def remote_experiments(project, r: Remote, *, baseline: str | None = None
-                       ) -> tuple[list[books.Experiment], list[refstore.RemoteRef]]:
+                       ) -> tuple[list[listing.ExperimentRow], list[refstore.RemoteRef]]:
     """The remote's experiments as `show` lists them, read without any data: one LIST
     of refs, then the records (ranged reads from packs, verified, kept in memory)."""
     found = refstore.list_refs(r.backend, baseline) if r.exists() else []
@@ -222,16 +222,16 @@ def remote_experiments(project, r: Remote, *, baseline: str | None = None
                                            clashing[(ref.baseline, ref.name)]).message
         if content is None:
             err = failed.get(ref.oid)
-            out.append(books.Experiment(ref.name, ref.baseline, ref.oid, 0, books.UNREADABLE,
+            out.append(listing.ExperimentRow(ref.name, ref.baseline, ref.oid, 0, listing.UNREADABLE,
                                         problem=err.message if err else "record not on the remote"))
             continue
         try:
             s = summarize(record_mod.decode(content))
         except TallyError as exc:
-            out.append(books.Experiment(ref.name, ref.baseline, ref.oid, 0, books.UNREADABLE,
+            out.append(listing.ExperimentRow(ref.name, ref.baseline, ref.oid, 0, listing.UNREADABLE,
                                         problem=exc.message))
             continue
-        out.append(books.Experiment(ref.name, ref.baseline, ref.oid, s.created, s.status,
+        out.append(listing.ExperimentRow(ref.name, ref.baseline, ref.oid, s.created, s.status,
                                     s.exit_code, s.values, None, s.message, s.steps, problem))
     out.sort(key=lambda e: (-e.created, e.name))
     return out, found
@@ -240,27 +240,27 @@ def remote_experiments(project, r: Remote, *, baseline: str | None = None
 def show(project, *, remote: str | Remote | None = None, all_baselines: bool = False,
          filter: str | None = None, sort_by: str | None = None, keep: Sequence[str] = (),
          drop: Sequence[str] = (), only_changed: bool = False, limit: int | None = None
-         ) -> books.Table:
+         ) -> listing.Table:
     """`tally show --remote`: the remote's experiments (of HEAD's baseline, or all),
     filtered, sorted and cut as `show` does, without downloading any data."""
     if limit is not None and limit < 0:
         raise UsageError("-n must be 0 or more")
     r = _open(project, remote)
-    head = books.current_baseline(project)
+    head = lookup.current_baseline(project)
     if not all_baselines and head is None:
-        return books.Table([], [], [], 0, None)
+        return listing.Table([], [], [], 0, None)
     exps, _ = remote_experiments(project, r, baseline=None if all_baselines else head)
     return _table(exps, all_baselines=all_baselines, filter=filter, sort_by=sort_by, keep=keep,
                   drop=drop, only_changed=only_changed, limit=limit, head=head)
 
 
-def _table(exps: list[books.Experiment], *, all_baselines: bool, filter: str | None,
+def _table(exps: list[listing.ExperimentRow], *, all_baselines: bool, filter: str | None,
            sort_by: str | None, keep: Sequence[str] = (), drop: Sequence[str] = (),
            only_changed: bool = False, limit: int | None = None, head: str | None = None,
-           top: int | None = None) -> books.Table:
+           top: int | None = None) -> listing.Table:
     """books.show's filtering, sorting and column choice, over a given list."""
-    with books.paused_gc():
-        shown, extra = books.columns_of(exps, with_baseline=all_baselines)
+    with listing.paused_gc():
+        shown, extra = listing.columns_of(exps, with_baseline=all_baselines)
         known = shown + extra if exps else None
         pred = filterexpr.compile_filter(filter, known) if filter else None
         if sort_by and not exps:
@@ -279,7 +279,7 @@ def _table(exps: list[books.Experiment], *, all_baselines: bool, filter: str | N
             pairs = pairs[:limit]
         rows = [row for _, row in pairs]
         columns = query.select_columns(shown, rows, keep=keep, drop=drop, only_changed=only_changed)
-        return books.Table(columns, [e for e, _ in pairs], rows, len(exps),
+        return listing.Table(columns, [e for e, _ in pairs], rows, len(exps),
                            None if all_baselines else head)
 
 
@@ -294,14 +294,14 @@ def select_remote(project, r: Remote, *, names: Sequence[str] = (), everything: 
                                                   "--top N --sort-by KEY")
     found = refstore.list_refs(r.backend) if r.exists() else []
     if names:
-        head = books.current_baseline(project)
+        head = lookup.current_baseline(project)
         return list(dict.fromkeys(refstore.find(found, n, head=head) for n in names))
     if everything and filter is None and top is None:
         return found
     if top is not None:
-        books.check_best(top, sort_by, "--top")
+        listing.check_best(top, sort_by, "--top")
     exps, _ = remote_experiments(project, r)
-    table = _table([e for e in exps if e.status != books.UNREADABLE], all_baselines=True,
+    table = _table([e for e in exps if e.status != listing.UNREADABLE], all_baselines=True,
                    filter=filter, sort_by=sort_by, limit=top, top=top)
     wanted = {(e.baseline, e.name, e.oid) for e in table.experiments}
     return [x for x in found if (x.baseline, x.name, x.oid) in wanted]
@@ -402,7 +402,7 @@ def ensure_local(project, spec: str, *, remote: str | Remote | None = None,
         NotFound: neither here nor on the remote. Conflict: a clash on the remote.
     """
     try:
-        baseline, name, oid = books.find(project, spec)
+        baseline, name, oid = lookup.find(project, spec)
     except NotFound:
         try:
             r = _open(project, remote)
@@ -410,7 +410,7 @@ def ensure_local(project, spec: str, *, remote: str | Remote | None = None,
             raise NotFound(f"no experiment named {spec!r}",
                            hint="no remote is configured to fetch it from") from None
         ref = refstore.find(refstore.list_refs(r.backend) if r.exists() else [], spec,
-                            head=books.current_baseline(project))
+                            head=lookup.current_baseline(project))
         rep = pull(project, remote=r, names=[f"{ref.baseline}/{ref.name}"], progress=progress)
         _raise_first(rep)
         return ref.baseline, ref.name, ref.oid
@@ -452,17 +452,17 @@ def promote(project, *, names: Sequence[str] = (), remote: str | Remote | None =
 
 # ---------------------------------------------------------------- diff
 
-def diff(project, a: str, b: str | None = None, *, remote: str | Remote | None = None) -> books.Diff:
+def diff(project, a: str, b: str | None = None, *, remote: str | Remote | None = None) -> compare.Diff:
     """Params and metrics of `a` against `b`, each an experiment here or on the remote
     (here first); with `b` None, against `a`'s baseline commit, as `tally diff` does.
     Remote records are read into memory, verified; nothing is published."""
     r = _open(project, remote)
     found = refstore.list_refs(r.backend) if r.exists() else []
-    head = books.current_baseline(project)
+    head = lookup.current_baseline(project)
 
     def load(spec: str) -> tuple[str, record_mod.Record]:
         try:
-            base, name, rec = books.load(project, spec)
+            base, name, rec = lookup.load(project, spec)
             return f"{base[:7]}/{name}", rec
         except (NotFound, ObjectMissing):
             ref = refstore.find(found, spec, head=head)
@@ -475,15 +475,15 @@ def diff(project, a: str, b: str | None = None, *, remote: str | Remote | None =
     alabel, arec = load(a)
     if b is None:
         notes: list[str] = []
-        bparams, bmetrics = books._files_at(project, arec.baseline, arec, notes)  # noqa: SLF001
+        bparams, bmetrics = compare._files_at(project, arec.baseline, arec, notes)  # noqa: SLF001
         blabel = f"baseline {arec.baseline[:7]}"
     else:
         notes = []
         blabel, brec = load(b)
         bparams, bmetrics = brec.flat_params(), brec.flat_metrics()
-    rows = books._diff_rows("params", arec.flat_params(), bparams) + \
-        books._diff_rows("metrics", arec.flat_metrics(), bmetrics)  # noqa: SLF001
-    return books.Diff(alabel, blabel, rows, notes)
+    rows = compare._diff_rows("params", arec.flat_params(), bparams) + \
+        compare._diff_rows("metrics", arec.flat_metrics(), bmetrics)  # noqa: SLF001
+    return compare.Diff(alabel, blabel, rows, notes)
 
 
 __all__ = ["push", "pull", "show", "diff", "ensure_local", "restore", "promote",
