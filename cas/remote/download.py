@@ -55,7 +55,7 @@ def missing_on_remote(remote: Remote, oid: str) -> ObjectMissing:
                                    "either: push it from a store that does")
 
 
-def _children(kind: str, content: bytes) -> list[tuple[str, str]]:
+def children(kind: str, content: bytes) -> list[tuple[str, str]]:
     """What a verified structured object names, with kinds (required edges only)."""
     if kind == TREE:
         t = tree_mod.decode(content)
@@ -102,7 +102,7 @@ def fetch_closure(store, remote: Remote, roots: Iterable[tuple[str, str]], write
 
         def expand(oid: str, kind: str, content: bytes) -> None:
             try:
-                kids = _children(kind, content)
+                kids = children(kind, content)
             except TallyError as exc:
                 failed[oid] = exc
                 return

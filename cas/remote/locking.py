@@ -46,6 +46,7 @@ class RemoteLock:
         self.kind = "exclusive" if exclusive else "shared"
         self.key = f"{layout.LOCKS}{self.kind}-{os.urandom(8).hex()}"
         self.removed_stale: list[str] = []
+        self.remote_now = 0.0  # the remote's clock when the lock was taken
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -58,7 +59,7 @@ class RemoteLock:
         self.backend.write(self.key, self._body())
         entries = self.backend.list(layout.LOCKS)
         mine = next((e for e in entries if e.key == self.key), None)
-        now = mine.mtime if mine is not None else time.time()
+        now = self.remote_now = mine.mtime if mine is not None else time.time()
         for e in entries:
             if e.key == self.key or not e.key[len(layout.LOCKS):].startswith(("shared-", "exclusive-")):
                 continue
