@@ -37,6 +37,7 @@ class CloudBackend(Backend):
         import obstore.store
 
         self.url = url.rstrip("/")
+        self._options = dict(options or {})  # as configured (tests read the endpoint back)
         opts = dict(options or {})
         client: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "timeout": REQUEST_TIMEOUT}
         endpoint = opts.pop("endpoint_url", None) or opts.pop("endpoint", None)
@@ -142,6 +143,10 @@ class CloudBackend(Backend):
             return None
         text = str(exc)
         where = self.where(key)
+        if isinstance(exc, ox.InvalidPathError):  # a key with '..' or worse, listed back
+            return FormatError(f"the remote holds a key tally refuses under {where}: "
+                               f"{text.splitlines()[0][:200]}", path=where,
+                               hint="something other than tally wrote it; remove it from the remote")
         if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
             return RemoteError(f"the bucket of {self.url} does not exist", path=self.url,
                                hint="create it, or fix the remote's URL "

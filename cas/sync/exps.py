@@ -373,7 +373,7 @@ def _remote_queue(project, r: Remote) -> list[tuple[str, Any]]:
     from cas.objects import queue_entry
     from cas.queue import directory as queue
 
-    have = {it.id for it in queue.items(project, reap_dead=False)}
+    have = {it.id for it in queue.items(project)}
     out = []
     for entry_id in refstore.list_queue(r.backend) if r.exists() else []:
         if entry_id in have:
