@@ -174,7 +174,7 @@ class _Session:
             finally:
                 self._slots.release()
             failpoints.hit("push:after-pack")
-            self._done(len(rows), len(data))
+            self._done(len(rows), sum(r[2] for r in rows))  # objects' bytes: as planned
 
         self.futures.append(self.pool.submit(send))
         with self._lock:

@@ -218,6 +218,9 @@ def run_entry(project: Project, item: queue.Item, *, common_dir: Path,
     reason = exp.reason or ("" if status == "success" else f"run {rec.status}")
     _log(f"{'recorded' if status == 'success' else 'failed'} {exp.name} as {oid[:12]}"
           f" in {time.monotonic() - t0:.3f} s{': ' + reason if reason else ''}")
+    # remote.auto_push (cas/sync/autopush.py): after the ref, never failing the run.
+    from cas.sync import autopush
+    autopush.after_run(project, rec.baseline, exp.name, notify=_log)
     return Outcome(status=status, reason=reason, exit_code=rec.exit_code, record=oid, name=exp.name)
 
 
