@@ -103,6 +103,7 @@ class Bench:
             d = self.work / "remotes" / tag
             if d.exists():
                 remove_tree(d)
+            d.parent.mkdir(parents=True, exist_ok=True)
             return os.fspath(d)
         bucket = f"bench-{tag}".lower().replace("_", "-")[:60]
         self.s3.make_bucket(bucket)
@@ -204,6 +205,7 @@ class Bench:
             if kind == "dir":
                 dst = self.work / "remotes" / tag
                 back = self.work / "remotes" / f"{tag}-back"
+                dst.parent.mkdir(parents=True, exist_ok=True)
                 for d in (dst, back):
                     if d.exists():
                         remove_tree(d)

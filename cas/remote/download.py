@@ -264,15 +264,16 @@ def _download(remote: Remote, cat, want: list[tuple[str, str]], writer, meter: M
     for pack, rows in by_pack.items():
         rows.sort(key=lambda r: r[2].offset)
         span: list[tuple[str, str, packfile.Small]] = []
+        first = last_end = 0
         for row in rows:
             s = row[2]
-            if span:
-                first = span[0][2].offset
-                last_end = max(x[2].offset + x[2].length for x in span)
-                if s.offset - last_end > GAP_MAX or s.offset + s.length - first > SPAN_MAX:
-                    tasks.append((span_task, (pack, span)))
-                    span = []
+            if span and (s.offset - last_end > GAP_MAX or s.offset + s.length - first > SPAN_MAX):
+                tasks.append((span_task, (pack, span)))
+                span = []
+            if not span:
+                first = last_end = s.offset
             span.append(row)
+            last_end = max(last_end, s.offset + s.length)
         if span:
             tasks.append((span_task, (pack, span)))
     tasks += [(large_task, item) for item in large]

@@ -49,9 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def s3() -> Iterator[S3]:
-    """moto's S3 API over HTTP on 127.0.0.1 (a thread of this process), for the session."""
+    """moto's S3 API over HTTP on 127.0.0.1 (a thread of this process), for one test
+    module: stopped after it, so no later test runs with an extra thread alive (code
+    that forks stays serial while other threads run)."""
     pytest.importorskip("moto.server", reason="moto[server] is in the test extras")
     from moto.server import ThreadedMotoServer
 

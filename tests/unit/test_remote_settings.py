@@ -161,3 +161,35 @@ def test_queued_entries_travel(tmp_path) -> None:
     assert [it.name for it in items] == ["later"]
     assert po.store.has(items[0].entry.workspace)
     assert exps.pull(po, queued=True).queued == []  # already queued here
+
+
+def test_push_and_fetch_across_history(tmp_path) -> None:
+    """--rev / --all-commits cover data the work tree no longer names."""
+    from cas.sync import selection
+    from cas.workspace import tracking
+    from cas.workspace.project import open_project
+    lab, kind = _lab_with_remote(tmp_path)
+    root = lab.root
+    (root / "d").mkdir()
+    (root / "d" / "x").write_text("one\n")
+    tracking.add(lab.project, ["d"], cwd=root)
+    v1 = lab.commit("v1")
+    (root / "d" / "x").write_text("two\n")
+    tracking.add(lab.project, ["d"], cwd=root)
+    lab.commit("v2")
+    p = lab.project
+    head_only = data.push(p)
+    assert head_only.objects == 2  # the tree and "two"
+    old = selection.select(p, revs=[v1])
+    assert [r.source.split(" at ")[1] for r in old] == [v1[:12]]
+    assert data.push(p, revs=[v1]).transferred == 2  # v1's tree and "one"
+    assert data.push(p, all_commits=True).transferred == 0
+    other = tmp_path / "c"
+    sh(tmp_path, "clone", "-q", os.fspath(root), os.fspath(other))
+    po = open_project(other)
+    got = data.fetch(po, all_commits=True)
+    assert got.failed == {} and got.transferred == 4
+    from cas.core import hashing
+    assert po.store.has(hashing.hash_bytes(b"one\n"))
+    with pytest.raises(NotFound):
+        data.push(p, revs=["no-such-rev"])
