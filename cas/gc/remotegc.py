@@ -337,7 +337,8 @@ def _run(project, r: Remote, report: RemoteGcReport, lock, *, force: bool, all_b
                 _check(oid, payload, s)
                 builder.add(oid, payload, form=s.form, size=s.size)
         pid, data = builder.finish()
-        r.backend.write(packfile.pack_key(pid), data)
+        r.backend.write(packfile.pack_key(pid), data, durable=False)
+        r.backend.barrier()
         report.packs_written += 1
         new_packs[pid] = len(data)
         for oid, offset, length, form, size in builder.rows:

@@ -69,10 +69,10 @@ class Backend(ABC):
     def _read_range(self, key: str, start: int, length: int) -> bytes: ...
 
     @abstractmethod
-    def _write(self, key: str, data: bytes) -> None: ...
+    def _write(self, key: str, data: bytes, durable: bool) -> None: ...
 
     @abstractmethod
-    def _upload(self, key: str, path: str, size: int, jobs: int) -> None: ...
+    def _upload(self, key: str, path: str, size: int, jobs: int, durable: bool) -> None: ...
 
     @abstractmethod
     def _download(self, key: str, path: str, size: int, jobs: int) -> None: ...
@@ -114,14 +114,19 @@ class Backend(ABC):
                               hint="the file was cut short on the remote; push its objects again")
         return data
 
-    def write(self, key: str, data: bytes) -> None:
-        """Store `data` under `key`, atomically (overwrites)."""
-        self.call(key, lambda: self._write(key, data))
+    def write(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Store `data` under `key`, atomically (overwrites). With `durable` False the
+        write may sit in a cache until the next barrier() (packs before their index)."""
+        self.call(key, lambda: self._write(key, data, durable))
 
-    def upload(self, key: str, path: str, *, jobs: int = 4) -> None:
+    def upload(self, key: str, path: str, *, jobs: int = 4, durable: bool = True) -> None:
         """Store the local file `path` under `key`, in parallel parts when large."""
         size = os.stat(path).st_size
-        self.call(key, lambda: self._upload(key, path, size, jobs))
+        self.call(key, lambda: self._upload(key, path, size, jobs, durable))
+
+    def barrier(self) -> None:
+        """Make every write acknowledged so far durable (a no-op where an acknowledged
+        write already is: object stores)."""
 
     def download(self, key: str, path: str, *, size: int, jobs: int = 4) -> None:
         """Write the `size` bytes of `key` into the new local file `path` (parallel

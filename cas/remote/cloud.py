@@ -84,10 +84,10 @@ class CloudBackend(Backend):
     def _read_range(self, key: str, start: int, length: int) -> bytes:
         return bytes(self._obs.get_range(self._store, key, start=start, length=length))
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, data: bytes, durable: bool) -> None:
         self._obs.put(self._store, key, data, use_multipart=False)
 
-    def _upload(self, key: str, path: str, size: int, jobs: int) -> None:
+    def _upload(self, key: str, path: str, size: int, jobs: int, durable: bool) -> None:
         from pathlib import Path
         self._obs.put(self._store, key, Path(path), chunk_size=PART_SIZE,
                       max_concurrency=max(1, jobs), use_multipart=size > PART_SIZE)

@@ -72,10 +72,10 @@ class GenericBackend(Backend):
                 pass
             raise
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, data: bytes, durable: bool) -> None:
         self._put(key, lambda p: self.fs.pipe_file(p, data))
 
-    def _upload(self, key: str, path: str, size: int, jobs: int) -> None:
+    def _upload(self, key: str, path: str, size: int, jobs: int, durable: bool) -> None:
         self._put(key, lambda p: self.fs.put_file(path, p))
 
     def _download(self, key: str, path: str, size: int, jobs: int) -> None:
@@ -89,7 +89,7 @@ class GenericBackend(Backend):
     def _create(self, key: str, data: bytes) -> bool:
         if self.fs.exists(self.path(key)):
             return False
-        self._write(key, data)
+        self._write(key, data, True)
         return True
 
     def _list(self, prefix: str) -> list[Entry]:

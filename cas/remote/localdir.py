@@ -19,7 +19,7 @@ import itertools
 import os
 import stat as stat_mod
 
-from cas.core.errors import RemoteDenied, RemoteError, StoreError, TallyError
+from cas.core.errors import NotFound, RemoteDenied, RemoteError, StoreError, TallyError
 from cas.core.fsops import copy_fd, fsync_dir
 from cas.remote.backend import Backend, Entry, missing
 
@@ -55,8 +55,9 @@ class DirBackend(Backend):
                               "(`tally remote modify NAME url ...`)")
         os.makedirs(d, exist_ok=True)
 
-    def _stage(self, data: bytes | None, src: str | None = None, size: int = 0) -> str:
-        """A durable temp file holding `data` (or a copy of the file `src`)."""
+    def _stage(self, data: bytes | None, src: str | None = None, size: int = 0, *,
+               durable: bool = True) -> str:
+        """A temp file holding `data` (or a copy of the file `src`), fsynced if `durable`."""
         self._ensure_dir(f"{self.root}/{TMP_DIR}")
         tmp = self._tmp()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -69,7 +70,8 @@ class DirBackend(Backend):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             _unlink_quiet(tmp)
@@ -77,7 +79,7 @@ class DirBackend(Backend):
         os.close(fd)
         return tmp
 
-    def _place(self, tmp: str, key: str, *, exclusive: bool) -> bool:
+    def _place(self, tmp: str, key: str, *, exclusive: bool, durable: bool = True) -> bool:
         final = self.path(key)
         d = os.path.dirname(final)
         try:
@@ -89,7 +91,8 @@ class DirBackend(Backend):
                     return False
             else:
                 os.replace(tmp, final)
-            fsync_dir(d)
+            if durable:
+                fsync_dir(d)
             return True
         finally:
             _unlink_quiet(tmp)
@@ -121,11 +124,22 @@ class DirBackend(Backend):
         finally:
             os.close(fd)
 
-    def _write(self, key: str, data: bytes) -> None:
-        self._place(self._stage(data), key, exclusive=False)
+    def _write(self, key: str, data: bytes, durable: bool) -> None:
+        self._place(self._stage(data, durable=durable), key, exclusive=False, durable=durable)
 
-    def _upload(self, key: str, path: str, size: int, jobs: int) -> None:
-        self._place(self._stage(None, src=path, size=size), key, exclusive=False)
+    def _upload(self, key: str, path: str, size: int, jobs: int, durable: bool) -> None:
+        self._place(self._stage(None, src=path, size=size, durable=durable), key,
+                    exclusive=False, durable=durable)
+
+    def barrier(self) -> None:
+        # One syncfs(2) for a whole push's packs and large objects, and their names,
+        # instead of an fsync per file and directory: the index that names them is
+        # written durably after it.
+        from cas.core.fsops import syncfs
+        try:
+            self.call(self.root, lambda: syncfs(self.root))
+        except NotFound:
+            pass  # nothing was written
 
     def _download(self, key: str, path: str, size: int, jobs: int) -> None:
         src = os.open(self.path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

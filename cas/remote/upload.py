@@ -170,7 +170,7 @@ class _Session:
 
         def send() -> None:
             try:
-                self.remote.backend.write(packfile.pack_key(pack_id), data)
+                self.remote.backend.write(packfile.pack_key(pack_id), data, durable=False)
             finally:
                 self._slots.release()
             failpoints.hit("push:after-pack")
@@ -199,7 +199,8 @@ class _Session:
                     return
             size = nbytes if not compressed else _frame_size(oid, path)
             failpoints.hit("push:before-large")
-            self.remote.backend.upload(packfile.large_key(oid, form), path, jobs=self.remote.jobs)
+            self.remote.backend.upload(packfile.large_key(oid, form), path, jobs=self.remote.jobs,
+                                       durable=False)
             failpoints.hit("push:after-large")
             with self._lock:
                 self.large[oid] = Large(form, nbytes, size)
@@ -223,6 +224,7 @@ class _Session:
     def write_index(self) -> None:
         """Write the index naming everything sent so far (all acknowledged)."""
         failpoints.hit("push:before-index")
+        self.remote.backend.barrier()  # what the index names is durable before it
         data = packfile.encode_index(self.packs, self.small, self.large)
         index_id = hashing.hash_bytes(data)
         self.remote.backend.write(packfile.index_key(index_id), data)

@@ -94,11 +94,11 @@ def test_transient_errors_are_retried_with_backoff(tmp_path, monkeypatch) -> Non
     calls = {"n": 0}
     real = DirBackend._write
 
-    def flaky(self, key, data):
+    def flaky(self, key, data, durable):
         calls["n"] += 1
         if calls["n"] <= 2:
             raise OSError(5, "Input/output error")  # EIO: transient on a network mount
-        return real(self, key, data)
+        return real(self, key, data, durable)
 
     monkeypatch.setattr(DirBackend, "_write", flaky)
     b.write("k", b"v")
