@@ -158,11 +158,12 @@ class Closure(NamedTuple):
     trees: int  # trees opened
 
 
-def local_closure(store, roots: Iterable[tuple[str, str]], *, label=None) -> Closure:
+def local_closure(store, roots: Iterable[tuple[str, str]], *, check_blobs: bool = True) -> Closure:
     """Every object the (oid, kind) roots reach through the local store.
 
-    A missing object is in `missing` (and, for a tree, so is nothing below it: it
-    cannot be read). A damaged tree raises CorruptObject / FormatError.
+    A missing tree is in `missing` (and nothing below it: it cannot be read); so is a
+    missing blob, with `check_blobs` (one stat each: a push leaves that to the
+    objects it actually sends). A damaged tree raises CorruptObject / FormatError.
     """
     seen: set[str] = set()
     order: list[str] = []
@@ -186,7 +187,7 @@ def local_closure(store, roots: Iterable[tuple[str, str]], *, label=None) -> Clo
         for e in t.entries:
             if e.oid not in seen:
                 stack.append((e.oid, TREE if e.kind == tree.DIR else BLOB, f"{where}/{e.name}"))
-    if order:
+    if order and check_blobs:
         present = store.has
         for oid in order:
             if oid not in missing and not present(oid):
