@@ -39,7 +39,7 @@ from cas.store import zstdframe as codec
 
 TREE, BLOB, RECORD = "tree", "blob", "record"
 GAP_MAX = 1024 * 1024  # bytes of unwanted objects a span may read through
-SPAN_MAX = 32 * 1024 * 1024  # bytes: one ranged read at most
+SPAN_MAX = 8 * 1024 * 1024  # bytes: one ranged read at most (jobs in flight: bounds memory)
 
 
 class Fetched(NamedTuple):
