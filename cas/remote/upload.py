@@ -100,12 +100,11 @@ def push_objects(store, remote: Remote, oids: Iterable[str], *, meter: Meter | N
             for oid, path, compressed, nbytes, nlink in large:
                 session.send_large(oid, path, compressed, nbytes, verify and nlink > 1, failed)
             builder = PackBuilder()
-            for oid, path, compressed, _ in small:
-                try:
-                    payload, size = _read_checked(oid, path, compressed, verify)
-                except TallyError as exc:
-                    failed[oid] = exc
+            for oid, compressed, got in _read_all(small, verify, remote.jobs):
+                if isinstance(got, TallyError):
+                    failed[oid] = got
                     continue
+                payload, size = got
                 builder.add(oid, payload, form=packfile.ZSTD if compressed else packfile.RAW,
                             size=size)
                 if builder.size >= PACK_TARGET:
@@ -121,6 +120,32 @@ def push_objects(store, remote: Remote, oids: Iterable[str], *, meter: Meter | N
     meter.finish()
     return Pushed(session.sent, session.sent_bytes, session.pack_count, session.large_count,
                   present, session.indexes, failed)
+
+
+READ_BATCH = 512  # small objects read ahead at a time, on READ_THREADS threads
+READ_THREADS = 8  # reads of cold small files wait on the disk: several in flight
+
+
+def _read_all(small: list[tuple[str, str, bool, int]], verify: bool, jobs: int):
+    """(oid, compressed, (payload, size) or the TallyError) for each small object, in
+    order, read and checked READ_BATCH at a time on threads (a cold 2 KiB file costs
+    a disk read; one at a time, 50,000 of them were most of a push)."""
+    def one(item: tuple[str, str, bool, int]):
+        oid, path, compressed, _ = item
+        try:
+            return oid, compressed, _read_checked(oid, path, compressed, verify)
+        except TallyError as exc:
+            return oid, compressed, exc
+
+    if len(small) <= READ_BATCH:
+        yield from map(one, small)
+        return
+    with ThreadPoolExecutor(max(READ_THREADS, jobs)) as pool:
+        ahead = pool.map(one, small[:READ_BATCH])
+        for start in range(READ_BATCH, len(small) + READ_BATCH, READ_BATCH):
+            nxt = pool.map(one, small[start:start + READ_BATCH]) if start < len(small) else None
+            yield from ahead
+            ahead = nxt
 
 
 def _read_checked(oid: str, path: str, compressed: bool, verify: bool) -> tuple[bytes, int]:
