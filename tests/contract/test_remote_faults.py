@@ -347,3 +347,18 @@ def test_experiment_pull_of_a_damaged_record_writes_no_ref(tmp_path, remote_kind
     assert refs.list_refs(po) == []
     t = exps.show(po, all_baselines=True)
     assert t.experiments[0].status == "unreadable"
+
+
+def test_a_damaged_local_object_is_not_pushed(tmp_path, remote_kind) -> None:
+    lab = _project(tmp_path / "p")
+    remote_kind.add_to(lab.project)
+    _with_data(lab)
+    p = lab.project
+    some_file = sorted((lab.root / "data").rglob("*.dat"))[5]
+    oid = hashing.hash_file(some_file)
+    helpers.flip_byte(p.store.info(oid).path, 0)
+    rep = data.push(p)
+    assert set(rep.failed) == {oid} and "not pushed" in rep.failed[oid]
+    with pytest.raises(CorruptObject):
+        rep.raise_for_failures()
+    assert not open_remote(p).catalog(refresh=True).has(oid)
