@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cas.core.errors import FormatError, NotFound
-from cas.core.fsops import atomic_write
+from cas.core.fsops import atomic_write, unlink_quiet
 from cas.remote import layout, packfile
 from cas.remote.backend import Backend, Entry
 from cas.remote.packfile import Large, Small
@@ -82,12 +82,12 @@ def load(backend: Backend, cache_dir: Path | None, *, jobs: int = 8) -> Catalog:
             iid = name[:-4] if name.endswith(".idx") else None
             path = cdir / name
             if iid is None or iid not in listed:
-                _unlink_quiet(path)  # consolidated away by gc, or not ours
+                unlink_quiet(path)  # consolidated away by gc, or not ours
                 continue
             try:
                 cached[iid] = packfile.decode_index(path.read_bytes(), index_id=iid)
             except (OSError, FormatError):
-                _unlink_quiet(path)  # fetch it again
+                unlink_quiet(path)  # fetch it again
     todo = [iid for iid in sorted(listed) if iid not in cached]
 
     def fetch(iid: str) -> tuple[str, packfile.Index | None]:
@@ -113,12 +113,6 @@ def load(backend: Backend, cache_dir: Path | None, *, jobs: int = 8) -> Catalog:
         cat.add(iid, cached[iid])
     return cat
 
-
-def _unlink_quiet(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["Catalog", "load"]

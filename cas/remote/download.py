@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, NamedTuple
 
 from cas.core import hashing
+from cas.core.fsops import unlink_quiet
 from cas.core.errors import Corruption, CorruptObject, NotFound, ObjectMissing, TallyError
 from cas.objects import envelope, record as record_mod, tree as tree_mod
 from cas.remote import packfile
@@ -236,13 +237,13 @@ def _download(remote: Remote, cat, want: list[tuple[str, str]], writer, meter: M
         try:
             remote.backend.download(key, tmp, size=g.length, jobs=remote.jobs)
         except NotFound:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             failed[oid] = Corruption(f"the remote {remote.name or remote.url} lost object "
                                      f"{oid[:16]} (an index names it, the file is missing)",
                                      path=remote.backend.where(key))
             return
         except BaseException as exc:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             if isinstance(exc, Corruption):
                 failed[oid] = exc
                 return
@@ -257,7 +258,7 @@ def _download(remote: Remote, cat, want: list[tuple[str, str]], writer, meter: M
             return
         with open(tmp, "rb") as f:
             payload = f.read(envelope.MAX_STRUCT_SIZE + 1)
-        _unlink_quiet(tmp)
+        unlink_quiet(tmp)
         accept(oid, kind, payload, compressed, g.size)
 
     tasks = []
@@ -293,12 +294,6 @@ def _verify(remote: Remote, oid: str, payload: bytes, compressed: bool, size: in
         raise CorruptObject(oid, "received bytes do not hash to its id")
     return content
 
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["fetch_closure", "fetch_objects", "read_structured", "Fetched", "TREE", "BLOB", "RECORD"]

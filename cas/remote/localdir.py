@@ -20,7 +20,7 @@ import os
 import stat as stat_mod
 
 from cas.core.errors import NotFound, RemoteDenied, RemoteError, StoreError, TallyError
-from cas.core.fsops import copy_fd, fsync_dir
+from cas.core.fsops import copy_fd, fsync_dir, unlink_quiet
 from cas.remote.backend import Backend, Entry, missing
 
 TMP_DIR = ".tmp"
@@ -74,7 +74,7 @@ class DirBackend(Backend):
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         os.close(fd)
         return tmp
@@ -95,7 +95,7 @@ class DirBackend(Backend):
                 fsync_dir(d)
             return True
         finally:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
 
     # -- Backend -------------------------------------------------------------------
     def _read(self, key: str, max_size: int) -> bytes:
@@ -207,12 +207,6 @@ class DirBackend(Backend):
                                transient=True)
         return RemoteError(f"{exc.strerror or exc} on the remote ({where})", path=where)
 
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["DirBackend", "TMP_DIR"]

@@ -276,15 +276,15 @@ class Writer:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OBJECT_MODE)
             try:
-                _write_all(fd, payload)
+                write_all(fd, payload)
                 self._seal(fd, tmp)
             finally:
                 os.close(fd)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise from_os_error(exc, path=tmp, doing="writing an object") from None
         except BaseException:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         self._stage(oid, tmp, compressed)
         return True
@@ -299,17 +299,17 @@ class Writer:
             CorruptObject: its content does not hash to `oid`.
         """
         if self._exists(oid):
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             return False
         try:
             got = codec.hash_file(oid, tmp) if compressed else hashing.hash_file(tmp)
         except CorruptObject:
             got = None
         except BaseException:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         if got != oid:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise CorruptObject(oid, "received bytes do not hash to its id")
         if self.opts.fsync == "each":
             fsync_file(tmp)
