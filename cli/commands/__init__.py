@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..spec import Command, Group
 
 # The names users type, each its module's name here, in help order.
-NAMES = ("init", "add", "status", "checkout", "unprotect", "run", "save", "show", "diff", "logs",
+NAMES = ("init", "add", "status", "checkout", "unprotect", "push", "pull", "fetch", "remote", "run", "save", "show", "diff", "logs",
          "restore", "promote", "remove", "rename", "queue", "gc", "fsck", "config")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..flags import ALL, JSON, PRECISION
 from ..output import emit_json, err, out, table
 from ..spec import OPTIONAL, REQUIRED, Arg, Command
+from .push import REMOTE
 from .show import DEFAULT_PRECISION
 
 
@@ -13,7 +14,11 @@ def body(a) -> None:
     from cas.experiments.table import format_value
     from cas.workspace.project import open_project
 
-    d = compare.diff(open_project(), a.a, a.b)
+    if a.remote is not None:  # either side may be the remote's (read, not pulled)
+        from cas.sync import exps
+        d = exps.diff(open_project(), a.a, a.b, remote=a.remote)
+    else:
+        d = compare.diff(open_project(), a.a, a.b)
     for note in d.notes:
         err(f"note: {note}")
     rows = [r for r in d.rows if a.all or r.changed]
@@ -36,6 +41,7 @@ COMMAND = Command(
     args=(Arg("a", "A", REQUIRED, "An experiment (NAME or BASELINE/NAME)."),
           Arg("b", "B", OPTIONAL, "Another experiment or a Git revision (default: A's baseline commit).")),
     opts=(ALL._replace(help="Every row: also the params and metrics that did not change."),
+          REMOTE._replace(help="Look experiments up on the remote NAME too (here first)."),
           PRECISION._replace(help=f"Significant digits of floats, 1-30 (default {DEFAULT_PRECISION})."),
           JSON),
     exits=((2, "bad usage, or a NAME under several baselines (write BASELINE/NAME)"),

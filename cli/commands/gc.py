@@ -11,6 +11,7 @@ import sys
 from ..flags import ALL_COMMITS, DRY_RUN, FORCE, JSON, KEEP_BEST, OLDER_THAN, SORT_BY, VERBOSE, WAIT, YES
 from ..output import emit_json, err, human_bytes, out, table
 from ..spec import FLAG, ONE, Command, Opt, count
+from .push import REMOTE
 
 
 def body(a) -> None:
@@ -27,6 +28,8 @@ def body(a) -> None:
         raise UsageError("gc deletes data and stdin is not a terminal, so it cannot ask",
                          hint="pass --yes to run unattended (e.g. from cron), or --dry-run to see the plan")
     project = open_project()
+    if a.remote is not None:
+        return _remote(project, a)
     grace_s = parse_duration(a.grace) if a.grace is not None else None
     policy = Policy() if a.no_retention else Policy.from_config(project.config)
     overrides = {k: v for k, v in (("keep_best", a.keep_best), ("sort_by", a.sort_by),
@@ -62,6 +65,43 @@ def body(a) -> None:
         err("cancelled; nothing was deleted")
         return
     _render(report, verbose=a.verbose, stream=out)
+
+
+def _remote(project, a) -> None:
+    """`gc --remote NAME` (cas/gc/remotegc.py): the same roots, grace and reports."""
+    from cas.gc.remotegc import gc_remote
+
+    def run(dry: bool):
+        return gc_remote(project, remote=a.remote, grace=a.grace, dry_run=dry, force=a.force,
+                         all_branches=a.all_branches, all_tags=a.all_tags,
+                         all_commits=a.all_commits, verbose=a.verbose)
+
+    if not a.dry_run and not a.yes:  # a terminal: show the plan, then ask
+        plan = run(True)
+        if not plan.deleted_objects and not plan.orphans_deleted:
+            out("Nothing to delete on the remote.")
+            return
+        sys.stderr.write(f"Delete {plan.deleted_objects} object(s), "
+                         f"{human_bytes(plan.deleted_bytes)} from remote {plan.remote}? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            err("cancelled; nothing was deleted")
+            return
+    report = run(a.dry_run)
+    if a.json:
+        emit_json(report.to_json())
+        return
+    verb = "Would delete" if report.dry_run else "Deleted"
+    out(f"{verb} {report.deleted_objects} object(s), {human_bytes(report.deleted_bytes)} from "
+        f"remote {report.remote} ({report.packs_deleted} pack(s), {report.packs_repacked} "
+        f"repacked, {report.large_deleted} large, {report.orphans_deleted} unindexed)")
+    out(f"  kept {report.kept_objects} object(s), {human_bytes(report.kept_bytes)}; "
+        f"{report.young_objects} younger than the grace period")
+    if a.verbose:
+        for d in report.deleted_list:
+            out(f"  {d['oid']}  {d['bytes']}")
+    for p in report.problems:
+        err(f"{p['kind']}: {p['oid']}: {p['detail']}")
 
 
 def _render(report, *, verbose: bool, stream, planned: bool = False) -> None:
@@ -155,8 +195,13 @@ COMMAND = Command(
         WAIT._replace(default=60.0, help="How long to wait for writers holding the store lock "
                                          "(default 60)."),
         VERBOSE._replace(help="List every object deleted."),
+        REMOTE._replace(help="Collect the remote NAME instead of this store: the same roots "
+                             "plus the remote's refs and queue, the same grace; under the "
+                             "remote's exclusive lock (exit 7 while a push runs)."),
     ),
     exits=((0, "done (also: nothing to delete, or declined at the prompt)"),
+           (9, "with --remote: the remote is unreachable, refused the credentials or is "
+               "read-only"),
            (2, "bad usage: a bad --grace or policy option, or not a terminal and no --yes "
                "(cron jobs must say --yes)"),
            (5, "refused: a root names a missing or undecodable object, so reachability cannot "

@@ -11,7 +11,14 @@ def body(a) -> int:
     from cas.experiments import promote
     from cas.workspace.project import open_project
 
-    rep = promote.promote(open_project(), names=a.names, filter=a.filter, top=a.top,
+    project = open_project()
+    names = a.names
+    if names:
+        from cas.remote import settings
+        if settings.remotes(project):  # fetch what is missing here, on demand
+            from cas.sync import exps
+            names = ["/".join(exps.ensure_local(project, n)[:2]) for n in names]
+    rep = promote.promote(project, names=names, filter=a.filter, top=a.top,
                           sort_by=a.sort_by, all_baselines=a.all_commits,
                           branch_prefix=a.branch_prefix, dry_run=a.dry_run)
     if a.json:

@@ -15,7 +15,18 @@ def body(a) -> None:
     from cas.experiments import restore
     from cas.workspace.project import open_project
 
-    r = restore.restore(open_project(), a.name, force=a.force, step=a.step)
+    from cas.core.errors import NotFound
+
+    project = open_project()
+    try:
+        r = restore.restore(project, a.name, force=a.force, step=a.step)
+    except NotFound:  # unknown here, or its record or data missing (ObjectMissing)
+        from cas.remote import settings
+        if not settings.remotes(project):
+            raise
+        from cas.sync import exps  # on demand: from the default remote, verified
+        err(f"{a.name}: not complete here; fetching it from the remote")
+        r = exps.restore(project, a.name, force=a.force, step=a.step)
     if a.json:
         emit_json(r.to_json())
         return

@@ -82,6 +82,12 @@ def body(a) -> None:
     exp = experiments.run(project, request, echo=not a.quiet and not a.json, wait=a.wait,
                           notify=None if a.json or a.quiet else err)
     render(exp, a.json, "Ran")
+    # remote.auto_push: checked on the parsed config first, so a run with it off
+    # imports nothing of the remote layer (cas/sync/autopush.py never fails the run).
+    if project.config.get("remote.auto_push") == "true" or \
+            (project.store_dir / "config.local").exists():
+        from cas.sync import autopush
+        autopush.after_run(project, exp.record.baseline, exp.name, notify=err)
 
 
 def _check_selection_flags(a) -> None:

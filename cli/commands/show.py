@@ -13,6 +13,7 @@ from typing import Any
 from ..flags import ALL, ALL_COMMITS, FILTER, JSON, PRECISION, SORT_BY
 from ..output import err, table
 from ..spec import FLAG, MANY, ONE, Command, Opt, count
+from .push import REMOTE
 
 DEFAULT_PRECISION = 5  # significant digits of floats in tables, as DVC shows them
 
@@ -25,8 +26,15 @@ def body(a) -> None:
     if sum((a.json, a.csv, a.md)) > 1:
         raise UsageError("tally show: choose one of --json, --csv, --md")
     every = a.all_commits or a.all
-    tab = listing.show(open_project(), all_baselines=every, filter=a.filter, sort_by=a.sort_by,
-                       keep=a.keep, drop=a.drop, only_changed=a.only_changed, limit=a.num)
+    if a.remote is not None:  # the remote's experiments, read without any data
+        from cas.sync import exps
+        tab = exps.show(open_project(), remote=a.remote, all_baselines=every, filter=a.filter,
+                        sort_by=a.sort_by, keep=a.keep, drop=a.drop,
+                        only_changed=a.only_changed, limit=a.num)
+    else:
+        tab = listing.show(open_project(), all_baselines=every, filter=a.filter,
+                           sort_by=a.sort_by, keep=a.keep, drop=a.drop,
+                           only_changed=a.only_changed, limit=a.num)
     if a.json:
         keep = {c.id for c in tab.columns}
         _json_lines([e.to_json(keep) for e in tab.experiments])
@@ -137,6 +145,8 @@ COMMAND = Command(
         JSON._replace(help="Machine-readable output on stdout: a JSON list, one object per experiment."),
         Opt(("--csv",), "csv", FLAG, "CSV on stdout."),
         Opt(("--md",), "md", FLAG, "A Markdown table on stdout."),
+        REMOTE._replace(help="The experiments of the remote NAME (read without any data; "
+                             "`tally pull --exp` brings them)."),
     ),
     exits=((2, "bad usage: a malformed --filter or --sort-by, an unknown or ambiguous key, "
                "two of --json/--csv/--md"),),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..flags import JSON
 from ..output import emit_json, out
 from ..spec import ANY, Arg, Command
+from .push import REMOTE
 
 SHOWN = 50  # changed files listed per kind and path; the rest are counted
 
@@ -14,6 +15,8 @@ def body(a) -> None:
     from cas.workspace import tracking
     from cas.workspace.project import open_project
 
+    if a.remote is not None:
+        return _remote(a)
     result = tracking.status(open_project(), a.paths or None)
     if a.json:
         emit_json([s.to_json() for s in result])
@@ -34,8 +37,27 @@ def body(a) -> None:
                 out(f"    ... and {len(items) - SHOWN} more {label}")
 
 
+def _remote(a) -> None:
+    """`status --remote NAME`: per tracked path, complete here and on the remote?"""
+    from cas.sync import data
+    from cas.workspace.project import open_project
+
+    rows = data.status(open_project(), remote=a.remote, paths=a.paths or None)
+    if a.json:
+        emit_json([r.to_json() for r in rows])
+        return
+    if not rows:
+        out("No tracked data (use `tally add PATH`).")
+        return
+    for r in rows:
+        out(f"{r.path}: here {r.local}; on the remote {r.remote}")
+
+
 COMMAND = Command(
     "status", "Compare tracked data with its pointers: modified, missing, new files.\n\n"
     "Exits 0 whatever the state (use --json to script on it).",
-    body, args=(Arg("paths", "PATH", ANY, "Tracked paths (default: all)."),), opts=(JSON,),
-    exits=((3, "a PATH is not tracked"),), fast=True)
+    body, args=(Arg("paths", "PATH", ANY, "Tracked paths (default: all)."),),
+    opts=(REMOTE._replace(help="Compare with the remote NAME instead: what is missing on "
+                               "either side."), JSON),
+    exits=((3, "a PATH is not tracked, or no such remote"),
+           (9, "the remote is unreachable or refused the credentials")), fast=True)

@@ -261,7 +261,7 @@ def test_a_flag_means_one_thing_in_every_command() -> None:
 
 def test_sort_keys_are_written_one_way_everywhere() -> None:
     takers = {c for c, o in declared() if "--sort-by" in o.names}
-    assert takers == {"show", "promote", "remove", "gc"}
+    assert takers == {"show", "promote", "remove", "gc", "push", "pull"}
     assert {o.type for _, o in declared() if "--sort-by" in o.names} == {spec.sort_key}
 
 
