@@ -25,7 +25,8 @@ from typing import Iterable, NamedTuple
 
 from cas.core import hashing
 from cas.core.errors import CorruptObject, ObjectMissing, TallyError
-from cas.remote import failpoints, packfile
+from cas.core.failpoints import failpoint
+from cas.remote import packfile
 from cas.remote.connect import Remote
 from cas.remote.packfile import Large, PackBuilder, Small
 from cas.remote.progress import Meter
@@ -190,7 +191,7 @@ class _Session:
     def send_pack(self, builder: PackBuilder) -> None:
         rows = builder.rows
         pack_id, data = builder.finish()
-        failpoints.hit("push:before-pack")
+        failpoint("remote:push:before-pack")
         self._slots.acquire()  # released when sent: at most PACKS_IN_FLIGHT in memory
 
         def send() -> None:
@@ -198,7 +199,7 @@ class _Session:
                 self.remote.backend.write(packfile.pack_key(pack_id), data, durable=False)
             finally:
                 self._slots.release()
-            failpoints.hit("push:after-pack")
+            failpoint("remote:push:after-pack")
             self._done(len(rows), sum(r[2] for r in rows))  # objects' bytes: as planned
 
         self.futures.append(self.pool.submit(send))
@@ -223,10 +224,10 @@ class _Session:
                                                      "(not pushed)", path=path)
                     return
             size = nbytes if not compressed else _frame_size(oid, path)
-            failpoints.hit("push:before-large")
+            failpoint("remote:push:before-large")
             self.remote.backend.upload(packfile.large_key(oid, form), path, jobs=self.remote.jobs,
                                        durable=False)
-            failpoints.hit("push:after-large")
+            failpoint("remote:push:after-large")
             with self._lock:
                 self.large[oid] = Large(form, nbytes, size)
                 self.large_count += 1
@@ -248,12 +249,12 @@ class _Session:
 
     def write_index(self) -> None:
         """Write the index naming everything sent so far (all acknowledged)."""
-        failpoints.hit("push:before-index")
+        failpoint("remote:push:before-index")
         self.remote.backend.barrier()  # what the index names is durable before it
         data = packfile.encode_index(self.packs, self.small, self.large)
         index_id = hashing.hash_bytes(data)
         self.remote.backend.write(packfile.index_key(index_id), data)
-        failpoints.hit("push:after-index")
+        failpoint("remote:push:after-index")
         idx = packfile.Index(dict(self.packs), dict(self.small), dict(self.large))
         cat = self.remote.catalog()
         cat.add(index_id, idx)

@@ -140,8 +140,8 @@ def fetch_roots(project, r: Remote, roots: list[tuple[str, str]], *,
     with project.lock("store", shared=True, timeout=STORE_LOCK_WAIT_S, purpose="tally fetch"):
         with project.store.writer() as w:
             got = download.fetch_closure(project.store, r, roots, w, meter=meter)
-    from cas.remote import failpoints
-    failpoints.hit("fetch:after-publish")
+    from cas.core.failpoints import failpoint
+    failpoint("remote:fetch:after-publish")
     return got
 
 

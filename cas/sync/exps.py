@@ -160,7 +160,7 @@ def push(project, *, remote: str | Remote | None = None, names: Sequence[str] = 
             report.objects = len(set(all_oids))
             report.transferred, report.transferred_bytes = pushed.sent, pushed.sent_bytes
             cat = r.catalog()
-            from cas.remote import failpoints
+            from cas.core.failpoints import failpoint
             for baseline, name, oid, oids in todo:
                 lacking = [o for o in oids if not cat.has(o)]
                 if lacking:
@@ -170,9 +170,9 @@ def push(project, *, remote: str | Remote | None = None, names: Sequence[str] = 
                                                 f"first: {err.message}", err.exit_code))
                     continue
                 try:
-                    failpoints.hit("push:before-ref")
+                    failpoint("remote:push:before-ref")
                     created = refstore.push_ref(r.backend, baseline, name, oid)
-                    failpoints.hit("push:after-ref")
+                    failpoint("remote:push:after-ref")
                 except Conflict as exc:
                     report.results.append(Moved(name, baseline, oid, CONFLICT, exc.message, exc.exit_code))
                     continue
