@@ -21,8 +21,8 @@ shrinks both as bench/workload.py does):
 
 Timed: the push or pull command alone, as a child process (wall seconds, peak RSS by
 GNU time). Not timed: making projects, `add`, the run that makes the experiment,
-cloning. tally runs through bench/tally_remote.py (the library calls its commands
-make); DVC is 3.67.1 from its own venv with dvc-s3 installed beside it.
+cloning. tally is this checkout's `tally` (push, pull, push --exp, pull --exp); DVC
+is 3.67.1 from its own venv with dvc-s3 installed beside it.
 
 Goals (issue 14): small files at least 20x faster than DVC; large files within 1.5x of
 the baseline; a no-op push of 50,000 files at most 1 s.
@@ -121,16 +121,10 @@ class Bench:
         self.sh(["git", "remote", "add", "origin", os.fspath(bare)], dest, tool)
         if tool == "tally":
             self.sh([self.tally_bin, "init"], dest)
-            opts = []
+            self.sh([self.tally_bin, "remote", "add", "origin", remote, "--default"], dest)
             if kind == "s3":
-                opts = [("endpoint_url", self.s3.endpoint), ("region", REGION)]
-            code = ("import sys; from pathlib import Path; from cas.remote import settings; "
-                    "from cas.workspace.project import open_project; "
-                    "p = open_project(Path(sys.argv[1])); "
-                    "settings.add(p, 'origin', sys.argv[2], default=True, "
-                    "options=dict(zip(sys.argv[3::2], sys.argv[4::2])))")
-            self.sh([self.python, "-c", code, os.fspath(dest), remote,
-                     *[x for kv in opts for x in kv]], dest)
+                for k, v in (("endpoint_url", self.s3.endpoint), ("region", REGION)):
+                    self.sh([self.tally_bin, "remote", "modify", "origin", k, v], dest)
         else:
             dvc = str(self.dvc.exe)
             self.sh([dvc, "init", "-q"], dest, "dvc")
@@ -160,12 +154,12 @@ class Bench:
 
     def push_argv(self, tool: str, proj: Path) -> list[str]:
         if tool == "tally":
-            return [self.python, "-m", "bench.tally_remote", "push", os.fspath(proj)]
+            return [self.tally_bin, "push"]
         return [str(self.dvc.exe), "push", "-q"]
 
     def pull_argv(self, tool: str, proj: Path) -> list[str]:
         if tool == "tally":
-            return [self.python, "-m", "bench.tally_remote", "pull", os.fspath(proj)]
+            return [self.tally_bin, "pull"]
         return [str(self.dvc.exe), "pull", "-q"]
 
     def tools(self, rep: int) -> list[str]:
@@ -245,14 +239,14 @@ class Bench:
                 exe = self.tally_bin if tool == "tally" else str(self.dvc.exe)
                 if tool == "tally":
                     self.sh([exe, "run", "-n", "big"], proj, tool)
-                    push = [self.python, "-m", "bench.tally_remote", "exp-push", os.fspath(proj), "big"]
+                    push = [exe, "push", "--exp", "big"]
                 else:
                     self.sh([exe, "exp", "run", "-n", "big"], proj, tool)
                     push = [exe, "exp", "push", "origin", "big"]
                 self.timed("exp-push", kind, tool, push, proj)
                 other = self.clone(tool, proj, self.work / "projects" / f"{tag}-clone")
                 if tool == "tally":
-                    pull = [self.python, "-m", "bench.tally_remote", "exp-pull", os.fspath(other), "big"]
+                    pull = [exe, "pull", "--exp", "big"]
                 else:
                     pull = [exe, "exp", "pull", "origin", "big"]
                 self.timed("exp-pull", kind, tool, pull, other)
@@ -331,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             f"`python -m bench.remotebench {' '.join(argv or sys.argv[1:])}` took "
             f"{time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, load at the end "
             f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} (shared machine: preliminary figures)\n"
-            f"- Tools: tally (this checkout, through bench/tally_remote.py); DVC "
+            f"- Tools: tally (this checkout's CLI); DVC "
             f"{DVC_VERSION if b.dvc else 'unavailable'} with dvc-s3; Python {platform.python_version()}\n"
             f"- Data: S = {sets['S'].describe()}; L = {sets['L'].describe()}; experiment output "
             f"{EXP_MIB} MiB. Median of {reps} (tools alternating); S3 = moto in its own process.\n"

@@ -29,10 +29,11 @@ The failpoints (NAME: where; the process is killed *after* the step named):
     forked:half-reported  a child wrote the first half of its report (a torn report)
     gc:locked, gc:refs-dropped, gc:delete, gc:level, gc:swept   cas/gc/ (spec/gc.md)
     executor:started|published|outcome, worker:...   cas/workers/executor.py
-    remote:push:before-pack|after-pack|before-large|after-large|before-index|
-      after-index|before-ref|after-ref    cas/remote/upload.py, cas/sync/exps.py: each
-                          publish step of a push (spec/remote.md, "Read and write ordering")
-    remote:fetch:after-publish   cas/sync/data.py: objects published, refs not written
+    push:before-pack, push:after-pack, push:before-large, push:after-large,
+    push:before-index, push:after-index   cas/remote/upload.py: a push's packs, large
+                          objects and index (spec/remote.md, "Read and write ordering")
+    push:before-ref, push:after-ref       cas/sync/exps.py: an experiment's remote ref
+    fetch:after-publish   cas/sync/data.py: fetched objects published, no ref written yet
 
 The store's and the pointer's failpoints take the whole command: its process group
 when the command leads it (started in its own session, as the crash tests start it)

@@ -191,7 +191,7 @@ class _Session:
     def send_pack(self, builder: PackBuilder) -> None:
         rows = builder.rows
         pack_id, data = builder.finish()
-        failpoint("remote:push:before-pack")
+        failpoint("push:before-pack")
         self._slots.acquire()  # released when sent: at most PACKS_IN_FLIGHT in memory
 
         def send() -> None:
@@ -199,7 +199,7 @@ class _Session:
                 self.remote.backend.write(packfile.pack_key(pack_id), data, durable=False)
             finally:
                 self._slots.release()
-            failpoint("remote:push:after-pack")
+            failpoint("push:after-pack")
             self._done(len(rows), sum(r[2] for r in rows))  # objects' bytes: as planned
 
         self.futures.append(self.pool.submit(send))
@@ -224,10 +224,10 @@ class _Session:
                                                      "(not pushed)", path=path)
                     return
             size = nbytes if not compressed else _frame_size(oid, path)
-            failpoint("remote:push:before-large")
+            failpoint("push:before-large")
             self.remote.backend.upload(packfile.large_key(oid, form), path, jobs=self.remote.jobs,
                                        durable=False)
-            failpoint("remote:push:after-large")
+            failpoint("push:after-large")
             with self._lock:
                 self.large[oid] = Large(form, nbytes, size)
                 self.large_count += 1
@@ -249,12 +249,12 @@ class _Session:
 
     def write_index(self) -> None:
         """Write the index naming everything sent so far (all acknowledged)."""
-        failpoint("remote:push:before-index")
+        failpoint("push:before-index")
         self.remote.backend.barrier()  # what the index names is durable before it
         data = packfile.encode_index(self.packs, self.small, self.large)
         index_id = hashing.hash_bytes(data)
         self.remote.backend.write(packfile.index_key(index_id), data)
-        failpoint("remote:push:after-index")
+        failpoint("push:after-index")
         idx = packfile.Index(dict(self.packs), dict(self.small), dict(self.large))
         cat = self.remote.catalog()
         cat.add(index_id, idx)

@@ -141,7 +141,7 @@ def fetch_roots(project, r: Remote, roots: list[tuple[str, str]], *,
         with project.store.writer() as w:
             got = download.fetch_closure(project.store, r, roots, w, meter=meter)
     from cas.core.failpoints import failpoint
-    failpoint("remote:fetch:after-publish")
+    failpoint("fetch:after-publish")
     return got
 
 

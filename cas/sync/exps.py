@@ -170,9 +170,9 @@ def push(project, *, remote: str | Remote | None = None, names: Sequence[str] = 
                                                 f"first: {err.message}", err.exit_code))
                     continue
                 try:
-                    failpoint("remote:push:before-ref")
+                    failpoint("push:before-ref")
                     created = refstore.push_ref(r.backend, baseline, name, oid)
-                    failpoint("remote:push:after-ref")
+                    failpoint("push:after-ref")
                 except Conflict as exc:
                     report.results.append(Moved(name, baseline, oid, CONFLICT, exc.message, exc.exit_code))
                     continue

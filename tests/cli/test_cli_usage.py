@@ -83,6 +83,15 @@ BAD_INPUT = [
     (["queue", "remove"], 2, "nothing to remove"),
     (["queue", "retry"], 2, "nothing to retry"),
     (["queue", "start", "-j", "0"], 2, "Invalid value for '-j' / '--jobs': '0' is not at least 1"),
+    (["push", "--all"], 2, "--all, --filter and --top select experiments"),
+    (["push"], 3, "no remote is configured"),
+    (["pull", "-j", "0"], 2, "Invalid value for '-j' / '--jobs': '0' is not at least 1"),
+    (["fetch", "-r", "nope"], 3, "no remote named 'nope'"),
+    (["remote", "add", "bad name", "/x"], 2, "invalid remote name"),
+    (["remote", "list", "x"], 2, "Got unexpected extra argument(s) (x)"),
+    (["remote", "remove", "nope"], 3, "no remote named 'nope'"),
+    (["remote", "default", "nope"], 3, "no remote named 'nope'"),
+    (["remote", "modify", "nope", "url", "/x"], 3, "no remote named 'nope'"),
     (["nosuchcommand"], 2, "No such command 'nosuchcommand'"),
     (["queue", "nosuch"], 2, "No such command 'nosuch'"),
 ]
@@ -100,7 +109,7 @@ def test_bad_input(lab: Lab, capsys, argv: list[str], code: int, needle: str) ->
 def test_every_command_has_bad_input_of_its_own() -> None:
     covered = set()
     for argv, _, _ in BAD_INPUT:
-        covered.add(" ".join(argv[:2]) if argv[0] == "queue" else argv[0])
+        covered.add(" ".join(argv[:2]) if argv[0] in ("queue", "remote") else argv[0])
     assert set(COMMANDS) <= covered
 
 

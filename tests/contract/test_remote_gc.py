@@ -155,7 +155,7 @@ def test_a_killed_push_leaves_garbage_that_gc_removes(proj, remote_kind) -> None
     code = ("import sys; from cas.remote import upload; upload.PACK_TARGET = 64 * 1024; "
             "upload.SMALL_MAX = 16 * 1024; from cas.workspace.project import open_project; "
             "from cas.sync import data; data.push(open_project(sys.argv[1]))")
-    env = {**os.environ, "TALLY_FAILPOINT": "remote:push:after-pack"}
+    env = {**os.environ, "TALLY_FAILPOINT": "push:after-pack"}
     done = subprocess.run([sys.executable, "-c", code, os.fspath(lab.root)], env=env,
                           capture_output=True)
     assert done.returncode == -9, done.stderr

@@ -43,7 +43,7 @@ else:
 def _child(root: Path, what: str, point: str | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TALLY_FAILPOINT"}
     if point:
-        env["TALLY_FAILPOINT"] = f"remote:{point}"
+        env["TALLY_FAILPOINT"] = point
     return subprocess.run([sys.executable, "-c", CHILD, os.fspath(root), what], env=env,
                           capture_output=True, timeout=300)
 
