@@ -64,13 +64,16 @@ def test_arming_here_never_kills_here_unless_reached() -> None:
 CHILD = r"""
 import os, sys, time
 from cas.core import failpoints
+r, w = os.pipe()
 helper = os.fork()
 if helper == 0:  # a forked helper of the command, as hashing children are
+    os.read(r, 1)  # not before the command has said who its helper is
     if sys.argv[1] == "parent":
         failpoints.failpoint("x:y", parent=True)
     time.sleep(30)
     os._exit(0)
 print(helper, flush=True)
+os.write(w, b"!")
 if sys.argv[1] == "group":
     failpoints.failpoint("x:y", group=True)
 else:
