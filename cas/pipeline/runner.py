@@ -310,7 +310,6 @@ class Runner:
         params = self.params_of(st)
         deps = {d: self._snap(d, store=True, ingest=self._dep_mode()) for d in st.deps}
         res.deps.update(deps)
-        cached_outs = [o for o in st.outs if o.cache]
         entry = self.lock.get(st.name)
 
         if st.frozen and not self.options.force:
@@ -372,10 +371,12 @@ class Runner:
             _add_reason(res, msg)
             self._collect(st, self._snap_outs(st, partial=True), res)
             return StageResult(st.name, st.cmd, "failed", None, duration)
-        outs = self._snap_outs(st, partial=False)
+        # A replayable stage's `cache: false` outputs are stored too, for its run-cache
+        # entry only (DVC does the same): the record keeps them out of its outs.
+        outs = self._snap_outs(st, partial=False, store_uncached=key is not None)
         self._collect(st, outs, res)
         self._lock_stage(st, deps, params, outs)
-        if key is not None and len(cached_outs) == len(st.outs):
+        if key is not None:
             # The entry goes in this Writer batch after the outputs; its index file is
             # written by finish(), after the flush. (runcache was imported with the key.)
             self._cache_entries.append(runcache.put(self.writer, runcache.make_entry(
@@ -429,12 +430,15 @@ class Runner:
         # hardlink them (that would make them read-only).
         return "reflink" if self._out_mode() == "reflink" else "copy"
 
-    def _snap_outs(self, st, *, partial: bool) -> dict[str, FileState]:
+    def _snap_outs(self, st, *, partial: bool, store_uncached: bool = False) -> dict[str, FileState]:
         out = {}
         for o in st.outs:
             if partial and not os.path.lexists(self.root / o.path):
                 continue
-            out[o.path] = self._snap(o.path, store=o.cache, ingest=self._out_mode() if o.cache else "copy")
+            # A `cache: false` output stays the user's file: cloned or copied in, never
+            # hardlinked (that would make it read-only).
+            out[o.path] = self._snap(o.path, store=o.cache or store_uncached,
+                                     ingest=self._out_mode() if o.cache else self._dep_mode())
         return out
 
     def _collect(self, st, outs: dict[str, FileState], res: RunResult) -> None:
@@ -499,14 +503,19 @@ class Runner:
         self.writer.flush()  # ... and published before it is
         from cas.workspace import checkout as co
 
+        links = self.project.config.link_order
+        # A `cache: false` output is the user's own file (often committed to Git): it
+        # gets independent bytes, never a read-only hardlink or a symlink into the store.
+        own = tuple(m for m in links if m in ("reflink", "copy")) or ("copy",)
+        uncached = {o.path for o in st.outs if not o.cache}
         outs = {}
         for path, (oid, is_dir) in entry.outs.items():
             self.writer.keep(oid)  # the record will name it: a root until then
             dest = self.root / path
             dest.parent.mkdir(parents=True, exist_ok=True)
             co.checkout(self.project.store, co.Target(oid=oid, is_dir=is_dir), dest,
-                        links=self.project.config.link_order, statcache=self.project.statcache,
-                        force=True)
+                        links=own if path in uncached else links,
+                        statcache=self.project.statcache, force=True)
             outs[path] = self._snap(path, store=False)
         return outs
 
@@ -516,8 +525,9 @@ def _add_reason(res: RunResult, msg: str) -> None:
 
 
 def _replayable(st) -> bool:
+    # `cache: false` outputs do not prevent it: they are stored for the entry (_stage).
     return bool(st.cmd and st.deps and st.outs) and not st.always_changed and \
-        all(o.cache and not o.persist for o in st.outs)
+        not any(o.persist for o in st.outs)
 
 
 def _under_any(path: str, prefixes: set[str]) -> bool:

@@ -383,9 +383,11 @@ def test_quick_stage_and_its_run_cache(tmp_path, env):
     assert "out.txt" in a.record.outs and "m.json" not in a.record.outs  # -M is not stored
     assert not (project.root / "tally.lock").exists()
     assert calls(env) == ["ran"]
-    # m.json is an output that is not cached, so the stage cannot be replayed: it runs again
+    # m.json is an output that is not cached, but is kept for the run-cache (as DVC does)
+    (project.root / "m.json").write_text('{"m": 0}')
     b = experiments.run(project, RunRequest(quick_stage=q))
-    assert calls(env) == ["ran"] and b.record.outs == a.record.outs
+    assert states(b) == {"run": "cache-hit"} and calls(env) == []
+    assert b.record.outs == a.record.outs and b.record.metrics == {"m.json": {"m": 1.5}}
     q2 = experiments.QuickStage(cmd=("cp in.txt out2.txt && echo ran >> \"$CALLS_LOG\"",),
                                 deps=("in.txt",), outs=("out2.txt",))
     experiments.run(project, RunRequest(quick_stage=q2))
@@ -410,6 +412,47 @@ def test_save_records_the_workspace(tmp_path, env):
     from cas.objects import tree
     names = {p for p, _ in tree.walk(rec.workspace, lambda o: tree.decode(project.store.get(o)))}
     assert {"notes.md", "o.txt", "m.json", "tally.yaml"} <= names
+    assert fsck(project).ok
+
+
+def test_runcache_replays_a_stage_with_uncached_metrics_and_plots(tmp_path, env):
+    """DVC's idiom `metrics: - m.json: {cache: false}`: -S lr=1, lr=2, lr=1 runs twice;
+    the third comes from the run-cache, its metrics and plots restored as plain copies,
+    kept out of the record's outs."""
+    train = ("import json, os, re\n"
+             "lr = int(re.search(r'lr: (\\d+)', open('params.yaml').read()).group(1))\n"
+             "open('model.txt', 'w').write(f'model {lr}')\n"
+             "json.dump({'acc': lr}, open('m.json', 'w'))\n"
+             "open('p.csv', 'w').write(f'step,loss\\n0,{lr}\\n')\n"
+             "open(os.environ['CALLS_LOG'], 'a').write('ran\\n')\n")
+    project = simple(tmp_path, """\
+stages:
+  train:
+    cmd: python train.py
+    deps: [in.txt, train.py]
+    params: [lr]
+    outs: [model.txt]
+    metrics: [{m.json: {cache: false}}]
+    plots: [{p.csv: {cache: false}}]
+""", {"in.txt": "data\n", "train.py": train})
+    from cas.store import config as config_mod
+    config_mod.set_value(project.store_dir / "config", "cache.type", "hardlink,copy")
+    project.config = config_mod.load(project.store_dir / "config")
+    root = project.root
+    a = experiments.run(project, RunRequest(set_params=("lr=1",)))
+    b = experiments.run(project, RunRequest(set_params=("lr=2",)))
+    assert states(a) == states(b) == {"train": "ran"} and calls(env) == ["ran", "ran"]
+    assert b.record.metrics == {"m.json": {"acc": 2}}
+    c = experiments.run(project, RunRequest(set_params=("lr=1",)))
+    assert states(c) == {"train": "cache-hit"} and calls(env) == []
+    assert c.record.metrics == a.record.metrics == {"m.json": {"acc": 1}}
+    assert (root / "p.csv").read_text() == "step,loss\n0,1\n"
+    assert set(c.record.outs) == {"model.txt"}
+    for name in ("m.json", "p.csv"):  # the user's own files: writable, not linked to the store
+        st = (root / name).stat()
+        assert st.st_nlink == 1 and st.st_mode & 0o200, name
+    lock = lockfile.read(root)["train"]
+    assert {f.path for f in lock.outs} == {"model.txt", "m.json", "p.csv"}
     assert fsck(project).ok
 
 
