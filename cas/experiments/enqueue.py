@@ -80,7 +80,11 @@ def plan(project: Project, request: RunRequest = RunRequest(), *, dry_run: bool 
     resume_step = None
     if resume is not None:
         from cas.experiments import checkpoints
-        parent, _, resume_step, checkpoint = checkpoints.last(project, resume)
+        parent, resumed, resume_step, checkpoint = checkpoints.last(project, resume)
+        if checkpoints.was_quick(project, resumed):
+            raise UsageError(f"experiment {resume!r} ran a command-line stage (-o ... -- CMD): "
+                             "a queued resume would run the pipeline file instead",
+                             hint=f"resume it in the workspace: tally run --resume {resume} -o OUT ... -- CMD")
     if start is not None:
         ws = start[1]
     elif dry_run:

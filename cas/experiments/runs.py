@@ -50,7 +50,7 @@ class RunOutcome(NamedTuple):
 
 def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = False, wait: float = 0.0,
         notify: Notify | None = None, env: dict[str, str] | None = None,
-        checkpoints_file: Path | None = None) -> RunOutcome:
+        checkpoints_file: Path | None = None, resumed: Sequence[str] = ()) -> RunOutcome:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
 
     Args:
@@ -63,6 +63,9 @@ def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = 
         env: extra environment for the stage commands.
         checkpoints_file: where cas.live appends the run's checkpoints (default: a
             temp file); they become the record's `checkpoints`.
+        resumed: the files a resume restored from a checkpoint (relative paths): a
+            stage whose outputs hold them continues from them (they are not removed
+            before it runs, and it bypasses the run-cache; spec/live.md, "Resuming").
     Returns:
         The experiment; its record's status is success, failed or interrupted (the
         caller maps failed to exit 8 and interrupted to 130: the record is written).
@@ -126,7 +129,8 @@ def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = 
                               commands_done=lambda: listing.append(git.WorkspaceListing(project.root)),
                               options=runner.RunOptions(
                                   force=force, no_run_cache=no_run_cache, echo=echo,
-                                  write_lock=quick_stage is None, env=env))
+                                  write_lock=quick_stage is None, env=env,
+                                  resumed=frozenset(resumed)))
             try:
                 if quick_stage is None:
                     r.prune({s.name for s in pipeline.stages})

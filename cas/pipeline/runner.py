@@ -6,8 +6,8 @@ For each selected stage, in the pipeline's order:
    snapshot its deps into the store (the stat cache makes unchanged ones free);
 2. skip it when cmd, wdir, deps, params and out paths equal its `tally.lock` entry
    and every output is present with the recorded id (`force` disables this);
-3. else ask the run-cache (unless `no_run_cache` or `force`): on a hit, link the
-   outputs out of the store; no command runs;
+3. else ask the run-cache (unless `no_run_cache` or `force`, or the run resumes
+   from a checkpoint): on a hit, link the outputs out of the store; no command runs;
 4. else run each `cmd` with `/bin/sh -c` in the stage's wdir, in its own process
    group, stdout and stderr captured to the run's log (and echoed when asked);
    then store the outputs, update `tally.lock` and add a run-cache entry.
@@ -57,6 +57,11 @@ class RunOptions(NamedTuple):
     echo: bool = False  # tee stage output to this process's stderr
     write_lock: bool = True  # update tally.lock (not for a command-line stage)
     env: Mapping[str, str] = {}  # extra environment for the stage commands
+    # Paths a resume restored from a checkpoint (files, relative to the root): the
+    # outputs holding them are kept for their stage to continue from (as `persist`).
+    # A run that resumes neither takes outputs from the run-cache nor adds to it: what
+    # it makes depends on the checkpoint, which no run-cache key holds.
+    resumed: frozenset = frozenset()
 
 
 class RunResult:
@@ -327,7 +332,7 @@ class Runner:
                 return StageResult(st.name, st.cmd, "skipped", None, time.monotonic_ns() - t0)
 
         key = None
-        if _replayable(st):
+        if _replayable(st) and not self.options.resumed:
             from cas.pipeline import runcache  # here: a stage without deps or outputs is never cached
 
             key = runcache.key(st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
@@ -479,7 +484,8 @@ class Runner:
                                        params=params, outs=tuple(outs[o.path] for o in st.outs))
 
     def _clear_outs(self, st) -> None:
-        """Remove outputs before a stage runs (as DVC does), unless `persist`.
+        """Remove outputs before a stage runs (as DVC does), unless `persist` or
+        restored by a resume (RunOptions.resumed: the stage continues from them).
 
         Whatever is there is stored first, so even an output the user edited by
         hand can be recovered from the store (it is only deleted, never lost).
@@ -488,12 +494,16 @@ class Runner:
             p = self.root / o.path
             # Never through a symlinked parent: the output would land outside the tree.
             check_parents(self.root, o.path, source=f"stage {st.name!r}'s output")
-            if o.persist:
+            if o.persist or self._resumed_out(o.path):
                 continue
             if os.path.lexists(p):
                 self._snap(o.path, store=True)
                 _remove(p)
             p.parent.mkdir(parents=True, exist_ok=True)
+
+    def _resumed_out(self, path: str) -> bool:
+        """Whether output `path` holds a file a resume restored (it, or a file under it)."""
+        return any(k == path or k.startswith(path + "/") for k in self.options.resumed)
 
     def _restore(self, st, entry: "runcache.CacheEntry") -> dict[str, FileState]:
         for o in st.outs:
