@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from cas.pipeline import tallylock as lockfile
-from cas.pipeline import stageproc
+from cas.pipeline import gitindex, stageproc
 from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ParamError, TallyError, from_os_error
 from cas.core.fsops import remove_tree
@@ -401,7 +401,28 @@ class Runner:
         env.update(self.options.env)
         env.update({"TALLY_ROOT": str(self.root), "TALLY_STAGE": st.name,
                     "TALLY_EXP_BASELINE_REV": self.baseline})
+        # What `dvc exp run` tells a stage (DVC_ROOT, DVC_STAGE, DVC_EXP_BASELINE_REV,
+        # DVC_EXP_NAME), so dvclive knows it runs inside an experiment: it logs, and
+        # neither saves a DVC experiment of its own nor writes dvc.lock (spec/live.md).
+        env.update({"DVC_ROOT": str(self.root), "DVC_STAGE": st.name,
+                    "DVC_EXP_BASELINE_REV": self.baseline})
+        name = env.get("TALLY_EXP_NAME")
+        if name:
+            env["DVC_EXP_NAME"] = name
+        else:
+            env.pop("DVC_EXP_NAME", None)  # not the caller's: an outer `dvc exp run`'s
         inflight = self.writer.inflight_path() if self.store_lock is not None else None
+        index = gitindex.Guard(self.root, self.project.store.tmp)
+        index.take()
+        try:
+            return self._exec_locked(st, cmd, env, inflight)
+        finally:
+            put_back = index.put_back(lambda msg: self._write_log(f"warning: {msg}\n"))
+            if put_back:
+                self._write_log(f"Stage '{st.name}' staged {len(put_back)} path(s) in Git's index; "
+                                f"set back: {', '.join(put_back)}\n")
+
+    def _exec_locked(self, st, cmd: str, env: dict, inflight) -> int:
         if inflight is None:
             return stageproc.run(st.name, cmd, cwd=self.root / st.wdir, env=env, log=self.log,
                                  echo=self.options.echo, sigs=self.sigs)

@@ -471,3 +471,21 @@ def test_frozen_stage_never_runs(tmp_path, env):
     exp = experiments.run(project)
     assert states(exp) == {"a": "skipped"} and not (project.root / "o.txt").exists()
     assert states(experiments.run(project, RunRequest(force=True))) == {"a": "ran"}
+
+
+def test_a_stage_that_stages_files_leaves_the_index_as_it_was(tmp_path, env):
+    """Git's index is the user's: entries a stage command adds, changes or removes are
+    set back after it (dvclive does so inside `dvc exp run`, and DVC resets them)."""
+    project = simple(tmp_path, "stages:\n  a:\n    cmd: sh stage.sh\n    deps: [stage.sh]\n    outs: [o.txt]\n",
+                     {"stage.sh": "echo x > o.txt; echo new > new.txt; echo changed >> params.yaml\n"
+                                  "git add new.txt params.yaml && git rm -q --cached tally.yaml\n"})
+    root = project.root
+    (root / "mine.txt").write_text("staged by the user\n")
+    _git(root, "add", "mine.txt")
+    before = _git(root, "ls-files", "-s")
+    exp = experiments.run(project)
+    log = project.store.get(exp.record.logs).decode()
+    assert exp.record.status == "success", log
+    assert _git(root, "ls-files", "-s") == before
+    assert "set back: new.txt, params.yaml, tally.yaml" in log
+    assert (root / "new.txt").read_text() == "new\n"  # the files themselves are the stage's
