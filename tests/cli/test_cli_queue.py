@@ -141,6 +141,26 @@ def test_resume_of_a_command_line_stage(tmp_path, monkeypatch, capsys):
     assert (p.root / "out.txt").read_text().count("epoch") == 3
 
 
+@pytest.mark.parametrize("spec, code, words", [
+    ("nokey=1", 2, "key 'nokey' does not exist"),
+    ("other.yaml:lr=1", 3, "other.yaml"),
+    ("lr=0.1,0.2", None, ""),
+    ("+lr=1", 2, "already exists"),
+    ("lr==0.1", 2, "must be quoted"),
+])
+def test_queue_and_its_dry_run_check_keys_and_files(cli_proj, capsys, spec, code, words):
+    """As DVC does at queue time: nothing is queued for a params key or file the run
+    would not find, and a dry run says so too (every value of a sweep is checked)."""
+    for dry in ("--dry-run", None):
+        got, out, err = tally(capsys, "run", "--queue", *([dry] if dry else []), "-S", spec, "-S", "epochs=3,4")
+        if code is None:
+            assert got == 0, err
+            continue
+        assert got == code and words in err, (dry, err)
+        assert queue_status.status(cli_proj)["entries"] == []
+    assert (cli_proj.root / "params.yaml").read_text() == "lr: 0.1\nepochs: 2\n"
+
+
 def test_status_shows_time_and_attempts(cli_proj, capsys):
     tally(capsys, "run", "--queue", "-n", "t")
     it = queue.claim(cli_proj, "1-gone")  # a worker that never existed: reaped on look

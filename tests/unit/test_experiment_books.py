@@ -426,6 +426,16 @@ def test_remove_selectors(three: Lab, selectors: dict[str, Any], removed: list[s
     assert res.kept == len(left)
 
 
+def test_remove_failed_takes_interrupted_runs_too(lab: Lab) -> None:
+    """An interrupted run did not finish either (gc's --drop-failed drops both)."""
+    for name, status in (("ok", "success"), ("broke", "failed"), ("stopped", "interrupted"),
+                         ("waiting", "queued")):
+        lab.exp(name, status=status, workspace_tree=False)
+    res = removal.remove(lab.project, failed=True)
+    assert sorted(names(res.removed)) == ["broke", "stopped"]
+    assert sorted(names(listing.list_experiments(lab.project))) == ["ok", "waiting"]
+
+
 @pytest.mark.parametrize("selectors,words", [
     ({}, "nothing selected"),
     ({"names": ["alpha"], "failed": True}, "not both"),
