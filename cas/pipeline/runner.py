@@ -236,7 +236,7 @@ class Runner:
             reads = [*st.deps, *{r.file for r in st.params}]
             after = sorted({who for p, who in pending.items()
                             for d in reads if d == p or _under_any(d, {p}) or _under_any(p, {d})})
-            if st.frozen and not opts.force:
+            if st.frozen:
                 action, reason = "skip", "frozen"
             elif opts.force:
                 reason = "--force"
@@ -317,8 +317,9 @@ class Runner:
         res.deps.update(deps)
         entry = self.lock.get(st.name)
 
-        if st.frozen and not self.options.force:
-            # DVC's `frozen: true`: never run; whatever outputs exist are recorded.
+        if st.frozen:
+            # DVC's `frozen: true`: never run, `-f` included (as `dvc exp run -f`);
+            # whatever outputs exist are recorded.
             self._collect(st, self._snap_outs(st, partial=True), res)
             self.notify(f"Stage '{st.name}' is frozen, skipping")
             return StageResult(st.name, st.cmd, "skipped", None, time.monotonic_ns() - t0)

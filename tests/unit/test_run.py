@@ -470,7 +470,10 @@ def test_frozen_stage_never_runs(tmp_path, env):
     project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n    frozen: true\n")
     exp = experiments.run(project)
     assert states(exp) == {"a": "skipped"} and not (project.root / "o.txt").exists()
-    assert states(experiments.run(project, RunRequest(force=True))) == {"a": "ran"}
+    # `dvc exp run -f` does not run a frozen stage either
+    assert states(experiments.run(project, RunRequest(force=True))) == {"a": "skipped"}
+    assert not (project.root / "o.txt").exists()
+    assert [p["action"] for p in experiments.plan(project, RunRequest(force=True))] == ["skip"]
 
 
 def test_a_stage_that_stages_files_leaves_the_index_as_it_was(tmp_path, env):
