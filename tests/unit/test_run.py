@@ -492,3 +492,62 @@ def test_a_stage_that_stages_files_leaves_the_index_as_it_was(tmp_path, env):
     assert _git(root, "ls-files", "-s") == before
     assert "set back: new.txt, params.yaml, tally.yaml" in log
     assert (root / "new.txt").read_text() == "new\n"  # the files themselves are the stage's
+
+
+STAGE_WAITS = """\
+import os, time
+from cas.live import Live
+live = Live()
+live.log_metric("loss", 0.25)
+live.next_step()
+live.log_metric("loss", 0.125)
+live.make_summary()
+while not os.path.exists(os.environ["GO"]):
+    time.sleep(0.02)
+open("o.txt", "w").write("done")
+"""
+
+
+@pytest.mark.parametrize("how", ["finishes", "is killed"])
+def test_a_foreground_run_is_listed_while_it_runs(tmp_path, env, monkeypatch, how):
+    """As DVC shows its running workspace row: `tally show` lists a foreground run with
+    its live values; the row goes when the run ends, or when its process dies (SIGKILL)."""
+    import signal
+    import time as clock
+
+    from cas.experiments import listing
+
+    project = simple(tmp_path, f"stages:\n  a:\n    cmd: {sys.executable} stage.py\n    outs: [o.txt]\n",
+                     {"stage.py": STAGE_WAITS, ".gitignore": "/tally-live/\n"})
+    go = tmp_path / "go"
+    monkeypatch.setenv("GO", str(go))
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "-n", "fg", "-q"], cwd=project.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = clock.time() + 60
+        while True:
+            rows = [e for e in listing.list_experiments(project) if e.status == "running"]
+            if rows and rows[0].values.get("metrics:live:step") == 1:
+                break
+            assert clock.time() < deadline and proc.poll() is None, "no running row for the run"
+            clock.sleep(0.05)
+        [row] = rows
+        assert row.name == "fg" and row.baseline == _git(project.root, "rev-parse", "HEAD").strip()
+        assert row.metrics == {"tally-live/metrics.json:loss": 0.125, "live:step": 1}
+        assert listing.show(project, filter="metrics.loss < 0.2").experiments[0].name == "fg"
+        if how == "finishes":
+            go.touch()
+            assert proc.wait(60) == 0
+            [done] = listing.list_experiments(project)
+            assert (done.name, done.status) == ("fg", "success")
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+            assert listing.list_experiments(project) == []  # the dead run's marker is not listed
+        assert list((project.store_dir / "running").iterdir()) == []
+    finally:
+        go.touch()  # a stage left behind (its own process group) ends too
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
