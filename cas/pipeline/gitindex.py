@@ -6,11 +6,14 @@ its directory at the end, for DVC to commit the experiment, and DVC then resets 
 index. A tally run records the experiment itself, so it leaves the index as it found
 it instead: after each stage command, every index entry the command added, changed
 or removed is set back to what it was (`git update-index --index-info`); entries it
-did not touch stay as they are. A `git add` of the same path made in another terminal
-while the command ran is undone with it.
+did not touch stay as they are. A `git add` made in another terminal while the
+command ran is undone too: whose change an entry is cannot be told.
 
-Cheap when nothing happens: the index file's bytes are read before the command and
-compared after it; git runs only when they differ.
+Cheap when nothing happens: before the command, the index file is hardlinked into
+the store's temp directory (Git, dulwich and libgit2 all replace the index by
+renaming a new file over it, so the link keeps the old content: no copy, whatever the
+index's size) and stat'ed; after it, git runs only when the stat differs. Where no
+link can be made (another filesystem), an index up to COPY_MAX bytes is copied.
 """
 
 # No `from __future__ import annotations` and no dataclass: on `tally run`'s start-up path.
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from cas.core.errors import TallyError
+from cas.core.fsops import unlink_quiet
 from cas.workspace import git
 
 
@@ -39,26 +43,51 @@ def index_file(root: Path) -> Optional[Path]:
     return (gitdir if gitdir.is_absolute() else root / gitdir) / "index"
 
 
-def _read(path: Path) -> Optional[bytes]:
+COPY_MAX = 64 << 20  # bytes: a larger index that cannot be linked is not guarded
+
+
+def _stat(path: Path) -> Optional[tuple]:
     try:
-        return path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Guard:
     """Around one stage command: take() before it, put_back() after it."""
 
-    __slots__ = ("root", "path", "tmp", "before")
+    __slots__ = ("root", "path", "tmp", "before", "old")
 
     def __init__(self, root: Path, tmp: Path) -> None:
         self.root = root
         self.path = index_file(root)
-        self.tmp = tmp  # a directory for the copy of the old index (same filesystem)
-        self.before: Optional[bytes] = None
+        self.tmp = tmp  # a directory for the old index (same filesystem: a hardlink)
+        self.before: Optional[tuple] = None
+        self.old: Optional[Path] = None  # the old index, linked or copied; None: no index
 
     def take(self) -> None:
-        self.before = _read(self.path) if self.path is not None else None
+        if self.path is None:
+            return
+        self.before = _stat(self.path)
+        if self.before is None:
+            return
+        old = self.tmp / f"index-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            os.link(self.path, old)
+        except FileNotFoundError:
+            self.before = None  # gone meanwhile: as if there were none
+            return
+        except OSError:
+            if self.before[1] > COPY_MAX:
+                self.path = None  # too large to copy: not guarded
+                return
+            try:
+                old.write_bytes(self.path.read_bytes())
+            except OSError:
+                self.path = None
+                return
+        self.old = old
 
     def put_back(self, warn: Callable[[str], None]) -> list[str]:
         """Set back every entry the command changed; returns their paths (sorted).
@@ -66,25 +95,22 @@ class Guard:
         command left it."""
         if self.path is None:
             return []
-        now = _read(self.path)
-        if now == self.before:
-            return []
         try:
+            if _stat(self.path) == self.before:
+                return []
             return self._put_back()
         except (OSError, TallyError) as exc:
             warn(f"the stage command changed Git's index and tally could not set it back: {exc}")
             return []
+        finally:
+            if self.old is not None:
+                unlink_quiet(self.old)
 
     def _put_back(self) -> list[str]:
         old: dict[str, tuple[str, str]] = {}
-        if self.before is not None:
-            copy = self.tmp / f"index-{os.getpid()}-{os.urandom(4).hex()}"
-            copy.write_bytes(self.before)
-            try:
-                old = _entries(git.output(self.root, ["ls-files", "-s", "-z"],
-                                          env={"GIT_INDEX_FILE": os.fspath(copy)}))
-            finally:
-                copy.unlink()
+        if self.old is not None:
+            old = _entries(git.output(self.root, ["ls-files", "-s", "-z"],
+                                      env={"GIT_INDEX_FILE": os.fspath(self.old)}))
         new = _entries(git.output(self.root, ["ls-files", "-s", "-z"]))
         changed = sorted(p for p in old.keys() | new.keys() if old.get(p) != new.get(p))
         if not changed:
