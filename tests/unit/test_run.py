@@ -492,6 +492,7 @@ def test_a_stage_that_stages_files_leaves_the_index_as_it_was(tmp_path, env):
     assert _git(root, "ls-files", "-s") == before
     assert "set back: new.txt, params.yaml, tally.yaml" in log
     assert (root / "new.txt").read_text() == "new\n"  # the files themselves are the stage's
+    assert not list(project.store.tmp.glob("index-*"))  # the old index's link is gone
 
 
 STAGE_WAITS = """\
