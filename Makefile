@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(EDITABLE) -e .
 	touch $@
 
+# dvclive (test extras) brings dvc, whose zc.lockfile declares setuptools though its
+# namespace package needs none: uninstalled again, for the reason above.
 $(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(EDITABLE) -e '.[test]'
+	$(BIN)/python -m pip uninstall --quiet --yes setuptools
 	touch $@ $(STAMP)
 
 demo: $(STAMP)

@@ -141,11 +141,46 @@ def run_resumed(project: Project, request: RunRequest, *, force_restore: bool = 
     """`tally run --resume NAME`: restore experiment `request.resume`'s last checkpoint
     into the workspace, then run `request`; the new record's parent is its record.
 
+    The restored files stay for the stage that continues from them: an output holding
+    one is not removed before its stage runs (as if `persist: true`), and that stage
+    does not take its outputs from the run-cache (spec/live.md, "Resuming").
     `context` goes to cas.experiments.runs.run as it is (echo, wait, notify).
+
+    Raises:
+        UsageError: NAME has no checkpoint; or NAME ran a command-line stage
+            (`-o ... -- CMD`) and `request` names none (the pipeline file would run
+            instead of NAME's command).
     """
     oid, rec, step, t = last(project, request.resume)
+    if request.quick_stage is None and was_quick(project, rec):
+        cmd = rec.stages[0].cmd[0] if rec.stages and rec.stages[0].cmd else "CMD"
+        raise UsageError(f"experiment {rec.name!r} ran a command-line stage ({cmd}), not the "
+                         "pipeline: resuming it would run the pipeline file instead",
+                         hint=f"give the stage again: tally run --resume {rec.name} -o OUT ... -- CMD")
     materialize(project, t, project.root, force=force_restore)
-    return run_with_checkpoints(project, request._replace(parent=oid), resume_step=step, **context)
+    return run_with_checkpoints(project, request._replace(parent=oid), resume_step=step,
+                                resumed=paths(project, t), **context)
+
+
+def paths(project: Project, tree_oid: str) -> list[str]:
+    """Every file path of checkpoint tree `tree_oid`, relative to the workspace root."""
+    load = tree.CachedLoader(tree.reader(project.store.get))
+    return [rel for rel, _ in tree.walk(tree_oid, load)]
+
+
+def was_quick(project: Project, rec: record.Record) -> bool:
+    """Whether `rec` is a run of a command-line stage: its one stage is named `run`
+    (cas/experiments/runs.py names a quick stage so) and the pipeline file has none."""
+    if len(rec.stages) != 1 or rec.stages[0].name != "run":
+        return False
+    from cas.pipeline.pipelinefile import PIPELINE_FILES, load_pipeline
+
+    if not any((project.root / f).is_file() for f in PIPELINE_FILES):
+        return True
+    try:
+        return all(s.name != "run" for s in load_pipeline(project.root).stages)
+    except Exception:  # noqa: BLE001 - a broken pipeline file: the run reports it
+        return False
 
 
 def run_with_checkpoints(project: Project, request: RunRequest, *, resume_step: int | None = None,
@@ -159,5 +194,5 @@ def run_with_checkpoints(project: Project, request: RunRequest, *, resume_step: 
     return experiments.run(project, request, env={**env, **context.pop("env", {})}, **context)
 
 
-__all__ = ["find_record", "pick", "last", "restore", "materialize", "run_resumed",
+__all__ = ["find_record", "pick", "last", "restore", "materialize", "paths", "run_resumed", "was_quick",
            "run_with_checkpoints"]

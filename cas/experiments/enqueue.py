@@ -75,12 +75,18 @@ def plan(project: Project, request: RunRequest = RunRequest(), *, dry_run: bool 
     force, no_run_cache = request.force, request.no_run_cache
     specs = list(request.set_params)
     grid = params_mod.expand_grid(specs)
+    if start is None and specs:
+        _check_against_workspace(project, specs)
     baseline = worktree.baseline_commit(project.root) if start is None else start[0]
     parent = checkpoint = None
     resume_step = None
     if resume is not None:
         from cas.experiments import checkpoints
-        parent, _, resume_step, checkpoint = checkpoints.last(project, resume)
+        parent, resumed, resume_step, checkpoint = checkpoints.last(project, resume)
+        if checkpoints.was_quick(project, resumed):
+            raise UsageError(f"experiment {resume!r} ran a command-line stage (-o ... -- CMD): "
+                             "a queued resume would run the pipeline file instead",
+                             hint=f"resume it in the workspace: tally run --resume {resume} -o OUT ... -- CMD")
     if start is not None:
         ws = start[1]
     elif dry_run:
@@ -104,6 +110,21 @@ def plan(project: Project, request: RunRequest = RunRequest(), *, dry_run: bool 
                   targets=tuple(stages), options=opts, queued=now + i, host=socket.gethostname(),
                   user=user, parent=parent, checkpoint=checkpoint, message=message)
             for i, (n, point) in enumerate(zip(names, grid))]
+
+
+def _check_against_workspace(project: Project, specs: list[str]) -> None:
+    """Fail as the run would on the workspace's params files (a missing file or key,
+    `+key` of one that exists, a value the format cannot hold), before anything is
+    queued, dry run included. Every value of each spec is tried, with the first value
+    of the others: the sum of the axes, not their product."""
+    from cas.pipeline import params as params_mod
+
+    axes = [params_mod.parse_override(s) for s in specs]
+    first = [axis[0] for axis in axes]
+    params_mod.check_overrides(project.root, first)
+    for i, axis in enumerate(axes):
+        for ov in axis[1:]:
+            params_mod.check_overrides(project.root, [*first[:i], ov, *first[i + 1:]])
 
 
 def snapshot_workspace(project: Project) -> str:

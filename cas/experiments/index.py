@@ -55,12 +55,14 @@ if TYPE_CHECKING:
     from cas.workspace.project import Project
 
 MAGIC = b"TLYX"
-VERSION = 6
+VERSION = 7  # 7: baseline deps a DVC baseline names by MD5 are UNKNOWN (cached ones were None)
 INDEX_DIR = "index"
 INDEX_FILE = "exps.msgpack"
 # A cache file bigger than this is not ours: ignore it rather than load it.
 MAX_INDEX_SIZE = 1024 * 1024 * 1024  # bytes; 10,000 summaries take ~3 MiB
 LOCK_FILE = "tally.lock"
+DVC_LOCK_FILE = "dvc.lock"
+DVC_SUFFIX = ".dvc"  # `dvc add`'s pointer: PATH.dvc
 UNKNOWN = ""  # a baseline dep whose id cannot be told cheaply (a directory Git tracks)
 
 
@@ -266,7 +268,9 @@ class Index:
 
         From the commit's own content first: a pointer `PATH.tally` gives the data's
         id, a file Git tracks is hashed; then from the commit's `tally.lock` (a stage's
-        output that a later stage depends on); a directory Git tracks is UNKNOWN.
+        output that a later stage depends on). UNKNOWN: a path a DVC baseline names by
+        MD5 (a `PATH.dvc` file, or dvc.lock, for it or a directory holding it), and a
+        directory Git tracks.
         """
         known = self.baselines.setdefault(commit, {})
         todo = {p for p in paths if p not in known}
@@ -277,7 +281,8 @@ class Index:
 
         def match(p: str) -> bool:
             listed.append(p)
-            return p in todo or p == LOCK_FILE or (p.endswith(pointer.SUFFIX) and p[:-len(pointer.SUFFIX)] in todo)
+            return p in todo or p in (LOCK_FILE, DVC_LOCK_FILE) or \
+                (p.endswith(pointer.SUFFIX) and p[:-len(pointer.SUFFIX)] in todo)
         try:
             with gitobjects.TreeReader(self.project.root) as reader:
                 files = reader.read_files(commit, match)
@@ -293,6 +298,11 @@ class Index:
                         lock[d.path] = d.oid
             except (TallyError, AttributeError, ValueError):
                 pass
+        # A DVC baseline names data by MD5 (a `PATH.dvc` file, dvc.lock's deps and outs),
+        # which cannot be compared with a BLAKE3 id: UNKNOWN, never "changed".
+        dvc_named = {p[:-len(DVC_SUFFIX)] for p in listed if p.endswith(DVC_SUFFIX)}
+        if DVC_LOCK_FILE in files:
+            dvc_named.update(_dvc_lock_paths(files[DVC_LOCK_FILE]))
         dirs = {p.rsplit("/", 1)[0] for p in listed if "/" in p}
         dirs |= {d.rsplit("/", i)[0] for d in list(dirs) for i in range(1, d.count("/") + 1)}
         for p in todo:
@@ -307,6 +317,8 @@ class Index:
                 known[p] = hashing.hash_bytes(files[p])
             elif p in lock:
                 known[p] = lock[p]
+            elif p in dvc_named or any(p.startswith(d + "/") for d in dvc_named):
+                known[p] = UNKNOWN
             elif p in dirs:
                 known[p] = UNKNOWN
             else:
@@ -467,3 +479,17 @@ def _read_ref(path: str) -> str | None:
                           path=path, hint="delete the ref file or restore it from a backup")
     return text[:-1]
 
+
+def _dvc_lock_paths(text: bytes) -> set[str]:
+    """Every `path:` dvc.lock names (its stages' deps and outs), read leniently: a
+    `path: X` line, X plain or quoted; no YAML parser on `tally show`'s path."""
+    import re  # re caches the compiled pattern
+
+    out = set()
+    for m in re.finditer(r"""^[ \t-]*path:[ \t]*(?:'([^']*)'|"([^"]*)"|([^#\n]*?))[ \t]*$""",
+                         text.decode("utf-8", "replace"), re.M):
+        p = (m.group(1) or m.group(2) or m.group(3) or "").strip().rstrip("/")
+        p = p[2:] if p.startswith("./") else p
+        if p:
+            out.add(p)
+    return out

@@ -5,7 +5,8 @@ render it. Listing reads through the summary index (cas/experiments/index.py), s
 experiments new since the last listing cost a record decode; 10,000 experiments list
 in well under a second. Queued and running experiments are listed too, from the
 queue (cas/queue/entries.py), with their `-S` overrides as params and, while they
-run, their live values as metrics.
+run, their live values as metrics; so is a foreground `tally run` in this work tree
+while it runs (cas/experiments/workspacerun.py), as DVC shows its workspace row.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def _list(project: Project, all_baselines: bool) -> tuple[list[ExperimentRow], s
         finally:
             index.discard()
         out.extend(_in_queue(project, None if all_baselines else set(baselines)))
+        out.extend(_in_workspace(project, None if all_baselines else set(baselines)))
         out.sort(key=lambda e: (-e.created, e.name))
         return out, head
 
@@ -169,7 +171,6 @@ def _in_queue(project: Project, baselines: set[str] | None) -> list[ExperimentRo
         return []  # no queue was ever used: listing stays one stat
     from cas.queue import entries
     from cas.queue import status as queue_status
-    from cas.pipeline.params import flatten
 
     out = []
     for it in entries.items(project, states=("pending", "running")):
@@ -183,17 +184,44 @@ def _in_queue(project: Project, baselines: set[str] | None) -> list[ExperimentRo
         created = it.entry.queued
         if it.state == "running":
             status = "running"
-            live = queue_status.live_values(project, it)
-            for file, summary in (live.get("metrics") or {}).items():
-                if isinstance(summary, dict):
-                    for k, v in flatten(summary).items():
-                        values[f"metrics:{file}:{k}"] = v
-            if live.get("step") is not None:
-                values["metrics:live:step"] = live["step"]
+            values.update(_live_columns(queue_status.live_values(project, it)))
             if it.started:
                 created = int(it.started * 1e9)
         out.append(ExperimentRow(it.name, it.entry.baseline, "", created, status, None, values))
     return out
+
+
+WORKSPACE_ROW = "workspace"  # the name of a running workspace run not named with -n (DVC's row)
+
+
+def _in_workspace(project: Project, baselines: set[str] | None) -> list[ExperimentRow]:
+    """A foreground `tally run` in this work tree, while it runs, as DVC shows its
+    running workspace row: status "running", its live values as metric columns, named
+    as `-n` named it, else `workspace` (cas/experiments/workspacerun.py)."""
+    from cas.experiments import workspacerun
+
+    out = []
+    for run in workspacerun.live_runs(project.store_dir, project.root):
+        baseline = str(run.get("baseline") or "")
+        if baselines is not None and baseline not in baselines:
+            continue
+        out.append(ExperimentRow(str(run.get("name") or WORKSPACE_ROW), baseline, "",
+                                 int(run.get("started") or 0), "running", None, _live_columns(run["live"])))
+    return out
+
+
+def _live_columns(live: dict[str, Any]) -> dict[str, Any]:
+    """Metric columns of cas.pipeline.livefiles.read_live's values."""
+    from cas.pipeline.params import flatten
+
+    values: dict[str, Any] = {}
+    for file, summary in (live.get("metrics") or {}).items():
+        if isinstance(summary, dict):
+            for k, v in flatten(summary).items():
+                values[f"metrics:{file}:{k}"] = v
+    if live.get("step") is not None:
+        values["metrics:live:step"] = live["step"]
+    return values
 
 
 def _experiment(item: Listed, base_deps: dict[str, str | None]) -> ExperimentRow:

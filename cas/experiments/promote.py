@@ -4,7 +4,8 @@ One branch per experiment, `<prefix><name>` (default prefix `exp/`), holding one
 commit whose parent is the experiment's baseline and whose tree is the baseline's
 with the experiment's changed files applied: code, params, `tally.lock` and `*.tally`
 pointers, added, changed or deleted. Data stays in the store: the files under a
-pointer and the pipeline outputs Git ignores are never committed (their pointers and
+pointer and whatever Git ignores in the experiment's workspace (pipeline outputs, a DVC
+project's `dvc add`-ed data) are never committed (their pointers, `*.dvc` files and
 `tally.lock` name them).
 
 The commit is built with Git plumbing in a temporary index (cas/gitobjects.commit_tree) and
@@ -174,6 +175,17 @@ def _changes(project: Project, rec: record.Record, res: Promoted) -> tuple[dict[
         return p in files
     with gitobjects.TreeReader(project.root) as reader:
         base_content = reader.read_files(rec.baseline, match)
+    # What Git would commit from the experiment's workspace: a file the baseline tracks,
+    # or one its ignore rules (its own .gitignore files, info/exclude, excludesFile) let
+    # in. A DVC project's `dvc add`-ed data is ignored, named by its .dvc file: the
+    # workspace tree holds it (a dep), the commit must not (a checkout of the branch
+    # and back would delete the user's copy).
+    tracked = set(at_base)
+    untracked = [p for p in files if p not in tracked]
+    if untracked:
+        rules = {p: store.get(e.oid) for p, e in files.items() if p.rsplit("/", 1)[-1] == ".gitignore"}
+        for p in gitobjects.ignored_under(project.root, rules, untracked):
+            del files[p]
     changes: dict[str, bytes | None] = {}
     executable = []
     for p, e in sorted(files.items()):

@@ -50,8 +50,9 @@ def select(project: Project, *, names: Sequence[str] = (), everything: bool = Fa
     """The experiments the selectors pick, and how many in scope they leave out.
 
     Names pick exactly those experiments and combine with nothing else. The other
-    selectors combine with AND: `--failed --older-than 30d` picks failed experiments
-    older than 30 days; `--keep-best N --sort-by KEY:desc` then spares the first N of
+    selectors combine with AND: `--failed --older-than 30d` picks failed (or
+    interrupted: a run that did not finish, as gc's --drop-failed) experiments older
+    than 30 days; `--keep-best N --sort-by KEY:desc` then spares the first N of
     those in that order (missing values count as worst). `everything` picks every
     experiment in scope (the current baseline, or all with `all_baselines`).
 
@@ -100,7 +101,7 @@ def _pick(scope: list[listing.ExperimentRow], *, failed: bool, filter: str | Non
             cutoff = now - int(parse_duration(older_than) * 1e9)
         rows = []
         for e in scope:
-            if failed and e.status != "failed":
+            if failed and e.status not in ("failed", "interrupted"):  # as gc's --drop-failed
                 continue
             if cutoff is not None and not (e.created and e.created < cutoff):
                 continue

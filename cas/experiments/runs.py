@@ -28,6 +28,7 @@ from cas.pipeline.parsecache import ParsedCache
 from cas.objects.record import Record, put as put_record, record_id
 from cas.core.fsops import unlink_quiet
 from cas.experiments.request import QuickStage, RunRequest
+from cas.experiments import workspacerun
 
 if TYPE_CHECKING:
     from cas.workspace.project import Project
@@ -50,7 +51,7 @@ class RunOutcome(NamedTuple):
 
 def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = False, wait: float = 0.0,
         notify: Notify | None = None, env: dict[str, str] | None = None,
-        checkpoints_file: Path | None = None) -> RunOutcome:
+        checkpoints_file: Path | None = None, resumed: Sequence[str] = ()) -> RunOutcome:
     """Run the pipeline (or a quick stage) in the workspace and record it as an experiment.
 
     Args:
@@ -63,6 +64,9 @@ def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = 
         env: extra environment for the stage commands.
         checkpoints_file: where cas.live appends the run's checkpoints (default: a
             temp file); they become the record's `checkpoints`.
+        resumed: the files a resume restored from a checkpoint (relative paths): a
+            stage whose outputs hold them continues from them (they are not removed
+            before it runs, and it bypasses the run-cache; spec/live.md, "Resuming").
     Returns:
         The experiment; its record's status is success, failed or interrupted (the
         caller maps failed to exit 8 and interrupted to 130: the record is written).
@@ -120,52 +124,60 @@ def run(project: "Project", request: RunRequest = RunRequest(), *, echo: bool = 
             ckpt_path = checkpoints_file or project.store.tmp / f"checkpoints-{os.getpid()}-{os.urandom(4).hex()}"
             env[live.ENV_STORE] = os.fspath(project.store_dir)
             env[live.ENV_CHECKPOINTS] = os.fspath(ckpt_path)
-            listing: list[git.WorkspaceListing] = []  # started when the last command ends
-            r = runner.Runner(project, writer=writer, log_path=log_path, baseline=baseline,
-                              notify=notify, parsed=parsed, store_lock=store_lock,
-                              commands_done=lambda: listing.append(git.WorkspaceListing(project.root)),
-                              options=runner.RunOptions(
-                                  force=force, no_run_cache=no_run_cache, echo=echo,
-                                  write_lock=quick_stage is None, env=env))
+            # `tally show` lists the run while it runs (cas/experiments/workspacerun.py).
+            marker = workspacerun.Marker.create(project.store_dir, root=project.root, baseline=baseline,
+                                                name=name, started=created, checkpoints=ckpt_path)
             try:
-                if quick_stage is None:
-                    r.prune({s.name for s in pipeline.stages})
-                result = r.run(selected, keep_going=keep_going, upstream=pipeline.upstream)
-            except BaseException:
-                # Refused before anything ran (a missing dep or param), or a third
-                # Ctrl-C: no record, and no temp files left behind.
-                for pending in listing:
-                    pending.close()
-                r.close()
-                unlink_quiet(log_path)
-                if checkpoints_file is None:
-                    unlink_quiet(ckpt_path)
-                raise
-            r.close()
-            try:
+                listing: list[git.WorkspaceListing] = []  # started when the last command ends
+                r = runner.Runner(project, writer=writer, log_path=log_path, baseline=baseline,
+                                  notify=notify, parsed=parsed, store_lock=store_lock,
+                                  commands_done=lambda: listing.append(git.WorkspaceListing(project.root)),
+                                  options=runner.RunOptions(
+                                      force=force, no_run_cache=no_run_cache, echo=echo,
+                                      write_lock=quick_stage is None, env=env,
+                                      resumed=frozenset(resumed)))
                 try:
-                    logs = writer.put_file(log_path)
-                finally:
+                    if quick_stage is None:
+                        r.prune({s.name for s in pipeline.stages})
+                    result = r.run(selected, keep_going=keep_going, upstream=pipeline.upstream)
+                except BaseException:
+                    # Refused before anything ran (a missing dep or param), or a third
+                    # Ctrl-C: no record, and no temp files left behind.
+                    for pending in listing:
+                        pending.close()
+                    r.close()
                     unlink_quiet(log_path)
-                checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
-                if checkpoints_file is None:
-                    unlink_quiet(ckpt_path)
-                ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify,
-                               lock_bytes=r.pending_lock(), listing=listing[0] if listing else None)
+                    if checkpoints_file is None:
+                        unlink_quiet(ckpt_path)
+                    raise
+                r.close()
+                try:
+                    try:
+                        logs = writer.put_file(log_path)
+                    finally:
+                        unlink_quiet(log_path)
+                    checkpoints = tuple(live.read_checkpoints(ckpt_path))  # trees already durable
+                    if checkpoints_file is None:
+                        unlink_quiet(ckpt_path)
+                    ws = _snapshot(project, writer, result.deps, result.outs, ignore_outs=True, notify=notify,
+                                   lock_bytes=r.pending_lock(), listing=listing[0] if listing else None)
+                finally:
+                    for pending in listing:
+                        pending.close()  # consumed by _snapshot, unless an error came first
+                rec = Record(
+                    name=name or "", baseline=baseline, created=created, status=result.status,
+                    host=_host(), user=_user(), exit_code=result.exit_code,
+                    started=result.started, finished=result.finished, workspace=ws,
+                    params=_all_params(project, pipeline, r),
+                    deps={p: f.oid for p, f in sorted(result.deps.items())},
+                    outs={p: (f.oid, f.is_dir) for p, f in sorted(result.outs.items())},
+                    metrics=collect_metrics(project.root, pipeline.metrics),
+                    stages=tuple(result.stages), logs=logs, message=message, parent=parent,
+                    checkpoints=checkpoints)
+                exp = _publish(project, writer, rec, run=r)
             finally:
-                for pending in listing:
-                    pending.close()  # consumed by _snapshot, unless an error came first
-            rec = Record(
-                name=name or "", baseline=baseline, created=created, status=result.status,
-                host=_host(), user=_user(), exit_code=result.exit_code,
-                started=result.started, finished=result.finished, workspace=ws,
-                params=_all_params(project, pipeline, r),
-                deps={p: f.oid for p, f in sorted(result.deps.items())},
-                outs={p: (f.oid, f.is_dir) for p, f in sorted(result.outs.items())},
-                metrics=collect_metrics(project.root, pipeline.metrics),
-                stages=tuple(result.stages), logs=logs, message=message, parent=parent,
-                checkpoints=checkpoints)
-            exp = _publish(project, writer, rec, run=r)
+                if marker is not None:
+                    marker.close()
         parsed.save()
     return exp._replace(reason=result.reason)
 

@@ -51,10 +51,10 @@ from cas.gc.inventory import ZST, Obj
 from cas.workspace.project import Project
 from cas.gc.reachability import BLOB, Walker, deletion_order
 from cas.store.writer import RAW_MAX
-from cas.gc.retention import Candidate, Drop, Policy, list_experiments, select
+from cas.gc.retention import Candidate, Drop, Keep, Policy, judge, list_experiments
 # Split by noun: results and roots live in their own modules; the names stay importable here.
 from cas.gc.report import GRACE, ROOT_KINDS, Deleted, GcRefused, GcReport, RootStats  # noqa: F401
-from cas.gc.roots import History, Problem, Root, _commit_message_ids, inflight_roots, provider_roots, workspace_lock_roots
+from cas.gc.roots import History, Problem, Root, inflight_roots, promoted_records, provider_roots, workspace_lock_roots
 
 LOCK_WAIT_S = 60.0  # seconds gc waits for writers to finish before giving up (exit 7)
 
@@ -138,14 +138,12 @@ def _scope(all_branches: bool, all_tags: bool, all_commits: bool, kinds: set[str
     return scope
 
 
-def _promoted(project: Project, history: History) -> Callable[[Candidate], bool]:
-    """An experiment is promoted when Git history names its record or what it made."""
-    try:
-        commits = git.rev_list(project.root, all_commits=True)
-    except TallyError:
-        commits = []
-    named = history.named_ids(commits) | _commit_message_ids(project)
-    return lambda e: e.record in named or not named.isdisjoint(e.names)
+def _promoted(project: Project) -> Callable[[Candidate], bool]:
+    """An experiment is promoted when a commit of any ref names its own record
+    (`Tally-Record:`, spec/promote.md); what its record names being in a committed
+    `tally.lock` or pointer is not enough (spec/gc.md, "Retention")."""
+    named = promoted_records(project)
+    return lambda e: e.record in named
 
 
 def _drop_run_cache(project: Project) -> int:
@@ -224,6 +222,7 @@ class Plan:
         self.view = gcinventory.view(project, self.rstore)
         self.skip = {"run-cache"} if options.drop_run_cache else set()
         self.drops: list[Drop] = []
+        self.keeps: list[Keep] = []  # what the policy keeps, and why
         self.fs_now = 0
         self.inv: dict[str, Obj] = {}
         self.marker: Marker | None = None
@@ -341,8 +340,8 @@ def plan(project: Project, options: GcOptions, *, started: float | None = None,
         kept_exps: list[Candidate] | None = None
         if options.policy.active:
             exps = list_experiments(p.view)
-            p.drops = select(exps, options.policy, now_ns=options.now_ns,
-                             promoted=_promoted(project, p.history))
+            p.drops, p.keeps = judge(exps, options.policy, now_ns=options.now_ns,
+                                     promoted=_promoted(project))
             dropped = {id(d.exp) for d in p.drops}
             kept_exps = [e for e in exps if id(e) not in dropped]
         p.rev_list()
@@ -362,6 +361,7 @@ def plan(project: Project, options: GcOptions, *, started: float | None = None,
     p.kinds, p.levels = _order([oid for oid in inv if oid not in marker.marks], inv, marker.walker)
     report = p.report
     report.dropped = p.drops
+    report.kept_experiments = list(p.keeps)
     report.problems = list(p.problems)
     report.notes.extend(marker.notes)
     p.noted = len(marker.notes)
@@ -535,8 +535,10 @@ def _drop_refs(project: Project, drops: list[Drop], report: GcReport) -> list[Dr
             done.append(d)
         elif isinstance(exc, (Conflict, NotFound)):
             report.notes.append(f"experiment {d.exp.label} changed meanwhile; not dropped")
+            report.kept_experiments.append(Keep(d.exp, "changed after gc judged it"))
         else:
             report.notes.append(f"experiment {d.exp.label}: {exc.message}; not dropped")
+            report.kept_experiments.append(Keep(d.exp, f"its ref could not be dropped: {exc.message}"))
     return done
 
 

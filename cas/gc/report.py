@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cas.gc import fsck as fsck_mod
 from cas.core.errors import Corruption
-from cas.gc.retention import Drop, Policy
+from cas.gc.retention import Drop, Keep, Policy
 
 # Report order of root kinds; providers may add others (they sort after these).
 ROOT_KINDS = ("workspace", "experiments", "run-cache", "queue", "history", "inflight", "grace")
@@ -65,6 +65,7 @@ class GcReport:
     deleted: list[Deleted] = field(default_factory=list)
     roots: list[RootStats] = field(default_factory=list)
     dropped: list[Drop] = field(default_factory=list)  # experiments a policy dropped
+    kept_experiments: list[Keep] = field(default_factory=list)  # the others, with why
     run_cache_dropped: int = 0  # run-cache index entries removed (--drop-run-cache)
     temp_files: list[str] = field(default_factory=list)
     temp_bytes: int = 0
@@ -102,6 +103,7 @@ class GcReport:
                         "list": [d.to_json() for d in self.deleted]},
             "roots": [r.to_json() for r in self.roots],
             "dropped_experiments": [d.to_json() for d in self.dropped],
+            "kept_experiments": [k.to_json() for k in self.kept_experiments],
             "run_cache_dropped": self.run_cache_dropped,
             "temp_files": {"count": len(self.temp_files), "bytes": self.temp_bytes,
                            "list": self.temp_files},

@@ -5,9 +5,11 @@ experiment refs; the objects they alone kept then become garbage like any other.
 
 Rules (spec/gc.md, "Retention"):
 
-- never dropped: promoted experiments (their record, or a tree or blob the record
-  names, is named from Git history: a pointer, `tally.lock`, or a commit message),
-  queued and running ones, and any whose record cannot be read;
+- never dropped: promoted experiments (a commit of any ref names their record in a
+  `Tally-Record:` line, as `tally promote` writes it; a committed `tally.lock` or
+  pointer naming what the record names does not count: every experiment that reuses
+  an upstream stage's output would then be "promoted"), queued and running ones, and
+  any whose record cannot be read;
 - `drop_failed`: failed and interrupted experiments are dropped, and are not counted
   by keep_last / keep_best;
 - `keep_last N` / `keep_best N` (by `sort_by KEY:desc|asc`, or its aliases
@@ -18,7 +20,8 @@ Rules (spec/gc.md, "Retention"):
   older than T are dropped (a keep rule and an age both protect).
 
 Counting is global, across baselines. An experiment without a finite value for the
-sort key ranks after every experiment that has one.
+sort key ranks after every experiment that has one. Under an active policy every
+experiment is either dropped (a Drop) or kept (a Keep), each with its reasons.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ class Candidate:
 @dataclass(frozen=True)
 class Drop:
     """One experiment a policy drops, and why."""
+
+    exp: Candidate
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"baseline": self.exp.baseline, "name": self.exp.name,
+                "record": self.exp.record, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Keep:
+    """One experiment a policy keeps, and why (every reason that applies)."""
 
     exp: Candidate
     reason: str
@@ -146,25 +161,38 @@ def metric_value(metrics: Mapping[str, Any], key: str) -> float | None:
     return float(v)
 
 
+_PROTECTED_WHY = {"running": "running", "queued": "queued", "unreadable": "record unreadable"}
+
+
 def select(experiments: Iterable[Candidate], policy: Policy, *, now_ns: int,
            promoted: Callable[[Candidate], bool] = lambda e: False) -> list[Drop]:
-    """The experiments `policy` drops, in the order given.
+    """The experiments `policy` drops, in the order given (judge()'s drops)."""
+    return judge(experiments, policy, now_ns=now_ns, promoted=promoted)[0]
+
+
+def judge(experiments: Iterable[Candidate], policy: Policy, *, now_ns: int,
+          promoted: Callable[[Candidate], bool] = lambda e: False) -> tuple[list[Drop], list[Keep]]:
+    """What `policy` does to each experiment: (drops, keeps), each in the order given.
+
+    Under an inactive policy nothing is judged: ([], []).
 
     Args:
         now_ns: the current time (unix ns) for `older_than`.
-        promoted: True for an experiment reachable from Git (never dropped).
+        promoted: True for an experiment a commit promoted (never dropped).
     """
     exps = list(experiments)
     if not policy.active:
-        return []
-    protected = {id(e) for e in exps if e.status in PROTECTED_STATUSES or promoted(e)}
+        return [], []
+    is_promoted = {id(e) for e in exps if e.status not in PROTECTED_STATUSES and promoted(e)}
+    protected = is_promoted | {id(e) for e in exps if e.status in PROTECTED_STATUSES}
     pool = [e for e in exps if e.status not in PROTECTED_STATUSES
             and not (policy.drop_failed and e.status in FAILED)]
     keep_rule = bool(policy.keep_last or policy.keep_best)
-    kept: set[int] = set()
+    last: set[int] = set()
+    best: set[int] = set()
     if policy.keep_last:
         newest = sorted(pool, key=lambda e: e.created, reverse=True)
-        kept.update(id(e) for e in newest[:policy.keep_last])
+        last.update(id(e) for e in newest[:policy.keep_last])
     best_by = ""
     if policy.keep_best:
         key, higher = policy.sort_key()
@@ -175,21 +203,21 @@ def select(experiments: Iterable[Candidate], policy: Policy, *, now_ns: int,
             if v is None:
                 return (1, 0.0, -e.created)
             return (0, -v if higher else v, -e.created)
-        kept.update(id(e) for e in sorted(pool, key=rank)[:policy.keep_best])
+        best.update(id(e) for e in sorted(pool, key=rank)[:policy.keep_best])
+    kept = last | best
     cutoff = now_ns - int(parse_duration(policy.older_than) * 1e9) if policy.older_than else None
 
-    drops = []
+    drops, keeps = [], []
     for e in exps:
         if id(e) in protected:
+            keeps.append(Keep(e, _why_kept(e, policy, is_promoted, last, best, best_by, cutoff)))
             continue
         if policy.drop_failed and e.status in FAILED:
             drops.append(Drop(e, f"status {e.status}"))
             continue
-        if not keep_rule and cutoff is None:
-            continue
-        if keep_rule and id(e) in kept:
-            continue
-        if cutoff is not None and e.created >= cutoff:
+        if (not keep_rule and cutoff is None) or (keep_rule and id(e) in kept) \
+                or (cutoff is not None and e.created >= cutoff):
+            keeps.append(Keep(e, _why_kept(e, policy, is_promoted, last, best, best_by, cutoff)))
             continue
         why = []
         if keep_rule:
@@ -199,7 +227,26 @@ def select(experiments: Iterable[Candidate], policy: Policy, *, now_ns: int,
         if cutoff is not None:
             why.append(f"older than {policy.older_than}")
         drops.append(Drop(e, ", ".join(why)))
-    return drops
+    return drops, keeps
+
+
+def _why_kept(e: Candidate, policy: Policy, promoted: set[int], last: set[int], best: set[int],
+              best_by: str, cutoff: int | None) -> str:
+    """Every reason `e` is kept, most binding first."""
+    why = []
+    if e.status in PROTECTED_STATUSES:
+        why.append(_PROTECTED_WHY[e.status])
+    if id(e) in promoted:
+        why.append("promoted (a commit names its record)")
+    if id(e) in last:
+        why.append(f"among the last {policy.keep_last}")
+    if id(e) in best:
+        why.append(f"among the best {policy.keep_best} by {best_by}")
+    if cutoff is not None and e.created >= cutoff:
+        why.append(f"younger than {policy.older_than}")
+    if not why and policy.drop_failed and e.status not in FAILED:
+        why.append(f"status {e.status}, not failed")
+    return ", ".join(why) or "no rule drops it"
 
 
 def from_record(baseline: str, name: str, oid: str, rec: Any) -> Candidate:
@@ -231,5 +278,5 @@ def list_experiments(project: Project) -> list[Candidate]:
     return out
 
 
-__all__ = ["Policy", "Candidate", "Drop", "select", "metric_value", "from_record",
+__all__ = ["Policy", "Candidate", "Drop", "Keep", "select", "judge", "metric_value", "from_record",
            "list_experiments"]

@@ -168,24 +168,23 @@ class History:
                 roots.append(Root("history", label, ptr.oid, TREE if ptr.is_dir else BLOB))
         return roots
 
-    def named_ids(self, commits: Iterable[str]) -> set[str]:
-        """Every id named by a pointer or tally.lock in `commits`, leniently (promotion)."""
-        ids: set[str] = set()
-        for c in commits:
-            try:
-                files = self.files(c)
-            except TallyError:
-                continue
-            for data in files.values():
-                ids.update(_lock_tokens(data))
-        return ids
 
 
-def _commit_message_ids(project: Project) -> set[str]:
-    """64-hex tokens in every commit message (a promotion may cite its record id)."""
+# A `Tally-Record: <id>` line as cas/experiments/promote.py writes it: a trailer, or a
+# line anywhere in the message (a squash merge keeps the line but not its paragraph).
+_RECORD_TRAILER_RE = re.compile(rb"^Tally-Record:[ \t]*([0-9a-f]{64})[ \t]*$", re.MULTILINE)
+
+
+def promoted_records(project: Project) -> set[str]:
+    """The record ids some commit of any ref names in a `Tally-Record:` line (promotion).
+
+    Only a record a commit points at counts: a committed `tally.lock` or pointer
+    naming what a record also names (an upstream stage's output that every later
+    experiment reuses) does not promote that record. No commit, or no Git: none.
+    """
     try:
-        out = git.output(project.root, ["log", "--all", "--format=%B"])  # noqa: SLF001
+        out = git.output(project.root, ["log", "--all", "--format=%B"])
     except TallyError:
         return set()
-    return set(_lock_tokens(out))
+    return {m.decode("ascii") for m in _RECORD_TRAILER_RE.findall(out)}
 

@@ -192,7 +192,15 @@ def parse_override(spec: str, *, default_file: str = DEFAULT_PARAMS_FILE) -> lis
         raise ParamError(f"-S {spec!r}: {exc.message}", hint=exc.hint) from None
 
 
-def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override]) -> list[str]:
+def check_overrides(root: str | os.PathLike[str], overrides: Iterable[Override]) -> None:
+    """Raise what apply_overrides would raise for `overrides`, writing nothing (a
+    queued run, or `--queue --dry-run`, is checked against the workspace as DVC checks
+    it: a missing params file or key fails before anything is queued)."""
+    apply_overrides(root, overrides, write=False)
+
+
+def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override], *,
+                    write: bool = True) -> list[str]:
     """Edit params files under `root` in place, keeping comments, key order and quoting.
 
     Overrides are applied in order, grouped by file. Every file is read and every edit
@@ -224,8 +232,9 @@ def apply_overrides(root: str | os.PathLike[str], overrides: Iterable[Override])
             text = _dump(fmt, data, original)
         if text != original:
             pending.append((path, rel, text))
-    for path, _, text in pending:
-        _atomic_write(path, text)
+    if write:
+        for path, _, text in pending:
+            _atomic_write(path, text)
     return [rel for _, rel, _ in pending]
 
 
@@ -274,7 +283,9 @@ def _strip_op(body: str, op: Op = "set") -> tuple[str, Op]:
     return body, op
 
 
-_SWEEP_CHARS = ",'\"()[]{}"  # in any sweep, and in any value whose quotes or brackets must balance
+# In any sweep, in any value whose quotes or brackets must balance, and `=` (which
+# must be quoted: `-S lr==0.1` is an error, as in DVC's Hydra grammar).
+_SWEEP_CHARS = ",'\"()[]{}="
 
 
 def _values(raw: str) -> list[Any]:

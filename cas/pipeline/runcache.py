@@ -20,7 +20,9 @@ are gc/fsck roots (`roots` below, listed in cas/gc/providers.py), so a gc never 
 it deleted (DVC#9420).
 
 Only stages that can be replayed are cached: a command, at least one dep and one
-out, every out cached (`cache: true`) and not `persist`, not `always_changed`.
+out, no out `persist`, not `always_changed`. A `cache: false` output (DVC's
+`metrics.json: {cache: false}`) is stored for its entry all the same, as DVC's
+run-cache does, and restored as an independent copy; the record leaves it out of its outs.
 """
 
 # No `from __future__ import annotations`: typing.NamedTuple compiles every string

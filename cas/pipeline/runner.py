@@ -6,8 +6,8 @@ For each selected stage, in the pipeline's order:
    snapshot its deps into the store (the stat cache makes unchanged ones free);
 2. skip it when cmd, wdir, deps, params and out paths equal its `tally.lock` entry
    and every output is present with the recorded id (`force` disables this);
-3. else ask the run-cache (unless `no_run_cache` or `force`): on a hit, link the
-   outputs out of the store; no command runs;
+3. else ask the run-cache (unless `no_run_cache` or `force`, or the run resumes
+   from a checkpoint): on a hit, link the outputs out of the store; no command runs;
 4. else run each `cmd` with `/bin/sh -c` in the stage's wdir, in its own process
    group, stdout and stderr captured to the run's log (and echoed when asked);
    then store the outputs, update `tally.lock` and add a run-cache entry.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 from cas.pipeline import tallylock as lockfile
-from cas.pipeline import stageproc
+from cas.pipeline import gitindex, stageproc
 from cas.workspace import snapshot as workspace
 from cas.core.errors import NotFound, ParamError, TallyError, from_os_error
 from cas.core.fsops import remove_tree
@@ -57,6 +57,11 @@ class RunOptions(NamedTuple):
     echo: bool = False  # tee stage output to this process's stderr
     write_lock: bool = True  # update tally.lock (not for a command-line stage)
     env: Mapping[str, str] = {}  # extra environment for the stage commands
+    # Paths a resume restored from a checkpoint (files, relative to the root): the
+    # outputs holding them are kept for their stage to continue from (as `persist`).
+    # A run that resumes neither takes outputs from the run-cache nor adds to it: what
+    # it makes depends on the checkpoint, which no run-cache key holds.
+    resumed: frozenset = frozenset()
 
 
 class RunResult:
@@ -231,7 +236,7 @@ class Runner:
             reads = [*st.deps, *{r.file for r in st.params}]
             after = sorted({who for p, who in pending.items()
                             for d in reads if d == p or _under_any(d, {p}) or _under_any(p, {d})})
-            if st.frozen and not opts.force:
+            if st.frozen:
                 action, reason = "skip", "frozen"
             elif opts.force:
                 reason = "--force"
@@ -310,11 +315,11 @@ class Runner:
         params = self.params_of(st)
         deps = {d: self._snap(d, store=True, ingest=self._dep_mode()) for d in st.deps}
         res.deps.update(deps)
-        cached_outs = [o for o in st.outs if o.cache]
         entry = self.lock.get(st.name)
 
-        if st.frozen and not self.options.force:
-            # DVC's `frozen: true`: never run; whatever outputs exist are recorded.
+        if st.frozen:
+            # DVC's `frozen: true`: never run, `-f` included (as `dvc exp run -f`);
+            # whatever outputs exist are recorded.
             self._collect(st, self._snap_outs(st, partial=True), res)
             self.notify(f"Stage '{st.name}' is frozen, skipping")
             return StageResult(st.name, st.cmd, "skipped", None, time.monotonic_ns() - t0)
@@ -328,7 +333,7 @@ class Runner:
                 return StageResult(st.name, st.cmd, "skipped", None, time.monotonic_ns() - t0)
 
         key = None
-        if _replayable(st):
+        if _replayable(st) and not self.options.resumed:
             from cas.pipeline import runcache  # here: a stage without deps or outputs is never cached
 
             key = runcache.key(st.cmd, st.wdir, {p: f.oid for p, f in deps.items()}, params,
@@ -372,10 +377,12 @@ class Runner:
             _add_reason(res, msg)
             self._collect(st, self._snap_outs(st, partial=True), res)
             return StageResult(st.name, st.cmd, "failed", None, duration)
-        outs = self._snap_outs(st, partial=False)
+        # A replayable stage's `cache: false` outputs are stored too, for its run-cache
+        # entry only (DVC does the same): the record keeps them out of its outs.
+        outs = self._snap_outs(st, partial=False, store_uncached=key is not None)
         self._collect(st, outs, res)
         self._lock_stage(st, deps, params, outs)
-        if key is not None and len(cached_outs) == len(st.outs):
+        if key is not None:
             # The entry goes in this Writer batch after the outputs; its index file is
             # written by finish(), after the flush. (runcache was imported with the key.)
             self._cache_entries.append(runcache.put(self.writer, runcache.make_entry(
@@ -395,7 +402,28 @@ class Runner:
         env.update(self.options.env)
         env.update({"TALLY_ROOT": str(self.root), "TALLY_STAGE": st.name,
                     "TALLY_EXP_BASELINE_REV": self.baseline})
+        # What `dvc exp run` tells a stage (DVC_ROOT, DVC_STAGE, DVC_EXP_BASELINE_REV,
+        # DVC_EXP_NAME), so dvclive knows it runs inside an experiment: it logs, and
+        # neither saves a DVC experiment of its own nor writes dvc.lock (spec/live.md).
+        env.update({"DVC_ROOT": str(self.root), "DVC_STAGE": st.name,
+                    "DVC_EXP_BASELINE_REV": self.baseline})
+        name = env.get("TALLY_EXP_NAME")
+        if name:
+            env["DVC_EXP_NAME"] = name
+        else:
+            env.pop("DVC_EXP_NAME", None)  # not the caller's: an outer `dvc exp run`'s
         inflight = self.writer.inflight_path() if self.store_lock is not None else None
+        index = gitindex.Guard(self.root, self.project.store.tmp)
+        index.take()
+        try:
+            return self._exec_locked(st, cmd, env, inflight)
+        finally:
+            put_back = index.put_back(lambda msg: self._write_log(f"warning: {msg}\n"))
+            if put_back:
+                self._write_log(f"Stage '{st.name}' staged {len(put_back)} path(s) in Git's index; "
+                                f"set back: {', '.join(put_back)}\n")
+
+    def _exec_locked(self, st, cmd: str, env: dict, inflight) -> int:
         if inflight is None:
             return stageproc.run(st.name, cmd, cwd=self.root / st.wdir, env=env, log=self.log,
                                  echo=self.options.echo, sigs=self.sigs)
@@ -429,12 +457,15 @@ class Runner:
         # hardlink them (that would make them read-only).
         return "reflink" if self._out_mode() == "reflink" else "copy"
 
-    def _snap_outs(self, st, *, partial: bool) -> dict[str, FileState]:
+    def _snap_outs(self, st, *, partial: bool, store_uncached: bool = False) -> dict[str, FileState]:
         out = {}
         for o in st.outs:
             if partial and not os.path.lexists(self.root / o.path):
                 continue
-            out[o.path] = self._snap(o.path, store=o.cache, ingest=self._out_mode() if o.cache else "copy")
+            # A `cache: false` output stays the user's file: cloned or copied in, never
+            # hardlinked (that would make it read-only).
+            out[o.path] = self._snap(o.path, store=o.cache or store_uncached,
+                                     ingest=self._out_mode() if o.cache else self._dep_mode())
         return out
 
     def _collect(self, st, outs: dict[str, FileState], res: RunResult) -> None:
@@ -475,7 +506,8 @@ class Runner:
                                        params=params, outs=tuple(outs[o.path] for o in st.outs))
 
     def _clear_outs(self, st) -> None:
-        """Remove outputs before a stage runs (as DVC does), unless `persist`.
+        """Remove outputs before a stage runs (as DVC does), unless `persist` or
+        restored by a resume (RunOptions.resumed: the stage continues from them).
 
         Whatever is there is stored first, so even an output the user edited by
         hand can be recovered from the store (it is only deleted, never lost).
@@ -484,12 +516,16 @@ class Runner:
             p = self.root / o.path
             # Never through a symlinked parent: the output would land outside the tree.
             check_parents(self.root, o.path, source=f"stage {st.name!r}'s output")
-            if o.persist:
+            if o.persist or self._resumed_out(o.path):
                 continue
             if os.path.lexists(p):
                 self._snap(o.path, store=True)
                 _remove(p)
             p.parent.mkdir(parents=True, exist_ok=True)
+
+    def _resumed_out(self, path: str) -> bool:
+        """Whether output `path` holds a file a resume restored (it, or a file under it)."""
+        return any(k == path or k.startswith(path + "/") for k in self.options.resumed)
 
     def _restore(self, st, entry: "runcache.CacheEntry") -> dict[str, FileState]:
         for o in st.outs:
@@ -499,14 +535,19 @@ class Runner:
         self.writer.flush()  # ... and published before it is
         from cas.workspace import checkout as co
 
+        links = self.project.config.link_order
+        # A `cache: false` output is the user's own file (often committed to Git): it
+        # gets independent bytes, never a read-only hardlink or a symlink into the store.
+        own = tuple(m for m in links if m in ("reflink", "copy")) or ("copy",)
+        uncached = {o.path for o in st.outs if not o.cache}
         outs = {}
         for path, (oid, is_dir) in entry.outs.items():
             self.writer.keep(oid)  # the record will name it: a root until then
             dest = self.root / path
             dest.parent.mkdir(parents=True, exist_ok=True)
             co.checkout(self.project.store, co.Target(oid=oid, is_dir=is_dir), dest,
-                        links=self.project.config.link_order, statcache=self.project.statcache,
-                        force=True)
+                        links=own if path in uncached else links,
+                        statcache=self.project.statcache, force=True)
             outs[path] = self._snap(path, store=False)
         return outs
 
@@ -516,8 +557,9 @@ def _add_reason(res: RunResult, msg: str) -> None:
 
 
 def _replayable(st) -> bool:
+    # `cache: false` outputs do not prevent it: they are stored for the entry (_stage).
     return bool(st.cmd and st.deps and st.outs) and not st.always_changed and \
-        all(o.cache and not o.persist for o in st.outs)
+        not any(o.persist for o in st.outs)
 
 
 def _under_any(path: str, prefixes: set[str]) -> bool:

@@ -24,7 +24,6 @@ the pack and the remote. Nothing unverified is ever published.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, NamedTuple

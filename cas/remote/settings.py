@@ -25,7 +25,6 @@ keys for s3/gs/az URLs, fsspec storage options for the others) as strings.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from pathlib import Path

@@ -194,13 +194,18 @@ def run_entry(project: Project, item: queue.Item, *, common_dir: Path,
     ckpt = queue.checkpoints_path(project, item.id)
     ckpt.write_bytes(b"")
     env = {"TALLY_QUEUE_ID": item.id}
+    resumed: list[str] = []
     if e.checkpoint is not None:
+        from cas.experiments import checkpoints
+
         env[live.ENV_RESUME_STEP] = str(e.options.get("resume_step", ""))
+        resumed = checkpoints.paths(project, e.checkpoint)  # overlaid: the stage continues from them
     _drop_failed_ref(project, e)
     request = RunRequest(stages=e.targets, set_params=tuple(e.override_specs()), name=e.name,
                          message=e.message, force=bool(e.options.get("force")),
                          no_run_cache=bool(e.options.get("no_run_cache")), parent=e.parent)
-    exp = experiments.run(rp, request, echo=True, notify=_log, env=env, checkpoints_file=ckpt)
+    exp = experiments.run(rp, request, echo=True, notify=_log, env=env, checkpoints_file=ckpt,
+                          resumed=resumed)
     oid, rec = exp.oid, exp.record
     status = "success" if rec.status == "success" else "failed"
     if status == "success":

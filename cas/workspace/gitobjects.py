@@ -329,3 +329,37 @@ def show_file(root: Path, commit: str, path: str) -> bytes | None:
     if code == 0 and kind.strip() == b"blob":
         raise git.failure(["cat-file"], err, root)
     return None  # absent, or a directory/submodule rather than a file
+
+
+def ignored_under(root: Path, gitignores: Mapping[str, bytes], paths: Collection[str]) -> set[str]:
+    """The subset of `paths` that Git would ignore in a work tree whose `.gitignore`
+    files are `gitignores` ({path of the .gitignore: its content}), with this
+    repository's `info/exclude` and `core.excludesFile`. Tracked-ness is not looked
+    at (the caller knows which paths a commit tracks: those Git commits regardless).
+
+    Promote asks this of an experiment's workspace, whose `.gitignore` files may differ
+    from the current work tree's: the rules are laid out in a temporary directory
+    that stands in for the work tree (`git check-ignore --no-index` reads no file but
+    the rules, so the paths themselves need not exist).
+
+    Raises:
+        UsageError: a `.gitignore` path that is not a plain relative path.
+        TallyError: git failed.
+    """
+    if not paths:
+        return set()
+    import tempfile
+
+    git_dir = git.decode_line(git.output(root, ["rev-parse", "--absolute-git-dir"]))
+    with tempfile.TemporaryDirectory(prefix="tally-ignore-") as tmp:
+        for rel, content in gitignores.items():
+            git.check_path(rel)
+            if rel.rsplit("/", 1)[-1] != ".gitignore":
+                raise UsageError(f"not a .gitignore file: {rel}")
+            dest = Path(tmp, rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(content)
+        data = b"".join(os.fsencode(p) + b"\0" for p in paths)
+        out = git.output(Path(tmp), [f"--git-dir={git_dir}", f"--work-tree={tmp}", "check-ignore",
+                                     "--no-index", "-z", "--stdin"], input=data, ok=(0, 1))
+    return {os.fsdecode(p) for p in out.split(b"\0") if p}

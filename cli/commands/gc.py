@@ -133,6 +133,15 @@ def _render(report, *, verbose: bool, stream, planned: bool = False) -> None:
                f"{report.young_objects} object(s), {human_bytes(report.young_bytes)} kept")
     for d in report.dropped:
         stream(f"{'Would drop' if planned else 'Dropped'} experiment {d.exp.label}: {d.reason}")
+    if report.kept_experiments:
+        why: dict[str, int] = {}
+        for k in report.kept_experiments:
+            why[k.reason] = why.get(k.reason, 0) + 1
+        stream(f"{'Would keep' if planned else 'Kept'} {len(report.kept_experiments)} experiment(s): "
+               + "; ".join(f"{n} {r}" for r, n in sorted(why.items(), key=lambda rn: -rn[1])))
+        if verbose:
+            for k in report.kept_experiments:
+                stream(f"  kept {k.exp.label}: {k.reason}")
     if report.run_cache_dropped:
         stream(f"Dropped {report.run_cache_dropped} run-cache entr{'y' if report.run_cache_dropped == 1 else 'ies'}")
     if report.temp_files:
@@ -158,7 +167,8 @@ COMMAND = Command(
     "running experiments, the run-cache (unless --drop-run-cache), and with -a/-T/-A the "
     "pointers and tally.lock files of Git history. Experiments a retention policy drops "
     "stop being roots, except promoted ones (named from Git), queued and running ones. "
-    "Promoted experiments are never dropped.\n\n"
+    "Promoted experiments (a commit names their record: tally promote) are never dropped; "
+    "the report says why each kept experiment was kept.\n\n"
     "Without --yes, asks before deleting when stdin is a terminal, and refuses (exit 2) "
     "when it is not. --dry-run and --json say exactly which objects and how many bytes "
     "go, and which roots keep what.",

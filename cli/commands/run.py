@@ -130,18 +130,26 @@ def _queue_options(a):
     from cas.core.errors import UsageError
     from cas.experiments import checkpoints
     from cas.experiments import enqueue as sweep
-    from cas.experiments.request import RunRequest
+    from cas.experiments.request import QuickStage, RunRequest
     from cas.queue import directory as queue
     from cas.workers import supervisor as worker
     from cas.workspace.project import open_project
 
+    quick = None
     if a.cmd is not None or a.outs or a.deps or a.metrics or a.outs_no_cache:
-        raise UsageError("quick stages (-o/-d/-M -- CMD) cannot be queued or resumed",
-                         hint="put the stage in tally.yaml, then queue it")
+        cmd = a.cmd if a.cmd is not None else a.targets
+        if a.queue or a.run_all or a.dry_run or not cmd:
+            raise UsageError("quick stages (-o/-d/-M -- CMD) cannot be queued; "
+                             "--resume NAME takes one with its command after --",
+                             hint="put the stage in tally.yaml, then queue it")
+        # --resume of a command-line stage: the stage is given again (the record keeps
+        # its command, not its -o/-d/-M declarations).
+        quick = QuickStage(cmd=tuple(cmd), deps=tuple(a.deps), outs=tuple(a.outs),
+                           metrics=tuple(a.metrics), outs_no_cache=tuple(a.outs_no_cache))
     project = open_project()
-    request = RunRequest(stages=tuple(a.targets), set_params=tuple(a.set_param), name=a.name,
-                         message=a.message, force=a.force, no_run_cache=a.no_run_cache,
-                         resume=a.resume)
+    request = RunRequest(stages=tuple(a.targets) if quick is None else (), set_params=tuple(a.set_param),
+                         name=a.name, message=a.message, force=a.force, no_run_cache=a.no_run_cache,
+                         resume=a.resume, quick_stage=quick)
     if a.resume and not (a.queue or a.dry_run):
         return checkpoints.run_resumed(project, request, echo=not a.quiet and not a.json,
                                        wait=a.wait, notify=None if a.json or a.quiet else err)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,8 @@ from cas.queue import workers as queue_workers
 from cas.queue import entries
 from cli.main import run
 from support.queuelab import CKPT, TRAIN, wait_for as _wait_for, make_project
+
+PY_DIR = str(Path(sys.executable).parent)
 
 
 @pytest.fixture
@@ -116,6 +121,44 @@ def test_resume_from_the_command_line(tmp_path, monkeypatch, capsys):
     from cas.store import refs
     rec = record.load(p.store, refs.find(p, "more")[0][2])
     assert [s for s, _ in rec.checkpoints] == [2] and rec.parent == refs.find(p, "cont")[0][2]
+
+
+def test_resume_of_a_command_line_stage(tmp_path, monkeypatch, capsys):
+    """`--resume` of a `-o ... -- CMD` experiment takes the stage again; without it, it
+    is refused (it would run the pipeline file), and such a resume cannot be queued."""
+    p = make_project(tmp_path / "proj", train=CKPT, persist=("model.txt",))
+    monkeypatch.chdir(p.root)
+    quick = ("-o", "out.txt", "-d", "train.py", "--", "python", "train.py")
+    monkeypatch.setenv("PATH", f"{PY_DIR}:{os.environ['PATH']}")
+    assert tally(capsys, "run", "-n", "base", "-q", *quick)[0] == 0
+    code, _, err = tally(capsys, "run", "--resume", "base", "-n", "c1")
+    assert code == 2 and "ran a command-line stage" in err and "-- CMD" in err
+    code, _, err = tally(capsys, "run", "--queue", "--resume", "base", "-n", "c2", *quick)
+    assert code == 2 and "cannot be queued" in err
+    (p.root / "params.yaml").write_text("lr: 0.1\nepochs: 3\n")
+    code, out, err = tally(capsys, "run", "--resume", "base", "-n", "c3", "-q", *quick)
+    assert code == 0 and "Ran experiment c3 (success)" in out, err
+    assert (p.root / "out.txt").read_text().count("epoch") == 3
+
+
+@pytest.mark.parametrize("spec, code, words", [
+    ("nokey=1", 2, "key 'nokey' does not exist"),
+    ("other.yaml:lr=1", 3, "other.yaml"),
+    ("lr=0.1,0.2", None, ""),
+    ("+lr=1", 2, "already exists"),
+    ("lr==0.1", 2, "must be quoted"),
+])
+def test_queue_and_its_dry_run_check_keys_and_files(cli_proj, capsys, spec, code, words):
+    """As DVC does at queue time: nothing is queued for a params key or file the run
+    would not find, and a dry run says so too (every value of a sweep is checked)."""
+    for dry in ("--dry-run", None):
+        got, out, err = tally(capsys, "run", "--queue", *([dry] if dry else []), "-S", spec, "-S", "epochs=3,4")
+        if code is None:
+            assert got == 0, err
+            continue
+        assert got == code and words in err, (dry, err)
+        assert queue_status.status(cli_proj)["entries"] == []
+    assert (cli_proj.root / "params.yaml").read_text() == "lr: 0.1\nepochs: 2\n"
 
 
 def test_status_shows_time_and_attempts(cli_proj, capsys):

@@ -115,7 +115,6 @@ def test_a_killed_checkout_leaves_whole_files_and_the_next_one_finishes(data_pro
 def experiment_project(tmp_path: Path):
     """An experiment `v2` recorded with v2 of the code files; the workspace back at v1."""
     from cas.experiments import runs
-    from cas.experiments.request import RunRequest
 
     root = tmp_path / "repo"
     root.mkdir()

@@ -26,8 +26,8 @@ def make_project(root: Path, *, train: str, outs=("out.txt",), persist=(),
                  extra: dict[str, str] | None = None):
     """A committed repo with one stage `python train.py` and params.yaml; tally init.
 
-    `persist` outputs are kept across runs (as DVC's `persist: true`): what resuming
-    from a checkpoint needs, since other outputs are removed before a stage runs.
+    `persist` outputs are kept across runs (as DVC's `persist: true`); a resume keeps
+    the outputs it restored without it (spec/live.md, "Resuming").
     """
     from cas.workspace.project import init_project
 

@@ -178,6 +178,27 @@ def test_changed_deps_from_the_baseline_files_without_a_lock(lab: Lab) -> None:
         {"same": (), "code": ("gen/out", "train.py")}  # the same from the index
 
 
+def test_changed_deps_on_a_dvc_baseline(lab: Lab) -> None:
+    """A DVC baseline (dvc.lock, `dvc add`-ed data; no tally.lock) names its data by MD5:
+    those deps are not claimed changed; a Git file that did change still is."""
+    from cas.core import hashing
+    lab.write({"data/data.xml": "<rows/>\n", "data/.gitignore": "/data.xml\n",
+               "data/data.xml.dvc": "outs:\n- md5: 2a9a4e1b\n  size: 8\n  path: data.xml\n",
+               "dvc.lock": "schema: '2.0'\nstages:\n  prepare:\n    cmd: python prepare.py\n"
+                           "    deps:\n    - path: data/data.xml\n      md5: 2a9a4e1b\n"
+                           "    outs:\n    - path: 'data/prepared'\n      md5: 77aa.dir\n"
+                           "  train:\n    deps:\n    - path: data/prepared\n    - path: train.py\n"})
+    lab.commit("a DVC project")
+    train_id = hashing.hash_bytes((lab.root / "train.py").read_bytes())
+    lab.exp("same", deps={"data/data.xml": "1a" * 32, "data/prepared": "2b" * 32,
+                          "data/prepared/train.tsv": "3c" * 32, "train.py": train_id},
+            workspace_tree=False)
+    lab.exp("code", deps={"data/data.xml": "1a" * 32, "train.py": "5e" * 32, "new/dep": "6f" * 32},
+            workspace_tree=False)
+    by = {e.name: e.changed_deps for e in listing.list_experiments(lab.project)}
+    assert by == {"same": (), "code": ("new/dep", "train.py")}
+
+
 # -- the summary index --------------------------------------------------------------------
 
 def test_index_is_used_and_never_stale(three: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -424,6 +445,16 @@ def test_remove_selectors(three: Lab, selectors: dict[str, Any], removed: list[s
     left = sorted(set(["alpha", "beta", "gamma"]) - set(removed))
     assert sorted(names(listing.list_experiments(p))) == left
     assert res.kept == len(left)
+
+
+def test_remove_failed_takes_interrupted_runs_too(lab: Lab) -> None:
+    """An interrupted run did not finish either (gc's --drop-failed drops both)."""
+    for name, status in (("ok", "success"), ("broke", "failed"), ("stopped", "interrupted"),
+                         ("waiting", "queued")):
+        lab.exp(name, status=status, workspace_tree=False)
+    res = removal.remove(lab.project, failed=True)
+    assert sorted(names(res.removed)) == ["broke", "stopped"]
+    assert sorted(names(listing.list_experiments(lab.project))) == ["ok", "waiting"]
 
 
 @pytest.mark.parametrize("selectors,words", [

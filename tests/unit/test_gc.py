@@ -487,21 +487,31 @@ def test_policy_drops_refs_then_their_objects(project, clock) -> None:
     assert fsck.fsck(project).ok
 
 
-def test_policy_from_config_and_promotion_protects(project, clock) -> None:
+def test_policy_from_config_and_only_a_commit_naming_the_record_promotes(project, clock) -> None:
+    """A committed pointer (or tally.lock) naming an experiment's output does not
+    promote the experiment: its ref may go, the data stays while history names it."""
     from cas.store import config as config_mod
     from cas.workspace.project import open_project
 
+    base = baseline(project)
     r1, out1 = make_experiment(project, "old1", created=1 * NS)
     r2, out2 = make_experiment(project, "old2", created=2 * NS)
-    # Promote old2: its output tree is named by a committed pointer.
+    r3, out3 = make_experiment(project, "old3", created=3 * NS)
     (project.root / "model.tally").write_bytes(pointer.Pointer("model", out2, True, 1, 1).encode())
-    commit(project.root, "model.tally", msg="promote old2")
+    commit(project.root, "model.tally", msg="old2's output, committed by hand")
     (project.root / "model.tally").unlink()
+    helpers.git(project.root, "commit", "-q", "--allow-empty", "-m", f"promote\n\nTally-Record: {r3}")
     config_mod.set_value(project.store_dir / "config", "gc.older_than", "1d")
     project = open_project(project.root)
-    report = gc(project, grace_s=0)
-    assert [d.exp.name for d in report.dropped] == ["old1"]
-    assert r1 not in oids(project) and r2 in oids(project)
+    report = gc(project, grace_s=0, all_branches=True)
+    assert [d.exp.name for d in report.dropped] == ["old1", "old2"]
+    assert [(k.exp.name, k.reason) for k in report.kept_experiments] == [
+        ("old3", "promoted (a commit names its record)")]
+    assert report.to_json()["kept_experiments"] == [
+        {"baseline": base, "name": "old3", "record": r3,
+         "reason": "promoted (a commit names its record)"}]
+    assert r1 not in oids(project) and r2 not in oids(project) and r3 in oids(project)
+    assert out2 in oids(project)  # named by the committed pointer
     assert gc(project, grace_s=0, policy=Policy()).dropped == []
 
 
@@ -668,3 +678,42 @@ def test_the_typer_free_front_end_imports_neither_typer_parsing_nor_pydantic(pro
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Deleted 0 object(s)")
+
+
+def test_keep_last_in_a_multi_stage_pipeline_with_a_committed_lock(project, clock, cli) -> None:
+    """Every experiment reuses `prepare`'s output, which the committed tally.lock names:
+    that does not make them promoted, so --keep-last drops the older ones; the one a
+    promote commit names stays, and every kept experiment says why (report and JSON)."""
+    from cas.experiments import promote, runs
+    from cas.experiments.request import RunRequest
+
+    root = project.root
+    (root / "data.txt").write_text("1 2 3\n")
+    (root / "params.yaml").write_text("lr: 0.1\n")
+    (root / "tally.yaml").write_text(
+        "stages:\n  prepare:\n    cmd: cp data.txt prepared.txt\n    deps: [data.txt]\n"
+        "    outs: [prepared.txt]\n"
+        "  train:\n    cmd: cat prepared.txt params.yaml > model.txt\n"
+        "    deps: [prepared.txt]\n    params: [lr]\n    outs: [model.txt]\n")
+    runs.run(project, RunRequest(name="first"))
+    helpers.git(root, "add", "-A")
+    helpers.git(root, "commit", "-q", "-m", "pipeline and its lock")
+    names = [f"lr{i}" for i in range(1, 6)]
+    for i, name in enumerate(names, 1):
+        exp = runs.run(project, RunRequest(name=name, set_params=(f"lr=0.{i}5",)))
+        assert [s.state for s in exp.record.stages] == ["skipped", "ran"]
+        assert "prepared.txt" in exp.record.outs  # named by the committed tally.lock too
+    assert promote.promote(project, names=["lr1"]).results[0].status == "created"
+
+    report = gc(project, grace_s=0, dry_run=True, policy=Policy(keep_last=2))
+    assert sorted(d.exp.name for d in report.dropped) == ["first", "lr2", "lr3"]
+    kept = {k.exp.name: k.reason for k in report.kept_experiments}
+    assert kept == {"lr1": "promoted (a commit names its record)",
+                    "lr4": "among the last 2", "lr5": "among the last 2"}
+    doc = report.to_json()
+    assert {k["name"]: k["reason"] for k in doc["kept_experiments"]} == kept
+    assert sorted(d["name"] for d in doc["dropped_experiments"]) == ["first", "lr2", "lr3"]
+    code, out, _ = cli("gc", "--grace", "0", "--dry-run", "--keep-last", "2", "--verbose")
+    assert code == 0
+    assert "Would keep 3 experiment(s): 2 among the last 2; 1 promoted (a commit names its record)" in out
+    assert f"  kept {report.kept_experiments[0].exp.label}: " in out

@@ -146,7 +146,7 @@ def test_parse_override_forms() -> None:
     assert parse_override("~a")[0] == Override(key="a", op="delete")
     assert parse_override("layers[0].size=3")[0].key == "layers.0.size"
     assert parse_override("url=http://x:80/a")[0].value == "http://x:80/a"  # ':' after '=' is not a file
-    assert parse_override("x=a=b")[0].value == "a=b"
+    assert parse_override("x='a=b'")[0].value == "a=b"  # an unquoted '=' is refused, as in DVC
     assert parse_override("x=1", default_file="conf.yaml")[0].file == "conf.yaml"
 
 
@@ -167,6 +167,15 @@ def test_parse_override_forms() -> None:
     ("x=range(1,2,3,4)", "range\\(\\) takes 1 to 3 numbers"),
     ("x=range(5,1)", "no values"),
     ("x=range(0,1000000)", "limit"),
+    ("x=range(0,1000,0.001)", "limit"),
+    # What DVC's Hydra grammar refuses is refused, never taken as a string:
+    ("lr==0.1", "'=' in a value must be quoted"),
+    ("x=a=b", "'=' in a value must be quoted"),
+    ("x=1=", "'=' in a value must be quoted"),
+    ("lr=interval(0,1)", "interval\\(\\) is not supported \\(DVC refuses it too"),
+    ("x=glob(*)", "glob\\(\\) is not supported"),
+    ("x=shuffle(1,2)", "shuffle\\(\\) is not supported \\(tally supports choice"),
+    ("x=f(1)", "f\\(\\) is not supported"),
 ])
 def test_parse_override_errors(spec: str, match: str) -> None:
     with pytest.raises(ParamError, match=match) as info:
@@ -184,6 +193,33 @@ def test_sweeps() -> None:
     assert values("x=range(3,0,-1)") == [3, 2, 1]
     assert values("x=range(1.5,3)") == [1.5, 2.5]
     assert values("x=choice(a, 'b,c', [1,2])") == ["a", "b,c", [1, 2]]
+    # DVC gives 5 values here (Hydra steps the floats' binary values in Decimal).
+    assert values("lr=range(0.01, 0.05, 0.01)") == [0.01, 0.02, 0.03, 0.04, 0.05]
+    assert values("x=range(0.5,0,-0.1)") == [0.5, 0.4, 0.3, 0.2, 0.1]
+    assert values("x=range(0.7,1.3,0.1)") == [0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3]  # DVC: 7 points
+    assert values("x='f(1)'") == ["f(1)"] and values("x=\"a=b\"") == ["a=b"]
+
+
+@pytest.mark.parametrize("sweep", [
+    "range(0.01, 0.05, 0.01)", "range(0, 1, 0.1)", "range(0, 0.3, 0.1)", "range(1, 2, 0.2)",
+    "range(0.1, 1.0, 0.15)", "range(3.0)", "range(2, 0, -0.25)", "range(0, 1, 1e-1)",
+    "range(-1, 1, 0.4)", "range(0.7, 1.3, 0.1)", "range(1, 10, 3)", "range(1.0, 1.0, 0.1)",
+])
+def test_range_gives_what_dvc_gives(sweep: str) -> None:
+    """The points of DVC's own -S sweep expansion (dvc.utils.hydra, in the test extras),
+    with values read as written (DVC's 0.7999999999999999 is our 0.8)."""
+    from dvc.utils.hydra import get_hydra_sweeps
+
+    from cas.pipeline.params import parse_value
+
+    dvc = [parse_value(p["params.yaml"][0].split("=", 1)[1])
+           for p in get_hydra_sweeps({"params.yaml": [f"x={sweep}"]})]
+    try:
+        ours = values(f"x={sweep}")
+    except ParamError:
+        ours = []
+    assert ours == pytest.approx(dvc, rel=1e-12, abs=1e-12)
+    assert all(type(a) is type(b) for a, b in zip(ours, dvc))
 
 
 def test_flow_lists_and_quotes_are_not_split() -> None:

@@ -159,3 +159,39 @@ def test_promote_an_experiment_of_another_baseline(data_lab: Lab) -> None:
     assert sh(lab.root, "rev-parse", f"{c}^").strip() == first
     assert tree_of(lab.root, c)["train.py"] == "print('v1')\n"
     assert lookup.find(lab.project, "old")[0] == first
+
+
+def test_promote_never_commits_what_git_ignores_in_a_dvc_project(lab: Lab) -> None:
+    """`dvc add`-ed data is ignored by Git (data/.gitignore) and named by its .dvc file.
+    The run snapshots it as a dep; the promoted commit must hold what Git would commit
+    from the experiment's workspace (tracked and not-ignored files, pointers, the lock),
+    so checking the branch out and back leaves the user's data where it was."""
+    from cas.experiments import runs
+    from cas.experiments.request import RunRequest
+
+    lab.write({"data/data.xml": "<rows>1 2 3</rows>\n", "data/.gitignore": "/data.xml\n",
+               "data/data.xml.dvc": "outs:\n- md5: 0123\n  path: data.xml\n",
+               ".gitignore": "/scratch/\n", "scratch/junk.txt": "ignored by a directory rule\n",
+               "train.sh": "cat data/data.xml > model.txt && echo '{\"acc\": 1}' > m.json\n",
+               "dvc.yaml": "stages:\n  train:\n    cmd: sh train.sh\n"
+                           "    deps: [data/data.xml]\n    params: [train.lr]\n    outs: [model.txt]\n"
+                           "    metrics: [{m.json: {cache: false}}]\n"})
+    base = lab.commit("dvc project")
+    assert "data/data.xml" not in sh(lab.root, "ls-files").splitlines()
+    lab.write({"scratch/more.txt": "new and ignored\n", "notes.md": "new, not ignored\n"})
+    exp = runs.run(lab.project, RunRequest(name="e1", set_params=("train.lr=0.2",)))
+    assert exp.record.status == "success" and "data/data.xml" in exp.record.deps
+
+    [r] = promote.promote(lab.project, names=["e1"]).results
+    assert r.status == "created", r.error
+    files = tree_of(lab.root, r.commit)
+    assert sorted(set(files) - set(tree_of(lab.root, base))) == ["m.json", "notes.md", "tally.lock"]
+    assert files["params.yaml"] == "train:\n  lr: 0.2\n  epochs: 10\n"
+    assert "model.txt" in files[".gitignore"]  # the run ignores its output, as DVC does
+    assert r.changed == [".gitignore", "m.json", "notes.md", "params.yaml", "tally.lock"]
+
+    data = (lab.root / "data" / "data.xml").read_bytes()
+    sh(lab.root, "stash", "-u")
+    sh(lab.root, "checkout", "-q", "exp/e1")
+    sh(lab.root, "checkout", "-q", "main")
+    assert (lab.root / "data" / "data.xml").read_bytes() == data  # the user's data is still there

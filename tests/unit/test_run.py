@@ -383,9 +383,11 @@ def test_quick_stage_and_its_run_cache(tmp_path, env):
     assert "out.txt" in a.record.outs and "m.json" not in a.record.outs  # -M is not stored
     assert not (project.root / "tally.lock").exists()
     assert calls(env) == ["ran"]
-    # m.json is an output that is not cached, so the stage cannot be replayed: it runs again
+    # m.json is an output that is not cached, but is kept for the run-cache (as DVC does)
+    (project.root / "m.json").write_text('{"m": 0}')
     b = experiments.run(project, RunRequest(quick_stage=q))
-    assert calls(env) == ["ran"] and b.record.outs == a.record.outs
+    assert states(b) == {"run": "cache-hit"} and calls(env) == []
+    assert b.record.outs == a.record.outs and b.record.metrics == {"m.json": {"m": 1.5}}
     q2 = experiments.QuickStage(cmd=("cp in.txt out2.txt && echo ran >> \"$CALLS_LOG\"",),
                                 deps=("in.txt",), outs=("out2.txt",))
     experiments.run(project, RunRequest(quick_stage=q2))
@@ -413,6 +415,47 @@ def test_save_records_the_workspace(tmp_path, env):
     assert fsck(project).ok
 
 
+def test_runcache_replays_a_stage_with_uncached_metrics_and_plots(tmp_path, env):
+    """DVC's idiom `metrics: - m.json: {cache: false}`: -S lr=1, lr=2, lr=1 runs twice;
+    the third comes from the run-cache, its metrics and plots restored as plain copies,
+    kept out of the record's outs."""
+    train = ("import json, os, re\n"
+             "lr = int(re.search(r'lr: (\\d+)', open('params.yaml').read()).group(1))\n"
+             "open('model.txt', 'w').write(f'model {lr}')\n"
+             "json.dump({'acc': lr}, open('m.json', 'w'))\n"
+             "open('p.csv', 'w').write(f'step,loss\\n0,{lr}\\n')\n"
+             "open(os.environ['CALLS_LOG'], 'a').write('ran\\n')\n")
+    project = simple(tmp_path, """\
+stages:
+  train:
+    cmd: python train.py
+    deps: [in.txt, train.py]
+    params: [lr]
+    outs: [model.txt]
+    metrics: [{m.json: {cache: false}}]
+    plots: [{p.csv: {cache: false}}]
+""", {"in.txt": "data\n", "train.py": train})
+    from cas.store import config as config_mod
+    config_mod.set_value(project.store_dir / "config", "cache.type", "hardlink,copy")
+    project.config = config_mod.load(project.store_dir / "config")
+    root = project.root
+    a = experiments.run(project, RunRequest(set_params=("lr=1",)))
+    b = experiments.run(project, RunRequest(set_params=("lr=2",)))
+    assert states(a) == states(b) == {"train": "ran"} and calls(env) == ["ran", "ran"]
+    assert b.record.metrics == {"m.json": {"acc": 2}}
+    c = experiments.run(project, RunRequest(set_params=("lr=1",)))
+    assert states(c) == {"train": "cache-hit"} and calls(env) == []
+    assert c.record.metrics == a.record.metrics == {"m.json": {"acc": 1}}
+    assert (root / "p.csv").read_text() == "step,loss\n0,1\n"
+    assert set(c.record.outs) == {"model.txt"}
+    for name in ("m.json", "p.csv"):  # the user's own files: writable, not linked to the store
+        st = (root / name).stat()
+        assert st.st_nlink == 1 and st.st_mode & 0o200, name
+    lock = lockfile.read(root)["train"]
+    assert {f.path for f in lock.outs} == {"model.txt", "m.json", "p.csv"}
+    assert fsck(project).ok
+
+
 def test_runcache_entries_are_fsck_roots(tmp_path, env):
     project = simple(tmp_path, "stages:\n  a:\n    cmd: cp params.yaml o.txt\n    deps: [params.yaml]\n"
                                "    outs: [o.txt]\n")
@@ -427,4 +470,85 @@ def test_frozen_stage_never_runs(tmp_path, env):
     project = simple(tmp_path, "stages:\n  a:\n    cmd: echo x > o.txt\n    outs: [o.txt]\n    frozen: true\n")
     exp = experiments.run(project)
     assert states(exp) == {"a": "skipped"} and not (project.root / "o.txt").exists()
-    assert states(experiments.run(project, RunRequest(force=True))) == {"a": "ran"}
+    # `dvc exp run -f` does not run a frozen stage either
+    assert states(experiments.run(project, RunRequest(force=True))) == {"a": "skipped"}
+    assert not (project.root / "o.txt").exists()
+    assert [p["action"] for p in experiments.plan(project, RunRequest(force=True))] == ["skip"]
+
+
+def test_a_stage_that_stages_files_leaves_the_index_as_it_was(tmp_path, env):
+    """Git's index is the user's: entries a stage command adds, changes or removes are
+    set back after it (dvclive does so inside `dvc exp run`, and DVC resets them)."""
+    project = simple(tmp_path, "stages:\n  a:\n    cmd: sh stage.sh\n    deps: [stage.sh]\n    outs: [o.txt]\n",
+                     {"stage.sh": "echo x > o.txt; echo new > new.txt; echo changed >> params.yaml\n"
+                                  "git add new.txt params.yaml && git rm -q --cached tally.yaml\n"})
+    root = project.root
+    (root / "mine.txt").write_text("staged by the user\n")
+    _git(root, "add", "mine.txt")
+    before = _git(root, "ls-files", "-s")
+    exp = experiments.run(project)
+    log = project.store.get(exp.record.logs).decode()
+    assert exp.record.status == "success", log
+    assert _git(root, "ls-files", "-s") == before
+    assert "set back: new.txt, params.yaml, tally.yaml" in log
+    assert (root / "new.txt").read_text() == "new\n"  # the files themselves are the stage's
+    assert not list(project.store.tmp.glob("index-*"))  # the old index's link is gone
+
+
+STAGE_WAITS = """\
+import os, time
+from cas.live import Live
+live = Live()
+live.log_metric("loss", 0.25)
+live.next_step()
+live.log_metric("loss", 0.125)
+live.make_summary()
+while not os.path.exists(os.environ["GO"]):
+    time.sleep(0.02)
+open("o.txt", "w").write("done")
+"""
+
+
+@pytest.mark.parametrize("how", ["finishes", "is killed"])
+def test_a_foreground_run_is_listed_while_it_runs(tmp_path, env, monkeypatch, how):
+    """As DVC shows its running workspace row: `tally show` lists a foreground run with
+    its live values; the row goes when the run ends, or when its process dies (SIGKILL)."""
+    import signal
+    import time as clock
+
+    from cas.experiments import listing
+
+    project = simple(tmp_path, f"stages:\n  a:\n    cmd: {sys.executable} stage.py\n    outs: [o.txt]\n",
+                     {"stage.py": STAGE_WAITS, ".gitignore": "/tally-live/\n"})
+    go = tmp_path / "go"
+    monkeypatch.setenv("GO", str(go))
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "-n", "fg", "-q"], cwd=project.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = clock.time() + 60
+        while True:
+            rows = [e for e in listing.list_experiments(project) if e.status == "running"]
+            if rows and rows[0].values.get("metrics:live:step") == 1:
+                break
+            assert clock.time() < deadline and proc.poll() is None, "no running row for the run"
+            clock.sleep(0.05)
+        [row] = rows
+        assert row.name == "fg" and row.baseline == _git(project.root, "rev-parse", "HEAD").strip()
+        assert row.metrics == {"tally-live/metrics.json:loss": 0.125, "live:step": 1}
+        assert listing.show(project, filter="metrics.loss < 0.2").experiments[0].name == "fg"
+        if how == "finishes":
+            go.touch()
+            assert proc.wait(60) == 0
+            [done] = listing.list_experiments(project)
+            assert (done.name, done.status) == ("fg", "success")
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+            assert listing.list_experiments(project) == []  # the dead run's marker is not listed
+        assert list((project.store_dir / "running").iterdir()) == []
+    finally:
+        go.touch()  # a stage left behind (its own process group) ends too
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()

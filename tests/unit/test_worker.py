@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from cas.experiments import checkpoints
+from cas.pipeline import runcache
 from cas.queue import directory as queue
 from cas.queue import status as queue_status
 from cas.queue import workers as queue_workers
@@ -246,6 +247,70 @@ def test_resume_in_the_workspace(tmp_path):
     assert exp.record.parent == refs.read(p, exp.record.baseline, "base")
     assert [s for s, _ in exp.record.checkpoints] == [1, 2]
     assert (p.root / "out.txt").read_text() == "epoch 0 lr 0.1\nepoch 1 lr 0.1\nepoch 2 lr 0.1\n"
+
+
+def _dvc_style_checkpoints(root) -> object:
+    """CKPT with model.txt a plain output (no `persist`) and the live directory declared
+    as DVC users declare dvclive's: metrics and plots with `cache: false`."""
+    p = make_project(root, train=CKPT, outs=("out.txt", "model.txt"))
+    (p.root / "dvc.yaml").write_text(
+        f"stages:\n  train:\n    cmd: {PY} train.py\n    deps: [train.py]\n    params: [lr, epochs]\n"
+        "    outs: [out.txt, model.txt]\n    metrics: [{tally-live/metrics.json: {cache: false}}]\n"
+        "    plots: [{tally-live/plots/metrics: {cache: false}}]\n")
+    _git(p.root, "commit", "-qam", "dvclive-style outputs")
+    return p
+
+
+def test_resume_continues_from_the_restored_outputs_without_persist(tmp_path):
+    """The files a resume restores are the state the stage continues from: they are not
+    removed before it runs (no `persist: true` needed), nor replaced from the run-cache."""
+    p = _dvc_style_checkpoints(tmp_path / "proj")
+    base = checkpoints.run_with_checkpoints(p, RunRequest(name="base"))
+    assert base.record.status == "success" and [s for s, _ in base.record.checkpoints] == [0, 1]
+    assert len(list(runcache.iter_index(p))) == 1
+    (p.root / "params.yaml").write_text("lr: 0.1\nepochs: 4\n")
+    exp = checkpoints.run_resumed(p, RunRequest(resume="base", name="cont"))
+    assert exp.record.status == "success", p.store.get(exp.record.logs).decode()
+    assert [s for s, _ in exp.record.checkpoints] == [2, 3]  # not 0..3 again
+    assert (p.root / "model.txt").read_text() == "".join(f"epoch {i} lr 0.1\n" for i in range(4))
+    assert exp.record.metrics["tally-live/metrics.json"]["step"] == 3
+    history = (p.root / "tally-live/plots/metrics/loss.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in history[1:]] == ["0", "1", "2", "3"]
+    # What a resume makes depends on its checkpoint, which no run-cache key holds.
+    assert len(list(runcache.iter_index(p))) == 1  # the base run's entry only
+
+
+def test_a_queued_resume_continues_from_the_restored_outputs(tmp_path):
+    p = _dvc_style_checkpoints(tmp_path / "proj")
+    queue_runs(p, "epochs=2", name="first")
+    assert worker.run_all(p, jobs=1).done == ["first"]
+    queue_runs(p, "epochs=3", name="more", resume="first")
+    assert worker.run_all(p, jobs=1).done == ["more"]
+    more = records(p)["more"]
+    assert [s for s, _ in more.checkpoints] == [2]
+    assert p.store.get(more.outs["model.txt"][0]).decode() == \
+        "".join(f"epoch {i} lr 0.1\n" for i in range(3))
+
+
+def test_resume_refuses_a_command_line_stage_it_cannot_repeat(tmp_path):
+    """A quick-stage experiment resumed without its stage would run the pipeline file."""
+    from cas.core.errors import UsageError
+    from cas.experiments.request import QuickStage
+
+    p = make_project(tmp_path / "proj", train=CKPT, persist=("model.txt",))
+    quick = QuickStage(cmd=(f"{PY} train.py",), deps=("train.py",), outs=("out.txt",))
+    base = checkpoints.run_with_checkpoints(p, RunRequest(name="base", quick_stage=quick))
+    assert [s.name for s in base.record.stages] == ["run"] and base.record.checkpoints
+    for resume in (lambda: checkpoints.run_resumed(p, RunRequest(resume="base", name="c")),
+                   lambda: queue_runs(p, name="q", resume="base")):
+        with pytest.raises(UsageError, match="command-line stage"):
+            resume()
+    assert set(records(p)) == {"base"} and not queue_status.status(p)["entries"]
+    (p.root / "params.yaml").write_text("lr: 0.1\nepochs: 3\n")
+    cont = checkpoints.run_resumed(p, RunRequest(resume="base", name="cont", quick_stage=quick))
+    assert [s.name for s in cont.record.stages] == ["run"] and cont.record.status == "success"
+    assert [s for s, _ in cont.record.checkpoints] == [2]
+    assert (p.root / "out.txt").read_text().count("epoch") == 3
 
 
 @pytest.mark.skipif(not SLOW, reason="heavy: TALLY_SLOW=1")
