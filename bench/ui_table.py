@@ -6,7 +6,7 @@ and filtering answered in under 300 ms server-side (issue 16). DVC has no local 
 
 Setup (untimed): a project with the E pipeline's shape (bench.workload), one real
 `tally run`, then N-1 clones of it (bench.tally_clone, as the exp-show rows do). Then
-`tally ui`'s server (cas.ui.app.serve, a real uvicorn process on a loopback port) is
+`tally ui --no-browser` (cas.ui.app.serve: a real uvicorn process on a loopback port) is
 started, and each request below is timed from the client (wall, loopback HTTP) and by
 the server itself (its `Server-Timing` header):
 
@@ -86,10 +86,9 @@ def make_project(root: Path, count: int, env: dict[str, str]) -> None:
 
 
 def start(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    code = ("from cas.workspace.project import open_project; from cas.ui import app; "
-            "app.serve(open_project(), open_browser=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "ui", "--no-browser"], cwd=root, env=env,
+                            text=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     assert proc.stderr is not None
     for line in proc.stderr:
         m = re.search(r"(http://\S+)", line)

@@ -52,6 +52,10 @@ JOBS = Opt(("-j", "--jobs"), "jobs", ONE, "How many runs at a time.", metavar="N
 WAIT = Opt(("--wait",), "wait", ONE, "How long to wait for a lock another tally process holds.",
            metavar="SECONDS", type=seconds, default=0.0)
 FOLLOW = Opt(("--follow",), "follow", FLAG, "Keep printing until the run has finished.")
+VERIFY = Opt(("--verify",), "verify", FLAG,
+             "Copies are always checked against their id; --verify also checks hardlinked, "
+             "symlinked and reflinked files, reading each object once (slower; "
+             "spec/checkout.md, \"Verification\").")
 
 # Declared by one command each but listed in README.md's table: their short forms.
 QUIET = Opt(("-q", "--quiet"), "quiet", FLAG, "Do not echo stage output or progress.")

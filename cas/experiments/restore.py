@@ -79,8 +79,13 @@ class Restored:
                 "unchanged": self.unchanged, "modes": self.modes, "skipped": sorted(self.skipped)}
 
 
-def restore(project: Project, spec: str, *, force: bool = False, step: int | None = None) -> Restored:
+def restore(project: Project, spec: str, *, force: bool = False, step: int | None = None,
+            verify: bool = False) -> Restored:
     """Bring experiment `spec` (NAME or BASELINE/NAME) back into the workspace.
+
+    Every file whose bytes pass through tally (small files written from memory, copies)
+    is checked against its id; with `verify`, hardlinked, symlinked and reflinked data
+    files too (cas/workspace/checkout.py; spec/checkout.md, "Verification").
 
     Raises:
         NotFound: no such experiment, no workspace snapshot, or no checkpoint `step`.
@@ -104,7 +109,7 @@ def restore(project: Project, spec: str, *, force: bool = False, step: int | Non
         for out in rec.outs:  # a pulled record is content like any other
             path_safety.check_path(out, source=f"the record of experiment {name!r}")
         plan = plan_tree(root_oid, load, set(rec.outs))
-        _apply(project, plan, rec, load, force=force, result=result)
+        _apply(project, plan, rec, load, force=force, verify=verify, result=result)
     return result
 
 
@@ -166,7 +171,7 @@ def _committed(root: Path, commits: list[str], paths: set[str]) -> tuple[set[str
 
 
 def _apply(project: Project, plan: TreePlan, rec: record.Record, load: Callable[[str], tree.Tree], *,
-           force: bool, result: Restored) -> None:
+           force: bool, verify: bool, result: Restored) -> None:
     root = project.root
     base = os.fspath(root)
     store = project.store
@@ -262,7 +267,7 @@ def _apply(project: Project, plan: TreePlan, rec: record.Record, load: Callable[
     links = project.config.link_order
     for rel in dir_todo:
         r = co.checkout(store, co.Target(plan.data_dirs[rel], True), root / rel, links=links,
-                        statcache=project.statcache, force=force, load_tree=load)
+                        statcache=project.statcache, force=force, load_tree=load, verify=verify)
         result.written += [f"{rel}/{w}" for w in r.written]
         result.deleted += [f"{rel}/{d}" for d in r.deleted]
         result.unchanged += r.unchanged
@@ -270,11 +275,11 @@ def _apply(project: Project, plan: TreePlan, rec: record.Record, load: Callable[
             result.modes[m] = result.modes.get(m, 0) + n
     for rel in file_todo:
         e = plan.data_files[rel]
-        _file_checkout(project, rel, e, links, force, result)
+        _file_checkout(project, rel, e, links, force, verify, result)
     big = [(rel, e) for rel, e in writes if e.kind == tree.FILE and e.size > IN_MEMORY_MAX]
     small = [(rel, e) for rel, e in writes if not (e.kind == tree.FILE and e.size > IN_MEMORY_MAX)]
     for rel, e in big:
-        _file_checkout(project, rel, e, LOOSE_LINKS, True, result)
+        _file_checkout(project, rel, e, LOOSE_LINKS, True, verify, result)
     _write_small(project, small, result)
     for rel in deletes:
         p = f"{base}/{rel}"
@@ -315,14 +320,14 @@ def _dir_state(project: Project, rel: str, oid: str, load: Callable[[str], tree.
 
 
 def _file_checkout(project: Project, rel: str, e: tree.Entry, links: tuple[str, ...], force: bool,
-                   result: Restored) -> None:
+                   verify: bool, result: Restored) -> None:
     dest = project.root / rel
     _clear_parents(project.root, rel)
     if e.kind == tree.SYMLINK:
         _write_small(project, [(rel, e)], result)
         return
     r = co.checkout(project.store, co.Target(e.oid, False, e.mode), dest, links=links,
-                    statcache=project.statcache, force=force)
+                    statcache=project.statcache, force=force, verify=verify)
     if r.written:
         result.written.append(rel)
         for m, n in r.modes.items():

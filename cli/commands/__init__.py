@@ -11,8 +11,8 @@ from __future__ import annotations
 from ..spec import Command, Group
 
 # The names users type, each its module's name here, in help order.
-NAMES = ("init", "add", "status", "checkout", "unprotect", "push", "pull", "fetch", "remote", "run", "save", "show", "diff", "logs",
-         "restore", "promote", "remove", "rename", "queue", "gc", "fsck", "config")
+NAMES = ("init", "add", "status", "checkout", "unprotect", "push", "pull", "fetch", "remote", "run", "save", "show", "diff",
+         "plots", "ui", "logs", "restore", "promote", "remove", "rename", "queue", "gc", "fsck", "config")
 
 
 def load(name: str) -> Command | Group | None:

@@ -3,7 +3,7 @@ checkout` (no Typer: ~60 ms)."""
 
 from __future__ import annotations
 
-from ..flags import FORCE, JSON
+from ..flags import FORCE, JSON, VERIFY
 from ..output import emit_json, out, progress
 from ..spec import ANY, Arg, Command
 
@@ -14,7 +14,8 @@ def body(a) -> None:
 
     project = open_project()
     with progress("checking out") as cb:
-        reports = tracking.checkout(project, a.paths or None, force=a.force, progress=cb)
+        reports = tracking.checkout(project, a.paths or None, force=a.force, progress=cb,
+                                    verify=a.verify)
     if a.json:
         emit_json({p: {"written": len(r.written), "deleted": len(r.deleted),
                        "unchanged": r.unchanged, "modes": r.modes} for p, r in reports.items()})
@@ -33,7 +34,8 @@ COMMAND = Command(
     "Only files that differ are touched. Refuses (exit 4) to overwrite changes that are "
     "not in the store, naming them, unless --force.",
     body, args=(Arg("paths", "PATH", ANY, "Tracked paths (default: all)."),),
-    opts=(FORCE._replace(help="Overwrite modified files that are not in the store."), JSON),
+    opts=(FORCE._replace(help="Overwrite modified files that are not in the store."), VERIFY, JSON),
     exits=((3, "a PATH is not tracked, or an object is missing from the store"),
            (4, "would overwrite changes that are not in the store (see --force)"),
-           (5, "an object in the store is corrupt")), fast=True)
+           (5, "an object in the store is corrupt (nothing damaged takes a file's name)")),
+    fast=True)

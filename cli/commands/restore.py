@@ -6,7 +6,7 @@ Fast path: bringing a result back should cost the link, not the CLI (Typer was
 
 from __future__ import annotations
 
-from ..flags import FORCE, JSON
+from ..flags import FORCE, JSON, VERIFY
 from ..output import emit_json, err, out
 from ..spec import ONE, REQUIRED, Arg, Command, Opt, integer
 
@@ -19,17 +19,19 @@ def body(a) -> None:
 
     project = open_project()
     try:
-        r = restore.restore(project, a.name, force=a.force, step=a.step)
+        r = restore.restore(project, a.name, force=a.force, step=a.step, verify=a.verify)
     except NotFound:  # unknown here, or its record or data missing (ObjectMissing)
         from cas.remote import settings
         if not settings.remotes(project):
             raise
         from cas.sync import exps  # on demand: from the default remote, verified
         err(f"{a.name}: not complete here; fetching it from the remote")
-        r = exps.restore(project, a.name, force=a.force, step=a.step)
+        r = exps.restore(project, a.name, force=a.force, step=a.step, verify=a.verify)
     if a.json:
         emit_json(r.to_json())
         return
+    for path in r.skipped:  # a link Git may hold; tally never writes one that leaves the tree
+        err(f"not restored (points outside the work tree): {path}")
     what = f"{r.name}" + (f" at step {r.step}" if r.step is not None else "")
     if not r.written and not r.deleted:
         out(f"{what}: the workspace already matches ({r.unchanged} files)")
@@ -53,10 +55,11 @@ COMMAND = Command(
     opts=(FORCE._replace(help="Overwrite uncommitted changes that are not in the store."),
           Opt(("--step",), "step", ONE, "Restore the checkpoint taken at step K.", metavar="K",
               type=integer),
+          VERIFY,
           JSON),
     exits=((2, "bad usage, or a NAME under several baselines (write BASELINE/NAME)"),
            (3, "no such experiment or step, or an object is missing from the store"),
            (4, "would overwrite or delete uncommitted work (see --force)"),
-           (5, "an object in the store is corrupt"),
+           (5, "an object in the store is corrupt (nothing damaged takes a file's name)"),
            (7, "another tally process holds the workspace or the store")),
     fast=True)

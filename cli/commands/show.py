@@ -35,6 +35,9 @@ def body(a) -> None:
         tab = listing.show(open_project(), all_baselines=every, filter=a.filter,
                            sort_by=a.sort_by, keep=a.keep, drop=a.drop,
                            only_changed=a.only_changed, limit=a.num)
+    for e in tab.experiments:
+        if e.problem is not None:  # listed (status unreadable) so it can be seen and removed
+            err(f"warning: experiment {e.ref} is unreadable: {e.problem}")
     if a.json:
         keep = {c.id for c in tab.columns}
         _json_lines([e.to_json(keep) for e in tab.experiments])

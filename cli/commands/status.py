@@ -27,7 +27,6 @@ def body(a) -> None:
         return
     if not changed:
         out("Data and pointers are up to date.")
-        return
     for s in changed:
         out(f"{s.state}: {s.path}")
         for label, items in (("new", s.added), ("modified", s.modified), ("deleted", s.deleted)):
@@ -35,6 +34,10 @@ def body(a) -> None:
                 out(f"    {label}: {s.path}/{item}")
             if len(items) > SHOWN:
                 out(f"    ... and {len(items) - SHOWN} more {label}")
+    for s in result:
+        if s.leftovers:  # not data (add and status skip them), but they take disk space
+            out(f"{s.path}: leftover temp files of a killed checkout: {len(s.leftovers)} "
+                "(the next `tally checkout` removes them)")
 
 
 def _remote(a) -> None:

@@ -1,4 +1,4 @@
-"""`tally plots` pages in Chromium with the network cut: every chart draws offline."""
+"""`tally plots show|diff` pages in Chromium with the network cut: every chart draws offline."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def _offline(page) -> list[str]:
     return tried
 
 
+def _written(stdout: str) -> Path:
+    """The page `tally plots show|diff` wrote: the file:// address it printed."""
+    (uri,) = stdout.split()
+    assert uri.startswith("file://"), stdout
+    from urllib.parse import unquote, urlparse
+    return Path(unquote(urlparse(uri).path))
+
+
 def _drawn(page, count: int) -> None:
     page.wait_for_function(f"document.querySelectorAll('.chart svg.marks .role-mark').length > 0 && "
                            f"document.querySelectorAll('.chart svg.marks').length >= {count}", timeout=20_000)
@@ -43,7 +51,8 @@ def test_every_template_draws_offline(page, tmp_path: Path) -> None:
     plotlab.sh(root, env, *plotlab.TALLY, "init")
     plots = collect.collect(open_project(root), ["workspace"])
     vega = [p for p in plots.plots if p.kind == "vega"]
-    out = render.write_html(plots, tmp_path / "index.html")
+    out = _written(plotlab.sh(root, env, *plotlab.TALLY, "plots", "show", "--out", str(tmp_path)))
+    assert out == (tmp_path / "index.html").resolve()
     tried = _offline(page)
     page.goto(out.as_uri())
     _drawn(page, len(vega))
@@ -64,7 +73,9 @@ def test_plots_diff_of_two_experiments(page, tmp_path: Path) -> None:
     plotlab.run(root, env, "lr-small", 0.05)
     plotlab.run(root, env, "lr-large", 0.3)
     plots = collect.collect(open_project(root), ["lr-small", "lr-large"])
-    out = render.write_html(plots, tmp_path / "diff.html", title="tally plots diff lr-small lr-large")
+    out = _written(plotlab.sh(root, env, *plotlab.TALLY, "plots", "diff", "lr-small", "lr-large",
+                              "--out", str(tmp_path / "diff.html")))
+    assert out == (tmp_path / "diff.html").resolve()
     tried = _offline(page)
     page.set_viewport_size({"width": 1300, "height": 900})
     page.goto(out.as_uri())

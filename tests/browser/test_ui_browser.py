@@ -30,11 +30,12 @@ def project(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def server(project):
     root, env = project
-    srv = start_server(root, env)
+    srv = start_server(root, env)  # `tally ui --no-browser`, as a user starts it
     try:
         yield srv
     finally:
-        srv.stop()
+        code = srv.stop()
+    assert code == 130, "Ctrl-C should stop `tally ui` through the funnel (exit 130)"
 
 
 def _names(page) -> list[str]:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from cas.core.errors import UsageError
 from cli import commands, entry, flags, main, spec
+from cli.commands import plots, ui
 from cli.parse import HelpRequested, parse
 
 COMMANDS = {c.name: c for c in commands.commands()}
@@ -78,6 +79,8 @@ VALUES = {  # per value type: values it takes and values it refuses, some that l
     spec.seconds: ["0", "2.5", "-1", "soon"],
     spec.sort_key: ["acc", "acc:desc", "metrics.json:acc:max", ":asc", "", "loss:MIN"],
     flags.digits: ["1", "30", "0", "31", "x"],
+    plots.output_format: ["html", "png", "svg", "pdf", "", "HTML"],
+    ui.port: ["0", "8080", "65535", "65536", "-1", "http"],
 }
 JUNK = ["--bogus", "-Z", "--", "-", "--jso", "--force=1", "--json=yes", "-h", "--help"]
 WORDS = ["a", "b", "x=1", "-", "seed"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +106,58 @@ def test_restore_refusal_then_force(three: Lab, capsys: pytest.CaptureFixture[st
     for bad in ([], ["alpha", "--bogus"], ["alpha", "--step", "two"], ["alpha", "beta"]):
         code, out, err = tally(capsys, "restore", *bad)
         assert code == 2 and out == "" and "tally restore:" in err and "--help" in err, bad
+
+
+def test_restore_verify_checks_linked_outputs(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    from cas.objects import record, tree
+    from cas.store import config
+    from support.lab import tree_lookup
+
+    config.set_value(lab.root / ".tally" / "config", "cache.type", "hardlink,copy")
+    weights = os.urandom(300)  # incompressible: stored raw, so it can be hardlinked
+    oid = lab.exp("trained", outs={"model": {"w.bin": weights}})
+    project = lab.project
+    model, _ = tree_lookup(project, record.load(project.store, oid).workspace, "model")
+    w = tree.decode(project.store.get(model)).get("w.bin").oid
+    path = Path(project.store.raw_path(w))
+    path.chmod(0o644)
+    path.write_bytes(bytes([weights[0] ^ 0x20]) + weights[1:])
+    path.chmod(0o444)
+    code, out, err = tally(capsys, "restore", "trained", "--verify")
+    assert code == 5 and out == "" and w in err
+    assert not (lab.root / "model" / "w.bin").exists()  # nothing damaged took the name
+    code, out, err = tally(capsys, "restore", "trained")  # a hardlink is unverified by default
+    assert code == 0 and "1 hardlink" in out
+
+
+def test_restore_names_the_links_it_skipped(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    os.symlink("/etc/passwd", lab.root / "evil")
+    lab.exp("hostile")
+    os.unlink(lab.root / "evil")
+    code, out, err = tally(capsys, "restore", "hostile")
+    assert code == 0 and err == "not restored (points outside the work tree): evil\n"
+    assert out.startswith("restored hostile") or "already matches" in out
+    assert not os.path.lexists(lab.root / "evil")
+    code, out, err = tally(capsys, "restore", "hostile", "--json")
+    assert code == 0 and json.loads(out)["skipped"] == ["evil"]
+
+
+def test_show_says_which_experiment_is_unreadable(three: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    from cas.store import refs
+
+    refs.update(three.project, three.head(), "broken", "ab" * 32, None)  # names no object
+    code, out, err = tally(capsys, "show")
+    assert code == 0
+    assert [ln.split()[:3] for ln in out.splitlines()[1:] if ln.startswith("broken")] == \
+        [["broken", "-", "unreadable"]]
+    (line,) = err.splitlines()
+    assert line.startswith(f"warning: experiment {three.head()[:7]}/broken is unreadable: ")
+    assert "missing" in line
+    code, out, err = tally(capsys, "show", "--json")
+    assert code == 0 and "broken is unreadable" in err
+    assert next(r for r in json.loads(out) if r["name"] == "broken")["problem"] in line
+    code, out, err = tally(capsys, "show", "--filter", "status == 'success'")
+    assert code == 0 and err == ""  # only experiments listed are reported
 
 
 def test_restore_does_not_import_typer(three: Lab) -> None:

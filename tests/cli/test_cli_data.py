@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -208,6 +209,63 @@ def test_hardlink_mode_protects_and_unprotect(repo, capsys):
     f.write_text("edited")
     code, out, _ = tally(capsys, "fsck")
     assert code == 0  # the store was not touched by the edit
+
+
+def flip_raw_object(repo: Path, oid: str) -> None:
+    """Damage a stored object in place, keeping its size (so no size check catches it)."""
+    from cas.workspace.project import open_project
+    path = Path(open_project(repo).store.raw_path(oid))
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x20
+    path.write_bytes(bytes(data))
+    path.chmod(0o444)
+
+
+def test_checkout_verify_checks_linked_files(repo, capsys):
+    """Copies are always checked; a hardlink is the object itself, checked with --verify."""
+    tally(capsys, "init")
+    tally(capsys, "config", "cache.type", "hardlink,copy")
+    (repo / "data").mkdir()
+    (repo / "data" / "a.bin").write_bytes(os.urandom(300))  # incompressible: stored raw
+    code, out, _ = tally(capsys, "add", "data", "--json")
+    from cas.objects import tree
+    from cas.workspace.project import open_project
+    project = open_project(repo)
+    oid = tree.decode(project.store.get(json.loads(out)[0]["oid"])).get("a.bin").oid
+    flip_raw_object(repo, oid)
+    helpers.make_writable(repo / "data")
+    shutil.rmtree(repo / "data")
+    code, out, err = tally(capsys, "checkout", "--verify")
+    assert code == 5 and out == "" and oid in err
+    assert not (repo / "data" / "a.bin").exists()  # nothing damaged took the name
+    code, out, err = tally(capsys, "checkout")  # unverified by default: the link is made
+    assert code == 0 and "1 written (1 hardlink)" in out
+    code, _, err = tally(capsys, "checkout", "--verify=1")
+    assert code == 2 and "Option '--verify' does not take a value." in err
+
+
+def test_status_reports_a_killed_checkouts_leftovers(repo, capsys):
+    tally(capsys, "init")
+    make_data(repo)
+    tally(capsys, "add", "data")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (repo / "data" / "sub" / f".tally-tmp-{dead.pid}-deadbeef-3").write_text("half a file")
+    code, out, err = tally(capsys, "status")
+    assert code == 0 and err == ""
+    assert out.splitlines() == [
+        "Data and pointers are up to date.",
+        "data: leftover temp files of a killed checkout: 1 (the next `tally checkout` removes them)"]
+    code, out, _ = tally(capsys, "status", "--json")
+    assert json.loads(out)[0]["leftovers"] == [f"data/sub/.tally-tmp-{dead.pid}-deadbeef-3"]
+    (repo / "data" / "a.csv").chmod(0o644)
+    (repo / "data" / "a.csv").write_text("changed\n")
+    code, out, _ = tally(capsys, "status")
+    assert out.splitlines()[0] == "modified: data" and out.splitlines()[-1].startswith("data: leftover")
+    tally(capsys, "checkout", "--force")
+    code, out, _ = tally(capsys, "status")
+    assert out == "Data and pointers are up to date.\n"
 
 
 def test_version_and_help_list_exit_codes(capsys):

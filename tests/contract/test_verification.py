@@ -78,6 +78,29 @@ def test_linked_checkouts_verify_on_request_and_fsck_closes_the_gap(project) -> 
     assert st.state == "modified" and "a.bin" in st.modified
 
 
+@pytest.mark.parametrize("where", ["model/w.bin", "w.bin"])  # a data directory, a data file
+def test_restore_verifies_linked_outputs_on_request(lab, where: str) -> None:
+    """restore passes `verify` to every checkout it makes, as `tally checkout` does."""
+    from cas.experiments import restore
+    from cas.objects import record, tree
+    from cas.store import config
+    from support.lab import tree_lookup
+
+    config.set_value(lab.root / ".tally" / "config", "cache.type", "hardlink,copy")
+    weights = os.urandom(300)  # incompressible: stored raw, so it is hardlinked
+    out = where.split("/")[0]
+    rec = lab.exp("trained", outs={out: {"w.bin": weights} if "/" in where else weights})
+    project = lab.project
+    oid, _ = tree_lookup(project, record.load(project.store, rec).workspace, where)
+    _flip(project, oid)
+    with pytest.raises(CorruptObject) as exc:
+        restore.restore(project, "trained", verify=True)
+    assert exc.value.exit_code == 5 and oid in exc.value.message
+    assert not (lab.root / where).exists()  # no damaged file took the name
+    done = restore.restore(project, "trained")  # a hardlink is the object: unverified by default
+    assert where in done.written and done.modes == {"hardlink": 1}
+
+
 def test_a_killed_checkouts_temp_files_are_reported_then_removed(project) -> None:
     """Issue 13, item 6: `.tally-tmp-*` files of a checkout killed mid-way used to stay in
     the data directories for good, unseen by status."""

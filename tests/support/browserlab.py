@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -24,23 +25,20 @@ class Server:
         assert m, url
         self.base, self.token = m.group(1), m.group(2)
 
-    def stop(self) -> None:
-        self.proc.terminate()
+    def stop(self) -> int | None:
+        """Ctrl-C, as a user stops it; the exit code (130), or None if it had to be killed."""
+        self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(10)
+            return self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-
-
-# `tally ui --no-browser` until the declared CLI (branch cli-decl) has the command:
-# the same cas.ui.app.serve that command calls.
-SERVE = ("import sys; from cas.workspace.project import open_project; from cas.ui import app; "
-         "app.serve(open_project(), open_browser=False)")
+            return None
 
 
 def start_server(root: Path, env: dict[str, str]) -> Server:
-    proc = subprocess.Popen([sys.executable, "-c", SERVE], cwd=root, env=env,
+    """`tally ui --no-browser` in `root`, as a user starts it; its URL read from stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "ui", "--no-browser"], cwd=root, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 30
