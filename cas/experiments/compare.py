@@ -55,7 +55,7 @@ def diff(project: Project, a: str, b: str | None = None) -> Diff:
     ab, aname, arec = load(project, a)
     notes: list[str] = []
     if b is None:
-        blabel, bparams, bmetrics = f"baseline {ab[:7]}", *_files_at(project, ab, arec, notes)
+        blabel, bparams, bmetrics = f"baseline {ab[:7]}", *files_at(project, ab, arec, notes)
     else:
         try:
             bb, bname, brec = load(project, b)
@@ -66,13 +66,14 @@ def diff(project: Project, a: str, b: str | None = None) -> Diff:
             except (NotFound, UsageError):
                 raise NotFound(f"{b!r} is neither an experiment nor a Git commit",
                                hint=exc.hint) from None
-            blabel, bparams, bmetrics = f"commit {b}", *_files_at(project, b, arec, notes)
-    rows = _diff_rows("params", arec.flat_params(), bparams) + \
-        _diff_rows("metrics", arec.flat_metrics(), bmetrics)
+            blabel, bparams, bmetrics = f"commit {b}", *files_at(project, b, arec, notes)
+    rows = diff_rows("params", arec.flat_params(), bparams) + \
+        diff_rows("metrics", arec.flat_metrics(), bmetrics)
     return Diff(f"{ab[:7]}/{aname}", blabel, rows, notes)
 
 
-def _diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow]:
+def diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow]:
+    """One row per key of `a` or `b` (flattened `file:key`), sorted, with its change."""
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, query.MISSING), b.get(k, query.MISSING)
@@ -84,7 +85,7 @@ def _diff_rows(group: str, a: dict[str, Any], b: dict[str, Any]) -> list[DiffRow
     return out
 
 
-def _files_at(project: Project, commit: str, rec: record.Record,
+def files_at(project: Project, commit: str, rec: record.Record,
               notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The flattened params and metrics of `rec`'s files as committed at `commit`."""
     from cas.pipeline import params as params_mod
@@ -110,4 +111,4 @@ def _files_at(project: Project, commit: str, rec: record.Record,
     return flat.flat_params(), flat.flat_metrics()
 
 
-__all__ = ["diff", "Diff", "DiffRow"]
+__all__ = ["diff", "Diff", "DiffRow", "diff_rows", "files_at"]

@@ -475,14 +475,14 @@ def diff(project, a: str, b: str | None = None, *, remote: str | Remote | None =
     alabel, arec = load(a)
     if b is None:
         notes: list[str] = []
-        bparams, bmetrics = compare._files_at(project, arec.baseline, arec, notes)  # noqa: SLF001
+        bparams, bmetrics = compare.files_at(project, arec.baseline, arec, notes)
         blabel = f"baseline {arec.baseline[:7]}"
     else:
         notes = []
         blabel, brec = load(b)
         bparams, bmetrics = brec.flat_params(), brec.flat_metrics()
-    rows = compare._diff_rows("params", arec.flat_params(), bparams) + \
-        compare._diff_rows("metrics", arec.flat_metrics(), bmetrics)  # noqa: SLF001
+    rows = compare.diff_rows("params", arec.flat_params(), bparams) + \
+        compare.diff_rows("metrics", arec.flat_metrics(), bmetrics)
     return compare.Diff(alabel, blabel, rows, notes)
 
 
